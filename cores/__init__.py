@@ -1,0 +1,1 @@
+"""Network cores: one module per core, imported only when chosen."""

@@ -1,0 +1,191 @@
+"""The builtin core: threaded XML-RPC over TLS with the standard library.
+
+The accept loop only accepts; each connection's TLS handshake, request and
+response happen in a worker thread of its own, so one slow client never
+holds up the others.
+"""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import os
+import signal
+import socket
+import socketserver
+import ssl
+import threading
+from typing import Any
+
+from bcfg2 import xmlrpc
+from bcfg2.core import NetworkCore
+from bcfg2.daemonize import daemon_context
+from bcfg2.options import Setup
+from bcfg2.tls import server_context
+
+logger = logging.getLogger("bcfg2.cores.builtin")
+
+
+class RequestHandler(http.server.BaseHTTPRequestHandler):
+    """One HTTP request carrying one XML-RPC call."""
+
+    protocol_version = "HTTP/1.0"
+    server_version = "bcfg2-server"
+    sys_version = ""
+    server: TLSServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        logger.debug("%s: " + format, self.client_address[0], *args)
+
+    def _reply(self, status: int, body: bytes = b"", content_type: str = "text/xml",
+               extra: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+
+    def _error(self, status: int, message: str) -> None:
+        logger.warning("Refused request from %s: %s", self.client_address[0], message)
+        self._reply(status, (message + "\n").encode(), "text/plain")
+
+    def do_POST(self) -> None:  # noqa: N802
+        core = self.server.core
+        length_header = self.headers.get("Content-Length")
+        if length_header is None:
+            self._error(411, "a Content-Length is required")
+            return
+        try:
+            length = int(length_header)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            self._error(400, f"invalid Content-Length {length_header!r}")
+            return
+        limit = core.setup.server.max_request_size
+        if length > limit:
+            self._error(413, f"request body of {length} bytes exceeds the limit of {limit}")
+            return
+        body = self.rfile.read(length)
+        if len(body) < length:
+            self._error(400, f"truncated request: {len(body)} of {length} bytes")
+            return
+        user, password = xmlrpc.parse_basic_auth(self.headers.get("Authorization"))
+        cert = self.connection.getpeercert() or None
+        address = (self.client_address[0], self.client_address[1])
+        status, data = xmlrpc.serve(core, body, address, cert, user, password)
+        if status == 401:
+            logger.warning("Authentication failure from %s (user %r)", address[0], user)
+            self._reply(401, b"Unauthorized\n", "text/plain",
+                        {"WWW-Authenticate": 'Basic realm="Bcfg2 Server"'})
+        else:
+            self._reply(status, data)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._error(405, "only XML-RPC POST requests are served")
+
+
+class TLSServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    """HTTPServer whose TLS handshakes happen in the per-connection thread."""
+
+    daemon_threads = False
+    block_on_close = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, address: tuple[str, int], core: BuiltinCore,
+                 context: ssl.SSLContext) -> None:
+        self.core = core
+        self.ssl_context = context
+        self.timeout_seconds = core.setup.server.connection_timeout
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, RequestHandler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks up the FQDN, a DNS query we do not need
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = host
+        self.server_port = port
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(self.timeout_seconds)
+        try:
+            conn = self.ssl_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as err:
+            logger.info("TLS handshake with %s failed: %s", client_address[0], err)
+            return
+        try:
+            self.RequestHandlerClass(conn, client_address, self)
+        except (ssl.SSLError, OSError) as err:
+            logger.info("connection from %s failed: %s", client_address[0], err)
+        finally:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        logger.exception("error serving %s", client_address[0])
+
+
+class BuiltinCore(NetworkCore):
+    """The builtin server core."""
+
+    name = "bcfg2-server"
+
+    def __init__(self, setup: Setup) -> None:
+        super().__init__(setup)
+        self.server: TLSServer | None = None
+        self.context: Any = None
+        self._serve_thread: threading.Thread | None = None
+
+    def _run(self) -> bool:
+        try:
+            self.server = TLSServer((self.host, self.port), self, server_context(self.setup))
+        except OSError as err:
+            logger.error("Cannot listen on %s:%s: %s", self.host or "*", self.port,
+                         err.strerror)
+            return False
+        self.port = self.server.server_address[1]
+        self._serve_thread = threading.Thread(target=self.server.serve_forever,
+                                              kwargs={"poll_interval": 0.5},
+                                              name="accept", daemon=True)
+        self._serve_thread.start()
+        logger.info("Listening on https://%s:%d", self.host or "*", self.port)
+        return True
+
+    def _block(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self._on_signal)
+        while not self.terminate.wait(1.0):
+            pass
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        logger.info("Got signal %d, shutting down", signum)
+        self.terminate.set()
+
+    def shutdown(self) -> None:
+        """Stop accepting, finish the requests in flight, then stop the core."""
+        self.terminate.set()
+        if self.server is not None:
+            if self._serve_thread is not None and self._serve_thread.is_alive():
+                self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+        super().shutdown()
+
+    def _daemonize(self) -> None:
+        """Detach with python-daemon: pidfile, user and group, umask."""
+        self.context = daemon_context(self.setup, self.fam, self._on_signal)
+        self.context.open()
+        logger.info("Daemonized; pid %d written to %s", os.getpid(), self.setup.daemon)
+
+
+__all__ = ["BuiltinCore"]

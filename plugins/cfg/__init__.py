@@ -1,0 +1,143 @@
+"""Cfg: file contents for Path entries, laid out like the clients' filesystem.
+
+``Cfg/etc/motd/`` holds the versions of ``/etc/motd``: ``motd`` for every
+client, ``motd.G50_web`` for members of group web (priority 50), and
+``motd.H_host.example.com`` for one host, plus an optional ``info.xml`` with
+owner, group, mode and the other Path attributes.
+
+Content that is not UTF-8 text (or that holds characters XML cannot carry)
+is sent base64-encoded with ``encoding="base64"``; an empty file is sent as
+``empty="true"``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any
+
+import lxml.etree
+
+from bcfg2.metadata import ClientMetadata
+from bcfg2.plugin import EntrySet, Generator, Plugin, SpecificData, Specificity
+
+__all__ = ["Cfg", "CfgEntrySet", "CfgPlaintextGenerator", "set_content"]
+
+
+class CfgPlaintextGenerator(SpecificData):
+    """A plain file: its content is sent as it is."""
+
+    def get_data(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> bytes:
+        return self.data
+
+
+def set_content(entry: lxml.etree._Element, data: bytes | str) -> None:
+    """Put file content into an entry: text, base64 or empty."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if not data:
+        entry.text = None
+        entry.set("empty", "true")
+        return
+    if entry.get("encoding") != "base64":
+        try:
+            entry.text = data.decode("utf-8")
+            return
+        except (UnicodeDecodeError, ValueError):
+            pass  # binary, or characters XML cannot hold
+    entry.set("encoding", "base64")
+    entry.text = base64.b64encode(data).decode("ascii")
+
+
+class CfgEntrySet(EntrySet):
+    """The versions of one file in Cfg, and its info.xml."""
+
+    def __init__(self, basename: str, path: str, setup: Any, fam: Any) -> None:
+        super().__init__(basename, path, CfgPlaintextGenerator, setup, fam)
+
+    def handle_event(self, event: Any) -> None:
+        fname = os.path.basename(event.path)
+        if fname.startswith(":"):
+            return  # :test validators and legacy :info files are not supported yet
+        super().handle_event(event)
+
+    def is_empty(self) -> bool:
+        return not self.entries and self.infoxml is None
+
+    def bind_entry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> lxml.etree._Element:
+        entry.set("type", "file")
+        self.bind_info_to_entry(entry, metadata)
+        best = self.best_matching(metadata)
+        set_content(entry, best.get_data(entry, metadata))
+        return entry
+
+
+class Cfg(Plugin, Generator):
+    """Serves file contents from the Cfg/ tree."""
+
+    def __init__(self, core: Any) -> None:
+        Plugin.__init__(self, core)
+        Generator.__init__(self)
+        self.entries: dict[str, CfgEntrySet] = {}
+        self.handles: dict[int, str] = {}
+        self.Entries["Path"] = {}
+        self.add_directory_monitor(self.data)
+
+    def add_directory_monitor(self, path: str) -> None:
+        if path in self.handles.values():
+            return
+        if not os.path.isdir(path):
+            self.logger.warning("%s does not exist; Cfg serves nothing from it", path)
+            return
+        self.handles[self.core.fam.AddMonitor(path, self)] = path
+
+    def _ident(self, path: str) -> str:
+        """The client path an entry-set directory stands for (Cfg/etc/motd -> /etc/motd)."""
+        return "/" + os.path.relpath(path, self.data).replace(os.sep, "/")
+
+    def HandleEvent(self, event: Any) -> None:  # noqa: N802
+        if event.action == "endExist":
+            return
+        path = event.path
+        if event.action == "deleted":
+            if path in self.handles.values():
+                self._remove_tree(path)
+                return
+        elif os.path.isdir(path):
+            if event.action in ("exists", "created"):
+                self.add_directory_monitor(path)
+            return
+        directory = os.path.dirname(path)
+        if directory == self.data:
+            self.logger.warning("%s: files directly in Cfg/ are ignored; put each file in a "
+                                "directory named like it", path)
+            return
+        ident = self._ident(directory)
+        entry_set = self.entries.get(ident)
+        if entry_set is None:
+            if event.action == "deleted":
+                return
+            entry_set = CfgEntrySet(os.path.basename(directory), directory, self.core.setup,
+                                    self.core.fam)
+            self.entries[ident] = entry_set
+        entry_set.handle_event(event)
+        if entry_set.is_empty():
+            self.entries.pop(ident, None)
+            self.Entries["Path"].pop(ident, None)
+        else:
+            self.Entries["Path"][ident] = entry_set.bind_entry
+
+    def _remove_tree(self, path: str) -> None:
+        prefix = path + os.sep
+        for handle, watched in list(self.handles.items()):
+            if watched == path or watched.startswith(prefix):
+                self.core.fam.RemoveMonitor(handle)
+                del self.handles[handle]
+        ident = self._ident(path)
+        for key in [k for k in self.entries if k == ident or k.startswith(ident + "/")]:
+            del self.entries[key]
+            self.Entries["Path"].pop(key, None)
+
+    def best_matching(self, name: str, metadata: ClientMetadata) -> Specificity:
+        """The specificity of the version of ``name`` a client gets (for bcfg2-info)."""
+        return self.entries[name].best_matching(metadata).specific

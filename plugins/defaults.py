@@ -1,0 +1,48 @@
+"""Defaults: default attributes for bound entries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lxml.etree
+
+from bcfg2.errors import PluginExecutionError
+from bcfg2.metadata import ClientMetadata
+from bcfg2.plugin import GoalValidator, PrioDir
+
+
+class Defaults(PrioDir, GoalValidator):
+    """Fills in attributes that bound entries do not set yet.
+
+    Defaults binds nothing itself: it acts once the configuration is bound,
+    and its entry names are always regular expressions.
+    """
+
+    replace_name_option = ("defaults", "replace_name")
+
+    def __init__(self, core: Any) -> None:
+        super().__init__(core)
+        self.regex = True
+
+    def HandlesEntry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> bool:  # noqa: N802
+        return False
+
+    def validate_goals(self, metadata: ClientMetadata, config: lxml.etree._Element) -> None:
+        for structure in config:
+            for entry in structure:
+                if isinstance(entry.tag, str) and "failure" not in entry.attrib:
+                    self.BindEntry(entry, metadata)
+
+    def BindEntry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> lxml.etree._Element:  # noqa: N802
+        try:
+            _src, data = self.get_match(entry, metadata)
+        except PluginExecutionError:
+            return entry  # no default applies (or a conflict, already logged)
+        name = entry.get("name", "")
+        for key, value in data.attrib.items():
+            if key == "name" or key in entry.attrib:
+                continue
+            if self.replace_name:
+                value = value.replace("%{name}", name)
+            entry.set(key, value)
+        return entry

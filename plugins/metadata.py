@@ -1,0 +1,632 @@
+"""Metadata: clients (clients.xml), groups and profiles (groups.xml), identity.
+
+Each edit of groups.xml or clients.xml builds a new immutable model that is
+swapped in whole; a file with an error keeps the last good model in service.
+
+What the server learns at run time (declared versions, clients registered on
+first contact, asserted profiles) is written to a clients.xml of the same
+format under ``[server] state_dir``, laid over the repository's clients.xml.
+When ``state_dir`` is the repository itself, the repository's clients.xml is
+rewritten in place, as upstream does. Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import lxml.etree
+
+from bcfg2.errors import MetadataConsistencyError, MetadataRuntimeError, RepositoryError
+from bcfg2.metadata import ClientMetadata, MetadataQuery
+from bcfg2.plugin import Caching, ClientRunHooks, Plugin, XMLFileBacked, as_bool, exposed
+from bcfg2.plugin import Metadata as MetadataInterface
+from bcfg2.xml import atomic_write
+
+SESSION_LIFETIME = 90.0
+CLIENT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,252}$")
+
+Condition = tuple[str, str, bool]
+
+
+def valid_client_name(name: str) -> bool:
+    """Client names become parts of file names: no slashes, no '..', no oddities."""
+    return bool(CLIENT_NAME.match(name)) and ".." not in name
+
+
+@dataclass(frozen=True)
+class MetadataGroup:
+    """A group declared in groups.xml."""
+
+    name: str
+    profile: bool = False
+    public: bool = False
+    default: bool = False
+    category: str | None = None
+
+
+@dataclass
+class GroupsModel:
+    """groups.xml, parsed into declarations and conditional rules."""
+
+    groups: dict[str, MetadataGroup] = field(default_factory=dict)
+    membership: list[tuple[tuple[Condition, ...], str]] = field(default_factory=list)
+    negated: list[tuple[tuple[Condition, ...], str]] = field(default_factory=list)
+    bundles: list[tuple[tuple[Condition, ...], str]] = field(default_factory=list)
+    default: str | None = None
+
+    @classmethod
+    def from_xml(cls, root: lxml.etree._Element, path: str) -> GroupsModel:
+        model = cls()
+        attrs: dict[str, dict[str, Any]] = {}
+
+        def declare(node: lxml.etree._Element, top: bool) -> None:
+            name = node.get("name")
+            current = attrs.setdefault(name, {})
+            for key in ("profile", "public", "default"):
+                if key in node.attrib and (top or key not in current):
+                    current[key] = as_bool(node.get(key))
+            if "category" in node.attrib and (top or "category" not in current):
+                current["category"] = node.get("category")
+
+        def walk(node: lxml.etree._Element, conds: tuple[Condition, ...], top: bool) -> None:
+            for child in node:
+                if not isinstance(child.tag, str):
+                    continue
+                if child.tag == "Groups":
+                    walk(child, conds, top)
+                    continue
+                name = child.get("name")
+                if child.tag in ("Group", "Client") and not name:
+                    raise RepositoryError(f"{path}:{child.sourceline}: <{child.tag}> "
+                                          f"without a name")
+                negate = as_bool(child.get("negate", "false"))
+                has_children = any(isinstance(c.tag, str) for c in child)
+                if child.tag == "Group":
+                    if top or not has_children:
+                        declare(child, top)
+                    if not top and not has_children:
+                        (model.negated if negate else model.membership).append((conds, name))
+                    if has_children:
+                        walk(child, conds + (("Group", name, negate),), False)
+                elif child.tag == "Client":
+                    walk(child, conds + (("Client", name.lower(), negate),), False)
+                elif child.tag == "Bundle":
+                    if not name:
+                        raise RepositoryError(f"{path}:{child.sourceline}: <Bundle> "
+                                              f"without a name")
+                    model.bundles.append((conds, name))
+
+        walk(root, (), True)
+        defaults = []
+        for name, values in attrs.items():
+            group = MetadataGroup(name, profile=values.get("profile", False),
+                                  public=values.get("public", False),
+                                  default=values.get("default", False),
+                                  category=values.get("category"))
+            model.groups[name] = group
+            if group.default:
+                defaults.append(name)
+        for _conds, name in model.membership + model.negated:
+            model.groups.setdefault(name, MetadataGroup(name))
+        if len(defaults) > 1:
+            raise RepositoryError(f"{path}: more than one default profile: "
+                                  f"{', '.join(sorted(defaults))}")
+        model.default = defaults[0] if defaults else None
+        return model
+
+    @staticmethod
+    def _holds(conds: Iterable[Condition], client: str, groups: set[str]) -> bool:
+        for tag, name, negate in conds:
+            result = (name in groups) if tag == "Group" else (name == client)
+            if result == negate:
+                return False
+        return True
+
+    def resolve(self, client: str, initial: Iterable[str],
+                categories: dict[str, str] | None = None,
+                warn: Any = None) -> tuple[set[str], dict[str, str]]:
+        """All groups of a client from its initial groups, then negations."""
+        groups: set[str] = set()
+        cats = dict(categories or {})
+
+        def add(name: str) -> bool:
+            if name in groups:
+                return False
+            group = self.groups.get(name)
+            if group is not None and group.category:
+                holder = cats.get(group.category)
+                if holder is not None and holder != name:
+                    if warn:
+                        warn(f"{client}: group {name} suppressed by category "
+                             f"{group.category}; already a member of {holder}")
+                    return False
+                cats[group.category] = name
+            groups.add(name)
+            return True
+
+        for name in initial:
+            add(name)
+        changed = True
+        while changed:
+            changed = False
+            for conds, name in self.membership:
+                if name not in groups and self._holds(conds, client, groups) and add(name):
+                    changed = True
+        for conds, name in self.negated:
+            if name in groups and self._holds(conds, client, groups):
+                groups.discard(name)
+                group = self.groups.get(name)
+                if group is not None and group.category and cats.get(group.category) == name:
+                    del cats[group.category]
+        return groups, cats
+
+    def bundles_for(self, client: str, groups: set[str]) -> set[str]:
+        return {name for conds, name in self.bundles if self._holds(conds, client, groups)}
+
+
+@dataclass(frozen=True)
+class ClientRecord:
+    """One client of clients.xml (with the server's runtime state laid over it)."""
+
+    name: str
+    profile: str
+    uuid: str | None = None
+    password: str | None = None
+    addresses: tuple[str, ...] = ()
+    aliases: tuple[tuple[str, str | None], ...] = ()
+    floating: bool = False
+    secure: bool = False
+    auth: str | None = None
+    version: str | None = None
+
+
+def _record_from_xml(node: lxml.etree._Element) -> ClientRecord:
+    aliases = tuple((a.get("name").lower(), a.get("address")) for a in node.iter("Alias")
+                    if a.get("name"))
+    floating = as_bool(node.get("floating", "false")) or node.get("location") == "floating"
+    return ClientRecord(
+        name=node.get("name").lower(),
+        profile=node.get("profile", ""),
+        uuid=node.get("uuid"),
+        password=node.get("password"),
+        addresses=tuple(a for a in [node.get("address")] if a),
+        aliases=aliases,
+        floating=floating,
+        secure=as_bool(node.get("secure", "false")),
+        auth=node.get("auth"),
+        version=node.get("version"),
+    )
+
+
+def client_nodes(root: lxml.etree._Element) -> list[lxml.etree._Element]:
+    return [node for node in root.iter("Client") if node.get("name")]
+
+
+@dataclass
+class ClientsModel:
+    """clients.xml with the runtime overlay: lookups by name, uuid, address, alias."""
+
+    clients: dict[str, ClientRecord] = field(default_factory=dict)
+    uuids: dict[str, str] = field(default_factory=dict)
+    addresses: dict[str, list[str]] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, records: Iterable[ClientRecord]) -> ClientsModel:
+        model = cls()
+        for rec in records:
+            model.clients[rec.name] = rec
+        for rec in model.clients.values():
+            if rec.uuid:
+                model.uuids[rec.uuid] = rec.name
+            for addr in rec.addresses:
+                model.addresses.setdefault(addr, []).append(rec.name)
+            for alias, addr in rec.aliases:
+                model.aliases[alias] = rec.name
+                if addr:
+                    model.addresses.setdefault(addr, []).append(rec.name)
+        return model
+
+
+def merge_records(repo: dict[str, ClientRecord],
+                  overlay: dict[str, dict[str, str]]) -> list[ClientRecord]:
+    """Lay the runtime overlay (profile, version, new clients) over clients.xml."""
+    out = dict(repo)
+    for name, attrs in overlay.items():
+        if name in out:
+            changes = {k: attrs[k] for k in ("profile", "version") if attrs.get(k)}
+            out[name] = replace(out[name], **changes)
+        elif attrs.get("profile"):
+            out[name] = ClientRecord(name=name, profile=attrs["profile"],
+                                     version=attrs.get("version"))
+    return list(out.values())
+
+
+class ClientsFile(XMLFileBacked):
+    """The repository's clients.xml."""
+
+    def __init__(self, name: str, plugin: Metadata) -> None:
+        self.plugin = plugin
+        self.records: dict[str, ClientRecord] | None = None
+        super().__init__(name, plugin.core.fam, should_monitor=True)
+
+    def HandleEvent(self, event: Any = None) -> None:  # noqa: N802
+        if event is not None and event.action == "deleted" and event.path == self.name:
+            self.records = {}
+            self.plugin.rebuild_clients()
+            return
+        super().HandleEvent(event)
+
+    def load_xml(self, root: lxml.etree._Element) -> None:
+        records = {}
+        for node in client_nodes(root):
+            rec = _record_from_xml(node)
+            if not rec.profile:
+                raise RepositoryError(f"{self.name}:{node.sourceline}: client {rec.name} "
+                                      f"has no profile")
+            records[rec.name] = rec
+        self.records = records
+        if self.plugin.state.name == self.name:
+            self.plugin.state.overlay = {}
+        self.plugin.rebuild_clients()
+
+
+class GroupsFile(XMLFileBacked):
+    """The repository's groups.xml."""
+
+    def __init__(self, name: str, plugin: Metadata) -> None:
+        self.plugin = plugin
+        super().__init__(name, plugin.core.fam, should_monitor=True)
+
+    def load_xml(self, root: lxml.etree._Element) -> None:
+        self.plugin.set_groups(GroupsModel.from_xml(root, self.name))
+
+
+def _read_for_update(path: str) -> lxml.etree._Element:
+    """Parse a clients.xml to rewrite it: XIncludes stay as they are."""
+    if not os.path.exists(path):
+        return lxml.etree.Element("Clients", version="3.0")
+    parser = lxml.etree.XMLParser(remove_blank_text=True, no_network=True)
+    try:
+        return lxml.etree.parse(path, parser).getroot()
+    except lxml.etree.XMLSyntaxError as err:
+        raise MetadataRuntimeError(f"{path}:{err.lineno}: cannot update it: {err.msg}") from None
+
+
+class ClientsWriter:
+    """Writes runtime changes (profile, version, new clients) to a clients.xml.
+
+    ``overlay`` holds what was written, so it is served at once, before the
+    file monitor rereads the file.
+    """
+
+    mode = 0o644
+
+    def __init__(self, path: str, plugin: Metadata) -> None:
+        self.name = path
+        self.plugin = plugin
+        self.overlay: dict[str, dict[str, str]] = {}
+        self.lock = threading.Lock()
+
+    def update(self, name: str, **attrs: str) -> None:
+        """Set attributes of one client in the file, atomically."""
+        with self.lock:
+            root = _read_for_update(self.name)
+            node = next((n for n in client_nodes(root) if n.get("name").lower() == name), None)
+            if node is None:
+                node = lxml.etree.SubElement(root, "Client", name=name)
+            for key, value in attrs.items():
+                node.set(key, value)
+            atomic_write(self.name, lxml.etree.tostring(
+                root, pretty_print=True, xml_declaration=True, encoding="UTF-8"), self.mode)
+            self.overlay = {**self.overlay, name: {**self.overlay.get(name, {}), **attrs}}
+        self.plugin.rebuild_clients()
+
+
+class StateFile(ClientsWriter, XMLFileBacked):
+    """The server's own clients.xml in the state directory, laid over the repository's."""
+
+    mode = 0o600
+
+    def __init__(self, name: str, plugin: Metadata) -> None:
+        ClientsWriter.__init__(self, name, plugin)
+        XMLFileBacked.__init__(self, name, plugin.core.fam, should_monitor=True)
+
+    def HandleEvent(self, event: Any = None) -> None:  # noqa: N802
+        if event is not None and event.action == "deleted":
+            self.overlay = {}
+            self.plugin.rebuild_clients()
+            return
+        super().HandleEvent(event)
+
+    def load_xml(self, root: lxml.etree._Element) -> None:
+        self.overlay = {node.get("name").lower(): dict(node.attrib)
+                        for node in client_nodes(root)}
+        self.plugin.rebuild_clients()
+
+
+class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
+    """Clients, groups and profiles from Metadata/clients.xml and groups.xml."""
+
+    sort_order = 500
+    __rmi__ = Plugin.__rmi__ + ["list_clients", "get_all_group_names"]
+
+    def __init__(self, core: Any) -> None:
+        Plugin.__init__(self, core)
+        self.password = core.setup.communication.password
+        self.default_auth = core.setup.communication.authentication
+        self.groups_model: GroupsModel | None = None
+        self.clients_model = ClientsModel()
+        self.session_cache: dict[tuple[str, int], tuple[float, str]] = {}
+        self._session_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self.query = MetadataQuery(
+            by_name=self.core_build_metadata,
+            names_by_groups=self.get_client_names_by_groups,
+            names_by_profiles=self.get_client_names_by_profiles,
+            all_clients=self.list_clients,
+            all_groups=self.get_all_group_names,
+            all_groups_in_category=self.get_all_groups_in_category,
+        )
+        repo_clients = os.path.join(self.data, "clients.xml")
+        state_dir = core.setup.server.state_dir or self.core.repository
+        state_clients = os.path.join(state_dir, self.name, "clients.xml")
+        self.clients_file: ClientsFile | None = None
+        self.state: ClientsWriter
+        if os.path.realpath(state_clients) == os.path.realpath(repo_clients):
+            self.state = ClientsWriter(repo_clients, self)
+        else:
+            self.state = StateFile(state_clients, self)
+        self.clients_file = ClientsFile(repo_clients, self)
+        self.groups_file = GroupsFile(os.path.join(self.data, "groups.xml"), self)
+
+    # -- models --------------------------------------------------------------
+
+    def core_build_metadata(self, name: str) -> ClientMetadata:
+        return self.core.build_metadata(name)
+
+    def set_groups(self, model: GroupsModel) -> None:
+        self.groups_model = model
+        self.expire_cache()
+
+    def rebuild_clients(self) -> None:
+        """Merge clients.xml and the runtime overlay into a new model."""
+        if self.clients_file is None:
+            return
+        with self._write_lock:
+            repo = self.clients_file.records or {}
+            self.clients_model = ClientsModel.build(merge_records(repo, self.state.overlay))
+        self.expire_cache()
+
+    def expire_cache(self, key: str | None = None) -> None:
+        self.core.metadata_cache.expire(key)
+
+    def _groups(self) -> GroupsModel:
+        model = self.groups_model
+        if model is None:
+            raise MetadataRuntimeError("groups.xml has not been read successfully")
+        return model
+
+    # -- building metadata ---------------------------------------------------
+
+    def _canonical(self, client: str) -> str:
+        client = client.lower()
+        return self.clients_model.aliases.get(client, client)
+
+    def get_initial_metadata(self, client_name: str) -> ClientMetadata:
+        groups_model = self._groups()
+        client = self._canonical(client_name)
+        record = self.clients_model.clients.get(client)
+        if record is None:
+            if not groups_model.default:
+                raise MetadataConsistencyError(
+                    f"client {client} is not in clients.xml and no default profile is set")
+            if not valid_client_name(client):
+                raise MetadataConsistencyError(f"refusing to register client name {client!r}")
+            self.set_profile(client, groups_model.default, None, require_public=False)
+            record = self.clients_model.clients.get(client)
+            if record is None:
+                raise MetadataRuntimeError(f"client {client} could not be registered")
+        profile = record.profile
+        if profile not in groups_model.groups:
+            self.logger.warning("client %s has profile %s, which groups.xml does not declare",
+                                client, profile)
+        groups, categories = groups_model.resolve(client, [profile], warn=self.logger.warning)
+        bundles = groups_model.bundles_for(client, groups)
+        return ClientMetadata(
+            client, profile, groups, bundles,
+            aliases=[alias for alias, _ in record.aliases],
+            addresses=list(record.addresses) + [a for _, a in record.aliases if a],
+            categories=categories, uuid=record.uuid, password=record.password,
+            version=record.version, query=self.query,
+        )
+
+    def merge_additional_groups(self, imd: ClientMetadata, groups: list[str]) -> None:
+        groups_model = self._groups()
+        new = [g for g in groups if g not in imd.groups]
+        if not new:
+            return
+        allgroups, categories = groups_model.resolve(
+            imd.hostname, sorted(imd.groups) + new, imd.categories, warn=self.logger.warning)
+        imd.groups = allgroups
+        imd.categories = categories
+        imd.bundles = groups_model.bundles_for(imd.hostname, allgroups)
+
+    def merge_additional_data(self, imd: ClientMetadata, source: str, data: Any) -> None:
+        if hasattr(imd, source) and source in imd.__dict__:
+            return
+        setattr(imd, source, data)
+        imd.connectors.append(source)
+
+    # -- runtime changes -----------------------------------------------------
+
+    def set_profile(self, client: str, profile: str, address: tuple[str, int] | None,
+                    require_public: bool = True) -> None:
+        groups_model = self._groups()
+        client = self._canonical(client)
+        group = groups_model.groups.get(profile)
+        if group is None:
+            raise MetadataConsistencyError(f"profile group {profile} does not exist")
+        if require_public and not group.public:
+            raise MetadataConsistencyError(
+                f"cannot set client {client} to private group {profile}")
+        record = self.clients_model.clients.get(client)
+        if record is not None and record.profile == profile:
+            return
+        if record is None:
+            self.logger.info("Registering new client %s with profile %s", client, profile)
+        else:
+            self.logger.info("Changing profile of %s from %s to %s", client, record.profile,
+                             profile)
+        self.state.update(client, profile=profile)
+
+    def set_version(self, client: str, version: str) -> None:
+        client = self._canonical(client)
+        record = self.clients_model.clients.get(client)
+        if record is None:
+            raise MetadataConsistencyError(f"unknown client {client}")
+        if record.version == version:
+            return
+        self.logger.info("Client %s declared version %s", client, version)
+        self.state.update(client, version=version)
+
+    # -- identity and authentication -------------------------------------------
+
+    def resolve_client(self, address: tuple[str, int], cleanup_cache: bool = False) -> str:
+        now = time.monotonic()
+        with self._session_lock:
+            if cleanup_cache or len(self.session_cache) > 10000:
+                stale = [k for k, (stamp, _) in self.session_cache.items()
+                         if now - stamp > SESSION_LIFETIME]
+                for key in stale:
+                    del self.session_cache[key]
+            cached = self.session_cache.get(tuple(address[:2]))
+        if cached is not None and now - cached[0] < SESSION_LIFETIME:
+            return cached[1]
+        return self.resolve_address(address[0])
+
+    def resolve_address(self, ip: str) -> str:
+        """The client at an IP address: clients.xml addresses, then reverse DNS."""
+        model = self.clients_model
+        names = model.addresses.get(ip)
+        if names:
+            if len(set(names)) != 1:
+                raise MetadataConsistencyError(
+                    f"address {ip} belongs to several clients ({', '.join(sorted(set(names)))})"
+                    f"; a uuid must be used")
+            return names[0]
+        try:
+            name = socket.getnameinfo((ip, 0), socket.NI_NAMEREQD)[0].lower()
+        except (OSError, UnicodeError):
+            raise MetadataConsistencyError(f"address resolution error for {ip}") from None
+        return model.aliases.get(name, name)
+
+    def validate_client_address(self, client: str, address: tuple[str, int]) -> bool:
+        record = self.clients_model.clients.get(client)
+        if record is not None and record.floating:
+            return True
+        names = self.clients_model.addresses.get(address[0])
+        if names:
+            if client in names:
+                return True
+            self.logger.error("Got request for non-floating client %s from %s", client,
+                              address[0])
+            return False
+        try:
+            resolved = self.resolve_address(address[0])
+        except MetadataConsistencyError as err:
+            self.logger.error("Client %s at %s: %s", client, address[0], err)
+            return False
+        if resolved == client:
+            return True
+        self.logger.error("Got request for %s from incorrect address %s", client, address[0])
+        return False
+
+    def AuthenticateConnection(self, cert: dict | None, user: str, password: str,  # noqa: N802
+                               address: tuple[str, int]) -> bool:
+        """Identify the client (certificate CN, address, or uuid) and check its password."""
+        model = self.clients_model
+        if cert:
+            subject = dict(item[0] for item in cert.get("subject", ()) if item)
+            client = str(subject.get("commonName", "")).lower()
+            id_method = "cert"
+        elif user == "root":
+            id_method = "address"
+            try:
+                client = self.resolve_client(address)
+            except MetadataConsistencyError as err:
+                self.logger.error("Client %s failed to resolve: %s", address[0], err)
+                return False
+        else:
+            id_method = "uuid"
+            client = model.uuids.get(user, user).lower()
+        if not client or not valid_client_name(client):
+            self.logger.error("Refused connection from %s: invalid client name", address[0])
+            return False
+        client = model.aliases.get(client, client)
+        record = model.clients.get(client)
+        auth = (record.auth if record and record.auth else self.default_auth)
+        if id_method == "cert":
+            if not self.validate_client_address(client, address):
+                return False
+            if auth in ("cert", "bootstrap"):
+                self._remember(address, client)
+                return True
+        elif auth == "cert":
+            self.logger.error("Client %s (%s) must authenticate with a certificate", client,
+                              address[0])
+            return False
+        elif id_method == "address" and not self.validate_client_address(client, address):
+            return False
+        own = record.password if record else None
+        secure = bool(record and record.secure)
+        if secure and not own:
+            self.logger.error("Client %s is secure but has no password", client)
+            return False
+        allowed = [own] if secure else [p for p in (self.password, own) if p]
+        if not any(hmac.compare_digest(password.encode(), p.encode()) for p in allowed):
+            self.logger.error("Client %s (%s) failed to authenticate: wrong password",
+                              client, address[0])
+            return False
+        if id_method != "address":
+            self._remember(address, client)
+        return True
+
+    def _remember(self, address: tuple[str, int], client: str) -> None:
+        with self._session_lock:
+            self.session_cache[tuple(address[:2])] = (time.monotonic(), client)
+
+    # -- queries ---------------------------------------------------------------
+
+    @exposed
+    def list_clients(self) -> list[str]:
+        """Names of every known client."""
+        return sorted(self.clients_model.clients)
+
+    @exposed
+    def get_all_group_names(self) -> list[str]:
+        """Names of every group declared in groups.xml."""
+        return sorted(self._groups().groups)
+
+    def get_all_groups_in_category(self, category: str) -> list[str]:
+        return sorted(g.name for g in self._groups().groups.values() if g.category == category)
+
+    def get_client_names_by_profiles(self, profiles: Iterable[str]) -> list[str]:
+        wanted = set(profiles)
+        return sorted(n for n, r in self.clients_model.clients.items() if r.profile in wanted)
+
+    def get_client_names_by_groups(self, groups: Iterable[str]) -> list[str]:
+        wanted = set(groups)
+        return [name for name in self.list_clients()
+                if wanted <= self.core.build_metadata(name).groups]
+
+
+__all__ = ["ClientsModel", "GroupsModel", "Metadata", "MetadataGroup"]

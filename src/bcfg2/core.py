@@ -1,0 +1,765 @@
+"""The server core: builds each client's configuration through plugin interfaces.
+
+``Core`` knows interfaces, never a concrete plugin. It loads the plugins named
+in ``[server] plugins``, keeps them current through the file monitor, and
+answers the exposed XML-RPC methods. ``NetworkCore`` adds what a core that
+listens on the network needs (authentication, daemonization); the network
+cores in ``bcfg2.cores`` implement ``_run``, ``_block`` and ``_daemonize``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+import logging
+import os
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from itertools import chain
+from typing import Any
+from xmlrpc.client import Fault
+
+import lxml.etree
+
+from bcfg2 import statistics
+from bcfg2.cache import Cache
+from bcfg2.errors import (
+    ConfigError,
+    CoreInitError,
+    MetadataConsistencyError,
+    MetadataRuntimeError,
+    NoExposedMethod,
+    PluginExecutionError,
+    PluginInitError,
+    UntrustedInputError,
+    ValidationError,
+)
+from bcfg2.filemonitor import load_backend
+from bcfg2.metadata import ClientMetadata
+from bcfg2.options import Setup, require
+from bcfg2.plugin import interfaces
+from bcfg2.plugin.base import Plugin, as_bool, exposed
+from bcfg2.xml import parse_untrusted, tostring
+
+__all__ = [
+    "Core", "CoreInitError", "DefaultACL", "NetworkCore", "NoExposedMethod", "exposed",
+    "sort_xml",
+]
+
+APPLICATION_ERROR = -32500
+LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+
+
+def sort_xml(node: lxml.etree._Element, key: Callable[[Any], Any] | None = None) -> None:
+    """Sort an XML tree recursively and in place into a deterministic order.
+
+    The default key is the ``name`` attribute, then the tag; the sort is
+    stable, so elements with equal keys keep their document order.
+    """
+    if key is None:
+        def key(el: lxml.etree._Element) -> tuple[str, str]:
+            return (el.get("name") or "", el.tag if isinstance(el.tag, str) else "")
+
+    def sort_key(el: lxml.etree._Element) -> Any:
+        k = key(el)
+        return ("",) if k is None else k
+
+    for child in node:
+        sort_xml(child, key)
+    children = list(node)
+    if len(children) > 1:
+        node[:] = sorted(children, key=sort_key)
+
+
+def find_plugin(name: str) -> type[Plugin]:
+    """The plugin class named ``name``: from an entry point, else bcfg2.plugins."""
+    for ep in importlib.metadata.entry_points(group="bcfg2.plugins"):
+        if ep.name == name:
+            try:
+                return ep.load()
+            except ImportError as err:
+                raise CoreInitError(f"plugin {name} cannot be imported: {err}") from err
+    try:
+        module = importlib.import_module(f"bcfg2.plugins.{name.lower()}")
+    except ModuleNotFoundError as err:
+        if err.name and err.name.startswith("bcfg2.plugins."):
+            raise CoreInitError(f"no plugin named {name!r}") from None
+        raise CoreInitError(f"plugin {name} cannot be imported: {err}") from err
+    except ImportError as err:
+        raise CoreInitError(f"plugin {name} cannot be imported: {err}") from err
+    cls = getattr(module, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+        raise CoreInitError(f"no plugin named {name!r} in {module.__name__}")
+    return cls
+
+
+class Core:
+    """The container of all server logic: plugins, metadata, configuration builds."""
+
+    name = "Core"
+
+    def __init__(self, setup: Setup) -> None:
+        self.setup = setup
+        self.logger = logging.getLogger("bcfg2.core")
+        self.repository = setup.server.repository
+        if not os.path.isdir(self.repository):
+            raise CoreInitError(f"repository {self.repository} does not exist or is not a "
+                                f"directory ([server] repository, -Q)")
+        self.cfile = setup.config_file
+        #: enabled plugins by name
+        self.plugins: dict[str, Plugin] = {}
+        #: plugins not loaded because they conflict with one loaded before them
+        self.plugin_blacklist: dict[str, list[str]] = {}
+        self.revision = "-1"
+        self.terminate = threading.Event()
+        #: held while file-monitor events are handled
+        self.lock = threading.Lock()
+        self.db_write_lock = threading.RLock()
+        self.debug_flag = bool(setup.logging.debug)
+        self.metadata_cache = Cache()
+        self.fam = load_backend(setup.server.filemonitor)(
+            ignore=setup.server.ignore_files, debug=self.debug_flag)
+        self.fam_thread: threading.Thread | None = None
+        self.perflog_thread: threading.Thread | None = None
+        self.metadata: Any = None
+        self._by_type: dict[type, list[Plugin]] = {}
+        self.rmi: dict[str, Callable[..., Any]] = {}
+        self.load_plugins()
+        self.block_for_fam_events(handle_events=True)
+        self._update_revision()
+
+    # -- plugins -------------------------------------------------------------
+
+    @property
+    def metadata_cache_mode(self) -> str:
+        """off, initial, cautious or aggressive (``on`` means cautious)."""
+        mode = self.setup.caching.client_metadata
+        return "cautious" if mode == "on" else mode
+
+    def load_plugins(self) -> None:
+        """Load the plugins of ``[server] plugins``; exactly one must be Metadata."""
+        seen: list[str] = []
+        for name in self.setup.server.plugins:
+            if name not in seen:
+                seen.append(name)
+        for name in seen:
+            if name in self.plugin_blacklist:
+                self.logger.warning("Not loading plugin %s: it conflicts with %s", name,
+                                    ", ".join(self.plugin_blacklist[name]))
+                continue
+            self.init_plugin(find_plugin(name))
+        meta = self.plugins_by_type(interfaces.Metadata)
+        if not meta:
+            raise CoreInitError("no Metadata plugin is loaded; add Metadata to "
+                                "[server] plugins")
+        if len(meta) > 1:
+            raise CoreInitError("more than one Metadata plugin is loaded: "
+                                + ", ".join(p.name for p in meta))
+        self.metadata = meta[0]
+        if not self.plugins_by_type(interfaces.ClientACLs):
+            self.init_plugin(DefaultACL)
+        self.rmi = self._build_rmi()
+
+    def init_plugin(self, plugin: type[Plugin]) -> None:
+        """Instantiate one plugin class and store it in ``plugins``."""
+        name = plugin.name
+        conflicts = [p.name for p in self.plugins.values()
+                     if name in p.conflicts or p.name in plugin.conflicts]
+        if conflicts:
+            self.plugin_blacklist[name] = conflicts
+            self.logger.warning("Not loading plugin %s: it conflicts with %s", name,
+                                ", ".join(conflicts))
+            return
+        missing = interfaces.missing_methods(plugin)
+        if missing:
+            raise CoreInitError(f"plugin {name} does not implement {', '.join(missing)}")
+        if plugin.experimental:
+            self.logger.warning("Loading experimental plugin %s", name)
+        if plugin.deprecated:
+            self.logger.warning("Loading deprecated plugin %s", name)
+        try:
+            self.plugins[name] = plugin(self)
+        except PluginInitError as err:
+            raise CoreInitError(f"plugin {name} failed to start: {err}") from err
+        self._by_type.clear()
+
+    def plugins_by_type(self, base_cls: type) -> list[Any]:
+        """Loaded plugins implementing ``base_cls``, by sort_order then name."""
+        cached = self._by_type.get(base_cls)
+        if cached is None:
+            cached = sorted((p for p in self.plugins.values() if isinstance(p, base_cls)),
+                            key=lambda p: (p.sort_order, p.name))
+            self._by_type[base_cls] = cached
+        return list(cached)
+
+    def _build_rmi(self) -> dict[str, Callable[..., Any]]:
+        rmi: dict[str, Callable[..., Any]] = {}
+        for pname, plugin in self.plugins.items():
+            for mname, func in plugin.rmi().items():
+                rmi[f"{pname}.{mname}"] = func
+        return rmi
+
+    def exposed_methods(self) -> dict[str, Callable[..., Any]]:
+        """The core's own XML-RPC methods, by name."""
+        return {name: getattr(self, name) for name in dir(self.__class__)
+                if not name.startswith("_")
+                and getattr(getattr(self.__class__, name, None), "exposed", False)}
+
+    # -- the file monitor ----------------------------------------------------
+
+    def _update_revision(self) -> None:
+        for plugin in self.plugins_by_type(interfaces.Version):
+            try:
+                self.revision = str(plugin.get_revision())
+            except Exception:
+                self.logger.exception("%s failed to report the revision", plugin.name)
+            break
+
+    def _file_monitor_thread(self) -> None:
+        """Handle file-monitor events until the core terminates."""
+        poll = getattr(self.fam, "poll", None)
+        while not self.terminate.is_set():
+            if poll is not None:
+                poll()
+            if self.fam.handle_event_set(self.lock):
+                self._update_revision()
+            self.terminate.wait(1.0 if poll is not None else 0.2)
+
+    def block_for_fam_events(self, handle_events: bool = False) -> None:
+        """Wait until every queued file-monitor event is handled.
+
+        With ``handle_events`` the events are handled here, in this thread
+        (used at start-up and by local tools that run no monitor thread).
+        """
+        if handle_events:
+            self.fam.handle_event_set(self.lock)
+            return
+        while self.fam.pending() and not self.terminate.is_set():
+            self.terminate.wait(0.05)
+
+    def HandleEvent(self, event: Any) -> None:  # noqa: N802
+        """Changes to bcfg2.conf itself are only noted: a restart applies them."""
+        self.logger.warning("%s changed; restart the server to apply it", event.path)
+
+    # -- running -------------------------------------------------------------
+
+    def run(self) -> bool:
+        """Start the server, then block until it is shut down."""
+        if not self._run():
+            self.shutdown()
+            return False
+        self.fam.start()
+        self.fam_thread = threading.Thread(target=self._file_monitor_thread,
+                                           name="file-monitor", daemon=True)
+        self.fam_thread.start()
+        for plugin in self.plugins.values():
+            plugin.start_threads()
+        try:
+            self._block()
+        finally:
+            self.shutdown()
+        return True
+
+    def _run(self) -> bool:
+        """Start up the server; return immediately. Overridden by cores."""
+        raise NotImplementedError
+
+    def _block(self) -> None:
+        """Block until the server is stopped. Overridden by cores."""
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        """Stop threads and plugins; safe to call more than once."""
+        if getattr(self, "_shut_down", False):
+            return
+        self._shut_down = True
+        self.terminate.set()
+        if self.fam_thread is not None and self.fam_thread is not threading.current_thread():
+            self.fam_thread.join(timeout=5)
+        for plugin in list(self.plugins.values()):
+            try:
+                plugin.shutdown()
+            except Exception:
+                self.logger.exception("plugin %s failed to shut down", plugin.name)
+        self.fam.shutdown()
+
+    # -- building configurations ---------------------------------------------
+
+    def critical_error(self, message: str) -> None:
+        """Log the error with its traceback and raise it to the client as a Fault."""
+        self.logger.error(message, exc_info=True)
+        raise Fault(APPLICATION_ERROR, f"Critical failure: {message}")
+
+    def build_metadata(self, client_name: str) -> ClientMetadata:
+        """The full metadata of a client: Metadata plugin plus Connectors."""
+        if self.metadata is None:
+            raise MetadataRuntimeError("metadata is not available yet")
+        mode = self.metadata_cache_mode
+        if mode in ("cautious", "aggressive"):
+            cached = self.metadata_cache.get(client_name)
+            if cached is not None:
+                return cached
+        imd = None
+        if mode == "initial":
+            cached = self.metadata_cache.get(client_name)
+            if cached is not None:
+                imd = cached.copy()
+        if imd is None:
+            imd = self.metadata.get_initial_metadata(client_name)
+            if mode == "initial":
+                self.metadata_cache[client_name] = imd.copy()
+        connectors = self.plugins_by_type(interfaces.Connector)
+        for conn in connectors:
+            groups = conn.get_additional_groups(imd)
+            names = [getattr(group, "name", group) for group in groups]
+            if names:
+                self.metadata.merge_additional_groups(imd, names)
+        for conn in connectors:
+            data = conn.get_additional_data(imd)
+            self.metadata.merge_additional_data(imd, conn.name, data)
+        imd.query.by_name = self.build_metadata
+        if mode in ("cautious", "aggressive"):
+            self.metadata_cache[client_name] = imd
+        return imd
+
+    def expire_caches_by_type(self, base_cls: type, key: str | None = None) -> None:
+        """Expire the caches of every Caching plugin that is also a ``base_cls``."""
+        for plugin in self.plugins_by_type(base_cls):
+            if isinstance(plugin, interfaces.Caching):
+                plugin.expire_cache(key)
+
+    def client_run_hook(self, hook: str, metadata: ClientMetadata) -> None:
+        """Run a ClientRunHooks stage (start_client_run, end_client_run, end_statistics)."""
+        for plugin in self.plugins_by_type(interfaces.ClientRunHooks):
+            try:
+                getattr(plugin, hook)(metadata)
+            except Exception:
+                self.logger.exception("%s: %s failed for %s", plugin.name, hook,
+                                      metadata.hostname)
+
+    def GetStructures(self, metadata: ClientMetadata) -> list[lxml.etree._Element]:  # noqa: N802
+        """All structures (bundles) for the client from every Structure plugin."""
+        structures = list(chain.from_iterable(
+            plugin.BuildStructures(metadata)
+            for plugin in self.plugins_by_type(interfaces.Structure)))
+        names = {s.get("name") for s in structures if s.tag in ("Bundle", "Independent")}
+        missing = sorted(b for b in metadata.bundles if b not in names)
+        if missing:
+            self.logger.error("Client %s configuration missing bundles: %s",
+                              metadata.hostname, ":".join(missing))
+        return structures
+
+    def validate_structures(self, metadata: ClientMetadata,
+                            data: list[lxml.etree._Element]) -> None:
+        """Let StructureValidator plugins check (and adjust) the structures."""
+        for plugin in self.plugins_by_type(interfaces.StructureValidator):
+            try:
+                plugin.validate_structures(metadata, data)
+            except ValidationError as err:
+                self.logger.error("Plugin %s structure validation failed: %s",
+                                  plugin.name, err)
+                raise
+            except Exception:
+                self.logger.exception("Plugin %s: unexpected structure validation failure",
+                                      plugin.name)
+
+    def validate_goals(self, metadata: ClientMetadata, data: lxml.etree._Element) -> None:
+        """Let GoalValidator plugins check (and adjust) the bound configuration."""
+        for plugin in self.plugins_by_type(interfaces.GoalValidator):
+            try:
+                plugin.validate_goals(metadata, data)
+            except ValidationError as err:
+                self.logger.error("Plugin %s goal validation failed: %s", plugin.name, err)
+                raise
+            except Exception:
+                self.logger.exception("Plugin %s: unexpected goal validation failure",
+                                      plugin.name)
+
+    def BindStructures(self, structures: list[lxml.etree._Element],  # noqa: N802
+                       metadata: ClientMetadata, config: lxml.etree._Element) -> None:
+        """Bind every structure and add it to the configuration."""
+        for structure in structures:
+            try:
+                self.BindStructure(structure, metadata)
+                config.append(structure)
+            except Exception:
+                self.logger.exception("error binding structure %s for %s",
+                                      structure.get("name"), metadata.hostname)
+
+    def BindStructure(self, structure: lxml.etree._Element,  # noqa: N802
+                      metadata: ClientMetadata) -> None:
+        """Bind each entry of one structure; a failure marks only that entry."""
+        for entry in list(structure):
+            if not isinstance(entry.tag, str):
+                structure.remove(entry)
+                continue
+            if entry.tag.startswith("Bound"):
+                entry.tag = entry.tag[5:]
+                continue
+            if entry.tag in ("Bundle", "BoundBundle"):
+                continue
+            try:
+                self.Bind(entry, metadata)
+            except Exception as err:
+                if "failure" not in entry.attrib:
+                    entry.set("failure", f"bind error: {err}")
+                self.logger.error("Failed to bind entry %s:%s for %s: %s", entry.tag,
+                                  entry.get("name"), metadata.hostname, err)
+
+    def Bind(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> Any:  # noqa: N802
+        """Bind one entry with the one Generator that handles it."""
+        start = time.monotonic()
+        try:
+            if "altsrc" in entry.attrib:
+                oldname = entry.get("name")
+                entry.set("name", entry.get("altsrc"))
+                entry.set("realname", oldname)
+                del entry.attrib["altsrc"]
+                try:
+                    return self.Bind(entry, metadata)
+                finally:
+                    entry.set("name", oldname)
+                    del entry.attrib["realname"]
+            name = entry.get("name")
+            handlers = []
+            for gen in self.plugins_by_type(interfaces.Generator):
+                func = gen.Entries.get(entry.tag, {}).get(name)
+                if func is not None:
+                    handlers.append((gen, func))
+                elif gen.HandlesEntry(entry, metadata):
+                    handlers.append((gen, gen.HandleEntry))
+            if len(handlers) == 1:
+                return handlers[0][1](entry, metadata)
+            if handlers:
+                names = ", ".join(gen.name for gen, _ in handlers)
+                entry.set("failure", f"served by multiple generators: {names}")
+                raise PluginExecutionError(f"{entry.tag}:{name} is served by multiple "
+                                       f"generators: {names}")
+            entry.set("failure", "no matching generator")
+            raise PluginExecutionError(f"no generator handles {entry.tag}:{name}")
+        finally:
+            statistics.stats.add_value(f"{self.__class__.__name__}:Bind:{entry.tag}",
+                                       time.monotonic() - start)
+
+    def BuildConfiguration(self, client: str) -> lxml.etree._Element:  # noqa: N802
+        """The complete configuration document for a client."""
+        start = time.monotonic()
+        config = lxml.etree.Element("Configuration", version="2.0", revision=self.revision)
+        try:
+            meta = self.build_metadata(client)
+        except MetadataConsistencyError as err:
+            self.logger.error("Metadata consistency error for client %s: %s", client, err)
+            return lxml.etree.Element("error", type="metadata error")
+        self.client_run_hook("start_client_run", meta)
+        try:
+            structures = self.GetStructures(meta)
+        except Exception:
+            self.logger.exception("error in GetStructures for %s", client)
+            return lxml.etree.Element("error", type="structure error")
+        try:
+            self.validate_structures(meta, structures)
+        except ValidationError:
+            return lxml.etree.Element("error", type="structure validation error")
+        sources: dict[tuple[str, str | None], str | None] = {}
+        for struct in structures:
+            for entry in struct:
+                key = (entry.tag, entry.get("name"))
+                if key in sources and sources[key] != entry.get("altsrc"):
+                    self.logger.error("inconsistent altsrc mapping for entry %s:%s", *key)
+                sources.setdefault(key, entry.get("altsrc"))
+        self.BindStructures(structures, meta, config)
+        try:
+            self.validate_goals(meta, config)
+        except ValidationError:
+            return lxml.etree.Element("error", type="goal validation error")
+        self.client_run_hook("end_client_run", meta)
+        sort_xml(config)
+        statistics.stats.add_value("BuildConfiguration", time.monotonic() - start)
+        self.logger.info("Generated config for %s in %.3fs", client, time.monotonic() - start)
+        return config
+
+    def GetDecisions(self, metadata: ClientMetadata, mode: str) -> list[tuple[str, str]]:  # noqa: N802
+        """The decision list (whitelist or blacklist) for a client."""
+        result: list[tuple[str, str]] = []
+        for plugin in self.plugins_by_type(interfaces.Decision):
+            try:
+                result.extend(plugin.GetDecisions(metadata, mode))
+            except Exception:
+                self.logger.exception("plugin %s failed to generate decisions", plugin.name)
+        return result
+
+    def process_statistics(self, client_name: str, statistics_doc: lxml.etree._Element) -> None:
+        """Hand uploaded statistics to every Statistics plugin."""
+        meta = self.build_metadata(client_name)
+        state = statistics_doc.find(".//Statistics")
+        if state is None or (state.get("version") or "") < "2.0":
+            raise UntrustedInputError("statistics without a <Statistics> element of "
+                                      "version 2.0 or later")
+        for plugin in self.plugins_by_type(interfaces.Statistics):
+            try:
+                plugin.process_statistics(meta, statistics_doc)
+            except Exception:
+                self.logger.exception("plugin %s failed to process statistics for %s",
+                                      plugin.name, client_name)
+        self.logger.info("Client %s reported state %s", client_name, state.get("state"))
+        self.client_run_hook("end_statistics", meta)
+
+    def resolve_client(self, address: tuple[str, int], cleanup_cache: bool = False,
+                       metadata: bool = True) -> tuple[str, ClientMetadata | None]:
+        """The caller's client name (and metadata) from its address."""
+        try:
+            client = self.metadata.resolve_client(address, cleanup_cache=cleanup_cache)
+            meta = self.build_metadata(client) if metadata else None
+        except MetadataConsistencyError as err:
+            self.critical_error(f"Client metadata resolution error for {address[0]}: {err}")
+        except MetadataRuntimeError as err:
+            self.critical_error(f"Metadata system runtime failure for {address[0]}: {err}")
+        return client, meta
+
+    def check_acls(self, address: tuple[str, int], rmi: str) -> bool:
+        """Two-phase ACL check: by IP address, then by client metadata."""
+        plugins = self.plugins_by_type(interfaces.ClientACLs)
+        try:
+            checks = [p.check_acl_ip(address, rmi) for p in plugins]
+        except Exception:
+            self.logger.exception("IP ACL check failed for %s calling %s", address[0], rmi)
+            return False
+        if any(c is False for c in checks):
+            return False
+        if any(c is True for c in checks):
+            return True
+        try:
+            meta = self.build_metadata(self.metadata.resolve_client(address))
+            return all(p.check_acl_metadata(meta, rmi) for p in plugins)
+        except Exception:
+            self.logger.exception("metadata ACL check failed for %s calling %s",
+                                  address[0], rmi)
+            return False
+
+    # -- exposed XML-RPC methods ---------------------------------------------
+
+    @exposed
+    def DeclareVersion(self, address: tuple[str, int], version: str) -> bool:  # noqa: N802
+        """Record the version of the client software."""
+        client = self.resolve_client(address, metadata=False)[0]
+        try:
+            self.metadata.set_version(client, str(version))
+        except (MetadataConsistencyError, MetadataRuntimeError) as err:
+            self.critical_error(f"Unable to set version for {client}: {err}")
+        return True
+
+    @exposed
+    def GetProbes(self, address: tuple[str, int]) -> str:  # noqa: N802
+        """The probes the client should run, as a ``<probes>`` document."""
+        client, meta = self.resolve_client(address, cleanup_cache=True, metadata=False)
+        if self.metadata_cache_mode == "cautious":
+            self.metadata_cache.expire(client)
+        try:
+            meta = self.build_metadata(client)
+            probes = lxml.etree.Element("probes")
+            for plugin in self.plugins_by_type(interfaces.Probing):
+                for probe in plugin.GetProbes(meta):
+                    probes.append(probe)
+            return tostring(probes)
+        except Fault:
+            raise
+        except Exception as err:
+            self.critical_error(f"Error determining probes for {client}: {err}")
+            raise  # unreachable: critical_error raises
+
+    @exposed
+    def RecvProbeData(self, address: tuple[str, int], probedata: str) -> bool:  # noqa: N802
+        """Store the probe output the client sends."""
+        client, meta = self.resolve_client(address, metadata=False)
+        if self.metadata_cache_mode == "cautious":
+            self.metadata_cache.expire(client)
+        meta = self.resolve_client(address)[1]
+        try:
+            xpdata = parse_untrusted(probedata, "probe data")
+        except UntrustedInputError as err:
+            self.critical_error(f"Failed to parse probe data from client {client}: {err}")
+        sources: dict[str, list[lxml.etree._Element]] = {}
+        for data in xpdata:
+            if isinstance(data.tag, str):
+                sources.setdefault(data.get("source", ""), []).append(data)
+        for source, items in sources.items():
+            plugin = self.plugins.get(source)
+            if not isinstance(plugin, interfaces.Probing):
+                self.logger.warning("probe data from %s names unknown source %r; ignored",
+                                    client, source)
+                continue
+            try:
+                plugin.ReceiveData(meta, items)
+            except Exception as err:
+                self.critical_error(f"Failed to process probe data from {client}: {err}")
+        return True
+
+    @exposed
+    def AssertProfile(self, address: tuple[str, int], profile: str) -> bool:  # noqa: N802
+        """Set the client's profile group (the group must be public)."""
+        client = self.resolve_client(address, metadata=False)[0]
+        try:
+            self.metadata.set_profile(client, str(profile), address)
+        except (MetadataConsistencyError, MetadataRuntimeError) as err:
+            self.critical_error(f"Unable to assert profile for {client}: {err}")
+        self.metadata_cache.expire(client)
+        return True
+
+    @exposed
+    def GetConfig(self, address: tuple[str, int]) -> str:  # noqa: N802
+        """Build the client's configuration and return it as an XML string."""
+        client = self.resolve_client(address)[0]
+        try:
+            return tostring(self.BuildConfiguration(client))
+        except Exception:
+            self.critical_error(f"Error creating config for {client}")
+            raise  # unreachable
+
+    @exposed
+    def GetDecisionList(self, address: tuple[str, int], mode: str) -> list[tuple[str, str]]:  # noqa: N802
+        """The client's decision list for ``mode`` (whitelist or blacklist)."""
+        metadata = self.resolve_client(address)[1]
+        return self.GetDecisions(metadata, mode)
+
+    @exposed
+    def RecvStats(self, address: tuple[str, int], stats: str) -> bool:  # noqa: N802
+        """Receive the statistics of a client run."""
+        client = self.resolve_client(address, metadata=False)[0]
+        try:
+            sdata = parse_untrusted(stats, "statistics")
+            self.process_statistics(client, sdata)
+        except UntrustedInputError as err:
+            self.critical_error(f"Refused statistics from {client}: {err}")
+        return True
+
+    @exposed
+    def listMethods(self, address: tuple[str, int]) -> list[str]:  # noqa: N802
+        """The names of every exposed method, plugin RMI included."""
+        return sorted(list(self.exposed_methods()) + list(self.rmi))
+
+    @exposed
+    def methodHelp(self, address: tuple[str, int], method_name: str) -> str:  # noqa: N802
+        """The documentation of an exposed method."""
+        func = self.exposed_methods().get(method_name) or self.rmi.get(method_name)
+        if func is None:
+            return ""
+        return inspect.getdoc(func) or ""
+
+    @exposed
+    def get_statistics(self, address: tuple[str, int]) -> dict[str, Any]:
+        """Execution-time statistics: name -> [min, max, mean, count]."""
+        return statistics.stats.display()
+
+    @exposed
+    def expire_metadata_cache(self, address: tuple[str, int],
+                              hostnames: list[str] | None = None) -> bool:
+        """Expire the cached metadata of the named clients, or of all."""
+        self.metadata_cache.expire(hostnames)
+        for plugin in self.plugins_by_type(interfaces.Caching):
+            if hostnames:
+                for host in hostnames:
+                    plugin.expire_cache(host)
+            else:
+                plugin.expire_cache()
+        return True
+
+    @exposed
+    def toggle_debug(self, address: tuple[str, int]) -> bool:
+        """Toggle debug logging of the core, the file monitor and every plugin."""
+        return self.set_debug(address, not self.debug_flag)
+
+    @exposed
+    def set_debug(self, address: tuple[str, int], debug: bool | str) -> bool:
+        """Set debug logging of the core, the file monitor and every plugin."""
+        flag = as_bool(debug)
+        for plugin in self.plugins.values():
+            plugin.set_debug(flag)
+        self.set_core_debug(address, flag)
+        self.set_fam_debug(address, flag)
+        return flag
+
+    @exposed
+    def toggle_core_debug(self, address: tuple[str, int]) -> bool:
+        """Toggle debug logging of the core."""
+        return self.set_core_debug(address, not self.debug_flag)
+
+    @exposed
+    def set_core_debug(self, address: tuple[str, int], debug: bool | str) -> bool:
+        """Set debug logging of the core."""
+        self.debug_flag = as_bool(debug)
+        logging.getLogger("bcfg2").setLevel(logging.DEBUG if self.debug_flag else logging.NOTSET)
+        return self.debug_flag
+
+    @exposed
+    def toggle_fam_debug(self, address: tuple[str, int]) -> bool:
+        """Toggle debug logging of the file monitor."""
+        return self.set_fam_debug(address, not self.fam.debug)
+
+    @exposed
+    def set_fam_debug(self, address: tuple[str, int], debug: bool | str) -> bool:
+        """Set debug logging of the file monitor."""
+        return self.fam.set_debug(as_bool(debug))
+
+
+class DefaultACL(Plugin, interfaces.ClientACLs):
+    """Security by default, used when no ClientACLs plugin is loaded.
+
+    Agent methods are open to every authenticated client; plugin RMI and
+    the admin methods (debug switches, statistics, cache expiry) are
+    accepted from the loopback address only.
+    """
+
+    ADMIN = ("get_statistics", "expire_metadata_cache")
+
+    def check_acl_ip(self, address: tuple[str, int], rmi: str) -> bool | None:
+        if address[0] in LOOPBACK:
+            return True
+        return "." not in rmi and not rmi.endswith("_debug") and rmi not in self.ADMIN
+
+    def check_acl_metadata(self, metadata: ClientMetadata, rmi: str) -> bool:
+        return True
+
+
+class NetworkCore(Core):
+    """A core that listens on the network: authentication and daemonization."""
+
+    def __init__(self, setup: Setup) -> None:
+        try:
+            require(setup, "communication", "password", "agents authenticate with it")
+            require(setup, "communication", "key", "the server needs a TLS key")
+            require(setup, "communication", "certificate", "the server needs a TLS certificate")
+        except ConfigError as err:
+            raise CoreInitError(str(err)) from None
+        for option in ("key", "certificate", "ca"):
+            path = setup.get("communication", option)
+            if path and not os.path.isfile(path):
+                raise CoreInitError(f"[communication] {option}: {path} does not exist")
+        url = urllib.parse.urlsplit(setup.components.bcfg2)
+        self.host = "" if setup.server.listen_all else (url.hostname or "localhost")
+        self.port = url.port or 6789
+        #: the CA that verifies client certificates
+        self.ca = setup.communication.ca
+        super().__init__(setup)
+
+    def authenticate(self, cert: dict | None, user: str, password: str,
+                     address: tuple[str, int]) -> bool:
+        """Check a connection's credentials with the Metadata plugin."""
+        if isinstance(user, bytes):
+            user = user.decode("utf-8", "replace")
+        try:
+            return bool(self.metadata.AuthenticateConnection(cert, user, password, address))
+        except Exception:
+            self.logger.exception("authentication of %s failed with an error", address[0])
+            return False
+
+    def run(self) -> bool:
+        if self.setup.daemon:
+            self._daemonize()
+        return super().run()
+
+    def _daemonize(self) -> None:
+        """Detach, write the pidfile and drop privileges. Overridden by cores."""
+        raise NotImplementedError

@@ -1,0 +1,183 @@
+"""Watching the repository: the FileMonitor base, Event, and backend choice.
+
+Plugins register the files and directories they read with
+``AddMonitor(path, handler)``; the monitor turns what happens on disk into
+Events (exists, endExist, created, changed, deleted) and hands each one to
+``handler.HandleEvent(event)``, in order. Adding a directory monitor emits
+an ``exists`` event for each entry and then ``endExist`` for the directory
+itself, so the initial load of the repository and every later change go
+through the same code.
+
+Backends are named by ``[server] filemonitor`` and imported only when chosen.
+"""
+
+from __future__ import annotations
+
+import collections
+import fnmatch
+import importlib
+import logging
+import os
+import threading
+import time
+from typing import Any, Protocol
+
+from bcfg2.errors import CoreInitError
+
+logger = logging.getLogger(__name__)
+
+EVENT_CODES = ("exists", "endExist", "created", "changed", "deleted")
+
+
+class Handler(Protocol):
+    def HandleEvent(self, event: Event) -> None: ...  # noqa: N802
+
+
+class Event:
+    """Something that happened to a watched path.
+
+    ``filename`` is the entry's name relative to the watched directory (or
+    the absolute path, for a watched file and for ``endExist``); ``path`` is
+    always absolute.
+    """
+
+    __slots__ = ("requestID", "filename", "action", "path")
+
+    def __init__(self, request_id: int, filename: str, action: str, path: str) -> None:
+        if action not in EVENT_CODES:
+            raise ValueError(f"unknown event code {action}")
+        self.requestID = request_id
+        self.filename = filename
+        self.action = action
+        self.path = path
+
+    def code2str(self) -> str:
+        return self.action
+
+    def __repr__(self) -> str:
+        return f"Event({self.action} {self.path})"
+
+
+class FileMonitor:
+    """Queue of events and their dispatch; backends fill the queue."""
+
+    name = "base"
+
+    def __init__(self, ignore: list[str] | None = None, debug: bool = False) -> None:
+        self.ignore = list(ignore or [])
+        self.debug = debug
+        self.handles: dict[int, Any] = {}
+        self.paths: dict[int, str] = {}
+        self.events: collections.deque[Event] = collections.deque()
+        self._cond = threading.Condition()
+        self._next_id = 0
+        self.started = False
+        self.handled = 0
+
+    def start(self) -> None:
+        self.started = True
+
+    def shutdown(self) -> None:
+        self.started = False
+
+    def set_debug(self, debug: bool) -> bool:
+        self.debug = debug
+        return debug
+
+    def should_ignore(self, name: str) -> bool:
+        base = os.path.basename(name)
+        return any(fnmatch.fnmatch(base, pattern) for pattern in self.ignore)
+
+    def _new_handle(self, path: str, obj: Any, handle_id: int | None) -> int:
+        with self._cond:
+            if handle_id is None:
+                self._next_id += 1
+                handle_id = self._next_id
+            self.handles[handle_id] = obj
+            self.paths[handle_id] = path
+        return handle_id
+
+    def AddMonitor(self, path: str, obj: Any, handleID: int | None = None) -> int:  # noqa: N802,N803
+        """Watch a file or directory; events go to ``obj.HandleEvent``."""
+        raise NotImplementedError
+
+    def RemoveMonitor(self, handle_id: int) -> None:  # noqa: N802
+        with self._cond:
+            self.handles.pop(handle_id, None)
+            self.paths.pop(handle_id, None)
+
+    def queue(self, event: Event) -> None:
+        with self._cond:
+            self.events.append(event)
+            self._cond.notify_all()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self.events)
+
+    def _pop(self) -> Event | None:
+        with self._cond:
+            return self.events.popleft() if self.events else None
+
+    def handle_one_event(self, event: Event) -> None:
+        if event.action not in ("endExist",) and self.should_ignore(event.filename):
+            return
+        handler = self.handles.get(event.requestID)
+        if handler is None:
+            return
+        if self.debug:
+            logger.debug("file monitor: %s", event)
+        try:
+            handler.HandleEvent(event)
+        except Exception:  # one bad handler must not stop the others
+            logger.exception("error handling %s", event)
+        self.handled += 1
+
+    def handle_event_set(self, lock: threading.Lock | None = None) -> int:
+        """Handle every queued event (holding ``lock`` if given); return the count."""
+        count = 0
+        while True:
+            event = self._pop()
+            if event is None:
+                return count
+            if lock is not None:
+                with lock:
+                    self.handle_one_event(event)
+            else:
+                self.handle_one_event(event)
+            count += 1
+
+    def handle_events_in_interval(self, interval: float) -> None:
+        """Handle events as they arrive for ``interval`` seconds."""
+        end = time.monotonic() + interval
+        while True:
+            self.handle_event_set()
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return
+            with self._cond:
+                if not self.events:
+                    self._cond.wait(remaining)
+
+
+BACKENDS = {
+    "pseudo": "bcfg2.filemonitor.pseudo:Pseudo",
+}
+DEFAULT_ORDER = ("inotify", "pseudo")
+
+
+def load_backend(name: str) -> type[FileMonitor]:
+    """Import the named backend (``default``: the best that imports)."""
+    names = DEFAULT_ORDER if name == "default" else (name,)
+    errors = []
+    for candidate in names:
+        target = BACKENDS.get(candidate)
+        if target is None:
+            errors.append(f"{candidate}: not available")
+            continue
+        module, _, cls = target.partition(":")
+        try:
+            return getattr(importlib.import_module(module), cls)
+        except ImportError as err:
+            errors.append(f"{candidate}: {err}")
+    raise CoreInitError(f"no usable file monitor ({'; '.join(errors)})")

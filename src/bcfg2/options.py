@@ -1,0 +1,350 @@
+"""The server's options: one declarative table for bcfg2.conf and the command line.
+
+Every option lives in ``OPTIONS`` with its section and name in bcfg2.conf
+(the upstream names, so an existing ``/etc/bcfg2.conf`` works), its type,
+default, help text and command-line flags. The same table drives parsing,
+``--help`` and ``bcfg2.conf.example`` (``python -m bcfg2.options``).
+
+Values are reached as ``setup.<section>.<name>``, e.g.
+``setup.server.repository`` or ``setup.communication.password``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import os
+import sys
+import textwrap
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bcfg2.errors import ConfigError
+
+DEFAULT_CONFIG = "/etc/bcfg2.conf"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: where it lives in bcfg2.conf, its type and its default."""
+
+    section: str
+    name: str
+    default: Any
+    help: str
+    type: str = "str"  # str, bool, int, float, list, octal, path, url, choice
+    flags: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+    cli_value: Any = None  # for boolean flags: the value the flag sets
+
+    @property
+    def dest(self) -> str:
+        return f"{self.section}.{self.name}"
+
+
+IGNORE_DEFAULT = "*~, *#, #*, .#*, *.swp, *.swpx, *.swx, SCCS, .svn, .git, 4913, .gitignore"
+
+OPTIONS: list[Option] = [
+    # [server]
+    Option("server", "repository", "/var/lib/bcfg2", "The Bcfg2 repository to serve.",
+           type="path", flags=("-Q", "--repository"), metavar="DIR"),
+    Option("server", "plugins", "Bundler, Cfg, Metadata, Rules",
+           "Comma-separated list of server plugins to load (names as in the repository).",
+           type="list", flags=("--plugins",)),
+    Option("server", "filemonitor", "default",
+           "How repository changes are noticed: inotify, pseudo (polling) or default "
+           "(the best available).",
+           type="choice", choices=("default", "inotify", "pseudo"), flags=("--filemonitor",)),
+    Option("server", "ignore_files", IGNORE_DEFAULT,
+           "Comma-separated globs of file names the file monitor ignores (editor swap "
+           "and backup files, VCS metadata).", type="list"),
+    Option("server", "listen_all", False,
+           "Listen on all interfaces instead of only the host in [components] bcfg2.",
+           type="bool", flags=("--listen-all",), cli_value=True),
+    Option("server", "backend", "best",
+           "The network core that serves agents: builtin, or best (the recommended one).",
+           type="choice", choices=("best", "builtin"), flags=("--backend",)),
+    Option("server", "user", "0", "User name or uid the daemon runs as (with -D)."),
+    Option("server", "group", "0", "Group name or gid the daemon runs as (with -D)."),
+    Option("server", "umask", "0077", "The umask of the daemon (with -D).", type="octal"),
+    Option("server", "vcs_root", "",
+           "Root of the version-control checkout holding the repository, if it is not "
+           "the repository itself.", type="path"),
+    Option("server", "state_dir", "/var/lib/bcfg2-server",
+           "Where the server keeps what it learns at run time (declared client versions, "
+           "clients registered on first contact, asserted profiles). Set it to the "
+           "repository itself to have clients.xml rewritten in place, as upstream does.",
+           type="path", flags=("--state-dir",), metavar="DIR"),
+    Option("server", "max_request_size", 10 * 1024 * 1024,
+           "Largest request body accepted, in bytes; larger requests are refused unread.",
+           type="int"),
+    Option("server", "connection_timeout", 30.0,
+           "Seconds a connection may stay silent (TLS handshake, request) before it is "
+           "closed.", type="float"),
+    # [components]
+    Option("components", "bcfg2", "https://localhost:6789",
+           "The server URL; the server listens on its host and port.",
+           type="url", flags=("-S", "--server"), metavar="URL"),
+    # [communication]
+    Option("communication", "password", None,
+           "The password every agent may use (besides its own password in clients.xml).",
+           flags=("-x", "--password")),
+    Option("communication", "key", None, "The server's TLS private key (PEM).",
+           type="path", flags=("--ssl-key",), metavar="FILE"),
+    Option("communication", "certificate", None, "The server's TLS certificate (PEM).",
+           type="path", flags=("--ssl-cert",), metavar="FILE"),
+    Option("communication", "ca", None,
+           "CA certificate (PEM) used to verify client certificates; with it, agents may "
+           "identify themselves by certificate.", type="path", flags=("--ssl-ca",),
+           metavar="FILE"),
+    Option("communication", "protocol", "xmlrpc/tlsv1",
+           "Upstream protocol name; both values mean XML-RPC over TLS 1.2 or newer.",
+           type="choice", choices=("xmlrpc/tlsv1", "xmlrpc/ssl")),
+    Option("communication", "authentication", "cert+password",
+           "Default authentication mode of clients without an auth attribute in "
+           "clients.xml: cert+password, cert or bootstrap.",
+           type="choice", choices=("cert+password", "cert", "bootstrap")),
+    # [caching]
+    Option("caching", "client_metadata", "off",
+           "Client metadata caching: off, initial, cautious (or on), aggressive.",
+           type="choice", choices=("off", "initial", "cautious", "on", "aggressive")),
+    # [logging]
+    Option("logging", "path", "", "Also log to this file.", type="path",
+           flags=("-o", "--logfile"), metavar="FILE"),
+    Option("logging", "syslog", True, "Also log to syslog (when /dev/log exists).",
+           type="bool"),
+    Option("logging", "debug", False, "Log debug messages.", type="bool",
+           flags=("-d", "--debug"), cli_value=True),
+    Option("logging", "verbose", False, "Log informational messages.", type="bool",
+           flags=("-v", "--verbose"), cli_value=True),
+    # [mdata]
+    Option("mdata", "owner", "root", "Default owner of Path entries."),
+    Option("mdata", "group", "root", "Default group of Path entries."),
+    Option("mdata", "mode", "644", "Default mode of Path entries."),
+    Option("mdata", "secontext", "__default__", "Default SELinux context of Path entries."),
+    Option("mdata", "paranoid", True, "Default paranoid flag of Path entries.", type="bool"),
+    Option("mdata", "sensitive", False, "Default sensitive flag of Path entries.",
+           type="bool"),
+    Option("mdata", "important", False, "Default important flag of Path entries.",
+           type="bool"),
+    # [rules]
+    Option("rules", "regex", False, "Allow regular expressions in Rules entry names.",
+           type="bool"),
+    Option("rules", "replace_name", False,
+           "Replace %{name} in Rules attributes with the entry's name.", type="bool"),
+    # [defaults]
+    Option("defaults", "replace_name", False,
+           "Replace %{name} in Defaults attributes with the entry's name.", type="bool"),
+]
+
+SERVER_CLI_ONLY = {
+    "daemon": ("-D", "--daemon"),
+}
+
+
+class Section:
+    """Attribute access to the options of one section."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        items = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"[{self._name}] {items}"
+
+
+class Setup:
+    """The parsed options: ``setup.server.repository`` and so on.
+
+    ``config_file`` is the bcfg2.conf that was read (or None), ``daemon`` the
+    pidfile given with ``-D`` (or None), and ``raw`` the whole parsed
+    bcfg2.conf, for plugins with sections of their own.
+    """
+
+    def __init__(self) -> None:
+        self.config_file: str | None = None
+        self.daemon: str | None = None
+        self.raw = configparser.RawConfigParser()
+        self.args: list[str] = []
+        for opt in OPTIONS:
+            if not hasattr(self, opt.section):
+                setattr(self, opt.section, Section(opt.section))
+
+    def get(self, section: str, name: str) -> Any:
+        return getattr(getattr(self, section), name)
+
+    def set(self, section: str, name: str, value: Any) -> None:
+        if not hasattr(self, section):
+            setattr(self, section, Section(section))
+        setattr(getattr(self, section), name, value)
+
+
+_TRUE = {"1", "yes", "true", "on"}
+_FALSE = {"0", "no", "false", "off"}
+
+
+def convert(opt: Option, raw: Any, where: str) -> Any:
+    """Turn a raw string into the option's type, or raise a one-line ConfigError."""
+    if raw is None or not isinstance(raw, str):
+        return raw
+    value = raw.strip()
+
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"{where}: [{opt.section}] {opt.name}: {what}")
+
+    if opt.type == "bool":
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise bad(f"{value!r} is not a boolean (use true or false)")
+    if opt.type == "int":
+        try:
+            return int(value)
+        except ValueError:
+            raise bad(f"{value!r} is not an integer") from None
+    if opt.type == "float":
+        try:
+            return float(value)
+        except ValueError:
+            raise bad(f"{value!r} is not a number") from None
+    if opt.type == "octal":
+        try:
+            return int(value, 8)
+        except ValueError:
+            raise bad(f"{value!r} is not an octal number") from None
+    if opt.type == "list":
+        return [item.strip() for item in value.replace("\n", ",").split(",") if item.strip()]
+    if opt.type == "path":
+        return os.path.abspath(os.path.expanduser(value)) if value else ""
+    if opt.type == "choice":
+        if value not in opt.choices:
+            raise bad(f"{value!r} is not one of {', '.join(opt.choices)}")
+        return value
+    if opt.type == "url":
+        parsed = urllib.parse.urlsplit(value)
+        try:
+            port = parsed.port
+        except ValueError:
+            raise bad(f"{value!r} has an invalid port") from None
+        if parsed.scheme != "https" or not parsed.hostname or port is None:
+            raise bad(f"{value!r} is not a URL of the form https://host:port")
+        return value
+    return value
+
+
+def _argparser(prog: str, description: str, extra: Sequence[Option]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("-C", "--config", default=None, metavar="FILE",
+                        help=f"bcfg2.conf to read (default {DEFAULT_CONFIG})")
+    for opt in list(OPTIONS) + list(extra):
+        if not opt.flags:
+            continue
+        kwargs: dict[str, Any] = {"dest": opt.dest, "default": None,
+                                  "help": f"{opt.help} [{opt.section}] {opt.name}"}
+        if opt.cli_value is not None:
+            kwargs["action"] = "store_const"
+            kwargs["const"] = opt.cli_value
+        else:
+            kwargs["metavar"] = opt.metavar or opt.name.upper()
+        parser.add_argument(*opt.flags, **kwargs)
+    return parser
+
+
+def load(
+    argv: Sequence[str] | None = None,
+    prog: str = "bcfg2-server",
+    description: str = "",
+    daemon_flag: bool = False,
+    positional: str | None = None,
+) -> Setup:
+    """Parse bcfg2.conf and the command line into a Setup.
+
+    The command line wins over bcfg2.conf, which wins over the defaults. Any
+    invalid value raises ConfigError naming the file, section and option.
+    """
+    parser = _argparser(prog, description, ())
+    if daemon_flag:
+        parser.add_argument("-D", "--daemon", dest="daemon", default=None, metavar="PIDFILE",
+                            help="daemonize, writing the pid to PIDFILE")
+    if positional:
+        parser.add_argument("args", nargs=argparse.REMAINDER, help=positional)
+    ns = parser.parse_args(argv)
+    return build(ns.config, vars(ns))
+
+
+def build(config_file: str | None, cli: dict[str, Any] | None = None) -> Setup:
+    """Build a Setup from a bcfg2.conf path (None: the default, if it exists)."""
+    cli = cli or {}
+    setup = Setup()
+    setup.daemon = cli.get("daemon")
+    setup.args = list(cli.get("args") or [])
+    path = config_file
+    if path is None and os.path.exists(DEFAULT_CONFIG):
+        path = DEFAULT_CONFIG
+    if path is not None:
+        if not os.path.exists(path):
+            raise ConfigError(f"{path}: no such configuration file")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                setup.raw.read_file(fh, source=path)
+        except (configparser.Error, UnicodeDecodeError, OSError) as err:
+            raise ConfigError(f"{path}: cannot be parsed: {err}".replace("\n", " ")) from None
+        setup.config_file = os.path.abspath(path)
+    for opt in OPTIONS:
+        value: Any = opt.default
+        if path is not None and setup.raw.has_option(opt.section, opt.name):
+            value = convert(opt, setup.raw.get(opt.section, opt.name), path)
+        elif isinstance(opt.default, str):
+            value = convert(opt, opt.default, "default")
+        if cli.get(opt.dest) is not None:
+            value = convert(opt, cli[opt.dest], "command line")
+        setup.set(opt.section, opt.name, value)
+    return setup
+
+
+def require(setup: Setup, section: str, name: str, why: str) -> Any:
+    """Return an option's value, or raise ConfigError if it is unset."""
+    value = setup.get(section, name)
+    if value in (None, ""):
+        where = setup.config_file or "bcfg2.conf"
+        raise ConfigError(f"{where}: [{section}] {name}: missing; {why}")
+    return value
+
+
+def _format_default(opt: Option) -> str:
+    if opt.default is None:
+        return ""
+    if isinstance(opt.default, bool):
+        return "true" if opt.default else "false"
+    if isinstance(opt.default, list):
+        return ", ".join(opt.default)
+    return str(opt.default)
+
+
+def example() -> str:
+    """The text of bcfg2.conf.example: every option, commented, with its default."""
+    out = [
+        "# bcfg2.conf: every option the server reads, with its default.",
+        "# Uncomment a line to change it. Command-line flags are noted where they exist.",
+        "# Generated from src/bcfg2/options.py: python -m bcfg2.options > bcfg2.conf.example",
+    ]
+    section = None
+    for opt in OPTIONS:
+        if opt.section != section:
+            section = opt.section
+            out.extend(["", f"[{section}]"])
+        help_text = opt.help
+        if opt.flags:
+            help_text += f" (command line: {', '.join(opt.flags)})"
+        out.extend("# " + line for line in textwrap.wrap(help_text, 76))
+        default = _format_default(opt)
+        out.append(f"#{opt.name} = {default}".rstrip())
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(example())

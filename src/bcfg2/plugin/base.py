@@ -1,0 +1,103 @@
+"""The base Plugin and the ``exposed`` marker for XML-RPC methods."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+if TYPE_CHECKING:
+    from bcfg2.core import Core
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def exposed(func: F) -> F:
+    """Mark a method as callable over XML-RPC."""
+    func.exposed = True  # type: ignore[attr-defined]
+    return func
+
+
+def as_bool(value: bool | str) -> bool:
+    """Accept True/False or a string such as "true" or "False"."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+class Debuggable:
+    """An object with its own logger and a debug switch."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.debug_flag = False
+        self.logger = logging.getLogger(f"bcfg2.{name or self.__class__.__name__}")
+
+    def set_debug(self, debug: bool | str) -> bool:
+        self.debug_flag = as_bool(debug)
+        return self.debug_flag
+
+    def toggle_debug(self) -> bool:
+        return self.set_debug(not self.debug_flag)
+
+    def debug_log(self, message: str) -> None:
+        if self.debug_flag:
+            self.logger.info(message)
+
+
+class Plugin(Debuggable):
+    """The base of every server plugin.
+
+    A plugin knows the core (``self.core``), its own directory in the
+    repository (``self.data``) and the interfaces it implements. Its class
+    name is the name admins write in ``[server] plugins``.
+    """
+
+    name: ClassVar[str] = "Plugin"
+    __author__ = "bcfg2 server developers"
+    #: shown as a warning when the plugin is loaded
+    experimental: ClassVar[bool] = False
+    deprecated: ClassVar[bool] = False
+    #: names of plugins that cannot be loaded together with this one
+    conflicts: ClassVar[list[str]] = []
+    #: order among plugins of the same interface (lower first, then by name)
+    sort_order: ClassVar[int] = 500
+    #: methods callable as ``Name.method`` over XML-RPC besides @exposed ones
+    __rmi__: ClassVar[list[str]] = ["toggle_debug", "set_debug"]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__
+
+    def __init__(self, core: Core) -> None:
+        Debuggable.__init__(self, f"plugins.{self.name}")
+        self.core = core
+        self.data = os.path.join(core.repository, self.name)
+        self.running = True
+
+    @classmethod
+    def init_repo(cls, repo: str) -> None:
+        """Create the plugin's directory in a new repository."""
+        os.makedirs(os.path.join(repo, cls.name), exist_ok=True)
+
+    def start_threads(self) -> None:
+        """Start any threads the plugin needs; called when the server runs."""
+
+    def shutdown(self) -> None:
+        """Stop the plugin's threads and release its resources."""
+        self.running = False
+
+    def rmi(self) -> dict[str, Callable[..., Any]]:
+        """The plugin's methods callable over XML-RPC, by name."""
+        methods: dict[str, Callable[..., Any]] = {}
+        for name in dir(self.__class__):
+            if name.startswith("_"):
+                continue
+            attr = getattr(self.__class__, name, None)
+            if callable(attr) and (getattr(attr, "exposed", False) or name in self.__rmi__):
+                methods[name] = getattr(self, name)
+        return methods
+
+    def __repr__(self) -> str:
+        return f"<{self.name} plugin>"

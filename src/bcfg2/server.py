@@ -1,0 +1,59 @@
+"""bcfg2-server: start the network core named by [server] backend."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import sys
+from collections.abc import Sequence
+
+from bcfg2 import options
+from bcfg2.core import NetworkCore
+from bcfg2.errors import ConfigError, CoreInitError
+from bcfg2.logger import setup_logging
+
+#: core name -> "module:Class"; imported only when chosen
+CORES = {
+    "builtin": "bcfg2.cores.builtin:BuiltinCore",
+}
+BEST = "builtin"
+
+
+def load_core(name: str) -> type[NetworkCore]:
+    """The network core class for a ``[server] backend`` name."""
+    if name == "best":
+        name = BEST
+    target = CORES.get(name)
+    if target is None:
+        for ep in importlib.metadata.entry_points(group="bcfg2.cores"):
+            if ep.name == name:
+                target = ep.value
+                break
+    if target is None:
+        raise CoreInitError(f"[server] backend: no core named {name!r}")
+    module, _, cls = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as err:
+        raise CoreInitError(f"[server] backend: core {name} cannot be loaded: {err}") from err
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        setup = options.load(argv, prog="bcfg2-server",
+                             description="Serve Bcfg2 configurations to agents over XML-RPC.",
+                             daemon_flag=True)
+    except ConfigError as err:
+        print(f"bcfg2-server: {err}", file=sys.stderr)
+        return 2
+    setup_logging(setup, console=not setup.daemon)
+    try:
+        core = load_core(setup.server.backend)(setup)
+    except (CoreInitError, ConfigError) as err:
+        print(f"bcfg2-server: {err}", file=sys.stderr)
+        return 1
+    return 0 if core.run() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""XML parsing and writing shared by the whole server.
+
+Two kinds of XML reach the server: repository files, written by admins and
+trusted (XInclude allowed, local files only), and data from the network
+(probe data, statistics), which is untrusted: no entities, no DTD, no
+network access, bounded size.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+from collections.abc import Iterable
+
+import lxml.etree
+
+from bcfg2.errors import RepositoryError, UntrustedInputError
+
+XI_NAMESPACE = "http://www.w3.org/2001/XInclude"
+XI_INCLUDE = f"{{{XI_NAMESPACE}}}include"
+XI_FALLBACK = f"{{{XI_NAMESPACE}}}fallback"
+
+
+def untrusted_parser() -> lxml.etree.XMLParser:
+    """A parser for data from clients: nothing outside the bytes is read."""
+    return lxml.etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
+
+
+def parse_untrusted(data: str | bytes, what: str = "XML") -> lxml.etree._Element:
+    """Parse XML received from the network; refuse DTDs and entities."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    try:
+        root = lxml.etree.fromstring(data, parser=untrusted_parser())
+    except lxml.etree.XMLSyntaxError as err:
+        raise UntrustedInputError(f"malformed {what}: {err}") from None
+    if root is None:
+        raise UntrustedInputError(f"empty {what}")
+    doc = root.getroottree()
+    if doc.docinfo.internalDTD is not None or doc.docinfo.doctype:
+        raise UntrustedInputError(f"{what} with a DTD is refused")
+    return root
+
+
+def repository_parser() -> lxml.etree.XMLParser:
+    """A parser for repository files: comments dropped, no network access."""
+    return lxml.etree.XMLParser(
+        remove_blank_text=True, remove_comments=True, no_network=True, huge_tree=True
+    )
+
+
+def _expand_wildcard_includes(root: lxml.etree._Element, basedir: str) -> None:
+    """Turn ``<xi:include href="dir/*.xml"/>`` into one include per match."""
+    for inc in list(root.iter(XI_INCLUDE)):
+        href = inc.get("href", "")
+        if not glob.has_magic(href):
+            continue
+        matches = sorted(glob.glob(os.path.join(basedir, href)))
+        parent = inc.getparent()
+        pos = parent.index(inc)
+        for offset, path in enumerate(matches):
+            new = lxml.etree.Element(XI_INCLUDE, href=os.path.relpath(path, basedir))
+            for key, val in inc.attrib.items():
+                if key != "href":
+                    new.set(key, val)
+            parent.insert(pos + offset, new)
+        if matches:
+            parent.remove(inc)
+        else:
+            # like a missing file: the fallback (if any) applies
+            inc.set("href", os.path.join(basedir, ".bcfg2-no-match-" + os.path.basename(href)))
+
+
+def included_files(root: lxml.etree._Element, basedir: str) -> list[str]:
+    """Absolute paths of the files a document includes (before inclusion)."""
+    paths = []
+    for inc in root.iter(XI_INCLUDE):
+        href = inc.get("href", "")
+        if glob.has_magic(href):
+            paths.extend(sorted(glob.glob(os.path.join(basedir, href))))
+        elif href:
+            paths.append(os.path.normpath(os.path.join(basedir, href)))
+    return paths
+
+
+def parse_repository_file(path: str, data: bytes | None = None) -> tuple[lxml.etree._Element, list[str]]:
+    """Parse a repository XML file with XInclude (wildcards too).
+
+    Returns the root element and the list of files it includes, so the caller
+    can watch them. Raises RepositoryError naming the path, line and reason.
+    """
+    if data is None:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError as err:
+            raise RepositoryError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        root = lxml.etree.fromstring(data, parser=repository_parser(), base_url=path)
+    except lxml.etree.XMLSyntaxError as err:
+        line = err.lineno if err.lineno else "?"
+        raise RepositoryError(f"{path}:{line}: {err.msg}") from None
+    if root is None:
+        raise RepositoryError(f"{path}: empty document")
+    includes: list[str] = []
+    if any(True for _ in root.iter(XI_INCLUDE)):
+        basedir = os.path.dirname(path)
+        _expand_wildcard_includes(root, basedir)
+        includes = included_files(root, basedir)
+        tree = root.getroottree()
+        try:
+            tree.xinclude()
+        except lxml.etree.XIncludeError as err:
+            raise RepositoryError(f"{path}: XInclude failed: {err}") from None
+        root = tree.getroot()
+    return root, includes
+
+
+def atomic_write(path: str, data: bytes | str, mode: int = 0o644) -> None:
+    """Write a file so that readers see either the old or the new content.
+
+    The data goes to a temporary file in the same directory, is flushed to
+    disk, and is renamed over the target. An interruption at any point leaves
+    the old file intact.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def tostring(element: lxml.etree._Element, pretty: bool = False) -> str:
+    """Serialise an element to a str without an XML declaration."""
+    return lxml.etree.tostring(element, encoding="unicode", pretty_print=pretty)
+
+
+def text_children(elements: Iterable[lxml.etree._Element]) -> list[lxml.etree._Element]:
+    """Only real elements: comments and processing instructions removed."""
+    return [el for el in elements if isinstance(el.tag, str)]
