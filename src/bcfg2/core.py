@@ -45,7 +45,7 @@ from bcfg2.plugin.base import Plugin, as_bool, exposed
 from bcfg2.xml import parse_untrusted, tostring
 
 __all__ = [
-    "Core", "CoreInitError", "DefaultACL", "NetworkCore", "NoExposedMethod", "exposed",
+    "Core", "CoreInitError", "DefaultACL", "LocalCore", "NetworkCore", "NoExposedMethod", "exposed",
     "sort_xml",
 ]
 
@@ -723,6 +723,18 @@ class DefaultACL(Plugin, interfaces.ClientACLs):
         return True
 
 
+class LocalCore(Core):
+    """A core with no network, for bcfg2-info and the other local tools."""
+
+    name = "local"
+
+    def _run(self) -> bool:
+        return True
+
+    def _block(self) -> None:
+        """Nothing to wait for: local tools drive the core themselves."""
+
+
 class NetworkCore(Core):
     """A core that listens on the network: authentication and daemonization."""
 
@@ -739,7 +751,7 @@ class NetworkCore(Core):
                 raise CoreInitError(f"[communication] {option}: {path} does not exist")
         url = urllib.parse.urlsplit(setup.components.bcfg2)
         self.host = "" if setup.server.listen_all else (url.hostname or "localhost")
-        self.port = url.port or 6789
+        self.port = url.port if url.port is not None else 6789
         #: the CA that verifies client certificates
         self.ca = setup.communication.ca
         super().__init__(setup)

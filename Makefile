@@ -1,0 +1,41 @@
+# Quick start: `make run` serves repo-example/ on https://127.0.0.1:6789;
+# `make test` runs the test suite. Both create .venv on first use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUN := .run
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench install clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+$(RUN)/server.crt: $(STAMP)
+	mkdir -p $(RUN)
+	$(BIN)/python -m bcfg2.devcert $(RUN)/server.crt $(RUN)/server.key
+
+run: $(STAMP) $(RUN)/server.crt
+	$(BIN)/bcfg2-server -C /dev/null -v \
+		-Q repo-example \
+		--state-dir $(RUN)/state \
+		-S https://127.0.0.1:6789 \
+		--ssl-cert $(RUN)/server.crt --ssl-key $(RUN)/server.key \
+		-x bcfg2-example \
+		--plugins Metadata,Bundler,Cfg,Rules,Defaults
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(RUN) build dist *.egg-info

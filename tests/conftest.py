@@ -1,0 +1,226 @@
+"""Shared fixtures: small repositories, local cores, TLS material, running servers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import ssl
+import textwrap
+import threading
+import xmlrpc.client
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from bcfg2 import options
+from bcfg2.core import LocalCore
+
+ROOT = Path(__file__).resolve().parent.parent
+REPO_EXAMPLE = ROOT / "repo-example"
+PLUGINS = "Metadata,Bundler,Cfg,Rules,Defaults"
+
+BASIC_GROUPS = """\
+<Groups>
+  <Group name="basic" profile="true" public="true">
+    <Group name="linux"/>
+  </Group>
+  <Group name="other" profile="true"/>
+  <Group name="linux">
+    <Bundle name="base"/>
+  </Group>
+</Groups>
+"""
+
+BASIC_CLIENTS = """\
+<Clients version="3.0">
+  <Client name="client1" profile="basic" uuid="uuid-client1" password="pw1" floating="true"/>
+  <Client name="client2" profile="other" uuid="uuid-client2" password="pw2" floating="true"/>
+</Clients>
+"""
+
+
+class Repo:
+    """A repository under construction in a temporary directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def write(self, relative: str, content: str | bytes, dedent: bool = True) -> Path:
+        target = self.path / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(textwrap.dedent(content) if dedent else content)
+        return target
+
+    def mkdir(self, relative: str) -> Path:
+        target = self.path / relative
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    """A minimal repository: groups.xml, clients.xml and empty plugin directories."""
+    r = Repo(tmp_path / "repo")
+    r.write("Metadata/groups.xml", BASIC_GROUPS)
+    r.write("Metadata/clients.xml", BASIC_CLIENTS)
+    for name in ("Bundler", "Cfg", "Rules", "Defaults"):
+        r.mkdir(name)
+    return r
+
+
+@pytest.fixture
+def example_repo(tmp_path: Path) -> Repo:
+    """A private copy of repo-example/ that a test may modify."""
+    target = tmp_path / "repo-example"
+    shutil.copytree(REPO_EXAMPLE, target)
+    return Repo(target)
+
+
+def make_setup(repository: Repo | Path | str, state_dir: Path | str | None = None,
+               **overrides: Any) -> options.Setup:
+    """A Setup for a repository; overrides are "section.name" = raw value.
+
+    Keyword arguments use a double underscore for the dot:
+    ``make_setup(repo, caching__client_metadata="aggressive")``.
+    """
+    repository = str(repository)
+    cli: dict[str, Any] = {
+        "server.repository": repository,
+        "server.plugins": PLUGINS,
+        "server.state_dir": str(state_dir) if state_dir else os.path.join(
+            os.path.dirname(repository), "state"),
+        "server.filemonitor": "pseudo",
+        "logging.syslog": "false",
+    }
+    for key, value in overrides.items():
+        cli[key.replace("__", ".")] = value if isinstance(value, str) else str(value)
+    return options.build("/dev/null", cli)
+
+
+@pytest.fixture
+def local_core() -> Iterator[Callable[..., LocalCore]]:
+    """Factory: a LocalCore over a repository; shut down after the test."""
+    cores: list[LocalCore] = []
+
+    def factory(repository: Repo | Path | str, **overrides: Any) -> LocalCore:
+        core = LocalCore(make_setup(repository, **overrides))
+        cores.append(core)
+        return core
+
+    yield factory
+    for core in cores:
+        core.shutdown()
+
+
+class TLSMaterial:
+    """A throwaway CA, a server certificate for 127.0.0.1, and client certificates."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.ca = trustme.CA()
+        server = self.ca.issue_cert("127.0.0.1", "localhost")
+        self.key = str(directory / "server.key")
+        self.cert = str(directory / "server.crt")
+        self.ca_cert = str(directory / "ca.crt")
+        server.private_key_pem.write_to_path(self.key)
+        server.cert_chain_pems[0].write_to_path(self.cert)
+        self.ca.cert_pem.write_to_path(self.ca_cert)
+
+    def client_cert(self, common_name: str) -> tuple[str, str]:
+        """A client certificate (cert path, key path) whose CN is ``common_name``."""
+        leaf = self.ca.issue_cert(common_name, common_name=common_name)
+        cert = str(self.dir / f"{common_name}.crt")
+        key = str(self.dir / f"{common_name}.key")
+        leaf.cert_chain_pems[0].write_to_path(cert)
+        leaf.private_key_pem.write_to_path(key)
+        return cert, key
+
+    def client_context(self, cert: tuple[str, str] | None = None) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=self.ca_cert)
+        if cert is not None:
+            ctx.load_cert_chain(*cert)
+        return ctx
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSMaterial:
+    return TLSMaterial(tmp_path_factory.mktemp("tls"))
+
+
+class RunningServer:
+    """A network core serving on 127.0.0.1 in a thread of this process."""
+
+    def __init__(self, core: Any, thread: threading.Thread, tls: TLSMaterial) -> None:
+        self.core = core
+        self.thread = thread
+        self.tls = tls
+
+    @property
+    def port(self) -> int:
+        return self.core.port
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}/RPC2"
+
+    def proxy(self, user: str, password: str,
+              cert: tuple[str, str] | None = None) -> xmlrpc.client.ServerProxy:
+        """An XML-RPC client as an agent has it: basic auth, TLS, one call per connection."""
+        return xmlrpc.client.ServerProxy(
+            f"https://{user}:{password}@127.0.0.1:{self.port}/RPC2",
+            context=self.tls.client_context(cert), allow_none=True)
+
+    def stop(self) -> None:
+        self.core.terminate.set()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "server did not stop"
+
+
+@pytest.fixture
+def builtin_server(tls: TLSMaterial) -> Iterator[Callable[..., RunningServer]]:
+    """Factory: start the builtin core on 127.0.0.1 port 0 over a repository."""
+    from bcfg2.cores.builtin import BuiltinCore
+
+    servers: list[RunningServer] = []
+
+    def factory(repository: Repo | Path | str, password: str = "globalpw",
+                ca: bool = False, **overrides: Any) -> RunningServer:
+        extra = {
+            "components__bcfg2": "https://127.0.0.1:0",
+            "communication__password": password,
+            "communication__key": tls.key,
+            "communication__certificate": tls.cert,
+        }
+        if ca:
+            extra["communication__ca"] = tls.ca_cert
+        extra.update(overrides)
+        core = BuiltinCore(make_setup(repository, **extra))
+        started = threading.Event()
+        original_run = core._run
+
+        def run_and_signal() -> bool:
+            ok = original_run()
+            started.set()
+            return ok
+
+        core._run = run_and_signal  # type: ignore[method-assign]
+        thread = threading.Thread(target=core.run, name="test-server", daemon=True)
+        thread.start()
+        assert started.wait(30), "server did not start"
+        server = RunningServer(core, thread, tls)
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in servers:
+        server.stop()
