@@ -461,10 +461,9 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
         imd.bundles = groups_model.bundles_for(imd.hostname, allgroups)
 
     def merge_additional_data(self, imd: ClientMetadata, source: str, data: Any) -> None:
-        if hasattr(imd, source) and source in imd.__dict__:
-            return
         setattr(imd, source, data)
-        imd.connectors.append(source)
+        if source not in imd.connectors:
+            imd.connectors.append(source)
 
     # -- runtime changes -----------------------------------------------------
 
