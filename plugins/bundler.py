@@ -55,7 +55,12 @@ class Bundler(Plugin, Structure, XMLDirectoryBacked):
             data.set("name", name)
             for child in data.findall("RequiredBundle"):
                 required = child.get("name")
-                if required and required not in added:
+                if not required:
+                    self.logger.warning("Bundle %s: RequiredBundle without a name ignored",
+                                        name)
+                    data.remove(child)
+                    continue
+                if required not in added:
                     added.add(required)
                     pending.append(required)
                 if as_bool(child.get("inherit_modification", "false")):

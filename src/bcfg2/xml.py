@@ -58,26 +58,52 @@ def repository_parser() -> lxml.etree.XMLParser:
     )
 
 
-def _expand_wildcard_includes(root: lxml.etree._Element, basedir: str) -> None:
-    """Turn ``<xi:include href="dir/*.xml"/>`` into one include per match."""
+def _expand_wildcard_includes(root: lxml.etree._Element, path: str) -> None:
+    """Turn ``<xi:include href="dir/*.xml"/>`` into one include per match.
+
+    A pattern that matches nothing (but the file itself) is an error naming
+    the pattern, unless the include has an ``<xi:fallback>``, which then
+    applies.
+    """
+    basedir = os.path.dirname(path)
     for inc in list(root.iter(XI_INCLUDE)):
         href = inc.get("href", "")
         if not glob.has_magic(href):
             continue
-        matches = sorted(glob.glob(os.path.join(basedir, href)))
+        # a pattern never includes the file itself (as upstream Bcfg2)
+        matches = [match for match in sorted(glob.glob(os.path.join(basedir, href)))
+                   if os.path.abspath(match) != os.path.abspath(path)]
         parent = inc.getparent()
         pos = parent.index(inc)
-        for offset, path in enumerate(matches):
-            new = lxml.etree.Element(XI_INCLUDE, href=os.path.relpath(path, basedir))
+        for offset, match in enumerate(matches):
+            new = lxml.etree.Element(XI_INCLUDE, href=os.path.relpath(match, basedir))
             for key, val in inc.attrib.items():
                 if key != "href":
                     new.set(key, val)
             parent.insert(pos + offset, new)
         if matches:
             parent.remove(inc)
+        elif inc.find(XI_FALLBACK) is None:
+            raise RepositoryError(
+                f"{path}:{inc.sourceline}: XInclude failed: no file matches {href}")
         else:
-            # like a missing file: the fallback (if any) applies
+            # like a missing file: the fallback applies
             inc.set("href", os.path.join(basedir, ".bcfg2-no-match-" + os.path.basename(href)))
+
+
+def _xinclude_error(path: str, err: lxml.etree.XIncludeError) -> RepositoryError:
+    """The first error of a failed XInclude, as ``file:line: reason``.
+
+    A syntax error in an included file is reported in that file, not in the
+    file that includes it.
+    """
+    for entry in err.error_log:
+        if entry.level >= lxml.etree.ErrorLevels.ERROR:
+            where = entry.filename if entry.filename and entry.filename != "<string>" else path
+            origin = "" if where == path else f" (included from {path})"
+            return RepositoryError(
+                f"{where}:{entry.line}: XInclude failed: {entry.message}{origin}")
+    return RepositoryError(f"{path}: XInclude failed: {err}")
 
 
 def included_files(root: lxml.etree._Element, basedir: str) -> list[str]:
@@ -114,13 +140,13 @@ def parse_repository_file(path: str, data: bytes | None = None) -> tuple[lxml.et
     includes: list[str] = []
     if any(True for _ in root.iter(XI_INCLUDE)):
         basedir = os.path.dirname(path)
-        _expand_wildcard_includes(root, basedir)
+        _expand_wildcard_includes(root, path)
         includes = included_files(root, basedir)
         tree = root.getroottree()
         try:
             tree.xinclude()
         except lxml.etree.XIncludeError as err:
-            raise RepositoryError(f"{path}: XInclude failed: {err}") from None
+            raise _xinclude_error(path, err) from None
         root = tree.getroot()
     return root, includes
 

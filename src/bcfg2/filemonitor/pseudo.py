@@ -67,10 +67,12 @@ class Pseudo(FileMonitor):
                 new[path] = _signature(path)
             for full, sig in new.items():
                 name = os.path.basename(full) if is_dir else full
-                if full not in old or (old[full] is None and sig is not None):
+                if sig is None:
+                    continue  # vanished between listing and stat: a deleted event follows
+                if full not in old or old[full] is None:
                     self.queue(Event(handle, name, "created", full))
                     queued += 1
-                elif sig != old[full] and sig is not None and not os.path.isdir(full):
+                elif sig != old[full] and not os.path.isdir(full):
                     self.queue(Event(handle, name, "changed", full))
                     queued += 1
             for full, sig in old.items():

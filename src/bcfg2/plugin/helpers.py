@@ -549,8 +549,15 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
                 if isinstance(src, PriorityStructFile) and src.rules is not None]
 
     def HandlesEntry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> bool:  # noqa: N802
+        """True if an entry for this name applies to this client.
+
+        An entry under a Group or Client conditional that excludes the client
+        does not count, so it cannot compete with another generator.
+        """
         name = entry.get("name", "")
-        return any(self._candidates(src.rules[1], entry.tag, name) for src in self._sources())
+        return any(conditions_hold(conds, metadata)
+                   for src in self._sources()
+                   for conds, _elem in self._candidates(src.rules[1], entry.tag, name))
 
     def HandleEntry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> Any:  # noqa: N802
         return self.BindEntry(entry, metadata)
