@@ -28,7 +28,7 @@ from bcfg2.errors import MetadataConsistencyError, MetadataRuntimeError, Reposit
 from bcfg2.metadata import ClientMetadata, MetadataQuery
 from bcfg2.plugin import Caching, ClientRunHooks, Plugin, XMLFileBacked, as_bool, exposed
 from bcfg2.plugin import Metadata as MetadataInterface
-from bcfg2.xml import atomic_write
+from bcfg2.xml import atomic_write, included_files
 
 SESSION_LIFETIME = 90.0
 CLIENT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,252}$")
@@ -238,11 +238,20 @@ class ClientsModel:
 
 def merge_records(repo: dict[str, ClientRecord],
                   overlay: dict[str, dict[str, str]]) -> list[ClientRecord]:
-    """Lay the runtime overlay (profile, version, new clients) over clients.xml."""
+    """Lay the runtime overlay (profile, version, new clients) over clients.xml.
+
+    A profile in the state file carries ``repository_profile``, the client's
+    profile in clients.xml when it was recorded ("" if the client was not
+    there). Once an admin changes that profile in clients.xml, the recorded
+    one no longer applies: the later change wins, as with upstream's single file.
+    """
     out = dict(repo)
     for name, attrs in overlay.items():
         if name in out:
-            changes = {k: attrs[k] for k in ("profile", "version") if attrs.get(k)}
+            changes = {"version": attrs["version"]} if attrs.get("version") else {}
+            base = attrs.get("repository_profile", out[name].profile)
+            if attrs.get("profile") and base == out[name].profile:
+                changes["profile"] = attrs["profile"]
             out[name] = replace(out[name], **changes)
         elif attrs.get("profile"):
             out[name] = ClientRecord(name=name, profile=attrs["profile"],
@@ -319,16 +328,39 @@ class ClientsWriter:
     def update(self, name: str, **attrs: str) -> None:
         """Set attributes of one client in the file, atomically."""
         with self.lock:
-            root = _read_for_update(self.name)
-            node = next((n for n in client_nodes(root) if n.get("name").lower() == name), None)
+            path, root, node = self._locate(name)
             if node is None:
                 node = lxml.etree.SubElement(root, "Client", name=name)
             for key, value in attrs.items():
                 node.set(key, value)
-            atomic_write(self.name, lxml.etree.tostring(
-                root, pretty_print=True, xml_declaration=True, encoding="UTF-8"), self.mode)
+            try:
+                atomic_write(path, lxml.etree.tostring(
+                    root, pretty_print=True, xml_declaration=True, encoding="UTF-8"), self.mode)
+            except OSError as err:
+                raise MetadataRuntimeError(f"{path}: cannot write: {err}") from err
             self.overlay = {**self.overlay, name: {**self.overlay.get(name, {}), **attrs}}
         self.plugin.rebuild_clients()
+
+    def _locate(self, name: str) -> tuple[str, lxml.etree._Element, lxml.etree._Element | None]:
+        """The file holding the client (this one or one it XIncludes), its root and node.
+
+        A client found nowhere is added to this file.
+        """
+        pending, seen = [self.name], set()
+        top = None
+        while pending:
+            path = pending.pop(0)
+            if path in seen:
+                continue
+            seen.add(path)
+            root = _read_for_update(path)
+            if top is None:
+                top = root
+            node = next((n for n in client_nodes(root) if n.get("name").lower() == name), None)
+            if node is not None:
+                return path, root, node
+            pending.extend(included_files(root, os.path.dirname(path)))
+        return self.name, top, None
 
 
 class StateFile(ClientsWriter, XMLFileBacked):
@@ -339,6 +371,14 @@ class StateFile(ClientsWriter, XMLFileBacked):
     def __init__(self, name: str, plugin: Metadata) -> None:
         ClientsWriter.__init__(self, name, plugin)
         XMLFileBacked.__init__(self, name, plugin.core.fam, should_monitor=True)
+
+    def update(self, name: str, **attrs: str) -> None:
+        """As ClientsWriter.update; a profile also records the repository's (see merge_records)."""
+        if "profile" in attrs:
+            records = self.plugin.clients_file.records if self.plugin.clients_file else None
+            record = (records or {}).get(name)
+            attrs["repository_profile"] = record.profile if record else ""
+        super().update(name, **attrs)
 
     def HandleEvent(self, event: Any = None) -> None:  # noqa: N802
         if event is not None and event.action == "deleted":
@@ -489,9 +529,10 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
 
     def set_version(self, client: str, version: str) -> None:
         client = self._canonical(client)
-        record = self.clients_model.clients.get(client)
-        if record is None:
-            raise MetadataConsistencyError(f"unknown client {client}")
+        if client not in self.clients_model.clients:
+            # first contact: registers the client with the default profile, or refuses it
+            self.get_initial_metadata(client)
+        record = self.clients_model.clients[client]
         if record.version == version:
             return
         self.logger.info("Client %s declared version %s", client, version)

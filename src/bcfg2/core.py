@@ -56,12 +56,15 @@ LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 def sort_xml(node: lxml.etree._Element, key: Callable[[Any], Any] | None = None) -> None:
     """Sort an XML tree recursively and in place into a deterministic order.
 
-    The default key is the ``name`` attribute, then the tag; the sort is
-    stable, so elements with equal keys keep their document order.
+    The default key is the ``name`` attribute, then the tag, then the other
+    attributes (two ``Package`` entries of one name but different ``arch``
+    must not keep their input order). The sort is stable, so only elements
+    equal in all of these keep their document order.
     """
     if key is None:
-        def key(el: lxml.etree._Element) -> tuple[str, str]:
-            return (el.get("name") or "", el.tag if isinstance(el.tag, str) else "")
+        def key(el: lxml.etree._Element) -> tuple[str, str, list[tuple[str, str]]]:
+            return (el.get("name") or "", el.tag if isinstance(el.tag, str) else "",
+                    sorted(el.attrib.items()))
 
     def sort_key(el: lxml.etree._Element) -> Any:
         k = key(el)
@@ -80,15 +83,16 @@ def find_plugin(name: str) -> type[Plugin]:
         if ep.name == name:
             try:
                 return ep.load()
-            except ImportError as err:
+            except Exception as err:
                 raise CoreInitError(f"plugin {name} cannot be imported: {err}") from err
+    module_name = f"bcfg2.plugins.{name.lower()}"
     try:
-        module = importlib.import_module(f"bcfg2.plugins.{name.lower()}")
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
-        if err.name and err.name.startswith("bcfg2.plugins."):
+        if err.name == module_name:
             raise CoreInitError(f"no plugin named {name!r}") from None
         raise CoreInitError(f"plugin {name} cannot be imported: {err}") from err
-    except ImportError as err:
+    except Exception as err:  # any error while importing the module, SyntaxError too
         raise CoreInitError(f"plugin {name} cannot be imported: {err}") from err
     cls = getattr(module, name, None)
     if not (isinstance(cls, type) and issubclass(cls, Plugin)):
@@ -414,15 +418,20 @@ class Core:
         start = time.monotonic()
         try:
             if "altsrc" in entry.attrib:
+                # bind under the other name; if that fails, under the entry's own
                 oldname = entry.get("name")
-                entry.set("name", entry.get("altsrc"))
+                entry.set("name", entry.attrib.pop("altsrc"))
                 entry.set("realname", oldname)
-                del entry.attrib["altsrc"]
                 try:
                     return self.Bind(entry, metadata)
+                except Exception as err:
+                    self.logger.error("Failed to bind %s:%s from altsrc %s (%s); falling back "
+                                      "to %s", entry.tag, oldname, entry.get("name"), err,
+                                      oldname)
+                    entry.attrib.pop("failure", None)
                 finally:
                     entry.set("name", oldname)
-                    del entry.attrib["realname"]
+                    entry.attrib.pop("realname", None)
             name = entry.get("name")
             handlers = []
             for gen in self.plugins_by_type(interfaces.Generator):
@@ -520,7 +529,11 @@ class Core:
         return client, meta
 
     def check_acls(self, address: tuple[str, int], rmi: str) -> bool:
-        """Two-phase ACL check: by IP address, then by client metadata."""
+        """Two-phase ACL check: by IP address, then by client metadata.
+
+        Any plugin denying by address denies; all allowing by address allows;
+        otherwise every plugin must allow the client's metadata.
+        """
         plugins = self.plugins_by_type(interfaces.ClientACLs)
         try:
             checks = [p.check_acl_ip(address, rmi) for p in plugins]
@@ -529,7 +542,7 @@ class Core:
             return False
         if any(c is False for c in checks):
             return False
-        if any(c is True for c in checks):
+        if all(c is True for c in checks):
             return True
         try:
             meta = self.build_metadata(self.metadata.resolve_client(address))

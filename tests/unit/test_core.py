@@ -1,0 +1,483 @@
+"""The Core: plugin loading, metadata caching, binding, exposed methods and ACLs."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lxml.etree
+import pytest
+
+from bcfg2 import plugins as plugin_package
+from bcfg2.core import Core, CoreInitError, sort_xml
+from bcfg2.plugin import ClientACLs, Connector, Generator, Plugin, Probing, exposed
+
+ADDRESS = ("127.0.0.1", 40001)
+AGENT_METHODS = ["AssertProfile", "DeclareVersion", "GetProbes", "RecvProbeData",
+                 "GetDecisionList", "GetConfig", "RecvStats", "listMethods", "methodHelp"]
+ADMIN_METHODS = ["get_statistics", "expire_metadata_cache", "toggle_debug", "set_debug",
+                 "toggle_core_debug", "set_core_debug", "toggle_fam_debug", "set_fam_debug",
+                 "Metadata.list_clients", "Metadata.toggle_debug"]
+
+
+def register(monkeypatch: pytest.MonkeyPatch, *classes: type[Plugin]) -> None:
+    """Make plugin classes importable as bcfg2.plugins.<lowercase name>."""
+    for cls in classes:
+        module = types.ModuleType(f"bcfg2.plugins.{cls.name.lower()}")
+        setattr(module, cls.name, cls)
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+
+
+def plugin_list(*names: str) -> str:
+    return ",".join(("Metadata", "Bundler") + names)
+
+
+# -- loading plugins -----------------------------------------------------------
+
+
+class Alpha(Plugin, Connector):
+    sort_order = 20
+
+
+class Beta(Plugin, Connector):
+    sort_order = 10
+
+
+class Zeta(Plugin, Connector):
+    sort_order = 10
+
+
+class Peace(Plugin):
+    conflicts = ["War"]
+
+
+class War(Plugin):
+    pass
+
+
+class Halfprobe(Plugin, Probing):
+    def GetProbes(self, metadata: Any) -> list:  # noqa: N802
+        return []
+
+
+def test_plugins_named_in_the_configuration_are_loaded(repo, local_core):
+    core = local_core(repo, server__plugins="Metadata,Bundler,Rules")
+    loaded = set(core.plugins) - {"DefaultACL"}
+    assert loaded == {"Metadata", "Bundler", "Rules"}
+    assert core.metadata is core.plugins["Metadata"]
+
+
+def test_an_unknown_plugin_name_stops_the_core(repo, local_core):
+    with pytest.raises(CoreInitError, match="Nosuchplugin"):
+        local_core(repo, server__plugins="Metadata,Nosuchplugin")
+
+
+def test_without_a_metadata_plugin_the_core_does_not_start(repo, local_core):
+    with pytest.raises(CoreInitError, match="Metadata"):
+        local_core(repo, server__plugins="Bundler,Rules")
+
+
+def test_a_plugin_lacking_a_method_of_its_interface_is_refused(repo, local_core, monkeypatch):
+    register(monkeypatch, Halfprobe)
+    with pytest.raises(CoreInitError) as excinfo:
+        local_core(repo, server__plugins=plugin_list("Halfprobe"))
+    assert "Halfprobe" in str(excinfo.value)
+    assert "ReceiveData" in str(excinfo.value)
+
+
+@pytest.fixture
+def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A directory searched for bcfg2.plugins modules, for this test only."""
+    directory = tmp_path / "more-plugins"
+    directory.mkdir()
+    monkeypatch.setattr(plugin_package, "__path__", [*plugin_package.__path__, str(directory)])
+    monkeypatch.setattr(sys, "path_importer_cache", dict(sys.path_importer_cache))
+    yield directory
+    for module in directory.glob("*.py"):
+        sys.modules.pop(f"bcfg2.plugins.{module.stem}", None)
+
+
+@pytest.mark.parametrize(("source", "reported"), [
+    ("import bcfg2_no_such_dependency\n", "bcfg2_no_such_dependency"),
+    ("import bcfg2.plugins.no_such_helper\n", "bcfg2.plugins.no_such_helper"),
+    ("raise ImportError('needs libfoo 2')\n", "needs libfoo 2"),
+    ("raise RuntimeError('cannot open /dev/foo')\n", "cannot open /dev/foo"),
+    ("def broken(:\n", "invalid syntax"),
+])
+def test_a_plugin_that_fails_to_import_stops_the_core_with_the_error(
+        repo, local_core, plugin_dir, source, reported):
+    (plugin_dir / "brokenplug.py").write_text(source)
+    with pytest.raises(CoreInitError) as excinfo:
+        local_core(repo, server__plugins=plugin_list("Brokenplug"))
+    assert "Brokenplug" in str(excinfo.value)
+    assert reported in str(excinfo.value)
+    assert excinfo.value.__cause__ is not None
+
+
+@pytest.mark.parametrize("order", [("Peace", "War"), ("War", "Peace")])
+def test_of_two_conflicting_plugins_the_first_loaded_wins(repo, local_core, monkeypatch, order):
+    register(monkeypatch, Peace, War)
+    core = local_core(repo, server__plugins=plugin_list(*order))
+    first, second = order
+    assert first in core.plugins
+    assert second not in core.plugins
+    assert core.plugin_blacklist == {second: [first]}
+
+
+def test_plugins_by_type_orders_by_sort_order_then_name(repo, local_core, monkeypatch):
+    classes = [Alpha, Zeta, Beta]
+    register(monkeypatch, *classes)
+    core = local_core(repo, server__plugins=plugin_list(*(c.name for c in classes)))
+    expected = [c.name for c in sorted(classes, key=lambda c: (c.sort_order, c.name))]
+    assert expected != [c.name for c in classes]  # the loading order is not the answer
+    assert [p.name for p in core.plugins_by_type(Connector)] == expected
+
+
+# -- metadata caching ----------------------------------------------------------
+
+
+class Counter(Plugin, Connector):
+    """A connector whose groups change on every call."""
+
+    def __init__(self, core: Any) -> None:
+        super().__init__(core)
+        self.calls = 0
+
+    def get_additional_groups(self, metadata: Any) -> list[str]:
+        self.calls += 1
+        return [f"dynamic-{self.calls}"]
+
+
+@pytest.fixture
+def counted(repo, local_core, monkeypatch):
+    """Factory: a core with the Counter connector and a count of Metadata builds."""
+    register(monkeypatch, Counter)
+
+    def factory(mode: str) -> tuple[Any, Counter, list[str]]:
+        core = local_core(repo, server__plugins=plugin_list("Counter"),
+                          caching__client_metadata=mode)
+        initial: list[str] = []
+        original = core.metadata.get_initial_metadata
+
+        def counting(name: str) -> Any:
+            initial.append(name)
+            return original(name)
+
+        monkeypatch.setattr(core.metadata, "get_initial_metadata", counting)
+        return core, core.plugins["Counter"], initial
+
+    return factory
+
+
+def authenticate(core: Core, uuid: str, password: str, address: tuple[str, int]) -> None:
+    assert core.metadata.AuthenticateConnection(None, uuid, password, address)
+
+
+def test_caching_off_builds_fresh_metadata_every_time(counted):
+    core, counter, initial = counted("off")
+    first = core.build_metadata("client1")
+    second = core.build_metadata("client1")
+    assert first is not second
+    assert counter.calls == 2
+    assert initial == ["client1", "client1"]
+    assert "dynamic-1" in first.groups
+    assert "dynamic-2" in second.groups and "dynamic-1" not in second.groups
+
+
+def test_caching_initial_keeps_the_metadata_part_and_runs_connectors_each_time(counted):
+    core, counter, initial = counted("initial")
+    first = core.build_metadata("client1")
+    second = core.build_metadata("client1")
+    assert initial == ["client1"]
+    assert counter.calls == 2
+    assert first is not second
+    # the cached part is not polluted by the groups of an earlier build
+    assert "dynamic-2" in second.groups and "dynamic-1" not in second.groups
+    assert first.profile == second.profile == "basic"
+
+
+def test_caching_aggressive_keeps_the_object_until_expired(counted):
+    core, counter, initial = counted("aggressive")
+    first = core.build_metadata("client1")
+    other = core.build_metadata("client2")
+    assert core.build_metadata("client1") is first
+    assert counter.calls == 2
+
+    authenticate(core, "uuid-client1", "pw1", ADDRESS)
+    core.GetProbes(ADDRESS)  # a client run does not expire anything in this mode
+    assert core.build_metadata("client1") is first
+
+    assert core.expire_metadata_cache(ADDRESS, ["client1"]) is True
+    renewed = core.build_metadata("client1")
+    assert renewed is not first
+    assert "dynamic-3" in renewed.groups
+    assert core.build_metadata("client2") is other
+
+    core.expire_metadata_cache(ADDRESS)
+    assert core.build_metadata("client2") is not other
+    assert core.build_metadata("client1") is not renewed
+
+
+@pytest.mark.parametrize("mode", ["cautious", "on"])
+def test_caching_cautious_expires_a_client_when_its_run_starts(counted, mode):
+    core, counter, _initial = counted(mode)
+    assert core.metadata_cache_mode == "cautious"
+    first = core.build_metadata("client1")
+    other = core.build_metadata("client2")
+    assert core.build_metadata("client1") is first
+
+    authenticate(core, "uuid-client1", "pw1", ADDRESS)
+    core.GetProbes(ADDRESS)
+    renewed = core.build_metadata("client1")
+    assert renewed is not first
+    assert core.build_metadata("client2") is other
+
+
+# -- binding ---------------------------------------------------------------------
+
+
+class Marking:
+    """Binds an entry by recording who bound it, under which name."""
+
+    def mark(self, entry: lxml.etree._Element, metadata: Any) -> lxml.etree._Element:
+        entry.set("bound_by", self.name)
+        entry.set("bound_as", entry.get("name"))
+        if entry.get("realname"):
+            entry.set("bound_for", entry.get("realname"))
+        return entry
+
+
+class Listed(Marking, Plugin, Generator):
+    """A generator with an Entries table."""
+
+    paths = ("/etc/one", "/etc/both", "/etc/alternative", "/etc/fallback")
+
+    def __init__(self, core: Any) -> None:
+        Plugin.__init__(self, core)
+        Generator.__init__(self)
+        self.Entries["Path"] = {name: self.mark for name in self.paths}
+
+
+class Dynamic(Marking, Plugin, Generator):
+    """A generator deciding per entry (HandlesEntry)."""
+
+    paths = ("/etc/two", "/etc/both")
+
+    def __init__(self, core: Any) -> None:
+        Plugin.__init__(self, core)
+        Generator.__init__(self)
+
+    def HandlesEntry(self, entry: lxml.etree._Element, metadata: Any) -> bool:  # noqa: N802
+        return entry.tag == "Package" or entry.get("name") in self.paths
+
+    def HandleEntry(self, entry: lxml.etree._Element, metadata: Any) -> Any:  # noqa: N802
+        return self.mark(entry, metadata)
+
+
+BIND_GROUPS = """\
+<Groups>
+  <Group name="basic" profile="true" public="true"/>
+  <Group name="basic">
+    <Bundle name="files"/>
+    <Bundle name="packages"/>
+  </Group>
+  <Group name="other" profile="true"/>
+</Groups>
+"""
+
+FILES_BUNDLE = """\
+<Bundle>
+  <Path name="/etc/one"/>
+  <Path name="/etc/two"/>
+  <Path name="/etc/both"/>
+  <Path name="/etc/nobody"/>
+  <Path name="/etc/real" altsrc="/etc/alternative"/>
+  <Path name="/etc/fallback" altsrc="/etc/not-served"/>
+</Bundle>
+"""
+
+
+@pytest.fixture
+def bound(repo, local_core, monkeypatch) -> dict[str, lxml.etree._Element]:
+    """client1's configuration over the Listed and Dynamic generators, entries by name."""
+    register(monkeypatch, Listed, Dynamic)
+    repo.write("Metadata/groups.xml", BIND_GROUPS)
+    repo.write("Bundler/files.xml", FILES_BUNDLE)
+    repo.write("Bundler/packages.xml", '<Bundle><Package name="zsh"/></Bundle>')
+    core = local_core(repo, server__plugins=plugin_list("Listed", "Dynamic"))
+    config = core.BuildConfiguration("client1")
+    assert config.tag == "Configuration"
+    assert sorted(b.get("name") for b in config) == ["files", "packages"]
+    return {entry.get("name"): entry for bundle in config for entry in bundle}
+
+
+def test_each_entry_is_bound_by_the_generator_that_handles_it(bound):
+    assert bound["/etc/one"].get("bound_by") == "Listed"
+    assert bound["/etc/two"].get("bound_by") == "Dynamic"
+    assert bound["zsh"].get("bound_by") == "Dynamic"
+    for name in ("/etc/one", "/etc/two", "zsh"):
+        assert "failure" not in bound[name].attrib
+
+
+def test_an_entry_no_generator_handles_fails_alone(bound):
+    assert bound["/etc/nobody"].get("failure")
+    assert "bound_by" not in bound["/etc/nobody"].attrib
+
+
+def test_an_entry_two_generators_claim_fails_naming_both(bound):
+    failure = bound["/etc/both"].get("failure")
+    assert "Listed" in failure and "Dynamic" in failure
+    assert "bound_by" not in bound["/etc/both"].attrib
+
+
+def test_altsrc_binds_under_the_other_name_and_keeps_its_own(bound):
+    entry = bound["/etc/real"]
+    assert entry.get("bound_by") == "Listed"
+    assert entry.get("bound_as") == "/etc/alternative"
+    assert entry.get("bound_for") == "/etc/real"
+    assert "altsrc" not in entry.attrib and "realname" not in entry.attrib
+    assert "failure" not in entry.attrib
+
+
+def test_an_altsrc_nobody_serves_falls_back_to_the_real_name(bound):
+    entry = bound["/etc/fallback"]
+    assert entry.get("bound_by") == "Listed"
+    assert entry.get("bound_as") == "/etc/fallback"
+    assert "failure" not in entry.attrib
+    assert "altsrc" not in entry.attrib and "realname" not in entry.attrib
+
+
+# -- exposed methods -------------------------------------------------------------
+
+
+class Pinger(Plugin):
+    @exposed
+    def ping(self) -> str:
+        """Answer pong, to show the server is alive."""
+        return "pong"
+
+
+def test_list_methods_names_core_methods_and_plugin_rmi(repo, local_core, monkeypatch):
+    register(monkeypatch, Pinger)
+    core = local_core(repo, server__plugins=plugin_list("Pinger"))
+    methods = core.listMethods(ADDRESS)
+    for name in AGENT_METHODS + ADMIN_METHODS + ["Pinger.ping", "Metadata.get_all_group_names"]:
+        assert name in methods
+    assert "BuildConfiguration" not in methods and "shutdown" not in methods
+    assert core.rmi["Metadata.list_clients"]() == ["client1", "client2"]
+    assert core.rmi["Pinger.ping"]() == "pong"
+
+
+def test_method_help_returns_the_docstring(repo, local_core, monkeypatch):
+    register(monkeypatch, Pinger)
+    core = local_core(repo, server__plugins=plugin_list("Pinger"))
+    assert core.methodHelp(ADDRESS, "Pinger.ping") == inspect.getdoc(Pinger.ping)
+    assert core.methodHelp(ADDRESS, "GetConfig") == inspect.getdoc(Core.GetConfig)
+    assert core.methodHelp(ADDRESS, "BuildConfiguration") == ""
+
+
+@pytest.mark.parametrize("method", AGENT_METHODS)
+def test_agents_may_call_agent_methods_from_any_address(repo, local_core, method):
+    core = local_core(repo)
+    for address in [("192.0.2.10", 5000), ("2001:db8::7", 5000), ("127.0.0.1", 5000)]:
+        assert core.check_acls(address, method) is True
+
+
+@pytest.mark.parametrize("method", ADMIN_METHODS)
+def test_admin_methods_only_from_loopback(repo, local_core, method):
+    core = local_core(repo)
+    assert core.check_acls(("192.0.2.10", 5000), method) is False
+    assert core.check_acls(("2001:db8::7", 5000), method) is False
+    assert core.check_acls(("127.0.0.1", 5000), method) is True
+    assert core.check_acls(("::1", 5000), method) is True
+
+
+class AllowByAddress(Plugin, ClientACLs):
+    def check_acl_ip(self, address: tuple[str, int], rmi: str) -> bool | None:
+        return True
+
+    def check_acl_metadata(self, metadata: Any, rmi: str) -> bool:
+        return True
+
+
+class DenyClient2(Plugin, ClientACLs):
+    def check_acl_ip(self, address: tuple[str, int], rmi: str) -> bool | None:
+        return None
+
+    def check_acl_metadata(self, metadata: Any, rmi: str) -> bool:
+        return metadata.hostname != "client2"
+
+
+def test_an_acl_plugin_that_defers_still_gets_its_say(repo, local_core, monkeypatch):
+    register(monkeypatch, AllowByAddress, DenyClient2)
+    core = local_core(repo, server__plugins=plugin_list("AllowByAddress", "DenyClient2"))
+    assert "DefaultACL" not in core.plugins
+    first, second = ("127.0.0.1", 40011), ("127.0.0.1", 40012)
+    authenticate(core, "uuid-client1", "pw1", first)
+    authenticate(core, "uuid-client2", "pw2", second)
+    assert core.check_acls(first, "GetConfig") is True
+    assert core.check_acls(second, "GetConfig") is False
+
+
+@pytest.fixture
+def restore_bcfg2_log_level() -> Iterator[None]:
+    logger = logging.getLogger("bcfg2")
+    level = logger.level
+    yield
+    logger.setLevel(level)
+
+
+def test_set_and_toggle_debug_switch_every_plugin(repo, local_core, restore_bcfg2_log_level):
+    core = local_core(repo)
+    assert not any(p.debug_flag for p in core.plugins.values())
+    assert core.set_debug(ADDRESS, "true") is True
+    assert all(p.debug_flag for p in core.plugins.values())
+    assert core.debug_flag is True and core.fam.debug is True
+    assert core.toggle_debug(ADDRESS) is False
+    assert not any(p.debug_flag for p in core.plugins.values())
+    assert core.debug_flag is False and core.fam.debug is False
+
+
+def test_plugin_rmi_switches_the_debug_of_one_plugin(repo, local_core):
+    core = local_core(repo)
+    assert core.rmi["Metadata.toggle_debug"]() is True
+    assert core.plugins["Metadata"].debug_flag is True
+    assert core.plugins["Bundler"].debug_flag is False
+
+
+# -- sort_xml --------------------------------------------------------------------
+
+
+def _children() -> list[lxml.etree._Element]:
+    bundle = lxml.etree.Element("Bundle", name="b")
+    for name in ("/z", "/a", "/m"):
+        lxml.etree.SubElement(bundle, "Path", name=name)
+    return [
+        bundle,
+        lxml.etree.Element("Package", name="libc", arch="x86_64"),
+        lxml.etree.Element("Package", name="libc", arch="i686"),
+        lxml.etree.Element("Service", name="libc"),
+        lxml.etree.Element("Independent", name="a"),
+    ]
+
+
+def test_sort_xml_gives_one_order_whatever_the_input_order():
+    results = set()
+    for order in itertools.permutations(range(5)):
+        children = _children()
+        root = lxml.etree.Element("Configuration")
+        for index in order:
+            root.append(children[index])
+        sort_xml(root)
+        results.add(lxml.etree.tostring(root))
+    assert len(results) == 1
+    root = lxml.etree.fromstring(results.pop())
+    names = [child.get("name") for child in root]
+    assert names == sorted(names)
+    assert [p.get("name") for p in root.find("Bundle")] == ["/a", "/m", "/z"]
