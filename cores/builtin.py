@@ -101,6 +101,10 @@ class TLSServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.core = core
         self.ssl_context = context
         self.timeout_seconds = core.setup.server.connection_timeout
+        #: connections still in their TLS handshake; cut when the server closes
+        self._handshaking: set[ssl.SSLSocket] = set()
+        self._closing = False
+        self._handshake_lock = threading.Lock()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, RequestHandler)
@@ -115,11 +119,14 @@ class TLSServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     def finish_request(self, request: Any, client_address: Any) -> None:
         request.settimeout(self.timeout_seconds)
         try:
-            conn = self.ssl_context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as err:
-            logger.info("TLS handshake with %s failed: %s", client_address[0], err)
+            conn = self.ssl_context.wrap_socket(request, server_side=True,
+                                                do_handshake_on_connect=False)
+        except OSError as err:
+            logger.info("connection from %s failed: %s", client_address[0], err)
             return
         try:
+            if not self._handshake(conn, client_address[0]):
+                return
             self.RequestHandlerClass(conn, client_address, self)
         except (ssl.SSLError, OSError) as err:
             logger.info("connection from %s failed: %s", client_address[0], err)
@@ -129,6 +136,39 @@ class TLSServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
             except OSError:
                 pass
             conn.close()
+
+    def _handshake(self, conn: ssl.SSLSocket, peer: str) -> bool:
+        """The TLS handshake, which server_close may cut short."""
+        with self._handshake_lock:
+            if self._closing:
+                return False
+            self._handshaking.add(conn)
+        try:
+            conn.do_handshake()
+        except (ssl.SSLError, OSError) as err:
+            logger.info("TLS handshake with %s failed: %s", peer, err)
+            return False
+        finally:
+            with self._handshake_lock:
+                self._handshaking.discard(conn)
+        return True
+
+    def server_close(self) -> None:
+        """Stop listening and cut connections that never completed a TLS handshake.
+
+        A silent connection would otherwise hold up the shutdown for a whole
+        connection timeout; requests under way are still waited for.
+        """
+        with self._handshake_lock:
+            self._closing = True
+            pending = list(self._handshaking)
+        for conn in pending:
+            try:
+                # the TCP shutdown wakes the worker blocked in do_handshake
+                socket.socket.shutdown(conn, socket.SHUT_RDWR)
+            except OSError:
+                pass
+        super().server_close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.exception("error serving %s", client_address[0])
@@ -141,13 +181,19 @@ class BuiltinCore(NetworkCore):
 
     def __init__(self, setup: Setup) -> None:
         super().__init__(setup)
+        #: built here, so an unusable key or certificate stops the start before daemonizing
+        self.ssl_context = server_context(setup)
         self.server: TLSServer | None = None
         self.context: Any = None
         self._serve_thread: threading.Thread | None = None
 
     def _run(self) -> bool:
+        # before "Listening on" is logged: a SIGTERM from then on is a clean shutdown
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self._on_signal)
         try:
-            self.server = TLSServer((self.host, self.port), self, server_context(self.setup))
+            self.server = TLSServer((self.host, self.port), self, self.ssl_context)
         except OSError as err:
             logger.error("Cannot listen on %s:%s: %s", self.host or "*", self.port,
                          err.strerror)
@@ -161,9 +207,6 @@ class BuiltinCore(NetworkCore):
         return True
 
     def _block(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, self._on_signal)
         while not self.terminate.wait(1.0):
             pass
 

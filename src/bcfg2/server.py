@@ -52,7 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CoreInitError, ConfigError) as err:
         print(f"bcfg2-server: {err}", file=sys.stderr)
         return 1
-    return 0 if core.run() else 1
+    try:
+        return 0 if core.run() else 1
+    except CoreInitError as err:
+        # e.g. daemonizing: a pidfile of a running server, an unknown [server] user
+        core.shutdown()
+        print(f"bcfg2-server: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

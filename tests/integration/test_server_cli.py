@@ -1,0 +1,318 @@
+"""bcfg2-server as a real process: bcfg2.conf, start-up errors, signals, -D."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import xmlrpc.client
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import lxml.etree
+import pytest
+from conftest import ROOT, Repo
+
+WEB1 = ("5c3f7a62-9d0e-4c1b-8f53-web1", "web1-secret")
+STARTUP = 30.0
+LISTENING = re.compile(r"Listening on https://127\.0\.0\.1:(\d+)")
+DAEMONIZED = re.compile(r"Daemonized; pid (\d+)")
+
+
+def write_conf(path: Path, repo: Repo, tls, *, password: str | None = "globalpw",
+               server_extra: str = "", logging_extra: str = "") -> Path:
+    """A bcfg2.conf with the upstream section and option names."""
+    password_line = f"password = {password}\n" if password is not None else ""
+    path.write_text(
+        "[server]\n"
+        f"repository = {repo.path}\n"
+        "plugins = Metadata, Bundler, Cfg, Rules, Defaults\n"
+        f"state_dir = {repo.path.parent / 'state'}\n"
+        f"{server_extra}"
+        "\n[components]\n"
+        "bcfg2 = https://127.0.0.1:0\n"
+        "\n[communication]\n"
+        f"{password_line}"
+        f"key = {tls.key}\n"
+        f"certificate = {tls.cert}\n"
+        "\n[logging]\n"
+        "syslog = false\n"
+        f"{logging_extra}")
+    return path
+
+
+class ServerProcess:
+    """``python -m bcfg2.server`` with its stderr read line by line in a thread."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bcfg2.server", *args], cwd=ROOT,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True)
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, name="stderr-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, pattern: re.Pattern[str], timeout: float = STARTUP) -> re.Match[str]:
+        """The first (new) stderr line matching ``pattern``; fails at the deadline or EOF."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pytest.fail(f"no line matching {pattern.pattern!r} within {timeout}s; "
+                            f"stderr so far: {''.join(self.lines)}")
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                pytest.fail(f"stderr closed before {pattern.pattern!r} "
+                            f"(exit {self.proc.poll()}): {''.join(self.lines)}")
+            self.lines.append(line)
+            match = pattern.search(line)
+            if match:
+                return match
+
+    def port(self) -> int:
+        return int(self.wait_for(LISTENING).group(1))
+
+    def finish(self, timeout: float = 10.0) -> tuple[int, list[str]]:
+        """Wait for the exit; the exit status and every stderr line."""
+        status = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=timeout)
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.lines.append(line)
+        return status, self.lines
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        if self.proc.stderr is not None:
+            self._reader.join(timeout=10)
+            self.proc.stderr.close()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
+    """Poll an explicit condition until it holds; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., ServerProcess]]:
+    """Factory: start bcfg2-server; every process is killed at teardown."""
+    started: list[ServerProcess] = []
+
+    def factory(*args: str) -> ServerProcess:
+        server = ServerProcess(list(args))
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[int]]:
+    """Pids of daemons a test starts (they are not our children); killed at teardown."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def proxy(tls, port: int, user: str, password: str) -> xmlrpc.client.ServerProxy:
+    return xmlrpc.client.ServerProxy(f"https://{user}:{password}@127.0.0.1:{port}/RPC2",
+                                     context=tls.client_context(), allow_none=True)
+
+
+def web1_bundles(tls, port: int) -> set[str]:
+    config = lxml.etree.fromstring(proxy(tls, port, *WEB1).GetConfig().encode())
+    return {b.get("name") for b in config}
+
+
+def linux_bundles(repo: Repo) -> set[str]:
+    """The bundles groups.xml gives to the linux group (every example client)."""
+    groups = lxml.etree.parse(str(repo.path / "Metadata/groups.xml"))
+    return set(groups.xpath("//Group[@name='linux']/Bundle/@name"))
+
+
+# -- serving and stopping ----------------------------------------------------------
+
+def test_serves_agents_and_exits_0_on_sigterm(example_repo, tls, tmp_path, start_server):
+    conf = write_conf(tmp_path / "bcfg2.conf", example_repo, tls)
+    server = start_server("-C", str(conf), "-v")
+    port = server.port()
+    assert proxy(tls, port, *WEB1).DeclareVersion("1.4.0pre2") is True
+    assert web1_bundles(tls, port) == linux_bundles(example_repo)
+    server.proc.send_signal(signal.SIGTERM)
+    status, _ = server.finish(timeout=10)
+    assert status == 0
+
+
+def test_sigterm_as_soon_as_listening_is_a_clean_exit(example_repo, tls, tmp_path,
+                                                      start_server):
+    conf = write_conf(tmp_path / "bcfg2.conf", example_repo, tls)
+    server = start_server("-C", str(conf), "-v")
+    server.port()
+    server.proc.send_signal(signal.SIGTERM)
+    status, _ = server.finish(timeout=10)
+    assert status == 0
+
+
+def test_request_in_flight_at_sigterm_is_answered(example_repo, tls, tmp_path, start_server):
+    conf = write_conf(tmp_path / "bcfg2.conf", example_repo, tls)
+    server = start_server("-C", str(conf), "-v")
+    port = server.port()
+    body = xmlrpc.client.dumps(("1.4.0pre2",), "DeclareVersion").encode()
+    auth = base64.b64encode(":".join(WEB1).encode()).decode()
+    head = (f"POST /RPC2 HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\n"
+            f"Authorization: Basic {auth}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as raw, \
+            tls.client_context().wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+        # the handshake is done: a worker thread is serving this connection
+        conn.sendall(head + body[:20])
+        server.proc.send_signal(signal.SIGTERM)
+        server.wait_for(re.compile(r"Got signal 15"))
+        conn.sendall(body[20:])
+        resp = http.client.HTTPResponse(conn)
+        resp.begin()
+        assert resp.status == 200
+        assert xmlrpc.client.loads(resp.read())[0] == (True,)
+    status, _ = server.finish(timeout=10)
+    assert status == 0
+    state = lxml.etree.parse(str(example_repo.path.parent / "state/Metadata/clients.xml"))
+    assert state.xpath("//Client[@name='web1.example.com']/@version") == ["1.4.0pre2"]
+
+
+def test_silent_connection_does_not_delay_sigterm(example_repo, tls, tmp_path, start_server):
+    conf = write_conf(tmp_path / "bcfg2.conf", example_repo, tls)  # connection timeout 30 s
+    server = start_server("-C", str(conf), "-v")
+    port = server.port()
+    with socket.create_connection(("127.0.0.1", port)):
+        assert web1_bundles(tls, port) == linux_bundles(example_repo)
+        server.proc.send_signal(signal.SIGTERM)
+        status, _ = server.finish(timeout=5)
+    assert status == 0
+
+
+# -- configuration errors ------------------------------------------------------------
+
+def error_lines(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.strip()]
+
+
+def test_invalid_value_exits_2_with_one_line(example_repo, tls, tmp_path, start_server):
+    conf = write_conf(tmp_path / "bcfg2.conf", example_repo, tls, server_extra="umask = abc\n")
+    status, lines = start_server("-C", str(conf), "-v").finish()
+    assert status == 2
+    [line] = error_lines(lines)
+    assert str(conf) in line
+    assert "[server]" in line
+    assert "umask" in line
+
+
+def test_missing_password_fails_with_one_line(example_repo, tls, tmp_path, start_server):
+    conf = write_conf(tmp_path / "bcfg2.conf", example_repo, tls, password=None)
+    status, lines = start_server("-C", str(conf), "-v").finish()
+    assert status != 0
+    [line] = error_lines(lines)
+    assert "[communication] password" in line
+    assert "Traceback" not in line
+
+
+def test_unusable_tls_key_fails_with_one_line(example_repo, tls, tmp_path, start_server):
+    conf = write_conf(tmp_path / "bcfg2.conf", example_repo, tls)
+    bad_key = tmp_path / "bad.key"
+    bad_key.write_text("not a key\n")
+    conf.write_text(conf.read_text().replace(f"key = {tls.key}", f"key = {bad_key}"))
+    status, lines = start_server("-C", str(conf)).finish()
+    assert status != 0
+    [line] = error_lines(lines)
+    assert str(bad_key) in line
+
+
+# -- daemon mode ---------------------------------------------------------------------
+
+def test_daemon_writes_pidfile_serves_and_stops(example_repo, tls, tmp_path, start_server,
+                                                daemons):
+    log = tmp_path / "server.log"
+    pidfile = tmp_path / "run" / "bcfg2-server.pid"
+    conf = write_conf(tmp_path / "bcfg2.conf", example_repo, tls,
+                      logging_extra=f"path = {log}\n")
+    launcher = start_server("-C", str(conf), "-v", "-D", str(pidfile))
+    status, _ = launcher.finish(timeout=STARTUP)
+    assert status == 0  # the launcher returns once the daemon is detached
+
+    def daemon_port() -> int | None:
+        match = LISTENING.search(log.read_text()) if log.exists() else None
+        return int(match.group(1)) if match else None
+
+    try:
+        port = wait_until(daemon_port, STARTUP, "the daemon's 'Listening on' log line")
+        pid = int(pidfile.read_text().strip())
+    finally:
+        # whatever happens, the daemon (pid as it logged it) is killed at teardown
+        if log.exists():
+            daemons.extend(int(p) for p in DAEMONIZED.findall(log.read_text()))
+    assert daemons == [pid]
+    assert pid != launcher.proc.pid
+    assert pid_alive(pid)
+    assert web1_bundles(tls, port) == linux_bundles(example_repo)
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not pid_alive(pid), 10, "the daemon to exit")
+    assert not pidfile.exists()
+
+
+def test_daemon_refuses_pidfile_of_running_server(example_repo, tls, tmp_path, start_server):
+    pidfile = tmp_path / "bcfg2-server.pid"
+    pidfile.write_text(f"{os.getpid()}\n")  # a live process: "the server is running"
+    conf = write_conf(tmp_path / "bcfg2.conf", example_repo, tls)
+    status, lines = start_server("-C", str(conf), "-D", str(pidfile)).finish(timeout=STARTUP)
+    assert status != 0
+    [line] = error_lines(lines)
+    assert str(pidfile) in line
+    assert pidfile.read_text().strip() == str(os.getpid())
+
