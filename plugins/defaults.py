@@ -24,8 +24,14 @@ class Defaults(PrioDir, GoalValidator):
         super().__init__(core)
         self.regex = True
 
+    def binder_for(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> None:
+        return None
+
     def HandlesEntry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> bool:  # noqa: N802
         return False
+
+    def list_entries(self) -> list[tuple[str, str]]:
+        return []
 
     def validate_goals(self, metadata: ClientMetadata, config: lxml.etree._Element) -> None:
         for structure in config:

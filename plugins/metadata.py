@@ -646,6 +646,11 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
 
     # -- queries ---------------------------------------------------------------
 
+    def resolve_name(self, name: str) -> str | None:
+        """The canonical name of a known client or alias; None if unknown (never registers)."""
+        client = self._canonical(name)
+        return client if client in self.clients_model.clients else None
+
     @exposed
     def list_clients(self) -> list[str]:
         """Names of every known client."""

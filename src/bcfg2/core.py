@@ -133,7 +133,7 @@ class Core:
         self.rmi: dict[str, Callable[..., Any]] = {}
         self.load_plugins()
         self.block_for_fam_events(handle_events=True)
-        self._update_revision()
+        self.update_revision()
 
     # -- plugins -------------------------------------------------------------
 
@@ -214,7 +214,8 @@ class Core:
 
     # -- the file monitor ----------------------------------------------------
 
-    def _update_revision(self) -> None:
+    def update_revision(self) -> None:
+        """Ask the Version plugins for the repository's revision."""
         for plugin in self.plugins_by_type(interfaces.Version):
             try:
                 self.revision = str(plugin.get_revision())
@@ -229,7 +230,7 @@ class Core:
             if poll is not None:
                 poll()
             if self.fam.handle_event_set(self.lock):
-                self._update_revision()
+                self.update_revision()
             self.terminate.wait(1.0 if poll is not None else 0.2)
 
     def block_for_fam_events(self, handle_events: bool = False) -> None:
@@ -413,6 +414,22 @@ class Core:
                 self.logger.error("Failed to bind entry %s:%s for %s: %s", entry.tag,
                                   entry.get("name"), metadata.hostname, err)
 
+    def generators_for(self, entry: lxml.etree._Element,
+                       metadata: ClientMetadata) -> list[tuple[Any, Callable[..., Any]]]:
+        """The generators that would bind an entry for a client, with their bind functions.
+
+        Generators that list the entry by name come first: only when none does
+        are the generators that claim it by a pattern (HandlesEntry) asked.
+        More than one result is a conflict.
+        """
+        generators = self.plugins_by_type(interfaces.Generator)
+        listed = [(gen, func) for gen in generators
+                  if (func := gen.binder_for(entry, metadata)) is not None]
+        if listed:
+            return listed
+        return [(gen, gen.HandleEntry) for gen in generators
+                if gen.HandlesEntry(entry, metadata)]
+
     def Bind(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> Any:  # noqa: N802
         """Bind one entry with the one Generator that handles it."""
         start = time.monotonic()
@@ -433,20 +450,14 @@ class Core:
                     entry.set("name", oldname)
                     entry.attrib.pop("realname", None)
             name = entry.get("name")
-            handlers = []
-            for gen in self.plugins_by_type(interfaces.Generator):
-                func = gen.Entries.get(entry.tag, {}).get(name)
-                if func is not None:
-                    handlers.append((gen, func))
-                elif gen.HandlesEntry(entry, metadata):
-                    handlers.append((gen, gen.HandleEntry))
+            handlers = self.generators_for(entry, metadata)
             if len(handlers) == 1:
                 return handlers[0][1](entry, metadata)
             if handlers:
                 names = ", ".join(gen.name for gen, _ in handlers)
                 entry.set("failure", f"served by multiple generators: {names}")
                 raise PluginExecutionError(f"{entry.tag}:{name} is served by multiple "
-                                       f"generators: {names}")
+                                           f"generators: {names}")
             entry.set("failure", "no matching generator")
             raise PluginExecutionError(f"no generator handles {entry.tag}:{name}")
         finally:

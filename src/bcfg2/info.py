@@ -28,7 +28,7 @@ from bcfg2.core import LocalCore
 from bcfg2.errors import Bcfg2Error, ConfigError, CoreInitError
 from bcfg2.logger import setup_logging
 from bcfg2.metadata import ClientMetadata
-from bcfg2.plugin import Generator, PrioDir, Structure
+from bcfg2.plugin import Generator, Structure
 from bcfg2.xml import tostring
 
 PROG = "bcfg2-info"
@@ -71,23 +71,6 @@ def table(rows: Iterable[Sequence[str]], header: Sequence[str]) -> str:
     lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)),
                         row[-1]]).rstrip() for row in grid]
     return "\n".join(lines) + "\n"
-
-
-def listed_entries(gen: Generator) -> dict[str, set[str]]:
-    """The entries a generator names in advance: tag -> names.
-
-    ``Entries`` is the interface; generators that decide with the rule files
-    of PrioDir (Rules) do not fill it, so their rule index stands in for it.
-    Subclasses that replace PrioDir's decision (Defaults) bind nothing.
-    """
-    listed = {tag: set(names) for tag, names in gen.Entries.items()}
-    if isinstance(gen, PrioDir) and type(gen).HandlesEntry is PrioDir.HandlesEntry:
-        for source in list(gen.entries.values()):
-            rules = getattr(source, "rules", None)
-            if rules is not None:
-                for tag, names in rules[1].items():
-                    listed.setdefault(tag, set()).update(names)
-    return listed
 
 
 def yes(flag: bool) -> str:
@@ -182,13 +165,10 @@ class InfoShell(cmd.Cmd):
         Building metadata for an unknown name would register it with the
         default profile, which a look at the repository must not do.
         """
-        wanted = name.lower()
-        if wanted in self.core.metadata.list_clients():
-            return wanted
-        aliases = getattr(getattr(self.core.metadata, "clients_model", None), "aliases", {})
-        if wanted in aliases:
-            return aliases[wanted]
-        raise CommandError(f"unknown client {name!r}; 'clients' lists them")
+        client = self.core.metadata.resolve_name(name)
+        if client is None:
+            raise CommandError(f"unknown client {name!r}; 'clients' lists them")
+        return client
 
     def metadata(self, name: str) -> ClientMetadata:
         return self.core.build_metadata(self.client(name))
@@ -198,9 +178,7 @@ class InfoShell(cmd.Cmd):
         probe = entry
         if "altsrc" in entry.attrib:
             probe = lxml.etree.Element(entry.tag, name=entry.get("altsrc"))
-        name = probe.get("name")
-        return [gen.name for gen in self.core.plugins_by_type(Generator)
-                if name in gen.Entries.get(probe.tag, {}) or gen.HandlesEntry(probe, metadata)]
+        return [gen.name for gen, _func in self.core.generators_for(probe, metadata)]
 
     def complete_client(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
         """Tab completion of client names."""
@@ -351,12 +329,11 @@ class InfoShell(cmd.Cmd):
         wanted_name = words[1] if len(words) == 2 else None
         found: dict[tuple[str, str], list[str]] = {}
         for gen in self.core.plugins_by_type(Generator):
-            for tag, names in listed_entries(gen).items():
+            for tag, name in gen.list_entries():
                 if wanted_tag is not None and tag.lower() != wanted_tag:
                     continue
-                for name in names:
-                    if wanted_name is None or name == wanted_name:
-                        found.setdefault((tag, name), []).append(gen.name)
+                if wanted_name is None or name == wanted_name:
+                    found.setdefault((tag, name), []).append(gen.name)
         if not found and words:
             raise CommandError(f"no generator handles {':'.join(words)}")
         rows = [(tag, name, ", ".join(gens)) for (tag, name), gens in sorted(found.items())]
@@ -370,6 +347,8 @@ class InfoShell(cmd.Cmd):
         if poll is not None:
             poll()
         count = self.core.fam.handle_event_set(self.core.lock)
+        if count:
+            self.core.update_revision()
         self.out(f"handled {count} file events" if count else "no changes")
         return False
 

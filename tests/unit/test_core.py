@@ -256,12 +256,18 @@ class Marking:
 class Listed(Marking, Plugin, Generator):
     """A generator with an Entries table."""
 
-    paths = ("/etc/one", "/etc/both", "/etc/alternative", "/etc/fallback")
+    paths = ("/etc/one", "/etc/both", "/etc/alternative", "/etc/fallback", "/etc/twice")
 
     def __init__(self, core: Any) -> None:
         Plugin.__init__(self, core)
         Generator.__init__(self)
         self.Entries["Path"] = {name: self.mark for name in self.paths}
+
+
+class AlsoListed(Listed):
+    """A second generator listing some of the same entries by name."""
+
+    paths = ("/etc/twice",)
 
 
 class Dynamic(Marking, Plugin, Generator):
@@ -296,6 +302,7 @@ FILES_BUNDLE = """\
   <Path name="/etc/one"/>
   <Path name="/etc/two"/>
   <Path name="/etc/both"/>
+  <Path name="/etc/twice"/>
   <Path name="/etc/nobody"/>
   <Path name="/etc/real" altsrc="/etc/alternative"/>
   <Path name="/etc/fallback" altsrc="/etc/not-served"/>
@@ -306,11 +313,11 @@ FILES_BUNDLE = """\
 @pytest.fixture
 def bound(repo, local_core, monkeypatch) -> dict[str, lxml.etree._Element]:
     """client1's configuration over the Listed and Dynamic generators, entries by name."""
-    register(monkeypatch, Listed, Dynamic)
+    register(monkeypatch, Listed, AlsoListed, Dynamic)
     repo.write("Metadata/groups.xml", BIND_GROUPS)
     repo.write("Bundler/files.xml", FILES_BUNDLE)
     repo.write("Bundler/packages.xml", '<Bundle><Package name="zsh"/></Bundle>')
-    core = local_core(repo, server__plugins=plugin_list("Listed", "Dynamic"))
+    core = local_core(repo, server__plugins=plugin_list("Listed", "AlsoListed", "Dynamic"))
     config = core.BuildConfiguration("client1")
     assert config.tag == "Configuration"
     assert sorted(b.get("name") for b in config) == ["files", "packages"]
@@ -330,10 +337,16 @@ def test_an_entry_no_generator_handles_fails_alone(bound):
     assert "bound_by" not in bound["/etc/nobody"].attrib
 
 
-def test_an_entry_two_generators_claim_fails_naming_both(bound):
-    failure = bound["/etc/both"].get("failure")
-    assert "Listed" in failure and "Dynamic" in failure
-    assert "bound_by" not in bound["/etc/both"].attrib
+def test_an_entry_two_generators_list_fails_naming_both(bound):
+    failure = bound["/etc/twice"].get("failure")
+    assert "Listed" in failure and "AlsoListed" in failure
+    assert "bound_by" not in bound["/etc/twice"].attrib
+
+
+def test_a_generator_listing_an_entry_beats_one_claiming_it_by_pattern(bound):
+    # as upstream: an Entries listing wins over HandlesEntry
+    assert bound["/etc/both"].get("bound_by") == "Listed"
+    assert "failure" not in bound["/etc/both"].attrib
 
 
 def test_altsrc_binds_under_the_other_name_and_keeps_its_own(bound):

@@ -262,3 +262,47 @@ def test_altsrc_binds_from_another_rule_but_keeps_the_name(repo: Repo,
     core = local_core(repo)
     [pkg] = core.BuildConfiguration("client1").iter("Package")
     assert dict(pkg.attrib) == {"name": "openssl", "type": "encap", "version": "3.0"}
+
+
+# -- Rules beside Cfg: who binds a Path ----------------------------------------
+
+
+def test_a_path_in_both_rules_and_cfg_is_a_conflict_naming_both(repo: Repo,
+                                                                local_core: Factory) -> None:
+    bundle(repo, '<Path name="/etc/motd"/>')
+    repo.write("Rules/paths.xml", '<Rules priority="1">'
+               '<Path name="/etc/motd" type="permissions" owner="root" group="root" '
+               'mode="0644"/></Rules>')
+    repo.write("Cfg/etc/motd/motd", "hello\n")
+    config = local_core(repo).BuildConfiguration("client1")
+    failure = entries(config, "Path")["/etc/motd"].get("failure")
+    assert failure is not None and "Rules" in failure and "Cfg" in failure
+
+
+def test_a_regex_rule_yields_to_cfg_which_lists_the_file(repo: Repo,
+                                                         local_core: Factory) -> None:
+    bundle(repo, '<Path name="/etc/motd"/>', '<Path name="/etc/issue"/>')
+    repo.write("Rules/paths.xml", '<Rules priority="1">'
+               '<Path name="/etc/.*" type="permissions" owner="root" group="adm" '
+               'mode="0640"/></Rules>')
+    repo.write("Cfg/etc/motd/motd", "hello\n")
+    config = local_core(repo, rules__regex="true").BuildConfiguration("client1")
+    paths = entries(config, "Path")
+    assert paths["/etc/motd"].get("type") == "file"
+    assert paths["/etc/motd"].text == "hello\n"
+    assert paths["/etc/issue"].get("type") == "permissions"
+    assert paths["/etc/issue"].get("group") == "adm"
+    assert "failure" not in paths["/etc/motd"].attrib
+    assert "failure" not in paths["/etc/issue"].attrib
+
+
+def test_a_path_with_a_trailing_slash_matches_the_rule_without_it(repo: Repo,
+                                                                  local_core: Factory) -> None:
+    bundle(repo, '<Path name="/srv/data/"/>')
+    repo.write("Rules/dirs.xml", '<Rules priority="0">'
+               '<Path name="/srv/data" type="directory" owner="root" group="root" '
+               'mode="0755"/></Rules>')
+    entry = bind(local_core(repo), "client1", "Path", "/srv/data/")
+    assert entry.get("type") == "directory"
+    assert entry.get("name") == "/srv/data/"
+    assert "failure" not in entry.attrib

@@ -20,7 +20,7 @@ import copy
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import lxml.etree
@@ -527,40 +527,62 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
                 self._regex_cache[name] = None
         return self._regex_cache[name]
 
-    def _candidates(self, index: dict[str, dict[str, list[Any]]], tag: str,
-                    name: str) -> list[tuple[tuple[Condition, ...], lxml.etree._Element]]:
-        by_name = index.get(tag)
-        if not by_name:
-            return []
-        exact = by_name.get(name, [])
+    def _names(self, entry: lxml.etree._Element) -> list[str]:
+        """The names a rule may have to match: a Path "/dir/" also matches "/dir"."""
+        name = entry.get("name", "")
+        if entry.tag == "Path" and len(name) > 1 and name.endswith("/"):
+            return [name, name.rstrip("/")]
+        return [name]
+
+    def _exact(self, index: dict[str, dict[str, list[Any]]], entry: lxml.etree._Element
+               ) -> list[tuple[tuple[Condition, ...], lxml.etree._Element]]:
+        by_name = index.get(entry.tag) or {}
+        return [item for name in self._names(entry) for item in by_name.get(name, [])]
+
+    def _by_regex(self, index: dict[str, dict[str, list[Any]]], entry: lxml.etree._Element
+                  ) -> list[tuple[tuple[Condition, ...], lxml.etree._Element]]:
         if not self.regex:
-            return exact
-        regex = []
-        for key, items in by_name.items():
-            if key == name:
+            return []
+        names = self._names(entry)
+        out = []
+        for key, items in (index.get(entry.tag) or {}).items():
+            if key in names:
                 continue
             pattern = self._compiled(key)
-            if pattern is not None and pattern.fullmatch(name):
-                regex.extend(items)
-        return exact + regex
+            if pattern is not None and any(pattern.fullmatch(name) for name in names):
+                out.extend(items)
+        return out
 
     def _sources(self) -> list[PriorityStructFile]:
         return [src for src in list(self.entries.values())
                 if isinstance(src, PriorityStructFile) and src.rules is not None]
 
-    def HandlesEntry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> bool:  # noqa: N802
-        """True if an entry for this name applies to this client.
-
-        An entry under a Group or Client conditional that excludes the client
-        does not count, so it cannot compete with another generator.
-        """
-        name = entry.get("name", "")
+    def _applies(self, entry: lxml.etree._Element, metadata: ClientMetadata,
+                 regex: bool) -> bool:
+        find = self._by_regex if regex else self._exact
         return any(conditions_hold(conds, metadata)
                    for src in self._sources()
-                   for conds, _elem in self._candidates(src.rules[1], entry.tag, name))
+                   for conds, _elem in find(src.rules[1], entry))
+
+    def binder_for(self, entry: lxml.etree._Element,
+                   metadata: ClientMetadata) -> Callable[..., Any] | None:
+        """BindEntry when a rule of this exact name applies to the client.
+
+        A rule under a Group or Client conditional that excludes the client
+        does not count, so it cannot compete with another generator.
+        """
+        return self.BindEntry if self._applies(entry, metadata, regex=False) else None
+
+    def HandlesEntry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> bool:  # noqa: N802
+        """True if only a regular-expression rule applies to the client."""
+        return self._applies(entry, metadata, regex=True)
 
     def HandleEntry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> Any:  # noqa: N802
         return self.BindEntry(entry, metadata)
+
+    def list_entries(self) -> list[tuple[str, str]]:
+        return sorted({(tag, name) for src in self._sources()
+                       for tag, by_name in src.rules[1].items() for name in by_name})
 
     def get_match(self, entry: lxml.etree._Element,
                   metadata: ClientMetadata) -> tuple[PriorityStructFile, lxml.etree._Element]:
@@ -569,12 +591,12 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
         found = []
         for src in self._sources():
             priority, index = src.rules
-            candidates = self._candidates(index, entry.tag, name)
-            matched = [elem for conds, elem in candidates if conditions_hold(conds, metadata)]
-            if not matched:
-                continue
-            exact = [elem for elem in matched if elem.get("name") == name]
-            found.append((priority, src, exact[-1] if exact else matched[0]))
+            exact = [elem for conds, elem in self._exact(index, entry)
+                     if conditions_hold(conds, metadata)]
+            regex = [elem for conds, elem in self._by_regex(index, entry)
+                     if conditions_hold(conds, metadata)]
+            if exact or regex:
+                found.append((priority, src, exact[-1] if exact else regex[0]))
         if not found:
             raise PluginExecutionError(
                 f"{self.name}: no rule for {entry.tag}:{name} applies to {metadata.hostname}")

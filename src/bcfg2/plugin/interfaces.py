@@ -28,14 +28,26 @@ logger = logging.getLogger(__name__)
 class Generator:
     """Binds entries: fills in the details of an abstract entry in place.
 
-    ``Entries`` maps a tag and a name to the function binding that entry;
-    ``HandlesEntry``/``HandleEntry`` cover entries that cannot be listed.
+    A generator either lists the entries it binds by name (``Entries``: tag
+    -> name -> bind function, or ``binder_for`` when that depends on the
+    client) or claims entries by pattern (``HandlesEntry``/``HandleEntry``).
+    The core prefers a generator that lists an entry over one that claims it.
     """
 
     def __init__(self) -> None:
         self.Entries: dict[str, dict[str, Callable[..., Any]]] = {}
 
+    def binder_for(self, entry: lxml.etree._Element,
+                   metadata: ClientMetadata) -> Callable[..., Any] | None:
+        """The function binding this entry by its name for this client, or None."""
+        return self.Entries.get(entry.tag, {}).get(entry.get("name"))
+
+    def list_entries(self) -> list[tuple[str, str]]:
+        """(tag, name) of every entry this generator names (for bcfg2-info)."""
+        return [(tag, name) for tag, names in list(self.Entries.items()) for name in list(names)]
+
     def HandlesEntry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> bool:  # noqa: N802
+        """True if this generator binds the entry by a pattern rather than by name."""
         return False
 
     def HandleEntry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> Any:  # noqa: N802
