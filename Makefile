@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUN := .run
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required")'
@@ -28,8 +28,7 @@ run: $(STAMP) $(RUN)/server.crt
 		--state-dir $(RUN)/state \
 		-S https://127.0.0.1:6789 \
 		--ssl-cert $(RUN)/server.crt --ssl-key $(RUN)/server.key \
-		-x bcfg2-example \
-		--plugins Metadata,Bundler,Cfg,Rules,Defaults
+		-x bcfg2-example
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

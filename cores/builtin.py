@@ -200,7 +200,7 @@ class BuiltinCore(NetworkCore):
             return False
         self.port = self.server.server_address[1]
         self._serve_thread = threading.Thread(target=self.server.serve_forever,
-                                              kwargs={"poll_interval": 0.5},
+                                              kwargs={"poll_interval": 0.2},
                                               name="accept", daemon=True)
         self._serve_thread.start()
         logger.info("Listening on https://%s:%d", self.host or "*", self.port)

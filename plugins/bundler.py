@@ -44,9 +44,13 @@ class Bundler(Plugin, Structure, XMLDirectoryBacked):
         while pending:
             name = pending.pop(0)
             bundle = bundles.get(name)
-            if bundle is None or bundle.xdata is None:
+            if bundle is None:
                 self.logger.error("Bundle %s does not exist (needed by %s)", name,
                                   metadata.hostname)
+                continue
+            if bundle.xdata is None:
+                self.logger.error("Bundle %s cannot be used (needed by %s): %s", name,
+                                  metadata.hostname, bundle.error)
                 continue
             data = bundle.XMLMatch(metadata)
             if as_bool(data.get("independent", "false")):

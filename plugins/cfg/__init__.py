@@ -87,7 +87,7 @@ class Cfg(Plugin, Generator):
         if path in self.handles.values():
             return
         if not os.path.isdir(path):
-            self.logger.warning("%s does not exist; Cfg serves nothing from it", path)
+            self.logger.info("%s does not exist; Cfg serves nothing from it", path)
             return
         self.handles[self.core.fam.AddMonitor(path, self)] = path
 

@@ -131,8 +131,12 @@ class Core:
         self.metadata: Any = None
         self._by_type: dict[type, list[Plugin]] = {}
         self.rmi: dict[str, Callable[..., Any]] = {}
-        self.load_plugins()
-        self.block_for_fam_events(handle_events=True)
+        try:
+            self.load_plugins()
+            self.block_for_fam_events(handle_events=True)
+        except BaseException:
+            self.shutdown()  # plugins loaded so far and the file monitor
+            raise
         self.update_revision()
 
     # -- plugins -------------------------------------------------------------
@@ -683,11 +687,11 @@ class Core:
         """Expire the cached metadata of the named clients, or of all."""
         self.metadata_cache.expire(hostnames)
         for plugin in self.plugins_by_type(interfaces.Caching):
-            if hostnames:
+            if hostnames is None:
+                plugin.expire_cache()
+            else:
                 for host in hostnames:
                     plugin.expire_cache(host)
-            else:
-                plugin.expire_cache()
         return True
 
     @exposed
@@ -790,6 +794,11 @@ class NetworkCore(Core):
         except Exception:
             self.logger.exception("authentication of %s failed with an error", address[0])
             return False
+
+    @exposed
+    def ping(self, address: tuple[str, int], *args: Any) -> list[Any]:
+        """Return the arguments: a liveness check for monitoring."""
+        return list(args)
 
     def run(self) -> bool:
         if self.setup.daemon:

@@ -67,10 +67,11 @@ def daemon_context(setup: Setup, fam: Any, on_signal: Callable[[int, Any], None]
     if callable(fileno):
         preserve.append(fileno())
     kwargs: dict[str, Any] = {}
-    if uid != os.getuid():
-        kwargs["uid"] = uid
-    if gid != os.getgid():
-        kwargs["gid"] = gid
+    if os.geteuid() == 0:
+        kwargs.update(uid=uid, gid=gid)
+    elif (uid, gid) not in ((0, 0), (os.getuid(), os.getgid())):
+        raise CoreInitError(f"[server] user/group: cannot switch to {setup.server.user}:"
+                            f"{setup.server.group} without running as root")
     return daemon.DaemonContext(
         umask=setup.server.umask,
         pidfile=daemon.pidfile.TimeoutPIDLockFile(pidfile, acquire_timeout=5),

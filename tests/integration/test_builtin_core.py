@@ -483,6 +483,12 @@ def test_plugin_rmi_from_loopback(example_repo, builtin_server):
     assert set(proxy.Metadata.get_all_group_names()) == set(declared)
 
 
+def test_ping_returns_its_arguments(example_repo, builtin_server):
+    server = builtin_server(example_repo)
+    proxy = client_agent(server, BY_NAME["web1.example.com"])
+    assert proxy.ping(1, "two", [3]) == [1, "two", [3]]
+
+
 # -- broken repository files ---------------------------------------------------------
 
 def logged_with_location(caplog: pytest.LogCaptureFixture, path: Path, line: int) -> bool:

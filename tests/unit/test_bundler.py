@@ -172,6 +172,24 @@ def test_missing_bundle_is_logged_and_the_others_are_served(
     assert "also-absent" in caplog.text
 
 
+def test_a_bundle_whose_file_never_parsed_is_reported_with_its_error(
+        repo: Repo, local_core: Factory, caplog: pytest.LogCaptureFixture) -> None:
+    groups(repo, "good", "broken")
+    repo.write("Bundler/good.xml", '<Bundle><Package name="p"/></Bundle>')
+    broken = repo.write("Bundler/broken.xml", "<Bundle>\n  <Package name='q'>\n</Bundle>\n")
+    repo.write("Rules/r.xml", '<Rules priority="0"><Package name="p" type="deb"/></Rules>')
+    core = local_core(repo)
+    caplog.set_level(logging.ERROR)
+    config = core.BuildConfiguration("client1")
+    assert config.xpath("Bundle/@name") == ["good"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "bcfg2.Bundler"]
+    assert any("broken cannot be used" in m and f"{broken}:3:" in m for m in messages)
+    assert not any("does not exist" in m for m in messages)
+    parse_errors = [r.getMessage() for r in caplog.records if r.name != "bcfg2.Bundler"
+                    and f"{broken}:3:" in r.getMessage()]
+    assert parse_errors and "not in service until it is fixed" in parse_errors[0]
+
+
 def test_broken_bundle_keeps_last_good_version_and_new_bundles_appear(
         repo: Repo, local_core: Factory) -> None:
     groups(repo, "a", "later")

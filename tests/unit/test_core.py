@@ -13,9 +13,11 @@ from typing import Any
 
 import lxml.etree
 import pytest
+from conftest import make_setup
 
 from bcfg2 import plugins as plugin_package
-from bcfg2.core import Core, CoreInitError, sort_xml
+from bcfg2.core import Core, CoreInitError, LocalCore, sort_xml
+from bcfg2.errors import PluginInitError
 from bcfg2.plugin import ClientACLs, Connector, Generator, Plugin, Probing, exposed
 
 ADDRESS = ("127.0.0.1", 40001)
@@ -494,3 +496,29 @@ def test_sort_xml_gives_one_order_whatever_the_input_order():
     names = [child.get("name") for child in root]
     assert names == sorted(names)
     assert [p.get("name") for p in root.find("Bundle")] == ["/a", "/m", "/z"]
+
+
+class Fragile(Plugin):
+    """A plugin that cannot start."""
+
+    def __init__(self, core: Any) -> None:
+        raise PluginInitError("the database is unreachable")
+
+
+class Tidy(Plugin):
+    """A plugin that records that it was shut down."""
+
+    stopped: list[str] = []
+
+    def shutdown(self) -> None:
+        Tidy.stopped.append(self.name)
+        super().shutdown()
+
+
+def test_a_plugin_failing_to_start_stops_start_up_and_shuts_down_the_others(
+        repo, monkeypatch) -> None:
+    register(monkeypatch, Tidy, Fragile)
+    monkeypatch.setattr(Tidy, "stopped", [])
+    with pytest.raises(CoreInitError, match="Fragile.*database is unreachable"):
+        LocalCore(make_setup(repo, server__plugins=plugin_list("Tidy", "Fragile")))
+    assert Tidy.stopped == ["Tidy"]

@@ -82,6 +82,8 @@ class FileBacked:
         self.data: bytes = b""
         #: the last error reading or parsing this file, or None
         self.error: str | None = None
+        #: whether a version of this file was ever read successfully
+        self.in_service = False
 
     def HandleEvent(self, event: Event | None = None) -> None:  # noqa: N802
         """Reread the file (on exists, created or changed)."""
@@ -106,10 +108,13 @@ class FileBacked:
             if self.error:
                 logger.warning("%s: fixed, now in service", self.name)
             self.error = None
+            self.in_service = True
 
     def _report(self, message: str) -> None:
         if message != self.error:
-            logger.error("%s (the last good version stays in service)", message)
+            state = ("the last good version stays in service" if self.in_service
+                     else "not in service until it is fixed")
+            logger.error("%s (%s)", message, state)
         self.error = message
 
     def Index(self) -> None:  # noqa: N802
@@ -236,7 +241,7 @@ class DirectoryBacked(Debuggable):
         if relative in self.handles.values():
             return
         if not os.path.isdir(path):
-            self.logger.warning("%s does not exist; nothing to load from it", path)
+            self.logger.info("%s does not exist; nothing to load from it", path)
             return
         handle = self.fam.AddMonitor(path, self)
         self.handles[handle] = relative
