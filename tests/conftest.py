@@ -67,6 +67,13 @@ class Repo:
         return str(self.path)
 
 
+def rewrite(path: Path, text: str) -> None:
+    """Rewrite a file so that a scanning file monitor surely sees the change."""
+    before = path.stat().st_mtime_ns
+    path.write_text(text)
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Repo:
     """A minimal repository: groups.xml, clients.xml and empty plugin directories."""

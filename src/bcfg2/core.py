@@ -249,6 +249,19 @@ class Core:
         while self.fam.pending() and not self.terminate.is_set():
             self.terminate.wait(0.05)
 
+    def refresh(self) -> int:
+        """Handle every repository change noticed so far; return how many events.
+
+        For local tools, which run no file-monitor thread (bcfg2-info ``update``).
+        """
+        poll = getattr(self.fam, "poll", None)
+        if poll is not None:
+            poll()
+        count = self.fam.handle_event_set(self.lock)
+        if count:
+            self.update_revision()
+        return count
+
     def HandleEvent(self, event: Any) -> None:  # noqa: N802
         """Changes to bcfg2.conf itself are only noted: a restart applies them."""
         self.logger.warning("%s changed; restart the server to apply it", event.path)

@@ -343,12 +343,7 @@ class InfoShell(cmd.Cmd):
     @command("update")
     def do_update(self, words: list[str]) -> bool:
         """Read the repository changes made since the last update (or start)."""
-        poll = getattr(self.core.fam, "poll", None)
-        if poll is not None:
-            poll()
-        count = self.core.fam.handle_event_set(self.core.lock)
-        if count:
-            self.core.update_revision()
+        count = self.core.refresh()
         self.out(f"handled {count} file events" if count else "no changes")
         return False
 

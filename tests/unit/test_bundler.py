@@ -38,9 +38,6 @@ def children(structure: lxml.etree._Element) -> list[tuple[str, str]]:
     return [(el.tag, el.get("name")) for el in structure]
 
 
-def reload(core: LocalCore) -> None:
-    core.fam.poll()
-    core.block_for_fam_events(handle_events=True)
 
 
 def test_bundle_name_is_the_file_name(repo: Repo, local_core: Factory) -> None:
@@ -201,13 +198,13 @@ def test_broken_bundle_keeps_last_good_version_and_new_bundles_appear(
     path.write_text('<Bundle><Package name="two"></Bundle>')
     os.utime(path, ns=(before + 10**9, before + 10**9))
     repo.write("Bundler/later.xml", '<Bundle><Package name="three"/></Bundle>')
-    reload(core)
+    core.refresh()
     built = structures(core, "client1")
     assert children(built["a"]) == [("Package", "one")]
     assert children(built["later"]) == [("Package", "three")]
 
     path.unlink()
-    reload(core)
+    core.refresh()
     assert sorted(structures(core, "client1")) == ["later"]
 
 

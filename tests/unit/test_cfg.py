@@ -58,9 +58,6 @@ def content(entry: lxml.etree._Element) -> bytes:
     return entry.text.encode("utf-8")
 
 
-def reload(core: LocalCore) -> None:
-    core.fam.poll()
-    core.block_for_fam_events(handle_events=True)
 
 
 def test_plain_file_with_default_metadata(repo: Repo, local_core: Factory) -> None:
@@ -271,14 +268,14 @@ def test_changes_on_disk_are_picked_up(repo: Repo, local_core: Factory) -> None:
     os.utime(main, ns=(before + 10**9, before + 10**9))
     repo.write("Cfg/etc/motd/motd.G50_linux", "linux\n")
     repo.write("Cfg/etc/later/later", "new\n")
-    reload(core)
+    core.refresh()
     assert paths(core, "client1")["/etc/motd"].text == "linux\n"
     assert paths(core, "client2")["/etc/motd"].text == "v2\n"
     assert paths(core, "client1")["/etc/later"].text == "new\n"
 
     os.unlink(repo.path / "Cfg/etc/motd/motd.G50_linux")
     os.unlink(repo.path / "Cfg/etc/later/later")
-    reload(core)
+    core.refresh()
     assert paths(core, "client1")["/etc/motd"].text == "v2\n"
     assert paths(core, "client1")["/etc/later"].get("failure") == "no matching generator"
 
@@ -310,7 +307,7 @@ def test_info_xml_edits_and_bad_edits(repo: Repo, local_core: Factory) -> None:
         before = info.stat().st_mtime_ns
         info.write_text(text)
         os.utime(info, ns=(before + 10**9, before + 10**9))
-        reload(core)
+        core.refresh()
 
     edit('<FileInfo><Info mode="0640" owner="www"/></FileInfo>')
     motd = paths(core, "client1")["/etc/motd"]
@@ -321,7 +318,7 @@ def test_info_xml_edits_and_bad_edits(repo: Repo, local_core: Factory) -> None:
     assert (motd.get("mode"), motd.get("owner")) == ("0640", "www")
 
     info.unlink()
-    reload(core)
+    core.refresh()
     motd = paths(core, "client1")["/etc/motd"]
     assert (motd.get("mode"), motd.get("owner")) == (MDATA_DEFAULTS["mode"],
                                                      MDATA_DEFAULTS["owner"])
@@ -334,12 +331,12 @@ def test_removed_directory_is_forgotten(repo: Repo, local_core: Factory) -> None
     core = local_core(repo)
     assert paths(core, "client1")["/etc/app/app.conf"].text == "x\n"
     shutil.rmtree(repo.path / "Cfg/etc/app")
-    reload(core)
+    core.refresh()
     bound = paths(core, "client1")
     assert bound["/etc/app/app.conf"].get("failure") == "no matching generator"
     assert bound["/etc/motd"].text == "hi\n"
     assert sorted(core.plugins["Cfg"].Entries["Path"]) == ["/etc/motd"]
 
     repo.write("Cfg/etc/app/app.conf/app.conf", "back\n")
-    reload(core)
+    core.refresh()
     assert paths(core, "client1")["/etc/app/app.conf"].text == "back\n"

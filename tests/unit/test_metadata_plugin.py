@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lxml.etree
 import pytest
+from conftest import rewrite
 
 from bcfg2.errors import MetadataConsistencyError
 
@@ -17,17 +18,8 @@ GLOBAL_PW = "globalpw"
 XI = "http://www.w3.org/2001/XInclude"
 
 
-def reload(core) -> None:
-    """Let the core notice and handle what changed on disk."""
-    core.fam.poll()
-    core.block_for_fam_events(handle_events=True)
 
 
-def rewrite(path: Path, text: str) -> None:
-    """Write a file so that the polling monitor surely sees a change."""
-    path.write_text(text)
-    stat = path.stat()
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
 
 
 def state_file(tmp_path: Path) -> Path:
@@ -428,7 +420,7 @@ def test_an_unknown_client_gets_the_default_profile(example_repo, local_core, tm
     assert clients_in(state_file(tmp_path))["new1.example.com"]["profile"] == meta.profile
     assert (example_repo.path / "Metadata" / "clients.xml").read_bytes() == before
     # still known after the state file is reread
-    reload(core)
+    core.refresh()
     assert core.build_metadata("new1.example.com").profile == meta.profile
 
 
@@ -505,7 +497,7 @@ def test_assert_profile_changes_the_profile_in_state_not_in_the_repository(
     assert meta.profile == "desktop" and "gui" in meta.groups
     assert clients_in(state_file(tmp_path))["client2"]["profile"] == "desktop"
     assert repo_clients.read_bytes() == before
-    reload(core)
+    core.refresh()
     assert core.build_metadata("client2").profile == "desktop"
     assert core.build_metadata("client1").profile == "basic"
 
@@ -524,7 +516,7 @@ def test_an_interrupted_state_write_keeps_the_previous_state(profiles, tmp_path,
                                                              failing):
     core, address = profiles()
     assert core.AssertProfile(address, "desktop") is True
-    reload(core)
+    core.refresh()
     state = state_file(tmp_path)
     before = state.read_bytes()
 
@@ -540,7 +532,7 @@ def test_an_interrupted_state_write_keeps_the_previous_state(profiles, tmp_path,
     assert clients_in(state)["client2"]["profile"] == "desktop"
     assert sorted(os.listdir(state.parent)) == ["clients.xml"]
     assert core.build_metadata("client2").profile == "desktop"
-    reload(core)
+    core.refresh()
     assert core.build_metadata("client2").profile == "desktop"
     # once the disk is fine again, the change goes through
     assert core.AssertProfile(address, "basic") is True
@@ -557,7 +549,7 @@ def test_declare_version_is_recorded_in_state(repo, make_core, tmp_path):
     assert core.build_metadata("client1").version == "1.4.0pre2"
     assert clients_in(state_file(tmp_path))["client1"]["version"] == "1.4.0pre2"
     assert repo_clients.read_bytes() == before
-    reload(core)
+    core.refresh()
     assert core.build_metadata("client1").version == "1.4.0pre2"
     assert core.build_metadata("client1").profile == "basic"
 
@@ -580,7 +572,7 @@ def test_the_repository_wins_when_the_admin_changes_a_profile_later(
     text = text.replace("</Clients>", '  <Client name="new3.example.com" profile="dbserver"/>\n'
                                       "</Clients>")
     rewrite(clients, text)
-    reload(core)
+    core.refresh()
     assert core.build_metadata("new3.example.com").profile == "dbserver"
     assert core.build_metadata("web1.example.com").profile == "workstation"
 
@@ -623,7 +615,7 @@ def test_write_through_rewrites_the_repository_clients_xml_in_place(repo, write_
     root = lxml.etree.parse(str(repo_clients)).getroot()
     assert [inc.get("href") for inc in root.iter(f"{{{XI}}}include")] == ["more-clients.xml"]
 
-    reload(core)
+    core.refresh()
     assert core.build_metadata("client2").profile == "desktop"
     assert core.metadata.list_clients() == ["client1", "client2", "client3"]
     assert not (repo.path.parent / "state").exists()
@@ -634,7 +626,7 @@ def test_write_through_updates_a_client_where_it_is_defined(repo, write_through)
     address = ("127.0.0.1", 43030)
     assert auth(core, None, "uuid-client3", "pw3", address)
     assert core.DeclareVersion(address, "1.4.0") is True
-    reload(core)
+    core.refresh()
     meta = core.build_metadata("client3")
     assert (meta.profile, meta.version) == ("basic", "1.4.0")
     assert "client3" not in clients_in(repo.path / "Metadata" / "clients.xml")
@@ -671,7 +663,7 @@ def test_a_broken_groups_xml_keeps_the_last_good_one(repo, make_core, caplog):
 
     rewrite(groups, BROKEN_GROUPS)
     with caplog.at_level(logging.ERROR):
-        reload(core)
+        core.refresh()
     assert any(f"{groups}:3" in line for line in error_lines(caplog))
     meta = core.build_metadata("client1")
     assert (meta.profile, meta.groups, meta.bundles) == (good.profile, good.groups, good.bundles)
@@ -679,7 +671,7 @@ def test_a_broken_groups_xml_keeps_the_last_good_one(repo, make_core, caplog):
     fixed = BROKEN_GROUPS.replace(" oops", "").replace(
         '<Group name="linux"/>', '<Group name="linux"/>\n    <Group name="added"/>')
     rewrite(groups, fixed)
-    reload(core)
+    core.refresh()
     assert core.build_metadata("client1").groups == {"basic", "linux", "added"}
 
 
@@ -688,7 +680,7 @@ def test_a_broken_clients_xml_keeps_the_last_good_one(repo, make_core, caplog):
     clients = repo.path / "Metadata" / "clients.xml"
     rewrite(clients, BROKEN_CLIENTS)
     with caplog.at_level(logging.ERROR):
-        reload(core)
+        core.refresh()
     assert any(f"{clients}:3" in line for line in error_lines(caplog))
     assert core.metadata.list_clients() == ["client1", "client2"]
     assert core.build_metadata("client2").profile == "other"
@@ -696,7 +688,7 @@ def test_a_broken_clients_xml_keeps_the_last_good_one(repo, make_core, caplog):
 
     rewrite(clients, BROKEN_CLIENTS.replace(" oops/>", '/>\n  <Client name="client3" '
                                                        'profile="basic"/>'))
-    reload(core)
+    core.refresh()
     assert core.metadata.list_clients() == ["client1", "client2", "client3"]
     # the rewritten file has no uuid for client1 any more
     assert core.metadata.clients_model.uuids == {}

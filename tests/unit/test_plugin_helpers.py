@@ -11,7 +11,7 @@ from pathlib import Path
 
 import lxml.etree
 import pytest
-from conftest import make_setup
+from conftest import make_setup, rewrite
 
 from bcfg2.errors import PluginExecutionError, SpecificityError
 from bcfg2.filemonitor import Event
@@ -45,11 +45,6 @@ def write(path: Path, text: str | bytes) -> Path:
     return path
 
 
-def rewrite(path: Path, text: str) -> None:
-    """Rewrite a file so that a scanning file monitor surely sees the change."""
-    before = path.stat().st_mtime_ns
-    path.write_text(text)
-    os.utime(path, ns=(before + 10**9, before + 10**9))
 
 
 def names(elements: Iterable[lxml.etree._Element]) -> list[str]:

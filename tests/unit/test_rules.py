@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import lxml.etree
 import pytest
-from conftest import Repo
+from conftest import Repo, rewrite
 
 from bcfg2.core import LocalCore
 from bcfg2.errors import PluginExecutionError
@@ -47,15 +46,8 @@ def bind(core: LocalCore, client: str, tag: str, name: str) -> lxml.etree._Eleme
     return entry
 
 
-def reload(core: LocalCore) -> None:
-    core.fam.poll()
-    core.block_for_fam_events(handle_events=True)
 
 
-def rewrite(path: Path, text: str) -> None:
-    before = path.stat().st_mtime_ns
-    path.write_text(text)
-    os.utime(path, ns=(before + 10**9, before + 10**9))
 
 
 def test_rules_bind_attributes_children_and_text(repo: Repo, local_core: Factory) -> None:
@@ -234,19 +226,19 @@ def test_edited_rules_file_is_reloaded_and_bad_edit_keeps_last_good(
     assert bind(core, "client1", "Package", "foo").get("version") == "1"
 
     rewrite(path, '<Rules priority="0"><Package name="foo" version="22"/></Rules>')
-    reload(core)
+    core.refresh()
     assert bind(core, "client1", "Package", "foo").get("version") == "22"
 
     rewrite(path, '<Rules priority="0"><Package name="foo" version="333"></Rules>')
-    reload(core)
+    core.refresh()
     assert bind(core, "client1", "Package", "foo").get("version") == "22"
 
     rewrite(path, '<Rules priority="high"><Package name="foo" version="4444"/></Rules>')
-    reload(core)
+    core.refresh()
     assert bind(core, "client1", "Package", "foo").get("version") == "22"
 
     path.unlink()
-    reload(core)
+    core.refresh()
     with pytest.raises(PluginExecutionError):
         bind(core, "client1", "Package", "foo")
     foo = entries(core.BuildConfiguration("client1"), "Package")["foo"]
