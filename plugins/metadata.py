@@ -434,17 +434,38 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
         return self.core.build_metadata(name)
 
     def set_groups(self, model: GroupsModel) -> None:
+        """Serve a new groups.xml; expire the cached clients whose groups change."""
+        old = self.groups_model
         self.groups_model = model
-        self.expire_cache()
+        if old is None:
+            self.expire_cache()
+            return
+        for name in self.core.metadata_cache.keys():
+            cached = self.core.metadata_cache.get(name)
+            record = self.clients_model.clients.get(name)
+            if cached is None or record is None:
+                self.expire_cache(name)
+                continue
+            groups, bundles, categories = self._resolve(
+                model, name, record.profile, cached.additional_groups)
+            if (groups, bundles, categories) != (cached.groups, cached.bundles,
+                                                 cached.categories):
+                self.expire_cache(name)
 
     def rebuild_clients(self) -> None:
-        """Merge clients.xml and the runtime overlay into a new model."""
+        """Merge clients.xml and the runtime overlay into a new model.
+
+        Only the clients whose record changed are expired from the cache.
+        """
         if self.clients_file is None:
             return
         with self._write_lock:
+            old = self.clients_model
             repo = self.clients_file.records or {}
-            self.clients_model = ClientsModel.build(merge_records(repo, self.state.overlay))
-        self.expire_cache()
+            self.clients_model = new = ClientsModel.build(merge_records(repo, self.state.overlay))
+        for name in set(old.clients) | set(new.clients):
+            if old.clients.get(name) != new.clients.get(name):
+                self.expire_cache(name)
 
     def expire_cache(self, key: str | None = None) -> None:
         self.core.metadata_cache.expire(key)
@@ -479,8 +500,8 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
         if profile not in groups_model.groups:
             self.logger.warning("client %s has profile %s, which groups.xml does not declare",
                                 client, profile)
-        groups, categories = groups_model.resolve(client, [profile], warn=self.logger.warning)
-        bundles = groups_model.bundles_for(client, groups)
+        groups, bundles, categories = self._resolve(groups_model, client, profile, (),
+                                                    warn=self.logger.warning)
         return ClientMetadata(
             client, profile, groups, bundles,
             aliases=[alias for alias, _ in record.aliases],
@@ -489,16 +510,28 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
             version=record.version, query=self.query,
         )
 
+    @staticmethod
+    def _resolve(model: GroupsModel, client: str, profile: str, additional: Iterable[str],
+                 warn: Any = None) -> tuple[set[str], set[str], dict[str, str]]:
+        """Groups, bundles and categories from the profile and connector groups.
+
+        groups.xml's own groups come first (so they win a category), then the
+        connectors' groups. The result depends on nothing else, so a cached
+        client can be checked against a new groups.xml by resolving it again.
+        """
+        groups, categories = model.resolve(client, [profile], warn=warn)
+        if additional:
+            groups, categories = model.resolve(
+                client, sorted(groups) + sorted(additional), categories, warn=warn)
+        return groups, model.bundles_for(client, groups), categories
+
     def merge_additional_groups(self, imd: ClientMetadata, groups: list[str]) -> None:
-        groups_model = self._groups()
-        new = [g for g in groups if g not in imd.groups]
-        if not new:
+        if set(groups) <= imd.additional_groups:
             return
-        allgroups, categories = groups_model.resolve(
-            imd.hostname, sorted(imd.groups) + new, imd.categories, warn=self.logger.warning)
-        imd.groups = allgroups
-        imd.categories = categories
-        imd.bundles = groups_model.bundles_for(imd.hostname, allgroups)
+        imd.additional_groups.update(groups)
+        imd.groups, imd.bundles, imd.categories = self._resolve(
+            self._groups(), imd.hostname, imd.profile, imd.additional_groups,
+            warn=self.logger.warning)
 
     def merge_additional_data(self, imd: ClientMetadata, source: str, data: Any) -> None:
         setattr(imd, source, data)

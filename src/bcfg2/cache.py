@@ -13,6 +13,8 @@ class Cache:
     def __init__(self) -> None:
         self._data: dict[str, Any] = {}
         self._lock = threading.Lock()
+        #: bumped by every expiry, so a value computed before it is not stored after it
+        self.generation = 0
 
     def get(self, key: str) -> Any:
         with self._lock:
@@ -30,6 +32,14 @@ class Cache:
         with self._lock:
             return len(self._data)
 
+    def store(self, key: str, value: Any, generation: int) -> bool:
+        """Store a value computed when ``generation`` was current, unless expired since."""
+        with self._lock:
+            if generation != self.generation:
+                return False
+            self._data[key] = value
+            return True
+
     def keys(self) -> list[str]:
         with self._lock:
             return list(self._data)
@@ -37,6 +47,7 @@ class Cache:
     def expire(self, keys: str | Iterable[str] | None = None) -> None:
         """Forget one client, several, or (with no argument) all of them."""
         with self._lock:
+            self.generation += 1
             if keys is None:
                 self._data.clear()
                 return

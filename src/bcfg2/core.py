@@ -228,14 +228,21 @@ class Core:
             break
 
     def _file_monitor_thread(self) -> None:
-        """Handle file-monitor events until the core terminates."""
-        poll = getattr(self.fam, "poll", None)
+        """Handle file-monitor events, in order, until the core terminates.
+
+        The thread sleeps in the monitor's ``wait`` (with inotify: until the
+        kernel reports a change) and handles each burst of events together.
+        """
         while not self.terminate.is_set():
-            if poll is not None:
-                poll()
-            if self.fam.handle_event_set(self.lock):
-                self.update_revision()
-            self.terminate.wait(1.0 if poll is not None else 0.2)
+            try:
+                self.fam.wait()
+                if self.terminate.is_set():
+                    return
+                if self.fam.handle_event_set(self.lock):
+                    self.update_revision()
+            except Exception:
+                self.logger.exception("error in the file monitor thread")
+                self.terminate.wait(1.0)  # do not spin on a persistent error
 
     def block_for_fam_events(self, handle_events: bool = False) -> None:
         """Wait until every queued file-monitor event is handled.
@@ -246,17 +253,14 @@ class Core:
         if handle_events:
             self.fam.handle_event_set(self.lock)
             return
-        while self.fam.pending() and not self.terminate.is_set():
-            self.terminate.wait(0.05)
+        self.fam.wait_idle(self.terminate)
 
     def refresh(self) -> int:
         """Handle every repository change noticed so far; return how many events.
 
         For local tools, which run no file-monitor thread (bcfg2-info ``update``).
         """
-        poll = getattr(self.fam, "poll", None)
-        if poll is not None:
-            poll()
+        self.fam.wait(0)
         count = self.fam.handle_event_set(self.lock)
         if count:
             self.update_revision()
@@ -299,8 +303,9 @@ class Core:
             return
         self._shut_down = True
         self.terminate.set()
+        self.fam.wake()
         if self.fam_thread is not None and self.fam_thread is not threading.current_thread():
-            self.fam_thread.join(timeout=5)
+            self.fam_thread.join(timeout=10)
         for plugin in list(self.plugins.values()):
             try:
                 plugin.shutdown()
@@ -320,6 +325,7 @@ class Core:
         if self.metadata is None:
             raise MetadataRuntimeError("metadata is not available yet")
         mode = self.metadata_cache_mode
+        generation = self.metadata_cache.generation
         if mode in ("cautious", "aggressive"):
             cached = self.metadata_cache.get(client_name)
             if cached is not None:
@@ -332,7 +338,7 @@ class Core:
         if imd is None:
             imd = self.metadata.get_initial_metadata(client_name)
             if mode == "initial":
-                self.metadata_cache[client_name] = imd.copy()
+                self.metadata_cache.store(client_name, imd.copy(), generation)
         connectors = self.plugins_by_type(interfaces.Connector)
         for conn in connectors:
             groups = conn.get_additional_groups(imd)
@@ -344,7 +350,7 @@ class Core:
             self.metadata.merge_additional_data(imd, conn.name, data)
         imd.query.by_name = self.build_metadata
         if mode in ("cautious", "aggressive"):
-            self.metadata_cache[client_name] = imd
+            self.metadata_cache.store(client_name, imd, generation)
         return imd
 
     def expire_caches_by_type(self, base_cls: type, key: str | None = None) -> None:

@@ -63,9 +63,8 @@ def daemon_context(setup: Setup, fam: Any, on_signal: Callable[[int, Any], None]
                 preserve.append(stream.fileno())
             except (OSError, ValueError):
                 pass
-    fileno = getattr(fam, "fileno", None)
-    if callable(fileno):
-        preserve.append(fileno())
+    if fam is not None:
+        preserve.extend(fam.fds())
     kwargs: dict[str, Any] = {}
     if os.geteuid() == 0:
         kwargs.update(uid=uid, gid=gid)

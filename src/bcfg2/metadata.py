@@ -69,6 +69,8 @@ class ClientMetadata:
         self.version = version
         self.query = query
         self.connectors: list[str] = []
+        #: groups added by Connector plugins (probes, patterns...)
+        self.additional_groups: set[str] = set()
         self.version_info: tuple[int, ...] | None = _version_tuple(version)
 
     def inGroup(self, group: str) -> bool:  # noqa: N802 - upstream name
@@ -88,6 +90,7 @@ class ClientMetadata:
         new.addresses = set(self.addresses)
         new.categories = dict(self.categories)
         new.connectors = list(self.connectors)
+        new.additional_groups = set(self.additional_groups)
         return new
 
     def __repr__(self) -> str:

@@ -20,6 +20,8 @@ class Pseudo(FileMonitor):
     """Scans watched paths; ``poll()`` turns differences into events."""
 
     name = "pseudo"
+    #: seconds between two scans of the watched paths
+    interval = 1.0
 
     def __init__(self, ignore: list[str] | None = None, debug: bool = False) -> None:
         super().__init__(ignore, debug)
@@ -45,6 +47,18 @@ class Pseudo(FileMonitor):
     def RemoveMonitor(self, handle_id: int) -> None:  # noqa: N802
         super().RemoveMonitor(handle_id)
         self.snapshots.pop(handle_id, None)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait one scan interval (or ``timeout``), then scan."""
+        with self._cond:
+            if not self.events and self.started:
+                self._cond.wait(self.interval if timeout is None else min(timeout, self.interval))
+        self.poll()
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        with self._cond:
+            self._cond.notify_all()
 
     def poll(self) -> int:
         """Compare every watched path with its last scan; queue the changes."""

@@ -1,0 +1,266 @@
+"""The inotify backend (Linux): the kernel reports changes; nothing polls when idle.
+
+One inotify watch per directory. A watched file is watched through its
+directory, so an editor that writes a temporary file and renames it over the
+old one is seen as a change of the file. A file is reported only once it is
+complete: when the writer closes it (IN_CLOSE_WRITE) or renames it into
+place (IN_MOVED_TO), never when it is merely created, so nobody reads a
+half-written file. If the kernel's queue overflows, every watched directory
+is scanned again, so no change is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import stat
+import threading
+import time
+import warnings
+from typing import Any
+
+from bcfg2.filemonitor import Event, FileMonitor
+
+with warnings.catch_warnings():
+    # pyinotify imports asyncore, deprecated on 3.11 (pyasyncore provides it on 3.12+)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import pyinotify
+
+logger = logging.getLogger(__name__)
+
+MASK = (pyinotify.IN_CREATE | pyinotify.IN_DELETE | pyinotify.IN_CLOSE_WRITE
+        | pyinotify.IN_MOVED_FROM | pyinotify.IN_MOVED_TO)
+
+#: how long a burst may keep arriving before its events are handled together
+SETTLE = 0.01
+MAX_SETTLE = 0.25
+
+
+class Inotify(FileMonitor):
+    """File monitor on Linux inotify, through pyinotify."""
+
+    name = "inotify"
+    blocking = True
+
+    def __init__(self, ignore: list[str] | None = None, debug: bool = False) -> None:
+        super().__init__(ignore, debug)
+        self.wm = pyinotify.WatchManager()
+        self.notifier = pyinotify.Notifier(self.wm, default_proc_fun=self._on_event)
+        #: watched directory -> watch descriptor
+        self.watches: dict[str, int] = {}
+        #: directory -> (handle, None) for directory monitors, (handle, name) for files
+        self.interest: dict[str, list[tuple[int, str | None]]] = {}
+        #: files known to exist in watched directories (created versus changed)
+        self.known: set[str] = set()
+        self._watch_lock = threading.RLock()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._waiting = False
+        self._closed = False
+
+    def fds(self) -> list[int]:
+        return [self.wm.get_fd(), self._wake_r, self._wake_w]
+
+    # -- watches -------------------------------------------------------------
+
+    def _watch(self, directory: str) -> None:
+        if directory in self.watches:
+            return
+        result = self.wm.add_watch(directory, MASK, quiet=True)
+        wd = result.get(directory, -1)
+        if wd < 0:
+            logger.error("Cannot watch %s: changes there will not be noticed (is "
+                         "fs.inotify.max_user_watches too low?)", directory)
+            return
+        self.watches[directory] = wd
+
+    def AddMonitor(self, path: str, obj: Any, handleID: int | None = None) -> int:  # noqa: N802,N803
+        path = os.path.abspath(path)
+        handle = self._new_handle(path, obj, handleID)
+        if os.path.isdir(path):
+            with self._watch_lock:
+                self._watch(path)
+                self.interest.setdefault(path, []).append((handle, None))
+            try:
+                names = sorted(os.listdir(path))
+            except OSError as err:
+                logger.error("Cannot list %s: %s", path, err.strerror)
+                names = []
+            for name in names:
+                full = os.path.join(path, name)
+                if not os.path.isdir(full):
+                    self.known.add(full)
+                self.queue(Event(handle, name, "exists", full))
+            self.queue(Event(handle, path, "endExist", path))
+        else:
+            directory, base = os.path.split(path)
+            with self._watch_lock:
+                if os.path.isdir(directory):
+                    self._watch(directory)
+                self.interest.setdefault(directory, []).append((handle, base))
+            exists = os.path.exists(path)
+            if exists:
+                self.known.add(path)
+            self.queue(Event(handle, path, "exists" if exists else "deleted", path))
+        return handle
+
+    def RemoveMonitor(self, handle_id: int) -> None:  # noqa: N802
+        path = self.paths.get(handle_id)
+        super().RemoveMonitor(handle_id)
+        with self._watch_lock:
+            for directory, items in list(self.interest.items()):
+                kept = [item for item in items if item[0] != handle_id]
+                if kept:
+                    self.interest[directory] = kept
+                    continue
+                del self.interest[directory]
+                wd = self.watches.pop(directory, None)
+                if wd is not None and wd in self.wm.watches:
+                    self.wm.rm_watch(wd, quiet=True)
+        if path is not None:
+            prefix = path + os.sep
+            self.known = {p for p in self.known if not p.startswith(prefix)}
+
+    # -- events --------------------------------------------------------------
+
+    def queue(self, event: Event) -> None:
+        super().queue(event)
+        if self._waiting:
+            self.wake()
+
+    def _on_event(self, revent: Any) -> None:
+        """Turn one pyinotify event into Bcfg2 events for everyone interested."""
+        mask = revent.mask
+        if mask & pyinotify.IN_Q_OVERFLOW:
+            logger.warning("inotify queue overflowed; scanning the repository again")
+            self._rescan()
+            return
+        if mask & pyinotify.IN_IGNORED:
+            with self._watch_lock:  # the kernel dropped the watch: its directory is gone
+                for directory, wd in list(self.watches.items()):
+                    if wd == revent.wd:
+                        del self.watches[directory]
+            return
+        directory, name, full = revent.path, revent.name, revent.pathname
+        if not name:
+            return
+        is_dir = bool(mask & pyinotify.IN_ISDIR)
+        if mask & (pyinotify.IN_DELETE | pyinotify.IN_MOVED_FROM):
+            action = "deleted"
+            self.known.discard(full)
+        elif mask & pyinotify.IN_CREATE and not is_dir:
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                return
+            if not (stat.S_ISLNK(st.st_mode) or st.st_nlink > 1):
+                return  # wait until the writer closes it: never read a half-written file
+            action = "changed" if full in self.known else "created"
+            self.known.add(full)
+        elif is_dir:
+            action = "created"
+        else:
+            action = "changed" if full in self.known else "created"
+            self.known.add(full)
+        self._dispatch(directory, name, action, full)
+
+    def _dispatch(self, directory: str, name: str, action: str, full: str) -> None:
+        with self._watch_lock:
+            interested = list(self.interest.get(directory, ()))
+        for handle, base in interested:
+            if base is None:
+                self.queue(Event(handle, name, action, full))
+            elif base == name:
+                self.queue(Event(handle, full, action, full))
+
+    def _rescan(self) -> None:
+        """After an overflow: report every entry of every watched directory again."""
+        with self._watch_lock:
+            directories = list(self.interest)
+        for directory in directories:
+            try:
+                names = set(os.listdir(directory))
+            except OSError:
+                names = set()
+            for name in sorted(names):
+                full = os.path.join(directory, name)
+                action = "created" if os.path.isdir(full) or full not in self.known else "changed"
+                if not os.path.isdir(full):
+                    self.known.add(full)
+                self._dispatch(directory, name, action, full)
+            for full in sorted(p for p in self.known if os.path.dirname(p) == directory):
+                if os.path.basename(full) not in names:
+                    self.known.discard(full)
+                    self._dispatch(directory, os.path.basename(full), "deleted", full)
+
+    # -- waiting -------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the kernel reports changes (or ``timeout``); read a whole burst."""
+        if self._closed or self.pending():
+            self._read(0)
+            return
+        self._waiting = True
+        try:
+            if self.pending():
+                return
+            ready = self._select(timeout)
+        finally:
+            self._waiting = False
+        if self._wake_r in ready:
+            try:
+                os.read(self._wake_r, 4096)
+            except OSError:
+                pass
+        if self.wm.get_fd() in ready:
+            self._read(MAX_SETTLE)
+
+    def _select(self, timeout: float | None) -> list[int]:
+        try:
+            return select.select([self.wm.get_fd(), self._wake_r], [], [], timeout)[0]
+        except (OSError, ValueError):
+            return []
+
+    def _read(self, settle: float) -> None:
+        """Read what the kernel has, and more while a burst keeps arriving."""
+        if self._closed:
+            return
+        deadline = None
+        while True:
+            try:
+                if not select.select([self.wm.get_fd()], [], [], 0)[0]:
+                    if deadline is None:
+                        return
+                    remaining = min(SETTLE, deadline - time.monotonic())
+                    if remaining <= 0 or not select.select([self.wm.get_fd()], [], [],
+                                                           remaining)[0]:
+                        return
+                self.notifier.read_events()
+            except (OSError, ValueError):
+                return
+            self.notifier.process_events()
+            if deadline is None:
+                deadline = time.monotonic() + settle
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        if self._closed:
+            return
+        self._closed = True
+        self.wake()
+        try:
+            self.notifier.stop()
+        except OSError:
+            pass
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
