@@ -164,7 +164,7 @@ class FileMonitor:
         Events that arrived in a burst are coalesced first (see ``coalesce``),
         then handled in order. Waiters on ``wait_handled`` are woken after.
         """
-        count = 0
+        done: list[Event] = []
         while True:
             with self._handled_cond:
                 events = self._take_all()
@@ -178,14 +178,16 @@ class FileMonitor:
             else:
                 for event in events:
                     self.handle_one_event(event)
-            count += len(events)
-            with self._handled_cond:
-                for event in events:
-                    self.handled += 1
-                    self._handled_at[event.path] = self.handled
-                self._busy = False
-                self._handled_cond.notify_all()
-        return count
+            done.extend(events)
+        # published once the queue is empty: events that handlers queued (the
+        # contents of a new directory) are handled before anyone is told
+        with self._handled_cond:
+            for event in done:
+                self.handled += 1
+                self._handled_at[event.path] = self.handled
+            self._busy = False
+            self._handled_cond.notify_all()
+        return len(done)
 
     def handle_events_in_interval(self, interval: float) -> None:
         """Handle events as they arrive for ``interval`` seconds."""

@@ -147,8 +147,10 @@ class XMLFileBacked(FileBacked):
         return [] if xdata is None else [el for el in xdata if isinstance(el.tag, str)]
 
     def HandleEvent(self, event: Event | None = None) -> None:  # noqa: N802
-        if event is not None and event.path != self.name and event.action == "deleted":
-            event = None  # an included file went away: reread ourselves
+        if event is not None and event.path != self.name:
+            if event.action == "exists":
+                return  # watching an included file: it was read with this file
+            event = None  # an included file changed or went away: reread this file
         super().HandleEvent(event)
 
     def Index(self) -> None:  # noqa: N802
