@@ -249,3 +249,25 @@ def test_the_git_revision_follows_commits(backend: str, example_repo: Repo,
     live.change(ref, lambda: git(path, "-c", "user.name=t", "-c", "user.email=t@example.com",
                                  "commit", "-qam", "two"))
     assert live.config().get("revision") == git(path, "rev-parse", "HEAD")
+
+
+@pytest.mark.parametrize("backend", ["inotify", "pseudo"])
+def test_a_file_replaced_the_way_git_does_it_is_never_missing(backend: str, example_repo: Repo,
+                                                              local_core) -> None:
+    core = local_core(example_repo, server__filemonitor=backend)
+    metadata = core.metadata
+    sizes: list[int] = []
+    rebuild = metadata.rebuild_clients
+
+    def recording_rebuild() -> None:
+        rebuild()
+        sizes.append(len(metadata.clients_model.clients))
+
+    metadata.rebuild_clients = recording_rebuild
+    clients = example_repo.path / "Metadata/clients.xml"
+    text = clients.read_text().replace("desk1-secret", "desk1-changed")
+    clients.unlink()  # git checkout: unlink, then write the new version
+    clients.write_text(text)
+    core.refresh()
+    assert sizes and all(size == len(metadata.list_clients()) == 4 for size in sizes)
+    assert core.build_metadata("desk1.example.com").password == "desk1-changed"

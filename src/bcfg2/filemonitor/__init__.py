@@ -148,6 +148,10 @@ class FileMonitor:
     def handle_one_event(self, event: Event) -> None:
         if event.action != "endExist" and self.should_ignore(event.filename):
             return
+        if event.action == "deleted" and os.path.isfile(event.path):
+            # replaced, not removed (git checkout unlinks and writes anew): the
+            # event for the new file follows, and nothing is taken away meanwhile
+            return
         handler = self.handles.get(event.requestID)
         if handler is None:
             return
