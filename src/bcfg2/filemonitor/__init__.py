@@ -73,6 +73,8 @@ class FileMonitor:
         self.paths: dict[int, str] = {}
         self.events: collections.deque[Event] = collections.deque()
         self._cond = threading.Condition()
+        #: a wake-up that no ``wait`` has consumed yet: it must not be lost
+        self._woken = False
         self._next_id = 0
         self.started = False
         #: events handled so far, and the sequence number at which each path was last handled
@@ -127,16 +129,18 @@ class FileMonitor:
     def wait(self, timeout: float | None = None) -> None:
         """Block until the backend may have new events (at most ``timeout`` seconds)."""
         with self._cond:
-            if not self.events:
+            if not self.events and not self._woken:
                 self._cond.wait(timeout)
+            self._woken = False
 
     def fds(self) -> list[int]:
         """File descriptors the monitor needs (kept open when daemonizing)."""
         return []
 
     def wake(self) -> None:
-        """Make a ``wait`` in another thread return now (at shutdown)."""
+        """Make a ``wait`` in another thread return now (at shutdown), or the next one."""
         with self._cond:
+            self._woken = True
             self._cond.notify_all()
 
     def _take_all(self) -> list[Event]:
@@ -172,7 +176,8 @@ class FileMonitor:
         while True:
             with self._handled_cond:
                 events = self._take_all()
-                self._busy = bool(events)
+                if events:
+                    self._busy = True  # cleared only once the results are published
             if not events:
                 break
             if lock is not None:

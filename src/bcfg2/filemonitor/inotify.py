@@ -51,8 +51,9 @@ class Inotify(FileMonitor):
         self.watches: dict[str, int] = {}
         #: directory -> (handle, None) for directory monitors, (handle, name) for files
         self.interest: dict[str, list[tuple[int, str | None]]] = {}
-        #: files known to exist in watched directories (created versus changed)
-        self.known: set[str] = set()
+        #: entries known to exist in watched directories: created versus changed,
+        #: and what a rescan no longer finds
+        self.known: dict[str, set[str]] = {}
         self._watch_lock = threading.RLock()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -89,8 +90,7 @@ class Inotify(FileMonitor):
                 names = []
             for name in names:
                 full = os.path.join(path, name)
-                if not os.path.isdir(full):
-                    self.known.add(full)
+                self._know(full)
                 self.queue(Event(handle, name, "exists", full))
             self.queue(Event(handle, path, "endExist", path))
         else:
@@ -101,12 +101,11 @@ class Inotify(FileMonitor):
                 self.interest.setdefault(directory, []).append((handle, base))
             exists = os.path.exists(path)
             if exists:
-                self.known.add(path)
+                self._know(path)
             self.queue(Event(handle, path, "exists" if exists else "deleted", path))
         return handle
 
     def RemoveMonitor(self, handle_id: int) -> None:  # noqa: N802
-        path = self.paths.get(handle_id)
         super().RemoveMonitor(handle_id)
         with self._watch_lock:
             for directory, items in list(self.interest.items()):
@@ -115,12 +114,23 @@ class Inotify(FileMonitor):
                     self.interest[directory] = kept
                     continue
                 del self.interest[directory]
+                # only now: other monitors of the directory still need what is known
+                self.known.pop(directory, None)
                 wd = self.watches.pop(directory, None)
                 if wd is not None and wd in self.wm.watches:
                     self.wm.rm_watch(wd, quiet=True)
-        if path is not None:
-            prefix = path + os.sep
-            self.known = {p for p in self.known if not p.startswith(prefix)}
+
+    def _know(self, path: str) -> None:
+        directory, name = os.path.split(path)
+        self.known.setdefault(directory, set()).add(name)
+
+    def _knows(self, path: str) -> bool:
+        directory, name = os.path.split(path)
+        return name in self.known.get(directory, ())
+
+    def _forget(self, path: str) -> None:
+        directory, name = os.path.split(path)
+        self.known.get(directory, set()).discard(name)
 
     # -- events --------------------------------------------------------------
 
@@ -148,7 +158,7 @@ class Inotify(FileMonitor):
         is_dir = bool(mask & pyinotify.IN_ISDIR)
         if mask & (pyinotify.IN_DELETE | pyinotify.IN_MOVED_FROM):
             action = "deleted"
-            self.known.discard(full)
+            self._forget(full)
         elif mask & pyinotify.IN_CREATE and not is_dir:
             try:
                 st = os.lstat(full)
@@ -156,13 +166,14 @@ class Inotify(FileMonitor):
                 return
             if not (stat.S_ISLNK(st.st_mode) or st.st_nlink > 1):
                 return  # wait until the writer closes it: never read a half-written file
-            action = "changed" if full in self.known else "created"
-            self.known.add(full)
+            action = "changed" if self._knows(full) else "created"
+            self._know(full)
         elif is_dir:
             action = "created"
+            self._know(full)
         else:
-            action = "changed" if full in self.known else "created"
-            self.known.add(full)
+            action = "changed" if self._knows(full) else "created"
+            self._know(full)
         self._dispatch(directory, name, action, full)
 
     def _dispatch(self, directory: str, name: str, action: str, full: str) -> None:
@@ -175,24 +186,31 @@ class Inotify(FileMonitor):
                 self.queue(Event(handle, full, action, full))
 
     def _rescan(self) -> None:
-        """After an overflow: report every entry of every watched directory again."""
+        """After an overflow: report every entry of every watched directory again.
+
+        Each directory is watched anew: one replaced while events were lost
+        would otherwise keep the dead watch of the old one.
+        """
         with self._watch_lock:
             directories = list(self.interest)
         for directory in directories:
+            with self._watch_lock:
+                self.watches.pop(directory, None)
+                if os.path.isdir(directory):
+                    self._watch(directory)
             try:
                 names = set(os.listdir(directory))
             except OSError:
                 names = set()
             for name in sorted(names):
                 full = os.path.join(directory, name)
-                action = "created" if os.path.isdir(full) or full not in self.known else "changed"
-                if not os.path.isdir(full):
-                    self.known.add(full)
+                action = "created" if os.path.isdir(full) or not self._knows(full) else "changed"
+                self._know(full)
                 self._dispatch(directory, name, action, full)
-            for full in sorted(p for p in self.known if os.path.dirname(p) == directory):
-                if os.path.basename(full) not in names:
-                    self.known.discard(full)
-                    self._dispatch(directory, os.path.basename(full), "deleted", full)
+            for name in sorted(self.known.get(directory, set()) - names):
+                full = os.path.join(directory, name)
+                self._forget(full)
+                self._dispatch(directory, name, "deleted", full)
 
     # -- waiting -------------------------------------------------------------
 
@@ -237,13 +255,23 @@ class Inotify(FileMonitor):
                                                            remaining)[0]:
                         return
                 self.notifier.read_events()
+                lost = False
+            except UnicodeDecodeError:
+                # pyinotify stops at a file name that is not UTF-8: the rest of
+                # what it read is gone, so scan again as after an overflow
+                logger.warning("a file name in the repository is not UTF-8; scanning again")
+                lost = True
             except (OSError, ValueError):
                 return
             self.notifier.process_events()
+            if lost:
+                self._rescan()
             if deadline is None:
                 deadline = time.monotonic() + settle
 
     def wake(self) -> None:
+        if self._closed:
+            return  # the pipe is closed; its fd number may belong to another file now
         try:
             os.write(self._wake_w, b"x")
         except OSError:
@@ -253,8 +281,8 @@ class Inotify(FileMonitor):
         super().shutdown()
         if self._closed:
             return
-        self._closed = True
         self.wake()
+        self._closed = True
         try:
             self.notifier.stop()
         except OSError:

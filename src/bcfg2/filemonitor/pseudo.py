@@ -51,8 +51,9 @@ class Pseudo(FileMonitor):
     def wait(self, timeout: float | None = None) -> None:
         """Wait one scan interval (or ``timeout``), then scan."""
         with self._cond:
-            if not self.events and self.started:
+            if not self.events and not self._woken and self.started:
                 self._cond.wait(self.interval if timeout is None else min(timeout, self.interval))
+            self._woken = False
         self.poll()
 
     def shutdown(self) -> None:
