@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUN := .run
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install clean
+.PHONY: run test bench lint install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required")'
@@ -32,6 +32,10 @@ run: $(STAMP) $(RUN)/server.crt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# the live-repository benchmark (a report, not a test): e.g. make bench BENCH_ARGS="--idle-seconds 5"
+bench: $(STAMP)
+	$(BIN)/python tests/bench/live_repository.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,11 +10,13 @@ from __future__ import annotations
 import http.server
 import logging
 import os
+import selectors
 import signal
 import socket
 import socketserver
 import ssl
 import threading
+import time
 from typing import Any
 
 from bcfg2 import xmlrpc
@@ -24,6 +26,9 @@ from bcfg2.options import Setup
 from bcfg2.tls import server_context
 
 logger = logging.getLogger("bcfg2.cores.builtin")
+
+#: seconds a TLS handshake under way at shutdown may take to finish
+HANDSHAKE_GRACE = 1.0
 
 
 class RequestHandler(http.server.BaseHTTPRequestHandler):
@@ -104,10 +109,27 @@ class TLSServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         #: connections still in their TLS handshake; cut when the server closes
         self._handshaking: set[ssl.SSLSocket] = set()
         self._closing = False
-        self._handshake_lock = threading.Lock()
+        self._handshake_lock = threading.Condition()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
+        self._wake_r, self._wake_w = os.pipe()
+        self._stopping = False
         super().__init__(address, RequestHandler)
+
+    def serve_until_stopped(self) -> None:
+        """Accept connections until ``stop``; sleeps while nobody connects."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.socket, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping:
+                for key, _ in selector.select():
+                    if key.fileobj is self.socket and not self._stopping:
+                        self._handle_request_noblock()
+
+    def stop(self) -> None:
+        """Make serve_until_stopped return."""
+        self._stopping = True
+        os.write(self._wake_w, b"x")
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks up the FQDN, a DNS query we do not need
@@ -151,16 +173,22 @@ class TLSServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         finally:
             with self._handshake_lock:
                 self._handshaking.discard(conn)
+                self._handshake_lock.notify_all()
         return True
 
     def server_close(self) -> None:
-        """Stop listening and cut connections that never completed a TLS handshake.
+        """Stop listening and cut connections that do not complete a TLS handshake.
 
-        A silent connection would otherwise hold up the shutdown for a whole
-        connection timeout; requests under way are still waited for.
+        Handshakes under way get HANDSHAKE_GRACE seconds to finish (their
+        requests are then served); a silent connection would otherwise hold
+        up the shutdown for a whole connection timeout. Requests under way
+        are always waited for.
         """
+        deadline = time.monotonic() + HANDSHAKE_GRACE
         with self._handshake_lock:
             self._closing = True
+            while self._handshaking and (remaining := deadline - time.monotonic()) > 0:
+                self._handshake_lock.wait(remaining)
             pending = list(self._handshaking)
         for conn in pending:
             try:
@@ -169,6 +197,8 @@ class TLSServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
             except OSError:
                 pass
         super().server_close()
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.exception("error serving %s", client_address[0])
@@ -199,16 +229,14 @@ class BuiltinCore(NetworkCore):
                          err.strerror)
             return False
         self.port = self.server.server_address[1]
-        self._serve_thread = threading.Thread(target=self.server.serve_forever,
-                                              kwargs={"poll_interval": 0.2},
+        self._serve_thread = threading.Thread(target=self.server.serve_until_stopped,
                                               name="accept", daemon=True)
         self._serve_thread.start()
         logger.info("Listening on https://%s:%d", self.host or "*", self.port)
         return True
 
     def _block(self) -> None:
-        while not self.terminate.wait(1.0):
-            pass
+        self.terminate.wait()  # a signal handler sets it; nothing polls meanwhile
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         logger.info("Got signal %d, shutting down", signum)
@@ -218,8 +246,9 @@ class BuiltinCore(NetworkCore):
         """Stop accepting, finish the requests in flight, then stop the core."""
         self.terminate.set()
         if self.server is not None:
-            if self._serve_thread is not None and self._serve_thread.is_alive():
-                self.server.shutdown()
+            self.server.stop()
+            if self._serve_thread is not None:
+                self._serve_thread.join(timeout=10)
             self.server.server_close()
             self.server = None
         super().shutdown()

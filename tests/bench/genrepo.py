@@ -1,0 +1,247 @@
+"""Generate Bcfg2 repositories of a chosen shape for the benchmarks.
+
+A repository is described by a ``RepoSpec`` (how many clients, profiles,
+groups, bundles, Cfg entries and versions per entry, how big each file is)
+and written by ``generate``, which returns a ``Repository`` that knows what
+it wrote: every client's uuid and password, and which file of an entry a
+client is served. The same spec always gives the same repository.
+
+The shape, from the top:
+
+- ``profiles`` profile groups ``bench-p<N>``; client ``c<N>.bench.example``
+  has profile ``N % profiles`` and its own uuid and password (floating, so
+  agents on 127.0.0.1 identify themselves by uuid);
+- profile ``P`` includes ``groups_per_profile`` plain groups, ``bench-g<M>``
+  for ``M = P * groups_per_profile + j`` (modulo ``groups``);
+- bundle ``bench-b<K>`` belongs to group ``K % groups``; a client gets the
+  bundles of its groups;
+- Cfg entry ``E`` is ``/etc/bench/b<K>/e<E>.conf`` with ``K = E % bundles``,
+  listed in bundle ``K``. It has ``files_per_entry`` versions: the file for
+  all clients, then alternately a group-specific one (``.G<prio>_<group>``,
+  a priority unique within the entry) and a host-specific one
+  (``.H_<client>``).
+
+Files in total: ``entries * files_per_entry + bundles + 2`` (groups.xml and
+clients.xml); ``Repository.files`` counts what was written.
+
+Usage: python tests/bench/genrepo.py DIR [--entries N] [--clients N] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, fields
+from xml.sax.saxutils import quoteattr
+
+#: plugin directories the server expects; Rules and Defaults stay empty for now
+PLUGIN_DIRS = ("Metadata", "Bundler", "Cfg", "Rules", "Defaults")
+
+
+@dataclass(frozen=True)
+class RepoSpec:
+    """The shape of a generated repository (see the module docstring)."""
+
+    clients: int = 4
+    profiles: int = 2
+    groups: int = 2
+    groups_per_profile: int = 1
+    bundles: int = 2
+    #: Cfg (Path) entries in total, spread evenly over the bundles
+    entries: int = 40
+    #: versions of each entry: one for all clients, then group- and host-specific ones
+    files_per_entry: int = 1
+    #: bytes of content in each Cfg file
+    file_size: int = 512
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            if getattr(self, field.name) < 1:
+                raise ValueError(f"{field.name} must be at least 1")
+        if self.groups_per_profile > self.groups:
+            raise ValueError("groups_per_profile cannot exceed groups")
+        if (self.files_per_entry - 1) // 2 > self.clients:
+            raise ValueError("too few clients for that many host-specific versions")
+
+    @property
+    def expected_files(self) -> int:
+        """How many files ``generate`` writes for this spec."""
+        return self.entries * self.files_per_entry + self.bundles + 2
+
+
+#: a repository of about 20,000 files whose clients get about 300 entries each
+STARTUP_SPEC = RepoSpec(clients=100, profiles=17, groups=50, groups_per_profile=3, bundles=50,
+                        entries=5000, files_per_entry=4, file_size=512)
+
+#: a small repository for measuring how fast an edit is served
+LATENCY_SPEC = RepoSpec(clients=4, profiles=2, groups=2, groups_per_profile=1, bundles=2,
+                        entries=40, files_per_entry=3, file_size=512)
+
+
+@dataclass(frozen=True)
+class Client:
+    """A generated client and the credentials an agent uses for it."""
+
+    name: str
+    uuid: str
+    password: str
+    profile: str
+    #: the profile and the groups it includes
+    groups: frozenset[str]
+
+
+class Repository:
+    """A generated repository: where it is and what it holds."""
+
+    def __init__(self, root: str, spec: RepoSpec) -> None:
+        self.root = root
+        self.spec = spec
+        self.files = 0
+        self.clients = [_client(spec, n) for n in range(spec.clients)]
+
+    @property
+    def cfg(self) -> str:
+        return os.path.join(self.root, "Cfg")
+
+    def entry_name(self, entry: int) -> str:
+        """The client path of a Cfg entry (``/etc/bench/b3/e17.conf``)."""
+        return f"/etc/bench/b{entry % self.spec.bundles}/e{entry}.conf"
+
+    def entry_dir(self, entry: int) -> str:
+        """The Cfg directory holding the versions of an entry."""
+        return os.path.join(self.cfg, self.entry_name(entry).lstrip("/"))
+
+    def versions(self, entry: int) -> list[tuple[str, str | None, str | None, int]]:
+        """The versions of an entry: (file name, group, host, priority)."""
+        base = os.path.basename(self.entry_name(entry))
+        out: list[tuple[str, str | None, str | None, int]] = [(base, None, None, 0)]
+        for v in range(1, self.spec.files_per_entry):
+            if v % 2:
+                group = f"bench-g{(entry + v) % self.spec.groups}"
+                prio = 10 + v
+                out.append((f"{base}.G{prio}_{group}", group, None, prio))
+            else:
+                host = self.clients[(entry + v // 2 - 1) % self.spec.clients].name
+                out.append((f"{base}.H_{host}", None, host, 0))
+        return out
+
+    def bundles_of(self, client: Client) -> list[int]:
+        """The bundle numbers a client gets."""
+        return [k for k in range(self.spec.bundles)
+                if f"bench-g{k % self.spec.groups}" in client.groups]
+
+    def entries_of(self, client: Client) -> list[int]:
+        """The Cfg entries in a client's configuration, in entry order."""
+        bundles = set(self.bundles_of(client))
+        return [e for e in range(self.spec.entries) if e % self.spec.bundles in bundles]
+
+    def served_file(self, entry: int, client: Client) -> str:
+        """The path of the version of ``entry`` the server binds for ``client``."""
+        best: tuple[int, int, str] = (1, 0, self.versions(entry)[0][0])
+        for fname, group, host, prio in self.versions(entry)[1:]:
+            if host == client.name:
+                rank = (3, 0, fname)
+            elif group is not None and group in client.groups:
+                rank = (2, prio, fname)
+            else:
+                continue
+            best = max(best, rank)
+        return os.path.join(self.entry_dir(entry), best[2])
+
+
+def _client(spec: RepoSpec, n: int) -> Client:
+    p = n % spec.profiles
+    members = {f"bench-g{(p * spec.groups_per_profile + j) % spec.groups}"
+               for j in range(spec.groups_per_profile)}
+    return Client(name=f"c{n}.bench.example", uuid=f"bench-uuid-{n:05d}",
+                  password=f"bench-pw-{n:05d}", profile=f"bench-p{p}",
+                  groups=frozenset(members | {f"bench-p{p}"}))
+
+
+def content(label: str, size: int) -> str:
+    """Deterministic text of about ``size`` bytes, starting with ``label``."""
+    lines = [f"# {label}\n"]
+    total = len(lines[0])
+    n = 0
+    while total < size:
+        line = f"option{n} = {label}:{n}\n"
+        lines.append(line)
+        total += len(line)
+        n += 1
+    return "".join(lines)[:max(size, len(lines[0]))]
+
+
+def _groups_xml(spec: RepoSpec) -> str:
+    out = ["<Groups>"]
+    for p in range(spec.profiles):
+        default = ' default="true"' if p == 0 else ""
+        out.append(f'  <Group name="bench-p{p}" profile="true" public="true"{default}>')
+        for j in range(spec.groups_per_profile):
+            out.append(f'    <Group name="bench-g{(p * spec.groups_per_profile + j) % spec.groups}"/>')
+        out.append("  </Group>")
+    for g in range(spec.groups):
+        out.append(f'  <Group name="bench-g{g}">')
+        for k in range(g, spec.bundles, spec.groups):
+            out.append(f'    <Bundle name="bench-b{k}"/>')
+        out.append("  </Group>")
+    out.append("</Groups>")
+    return "\n".join(out) + "\n"
+
+
+def _clients_xml(clients: list[Client]) -> str:
+    out = ['<Clients version="3.0">']
+    for c in clients:
+        out.append(f"  <Client name={quoteattr(c.name)} profile={quoteattr(c.profile)} "
+                   f"uuid={quoteattr(c.uuid)} password={quoteattr(c.password)} "
+                   f'floating="true"/>')
+    out.append("</Clients>")
+    return "\n".join(out) + "\n"
+
+
+def generate(root: str, spec: RepoSpec) -> Repository:
+    """Write the repository described by ``spec`` into ``root`` (created if missing)."""
+    repo = Repository(root, spec)
+    for name in PLUGIN_DIRS:
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+
+    def write(path: str, text: str) -> None:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        repo.files += 1
+
+    write(os.path.join(root, "Metadata", "groups.xml"), _groups_xml(spec))
+    write(os.path.join(root, "Metadata", "clients.xml"), _clients_xml(repo.clients))
+    for k in range(spec.bundles):
+        paths = "".join(f'  <Path name="{repo.entry_name(e)}"/>\n'
+                        for e in range(k, spec.entries, spec.bundles))
+        write(os.path.join(root, "Bundler", f"bench-b{k}.xml"), f"<Bundle>\n{paths}</Bundle>\n")
+    for e in range(spec.entries):
+        directory = repo.entry_dir(e)
+        os.makedirs(directory, exist_ok=True)
+        for fname, _group, _host, _prio in repo.versions(e):
+            write(os.path.join(directory, fname), content(f"{repo.entry_name(e)} {fname}",
+                                                          spec.file_size))
+    return repo
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: write a repository into a directory."""
+    parser = argparse.ArgumentParser(description="Generate a Bcfg2 repository for benchmarks.")
+    parser.add_argument("directory")
+    parser.add_argument("--startup", action="store_true",
+                        help="start from the ~20,000-file start-up spec instead of the small one")
+    for field in fields(RepoSpec):
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=int, dest=field.name)
+    args = parser.parse_args(argv)
+    values = {f.name: getattr(args, f.name) for f in fields(RepoSpec)
+              if getattr(args, f.name) is not None}
+    spec = dataclasses.replace(STARTUP_SPEC if args.startup else LATENCY_SPEC, **values)
+    repo = generate(args.directory, spec)
+    print(f"wrote {repo.files} files for {spec.clients} clients into {args.directory}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
