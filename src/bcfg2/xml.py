@@ -118,10 +118,27 @@ def included_files(root: lxml.etree._Element, basedir: str) -> list[str]:
     return paths
 
 
+def nested_included_files(paths: list[str]) -> list[str]:
+    """``paths`` and, recursively, every file they include in turn."""
+    seen: list[str] = []
+    pending = list(paths)
+    while pending:
+        path = pending.pop(0)
+        if path in seen:
+            continue
+        seen.append(path)
+        try:
+            root = lxml.etree.parse(path, repository_parser()).getroot()
+        except (OSError, lxml.etree.XMLSyntaxError):
+            continue  # missing or broken: watched all the same, reported when included
+        pending.extend(included_files(root, os.path.dirname(path)))
+    return seen
+
+
 def parse_repository_file(path: str, data: bytes | None = None) -> tuple[lxml.etree._Element, list[str]]:
     """Parse a repository XML file with XInclude (wildcards too).
 
-    Returns the root element and the list of files it includes, so the caller
+    Returns the root element and every file it includes (nested too), so the caller
     can watch them. Raises RepositoryError naming the path, line and reason.
     """
     if data is None:
@@ -141,7 +158,7 @@ def parse_repository_file(path: str, data: bytes | None = None) -> tuple[lxml.et
     if any(True for _ in root.iter(XI_INCLUDE)):
         basedir = os.path.dirname(path)
         _expand_wildcard_includes(root, path)
-        includes = included_files(root, basedir)
+        includes = nested_included_files(included_files(root, basedir))
         tree = root.getroottree()
         try:
             tree.xinclude()

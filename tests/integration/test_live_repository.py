@@ -271,3 +271,17 @@ def test_a_file_replaced_the_way_git_does_it_is_never_missing(backend: str, exam
     core.refresh()
     assert sizes and all(size == len(metadata.list_clients()) == 4 for size in sizes)
     assert core.build_metadata("desk1.example.com").password == "desk1-changed"
+
+
+def test_a_change_to_a_file_included_by_an_included_file_is_served(live: Live) -> None:
+    groups = live.repo.path / "Metadata/groups.xml"
+    xi = 'xmlns:xi="http://www.w3.org/2001/XInclude"'
+    (live.repo.path / "Metadata/inner.xml").write_text("<Groups/>")
+    (live.repo.path / "Metadata/outer.xml").write_text(
+        f'<Groups {xi}><xi:include href="inner.xml"/></Groups>')
+    live.write("Metadata/groups.xml", groups.read_text().replace(
+        "<Groups>", f'<Groups {xi}><xi:include href="outer.xml"/>'))
+    assert "clients follow" in path_entry(live.config(), "/etc/ntp.conf").text
+    live.write("Metadata/inner.xml",
+               '<Groups><Group name="web"><Group name="ntp-server"/></Group></Groups>')
+    assert "this host serves time" in path_entry(live.config(), "/etc/ntp.conf").text
