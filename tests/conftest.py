@@ -193,15 +193,19 @@ class RunningServer:
         assert not self.thread.is_alive(), "server did not stop"
 
 
+#: the network cores every core-independent integration test runs against
+CORES = ("builtin", "multiprocessing", "cherrypy")
+
+
 @pytest.fixture
-def builtin_server(tls: TLSMaterial) -> Iterator[Callable[..., RunningServer]]:
-    """Factory: start the builtin core on 127.0.0.1 port 0 over a repository."""
-    from bcfg2.cores.builtin import BuiltinCore
+def network_server(tls: TLSMaterial) -> Iterator[Callable[..., RunningServer]]:
+    """Factory: start a network core (``core=`` name) on 127.0.0.1 port 0 over a repository."""
+    from bcfg2.server import load_core
 
     servers: list[RunningServer] = []
 
     def factory(repository: Repo | Path | str, password: str = "globalpw",
-                ca: bool = False, **overrides: Any) -> RunningServer:
+                ca: bool = False, core: str = "builtin", **overrides: Any) -> RunningServer:
         extra = {
             "components__bcfg2": "https://127.0.0.1:0",
             "communication__password": password,
@@ -211,7 +215,8 @@ def builtin_server(tls: TLSMaterial) -> Iterator[Callable[..., RunningServer]]:
         if ca:
             extra["communication__ca"] = tls.ca_cert
         extra.update(overrides)
-        core = BuiltinCore(make_setup(repository, **extra))
+        core_name = core
+        core = load_core(core_name)(make_setup(repository, **extra))
         started = threading.Event()
         original_run = core._run
 
@@ -231,3 +236,9 @@ def builtin_server(tls: TLSMaterial) -> Iterator[Callable[..., RunningServer]]:
     yield factory
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def builtin_server(network_server: Callable[..., RunningServer]) -> Callable[..., RunningServer]:
+    """Factory: start the builtin core on 127.0.0.1 port 0 over a repository."""
+    return network_server

@@ -65,8 +65,17 @@ OPTIONS: list[Option] = [
            "Listen on all interfaces instead of only the host in [components] bcfg2.",
            type="bool", flags=("--listen-all",), cli_value=True),
     Option("server", "backend", "best",
-           "The network core that serves agents: builtin, or best (the recommended one).",
-           type="choice", choices=("best", "builtin"), flags=("--backend",)),
+           "The network core that serves agents: builtin (threads), multiprocessing "
+           "(configurations rendered in child processes), cherrypy, or best (the "
+           "recommended one).",
+           type="choice", choices=("best", "builtin", "multiprocessing", "cherrypy"),
+           flags=("--backend",)),
+    Option("server", "children", 0,
+           "Number of child processes rendering configurations in the multiprocessing "
+           "core; 0 means one per CPU.", type="int"),
+    Option("server", "shutdown_timeout", 10.0,
+           "Seconds the multiprocessing core gives its children to stop before killing "
+           "them.", type="float"),
     Option("server", "user", "0", "User name or uid the daemon runs as (with -D)."),
     Option("server", "group", "0", "Group name or gid the daemon runs as (with -D)."),
     Option("server", "umask", "0077", "The umask of the daemon (with -D).", type="octal"),
@@ -103,6 +112,9 @@ OPTIONS: list[Option] = [
     Option("communication", "protocol", "xmlrpc/tlsv1",
            "Upstream protocol name; both values mean XML-RPC over TLS 1.2 or newer.",
            type="choice", choices=("xmlrpc/tlsv1", "xmlrpc/ssl")),
+    Option("communication", "tls_min_version", "1.2",
+           "Oldest TLS version accepted: 1.2 or 1.3; 1.0 and 1.1 only for old agents "
+           "(a warning is logged).", type="choice", choices=("1.0", "1.1", "1.2", "1.3")),
     Option("communication", "authentication", "cert+password",
            "Default authentication mode of clients without an auth attribute in "
            "clients.xml: cert+password, cert or bootstrap.",

@@ -15,6 +15,8 @@ from bcfg2.logger import setup_logging
 #: core name -> "module:Class"; imported only when chosen
 CORES = {
     "builtin": "bcfg2.cores.builtin:BuiltinCore",
+    "multiprocessing": "bcfg2.cores.multiprocessing:MultiprocessingCore",
+    "cherrypy": "bcfg2.cores.cherrypy:CherrypyCore",
 }
 BEST = "builtin"
 

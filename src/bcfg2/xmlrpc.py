@@ -148,6 +148,11 @@ def serve(core: NetworkCore, body: bytes, address: tuple[str, int], cert: dict |
     """
     if not core.authenticate(cert, user, password, address):
         return 401, b""
+    return respond(core, body, address)
+
+
+def respond(core: NetworkCore, body: bytes, address: tuple[str, int]) -> tuple[int, bytes]:
+    """Parse, check ACLs and dispatch the body of an authenticated request."""
     try:
         params, method = parse_request(body)
     except UntrustedInputError as err:
