@@ -215,21 +215,20 @@ def network_server(tls: TLSMaterial) -> Iterator[Callable[..., RunningServer]]:
         if ca:
             extra["communication__ca"] = tls.ca_cert
         extra.update(overrides)
-        core_name = core
-        core = load_core(core_name)(make_setup(repository, **extra))
+        instance = load_core(core)(make_setup(repository, **extra))
         started = threading.Event()
-        original_run = core._run
+        original_run = instance._run
 
         def run_and_signal() -> bool:
             ok = original_run()
             started.set()
             return ok
 
-        core._run = run_and_signal  # type: ignore[method-assign]
-        thread = threading.Thread(target=core.run, name="test-server", daemon=True)
+        instance._run = run_and_signal  # type: ignore[method-assign]
+        thread = threading.Thread(target=instance.run, name="test-server", daemon=True)
         thread.start()
-        assert started.wait(30), "server did not start"
-        server = RunningServer(core, thread, tls)
+        assert started.wait(60), "server did not start"
+        server = RunningServer(instance, thread, tls)
         servers.append(server)
         return server
 
