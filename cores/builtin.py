@@ -245,13 +245,17 @@ class BuiltinCore(NetworkCore):
     def shutdown(self) -> None:
         """Stop accepting, finish the requests in flight, then stop the core."""
         self.terminate.set()
+        self._stop_serving()
+        super().shutdown()
+
+    def _stop_serving(self) -> None:
+        """Stop accepting connections and wait for the requests in flight."""
         if self.server is not None:
             self.server.stop()
             if self._serve_thread is not None:
                 self._serve_thread.join(timeout=10)
             self.server.server_close()
             self.server = None
-        super().shutdown()
 
     def _daemonize(self) -> None:
         """Detach with python-daemon: pidfile, user and group, umask."""

@@ -655,9 +655,20 @@ class Core:
         self.metadata_cache.expire(client)
         return True
 
+    def catch_up(self) -> None:
+        """Handle the repository changes the kernel has already reported.
+
+        With a monitor that is told of changes (inotify) this costs one
+        non-blocking check, and a change made before a request is always
+        seen by it; a polling monitor is left to its own schedule.
+        """
+        if self.fam.blocking:
+            self.refresh()
+
     @exposed
     def GetConfig(self, address: tuple[str, int]) -> str:  # noqa: N802
         """Build the client's configuration and return it as an XML string."""
+        self.catch_up()
         client = self.resolve_client(address)[0]
         try:
             return tostring(self.BuildConfiguration(client))

@@ -10,7 +10,8 @@ The shape, from the top:
 
 - ``profiles`` profile groups ``bench-p<N>``; client ``c<N>.bench.example``
   has profile ``N % profiles`` and its own uuid and password (floating, so
-  agents on 127.0.0.1 identify themselves by uuid);
+  agents on 127.0.0.1 identify themselves by uuid), and is recorded with
+  version ``AGENT_VERSION``, as if each agent had run once;
 - profile ``P`` includes ``groups_per_profile`` plain groups, ``bench-g<M>``
   for ``M = P * groups_per_profile + j`` (modulo ``groups``);
 - bundle ``bench-b<K>`` belongs to group ``K % groups``; a client gets the
@@ -21,10 +22,31 @@ The shape, from the top:
   a priority unique within the entry) and a host-specific one
   (``.H_<client>``).
 
-Files in total: ``entries * files_per_entry + bundles + 2`` (groups.xml and
-clients.xml); ``Repository.files`` counts what was written.
+Optional parts (all 0 by default, so the specs above stay as they were):
 
-Usage: python tests/bench/genrepo.py DIR [--entries N] [--clients N] ...
+- ``info_every``: every Nth Cfg entry (``E % N == 0``) has an ``info.xml``
+  giving its owner, group and mode, with a group-specific ``<Info>`` for
+  members of ``bench-g<(E + 2) % groups>`` and a default one for the others;
+- ``packages`` and ``services``: Package ``bench-pkg<I>`` and Service
+  ``bench-svc<I>`` are listed in bundle ``I % bundles`` and bound by Rules:
+  ``Rules/bench-base.xml`` (priority 10) holds every one of them, and
+  ``Rules/bench-overrides.xml`` (priority 20) gives every fifth package
+  another version for members of ``bench-g<(I + 1) % groups>``. Their
+  ``type`` comes from ``Defaults/bench-defaults.xml`` (``deb`` and
+  ``systemd``), except every tenth package, which sets ``type="rpm"``
+  itself (Defaults never overrides an attribute that is set);
+- ``templates``: how many of the Cfg entries (the first ones) stand for
+  templates. Template entries are counted as plain: until the Cfg template
+  handlers (``.jinja2``, ``.genshi``) exist, they are written as plain
+  files of the same size, marked ``(template)`` in their first line, so
+  that every entry of a generated repository binds.
+
+Files in total: ``entries * files_per_entry + bundles + 2`` (groups.xml and
+clients.xml), plus one info.xml per ``info_every``-th entry and, with
+packages or services, the two Rules files and the Defaults file;
+``Repository.files`` counts what was written.
+
+Usage: python tests/bench/genrepo.py DIR [--startup | --load] [--entries N] [--clients N] ...
 """
 
 from __future__ import annotations
@@ -36,7 +58,11 @@ import sys
 from dataclasses import dataclass, fields
 from xml.sax.saxutils import quoteattr
 
-#: plugin directories the server expects; Rules and Defaults stay empty for now
+#: the agent version every client is recorded with in clients.xml, as after each agent's
+#: first run: an agent that declares it again (DeclareVersion) changes nothing on disk
+AGENT_VERSION = "1.4.0pre2"
+
+#: plugin directories the server expects (Rules and Defaults are empty without packages/services)
 PLUGIN_DIRS = ("Metadata", "Bundler", "Cfg", "Rules", "Defaults")
 
 
@@ -55,20 +81,37 @@ class RepoSpec:
     files_per_entry: int = 1
     #: bytes of content in each Cfg file
     file_size: int = 512
+    #: every Nth Cfg entry has an info.xml (0: none)
+    info_every: int = 0
+    #: Package entries from Rules, spread evenly over the bundles
+    packages: int = 0
+    #: Service entries from Rules, spread evenly over the bundles
+    services: int = 0
+    #: Cfg entries that stand for templates (written as plain files for now)
+    templates: int = 0
 
     def __post_init__(self) -> None:
         for field in fields(self):
-            if getattr(self, field.name) < 1:
-                raise ValueError(f"{field.name} must be at least 1")
+            least = 0 if field.name in OPTIONAL_FIELDS else 1
+            if getattr(self, field.name) < least:
+                raise ValueError(f"{field.name} must be at least {least}")
         if self.groups_per_profile > self.groups:
             raise ValueError("groups_per_profile cannot exceed groups")
         if (self.files_per_entry - 1) // 2 > self.clients:
             raise ValueError("too few clients for that many host-specific versions")
+        if self.templates > self.entries:
+            raise ValueError("templates cannot exceed entries")
 
     @property
     def expected_files(self) -> int:
         """How many files ``generate`` writes for this spec."""
-        return self.entries * self.files_per_entry + self.bundles + 2
+        infos = len(range(0, self.entries, self.info_every)) if self.info_every else 0
+        rules = 3 if self.packages or self.services else 0
+        return self.entries * self.files_per_entry + self.bundles + 2 + infos + rules
+
+
+#: the fields that may be 0 (the optional parts of a repository)
+OPTIONAL_FIELDS = frozenset({"info_every", "packages", "services", "templates"})
 
 
 #: a repository of about 20,000 files whose clients get about 300 entries each
@@ -78,6 +121,12 @@ STARTUP_SPEC = RepoSpec(clients=100, profiles=17, groups=50, groups_per_profile=
 #: a small repository for measuring how fast an edit is served
 LATENCY_SPEC = RepoSpec(clients=4, profiles=2, groups=2, groups_per_profile=1, bundles=2,
                         entries=40, files_per_entry=3, file_size=512)
+
+#: the load benchmark: 1,000 clients whose configurations hold about 280 entries
+#: (200 Paths, 60 Packages, 20 Services) and about 150 KB; about 7,000 files
+LOAD_SPEC = RepoSpec(clients=1000, profiles=20, groups=40, groups_per_profile=4, bundles=80,
+                     entries=2000, files_per_entry=3, file_size=560, info_every=4,
+                     packages=600, services=200, templates=0)
 
 
 @dataclass(frozen=True)
@@ -137,6 +186,29 @@ class Repository:
         bundles = set(self.bundles_of(client))
         return [e for e in range(self.spec.entries) if e % self.spec.bundles in bundles]
 
+    def packages_of(self, client: Client) -> list[int]:
+        """The Package numbers in a client's configuration."""
+        bundles = set(self.bundles_of(client))
+        return [i for i in range(self.spec.packages) if i % self.spec.bundles in bundles]
+
+    def services_of(self, client: Client) -> list[int]:
+        """The Service numbers in a client's configuration."""
+        bundles = set(self.bundles_of(client))
+        return [i for i in range(self.spec.services) if i % self.spec.bundles in bundles]
+
+    def expected_entries(self, client: Client) -> dict[str, int]:
+        """How many entries of each tag a client's configuration holds."""
+        return {"Path": len(self.entries_of(client)), "Package": len(self.packages_of(client)),
+                "Service": len(self.services_of(client))}
+
+    def has_info(self, entry: int) -> bool:
+        """Whether the Cfg entry has an info.xml."""
+        return bool(self.spec.info_every) and entry % self.spec.info_every == 0
+
+    def is_template(self, entry: int) -> bool:
+        """Whether the Cfg entry stands for a template (served as plain for now)."""
+        return entry < self.spec.templates
+
     def served_file(self, entry: int, client: Client) -> str:
         """The path of the version of ``entry`` the server binds for ``client``."""
         best: tuple[int, int, str] = (1, 0, self.versions(entry)[0][0])
@@ -195,8 +267,37 @@ def _clients_xml(clients: list[Client]) -> str:
     for c in clients:
         out.append(f"  <Client name={quoteattr(c.name)} profile={quoteattr(c.profile)} "
                    f"uuid={quoteattr(c.uuid)} password={quoteattr(c.password)} "
-                   f'floating="true"/>')
+                   f'floating="true" version="{AGENT_VERSION}"/>')
     out.append("</Clients>")
+    return "\n".join(out) + "\n"
+
+
+def _info_xml(spec: RepoSpec, entry: int) -> str:
+    group = f"bench-g{(entry + 2) % spec.groups}"
+    return (f'<FileInfo>\n  <Group name="{group}">\n'
+            f'    <Info owner="bench" group="bench" mode="0640"/>\n  </Group>\n'
+            f'  <Info owner="root" group="adm" mode="0644"/>\n</FileInfo>\n')
+
+
+def _rules_base_xml(spec: RepoSpec) -> str:
+    out = ['<Rules priority="10">']
+    for i in range(spec.packages):
+        kind = ' type="rpm"' if i % 10 == 0 else ""
+        out.append(f'  <Package name="bench-pkg{i}" version="1.{i}-1"{kind}/>')
+    for i in range(spec.services):
+        status = "off" if i % 4 == 0 else "on"
+        out.append(f'  <Service name="bench-svc{i}" status="{status}"/>')
+    out.append("</Rules>")
+    return "\n".join(out) + "\n"
+
+
+def _rules_overrides_xml(spec: RepoSpec) -> str:
+    out = ['<Rules priority="20">']
+    for i in range(0, spec.packages, 5):
+        out.append(f'  <Group name="bench-g{(i + 1) % spec.groups}">')
+        out.append(f'    <Package name="bench-pkg{i}" version="2.{i}-1"/>')
+        out.append("  </Group>")
+    out.append("</Rules>")
     return "\n".join(out) + "\n"
 
 
@@ -214,15 +315,29 @@ def generate(root: str, spec: RepoSpec) -> Repository:
     write(os.path.join(root, "Metadata", "groups.xml"), _groups_xml(spec))
     write(os.path.join(root, "Metadata", "clients.xml"), _clients_xml(repo.clients))
     for k in range(spec.bundles):
-        paths = "".join(f'  <Path name="{repo.entry_name(e)}"/>\n'
+        items = "".join(f'  <Path name="{repo.entry_name(e)}"/>\n'
                         for e in range(k, spec.entries, spec.bundles))
-        write(os.path.join(root, "Bundler", f"bench-b{k}.xml"), f"<Bundle>\n{paths}</Bundle>\n")
+        items += "".join(f'  <Package name="bench-pkg{i}"/>\n'
+                         for i in range(k, spec.packages, spec.bundles))
+        items += "".join(f'  <Service name="bench-svc{i}"/>\n'
+                         for i in range(k, spec.services, spec.bundles))
+        write(os.path.join(root, "Bundler", f"bench-b{k}.xml"), f"<Bundle>\n{items}</Bundle>\n")
     for e in range(spec.entries):
         directory = repo.entry_dir(e)
         os.makedirs(directory, exist_ok=True)
         for fname, _group, _host, _prio in repo.versions(e):
-            write(os.path.join(directory, fname), content(f"{repo.entry_name(e)} {fname}",
-                                                          spec.file_size))
+            label = f"{repo.entry_name(e)} {fname}"
+            if repo.is_template(e):
+                label += " (template)"
+            write(os.path.join(directory, fname), content(label, spec.file_size))
+        if repo.has_info(e):
+            write(os.path.join(directory, "info.xml"), _info_xml(spec, e))
+    if spec.packages or spec.services:
+        write(os.path.join(root, "Rules", "bench-base.xml"), _rules_base_xml(spec))
+        write(os.path.join(root, "Rules", "bench-overrides.xml"), _rules_overrides_xml(spec))
+        write(os.path.join(root, "Defaults", "bench-defaults.xml"),
+              '<Defaults priority="1">\n  <Package name=".*" type="deb"/>\n'
+              '  <Service name=".*" type="systemd"/>\n</Defaults>\n')
     return repo
 
 
@@ -230,14 +345,18 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: write a repository into a directory."""
     parser = argparse.ArgumentParser(description="Generate a Bcfg2 repository for benchmarks.")
     parser.add_argument("directory")
-    parser.add_argument("--startup", action="store_true",
+    preset = parser.add_mutually_exclusive_group()
+    preset.add_argument("--startup", action="store_true",
                         help="start from the ~20,000-file start-up spec instead of the small one")
+    preset.add_argument("--load", action="store_true",
+                        help="start from the 1,000-client load spec instead of the small one")
     for field in fields(RepoSpec):
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=int, dest=field.name)
     args = parser.parse_args(argv)
     values = {f.name: getattr(args, f.name) for f in fields(RepoSpec)
               if getattr(args, f.name) is not None}
-    spec = dataclasses.replace(STARTUP_SPEC if args.startup else LATENCY_SPEC, **values)
+    base = STARTUP_SPEC if args.startup else LOAD_SPEC if args.load else LATENCY_SPEC
+    spec = dataclasses.replace(base, **values)
     repo = generate(args.directory, spec)
     print(f"wrote {repo.files} files for {spec.clients} clients into {args.directory}")
     return 0

@@ -14,6 +14,7 @@ Backends are named by ``[server] filemonitor`` and imported only when chosen.
 from __future__ import annotations
 
 import collections
+import contextlib
 import fnmatch
 import importlib
 import logging
@@ -173,18 +174,17 @@ class FileMonitor:
         then handled in order. Waiters on ``wait_handled`` are woken after.
         """
         done: list[Event] = []
+        guard = lock if lock is not None else contextlib.nullcontext()
         while True:
-            with self._handled_cond:
-                events = self._take_all()
-                if events:
-                    self._busy = True  # cleared only once the results are published
-            if not events:
-                break
-            if lock is not None:
-                with lock:
-                    for event in events:
-                        self.handle_one_event(event)
-            else:
+            # taken and handled under one lock: two threads draining the
+            # queue cannot handle a later batch before an earlier one
+            with guard:
+                with self._handled_cond:
+                    events = self._take_all()
+                    if events:
+                        self._busy = True  # cleared only once the results are published
+                if not events:
+                    break
                 for event in events:
                     self.handle_one_event(event)
             done.extend(events)

@@ -59,6 +59,9 @@ class Inotify(FileMonitor):
         os.set_blocking(self._wake_w, False)
         self._waiting = False
         self._closed = False
+        #: pyinotify's reader is not thread-safe: the monitor thread and a
+        #: refresh in a request thread take turns
+        self._read_lock = threading.Lock()
 
     def fds(self) -> list[int]:
         return [self.wm.get_fd(), self._wake_r, self._wake_w]
@@ -215,7 +218,11 @@ class Inotify(FileMonitor):
     # -- waiting -------------------------------------------------------------
 
     def wait(self, timeout: float | None = None) -> None:
-        """Block until the kernel reports changes (or ``timeout``); read a whole burst."""
+        """Block until the kernel reports changes (or ``timeout``); read a whole burst.
+
+        Only a blocking wait (no timeout) lingers for the rest of a burst; a
+        ``wait(0)`` reads what the kernel has and returns at once.
+        """
         if self._closed or self.pending():
             self._read(0)
             return
@@ -232,7 +239,7 @@ class Inotify(FileMonitor):
             except OSError:
                 pass
         if self.wm.get_fd() in ready:
-            self._read(MAX_SETTLE)
+            self._read(MAX_SETTLE if timeout is None else 0)
 
     def _select(self, timeout: float | None) -> list[int]:
         try:
@@ -242,6 +249,10 @@ class Inotify(FileMonitor):
 
     def _read(self, settle: float) -> None:
         """Read what the kernel has, and more while a burst keeps arriving."""
+        with self._read_lock:
+            self._read_locked(settle)
+
+    def _read_locked(self, settle: float) -> None:
         if self._closed:
             return
         deadline = None

@@ -1,0 +1,402 @@
+"""The multiprocessing core: configurations are rendered in child processes.
+
+The parent is the builtin core: it accepts connections, authenticates,
+checks ACLs and answers every call itself except ``GetConfig``, which it
+hands, by client name, to the next idle ``ChildCore``. Each child is a full
+core in a process of its own (started fresh, not forked) that loads the
+repository and keeps it current with its own file monitor; before rendering
+it handles every change the kernel has already reported, so a change made
+before a request (by an admin or by the parent, e.g. a new client) is seen.
+
+Parent and child talk over two pipes: ``rpc`` carries one request and its
+answer at a time (``rpc(child, method, ...)``), ``control`` carries one-way
+messages to every child (``publish(method, ...)``: cache expiry, debug). A
+child that dies is replaced; the request it held is retried once on another
+child, then answered with a Fault, so no request hangs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import queue
+import signal
+import threading
+import time
+from typing import Any
+from xmlrpc.client import Fault
+
+from bcfg2.core import Core, exposed
+from bcfg2.cores.builtin import BuiltinCore
+from bcfg2.logger import setup_logging
+from bcfg2.options import Setup
+from bcfg2.xml import tostring
+from bcfg2.xmlrpc import APPLICATION_ERROR
+
+logger = logging.getLogger("bcfg2.cores.multiprocessing")
+CONTEXT = multiprocessing.get_context("spawn")
+
+#: seconds a request waits for an idle child (children start or restart meanwhile)
+CHILD_WAIT = 120.0
+#: seconds a child may take to load the repository and report ready
+CHILD_START = 300.0
+
+
+class ChildFailed(Exception):
+    """A child died, stopped answering, or could not be had in time."""
+
+
+class ChildCore(Core):
+    """A full core in a child process, rendering the configurations the parent asks for."""
+
+    name = "child"
+
+    def __init__(self, child_name: str, setup: Setup, rpc: Any, control: Any) -> None:
+        self.child_name = child_name
+        self.rpc = rpc
+        self.control = control
+        super().__init__(setup)
+        self.child_methods = {
+            "GetConfig": self.render,
+            "get_statistics": lambda: self.get_statistics(None),
+            "expire_metadata_cache": lambda hostnames=None: self.expire_metadata_cache(
+                None, hostnames),
+            "set_debug": lambda debug: self.set_debug(None, debug),
+        }
+
+    def render(self, client: str) -> str:
+        """The configuration of a client, after every change already reported is handled."""
+        self.catch_up()
+        return tostring(self.BuildConfiguration(client))
+
+    def _run(self) -> bool:
+        threading.Thread(target=self._control_loop, name="control", daemon=True).start()
+        return True
+
+    def _block(self) -> None:
+        """Answer the parent's requests until it goes away or says stop."""
+        self.rpc.send(("ready", os.getpid()))
+        while not self.terminate.is_set():
+            try:
+                request = self.rpc.recv()
+            except (EOFError, OSError):
+                return  # the parent closed the pipe: shut down
+            method, args = request
+            try:
+                answer: tuple[str, Any] = ("ok", self.child_methods[method](*args))
+            except Fault as fault:
+                answer = ("fault", (fault.faultCode, fault.faultString))
+            except Exception as err:
+                self.logger.exception("%s: %s failed", self.child_name, method)
+                answer = ("fault", (APPLICATION_ERROR, f"Critical failure: {err}"))
+            try:
+                self.rpc.send(answer)
+            except (OSError, ValueError):
+                return
+
+    def _control_loop(self) -> None:
+        while True:
+            try:
+                method, args = self.control.recv()
+            except (EOFError, OSError):
+                method, args = "stop", ()
+            if method == "stop":
+                self.terminate.set()
+                return
+            try:
+                self.child_methods[method](*args)
+            except Exception:
+                self.logger.exception("%s: published %s failed", self.child_name, method)
+
+
+def child_main(child_name: str, setup: Setup, rpc: Any, control: Any) -> None:
+    """Entry point of a child process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the children in order
+    setup_logging(setup, console=not setup.daemon, prog=f"bcfg2-server[{child_name}]")
+    setup.daemon = None
+    try:
+        core = ChildCore(child_name, setup, rpc, control)
+    except Exception as err:
+        logging.getLogger("bcfg2.cores.multiprocessing").error(
+            "%s could not start: %s", child_name, err)
+        rpc.send(("failed", str(err)))
+        return
+    core.run()
+
+
+class Child:
+    """The parent's handle on one child process."""
+
+    def __init__(self, name: str, process: Any, rpc: Any, control: Any) -> None:
+        self.name = name
+        self.process = process
+        self.rpc = rpc
+        self.control = control
+        #: one request at a time on the rpc pipe
+        self.lock = threading.Lock()
+        self.control_lock = threading.Lock()
+        self.ready = False
+
+    def close(self) -> None:
+        for conn in (self.rpc, self.control):
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+
+class MultiprocessingCore(BuiltinCore):
+    """The builtin core with GetConfig rendered by a pool of child processes."""
+
+    name = "bcfg2-server (multiprocessing)"
+
+    def __init__(self, setup: Setup) -> None:
+        super().__init__(setup)
+        self.shutdown_timeout = setup.server.shutdown_timeout
+        self.pool_size = setup.server.children or os.cpu_count() or 1
+        self.children: dict[str, Child] = {}
+        #: names of idle children; a name whose child is gone is skipped
+        self.available: queue.Queue[str] = queue.Queue()
+        self._names = itertools.count(1)
+        self._children_lock = threading.Lock()
+        self._stopping = False
+        self._watch_r, self._watch_w = os.pipe()
+        self._watcher: threading.Thread | None = None
+
+    # -- the pool --------------------------------------------------------------
+
+    def _run(self) -> bool:
+        for _ in range(self.pool_size):
+            self._start_child()
+        self._watcher = threading.Thread(target=self._watch_children, name="children",
+                                         daemon=True)
+        self._watcher.start()
+        return super()._run()
+
+    def _start_child(self) -> Child:
+        name = f"child-{next(self._names)}"
+        parent_rpc, child_rpc = CONTEXT.Pipe()
+        child_control, parent_control = CONTEXT.Pipe(duplex=False)
+        process = CONTEXT.Process(target=child_main, name=name, daemon=True,
+                                  args=(name, self.setup, child_rpc, child_control))
+        process.start()
+        child_rpc.close()
+        child_control.close()
+        child = Child(name, process, parent_rpc, parent_control)
+        with self._children_lock:
+            self.children[name] = child
+        self._notify_watcher()
+        threading.Thread(target=self._await_ready, args=(child,), name=f"{name}-start",
+                         daemon=True).start()
+        return child
+
+    def _await_ready(self, child: Child) -> None:
+        """Put a child in the pool once it has loaded the repository."""
+        try:
+            if not child.rpc.poll(CHILD_START):
+                raise ChildFailed(f"not ready after {CHILD_START:.0f} s")
+            status, detail = child.rpc.recv()
+        except (EOFError, OSError, ChildFailed) as err:
+            logger.error("%s did not start: %s", child.name, err)
+            self._discard(child)
+            return
+        if status != "ready":
+            logger.error("%s failed to start: %s", child.name, detail)
+            self._discard(child)
+            return
+        child.ready = True
+        logger.info("%s (pid %s) is ready", child.name, detail)
+        self.available.put(child.name)
+
+    def _watch_children(self) -> None:
+        """Replace a child that dies, whether it was busy or idle."""
+        while not self._stopping:
+            with self._children_lock:
+                sentinels = {child.process.sentinel: child for child in self.children.values()}
+            ready = multiprocessing.connection.wait([*sentinels, self._watch_r])
+            if self._watch_r in ready:
+                os.read(self._watch_r, 4096)
+            for sentinel in ready:
+                child = sentinels.get(sentinel)
+                if child is not None and not self._stopping:
+                    self._replace(child, "exited")
+
+    def _notify_watcher(self) -> None:
+        try:
+            os.write(self._watch_w, b"x")
+        except OSError:
+            pass
+
+    def _discard(self, child: Child) -> bool:
+        """Forget a child (and end its process); False if it was already forgotten."""
+        with self._children_lock:
+            if self.children.get(child.name) is not child:
+                return False
+            del self.children[child.name]
+        child.close()
+        if child.process.is_alive():
+            child.process.kill()
+        child.process.join(timeout=5)
+        self._notify_watcher()
+        return True
+
+    def _replace(self, child: Child, why: str) -> None:
+        was_ready = child.ready
+        if self._discard(child) and not self._stopping:
+            logger.error("%s %s (exit code %s); starting a new child", child.name, why,
+                         child.process.exitcode)
+            if was_ready:
+                self._start_child()
+
+    # -- talking to children ---------------------------------------------------
+
+    def rpc(self, child: Child, method: str, *args: Any, timeout: float | None = None) -> Any:
+        """Call a method in one child and return its answer (a Fault is raised as is)."""
+        with child.lock:
+            try:
+                child.rpc.send((method, args))
+                if not child.rpc.poll(timeout):
+                    raise ChildFailed(f"{child.name} did not answer {method} in {timeout} s")
+                status, value = child.rpc.recv()
+            except (EOFError, OSError, ValueError) as err:
+                raise ChildFailed(f"{child.name} is gone ({err or type(err).__name__})") from None
+        if status == "fault":
+            raise Fault(*value)
+        return value
+
+    def publish(self, method: str, *args: Any) -> None:
+        """Send a one-way call to every child (cache expiry, debug switches)."""
+        with self._children_lock:
+            children = list(self.children.values())
+        for child in children:
+            with child.control_lock:
+                try:
+                    child.control.send((method, args))
+                except (OSError, ValueError):
+                    pass  # a dying child: the watcher replaces it
+
+    def _take_child(self) -> Child:
+        deadline = time.monotonic() + CHILD_WAIT
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                name = self.available.get(timeout=max(remaining, 0))
+            except queue.Empty:
+                raise ChildFailed(f"no child was free for {CHILD_WAIT:.0f} s") from None
+            child = self.children.get(name)
+            if child is not None and child.process.is_alive():
+                return child
+
+    def _render(self, client: str) -> str:
+        child = self._take_child()
+        try:
+            result = self.rpc(child, "GetConfig", client)
+        except ChildFailed:
+            self._replace(child, "failed while rendering")
+            raise
+        except Fault:
+            self.available.put(child.name)
+            raise
+        self.available.put(child.name)
+        return result
+
+    # -- exposed methods the children take part in -----------------------------
+
+    @exposed
+    def GetConfig(self, address: tuple[str, int]) -> str:  # noqa: N802
+        """Render the client's configuration in a child process."""
+        self.catch_up()
+        client = self.resolve_client(address)[0]  # registers a first-contact client here
+        for attempt in (1, 2):
+            try:
+                return self._render(client)
+            except ChildFailed as err:
+                logger.error("Rendering %s failed (attempt %d): %s", client, attempt, err)
+        raise Fault(APPLICATION_ERROR, f"Critical failure: no child process could render "
+                                       f"the configuration of {client}")
+
+    @exposed
+    def expire_metadata_cache(self, address: tuple[str, int],
+                              hostnames: list[str] | None = None) -> bool:
+        """Expire cached metadata here and in every child."""
+        super().expire_metadata_cache(address, hostnames)
+        self.publish("expire_metadata_cache", hostnames)
+        return True
+
+    @exposed
+    def set_debug(self, address: tuple[str, int], debug: bool | str) -> bool:
+        """Set debug logging here and in every child."""
+        flag = super().set_debug(address, debug)
+        self.publish("set_debug", flag)
+        return flag
+
+    @exposed
+    def get_statistics(self, address: tuple[str, int]) -> dict[str, Any]:
+        """Execution-time statistics of the parent and of every idle child, merged."""
+        merged: dict[str, list[float]] = {k: list(v) for k, v in
+                                          super().get_statistics(address).items()}
+        with self._children_lock:
+            children = list(self.children.values())
+        for child in children:
+            if not child.ready or not child.lock.acquire(blocking=False):
+                continue  # busy rendering: its numbers arrive with the next call
+            child.lock.release()
+            try:
+                stats = self.rpc(child, "get_statistics", timeout=5)
+            except (ChildFailed, Fault):
+                continue
+            for key, (low, high, mean, count) in stats.items():
+                if key not in merged:
+                    merged[key] = [low, high, mean, count]
+                    continue
+                old = merged[key]
+                total = old[3] + count
+                merged[key] = [min(old[0], low), max(old[1], high),
+                               (old[2] * old[3] + mean * count) / total, total]
+        return {key: tuple(value) for key, value in merged.items()}
+
+    # -- shutting down -----------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop serving, then stop the children (killing stragglers), then the core."""
+        self.terminate.set()
+        self._stop_serving()
+        self._stop_children()
+        Core.shutdown(self)
+
+    def _stop_children(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self._notify_watcher()
+        with self._children_lock:
+            children = list(self.children.values())
+            self.children.clear()
+        for child in children:
+            try:
+                child.control.send(("stop", ()))
+            except (OSError, ValueError):
+                pass
+            child.close()
+        deadline = time.monotonic() + self.shutdown_timeout
+        for child in children:
+            child.process.join(timeout=max(deadline - time.monotonic(), 0))
+        for child in children:
+            if child.process.is_alive():
+                logger.warning("%s did not stop in %.0f s; killing it", child.name,
+                               self.shutdown_timeout)
+                child.process.kill()
+                child.process.join(timeout=5)
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+        for fd in (self._watch_r, self._watch_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+__all__ = ["ChildCore", "MultiprocessingCore"]
