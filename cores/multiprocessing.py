@@ -200,7 +200,8 @@ class MultiprocessingCore(BuiltinCore):
                 raise ChildFailed(f"not ready after {CHILD_START:.0f} s")
             status, detail = child.rpc.recv()
         except (EOFError, OSError, ChildFailed) as err:
-            logger.error("%s did not start: %s", child.name, err)
+            if not self._stopping:
+                logger.error("%s did not start: %s", child.name, err)
             self._discard(child)
             return
         if status != "ready":
