@@ -34,9 +34,10 @@ class Defaults(PrioDir, GoalValidator):
         return []
 
     def validate_goals(self, metadata: ClientMetadata, config: lxml.etree._Element) -> None:
+        tags = self._index()  # entries of a tag no default names are left alone at once
         for structure in config:
             for entry in structure:
-                if isinstance(entry.tag, str) and "failure" not in entry.attrib:
+                if entry.tag in tags and "failure" not in entry.attrib:
                     self.BindEntry(entry, metadata)
 
     def BindEntry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> lxml.etree._Element:  # noqa: N802

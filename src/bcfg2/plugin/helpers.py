@@ -502,8 +502,16 @@ class PriorityStructFile(StructFile):
                 continue
             index.setdefault(elem.tag, {}).setdefault(name, []).append((conds, elem))
         self.rules = (priority, index)
+        if self.on_change is not None:
+            self.on_change()
 
     rules: tuple[int, dict[str, dict[str, list[Any]]]] | None = None
+    #: called after each successful reload (the PrioDir's merged index goes stale)
+    on_change: Callable[[], None] | None = None
+
+
+#: one rule in a PrioDir's merged index: file, its priority, conditions, element
+Rule = tuple[PriorityStructFile, int, tuple[Condition, ...], lxml.etree._Element]
 
 
 class PrioDir(Plugin, Generator, XMLDirectoryBacked):
@@ -524,6 +532,7 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
         self.replace_name = bool(
             self.replace_name_option and core.setup.get(*self.replace_name_option))
         self._regex_cache: dict[str, re.Pattern[str] | None] = {}
+        self._merged: dict[str, dict[str, list[Rule]]] | None = None
         XMLDirectoryBacked.__init__(self, self.data, core.fam)
 
     def _compiled(self, name: str) -> re.Pattern[str] | None:
@@ -541,35 +550,59 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
             return [name, name.rstrip("/")]
         return [name]
 
-    def _exact(self, index: dict[str, dict[str, list[Any]]], entry: lxml.etree._Element
-               ) -> list[tuple[tuple[Condition, ...], lxml.etree._Element]]:
-        by_name = index.get(entry.tag) or {}
-        return [item for name in self._names(entry) for item in by_name.get(name, [])]
-
-    def _by_regex(self, index: dict[str, dict[str, list[Any]]], entry: lxml.etree._Element
-                  ) -> list[tuple[tuple[Condition, ...], lxml.etree._Element]]:
-        if not self.regex:
-            return []
-        names = self._names(entry)
-        out = []
-        for key, items in (index.get(entry.tag) or {}).items():
-            if key in names:
-                continue
-            pattern = self._compiled(key)
-            if pattern is not None and any(pattern.fullmatch(name) for name in names):
-                out.extend(items)
-        return out
-
     def _sources(self) -> list[PriorityStructFile]:
         return [src for src in list(self.entries.values())
                 if isinstance(src, PriorityStructFile) and src.rules is not None]
 
+    def HandleEvent(self, event: Event) -> None:  # noqa: N802
+        XMLDirectoryBacked.HandleEvent(self, event)
+        self._merged = None
+
+    def add_entry(self, relative: str, event: Event) -> None:
+        super().add_entry(relative, event)
+        entry = self.entries.get(relative)
+        if isinstance(entry, PriorityStructFile):
+            entry.on_change = self._invalidate
+
+    def _invalidate(self) -> None:
+        self._merged = None
+
+    def _index(self) -> dict[str, dict[str, list[Rule]]]:
+        """Every rule of every file, by tag and name: built once per change, not per entry."""
+        merged = self._merged
+        if merged is None:
+            merged = {}
+            for src in self._sources():
+                priority, index = src.rules
+                for tag, by_name in index.items():
+                    target = merged.setdefault(tag, {})
+                    for name, items in by_name.items():
+                        target.setdefault(name, []).extend(
+                            (src, priority, conds, elem) for conds, elem in items)
+            self._merged = merged
+        return merged
+
+    def _exact(self, entry: lxml.etree._Element) -> list[Rule]:
+        by_name = self._index().get(entry.tag) or {}
+        return [rule for name in self._names(entry) for rule in by_name.get(name, ())]
+
+    def _by_regex(self, entry: lxml.etree._Element) -> list[Rule]:
+        if not self.regex:
+            return []
+        names = self._names(entry)
+        out = []
+        for key, rules in (self._index().get(entry.tag) or {}).items():
+            if key in names:
+                continue
+            pattern = self._compiled(key)
+            if pattern is not None and any(pattern.fullmatch(name) for name in names):
+                out.extend(rules)
+        return out
+
     def _applies(self, entry: lxml.etree._Element, metadata: ClientMetadata,
                  regex: bool) -> bool:
-        find = self._by_regex if regex else self._exact
-        return any(conditions_hold(conds, metadata)
-                   for src in self._sources()
-                   for conds, _elem in find(src.rules[1], entry))
+        rules = self._by_regex(entry) if regex else self._exact(entry)
+        return any(conditions_hold(rule[2], metadata) for rule in rules)
 
     def binder_for(self, entry: lxml.etree._Element,
                    metadata: ClientMetadata) -> Callable[..., Any] | None:
@@ -588,22 +621,20 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
         return self.BindEntry(entry, metadata)
 
     def list_entries(self) -> list[tuple[str, str]]:
-        return sorted({(tag, name) for src in self._sources()
-                       for tag, by_name in src.rules[1].items() for name in by_name})
+        return sorted((tag, name) for tag, by_name in self._index().items() for name in by_name)
 
     def get_match(self, entry: lxml.etree._Element,
                   metadata: ClientMetadata) -> tuple[PriorityStructFile, lxml.etree._Element]:
         """The source file and element that bind this entry for this client."""
         name = entry.get("name", "")
-        found = []
-        for src in self._sources():
-            priority, index = src.rules
-            exact = [elem for conds, elem in self._exact(index, entry)
-                     if conditions_hold(conds, metadata)]
-            regex = [elem for conds, elem in self._by_regex(index, entry)
-                     if conditions_hold(conds, metadata)]
-            if exact or regex:
-                found.append((priority, src, exact[-1] if exact else regex[0]))
+        # per file: its exact-name matches (the last wins), else its regex matches
+        per_file: dict[PriorityStructFile, tuple[int, list[Any], list[Any]]] = {}
+        for kind, rules in ((1, self._exact(entry)), (2, self._by_regex(entry))):
+            for src, priority, conds, elem in rules:
+                if conditions_hold(conds, metadata):
+                    per_file.setdefault(src, (priority, [], []))[kind].append(elem)
+        found = [(priority, src, exact[-1] if exact else regex[0])
+                 for src, (priority, exact, regex) in per_file.items()]
         if not found:
             raise PluginExecutionError(
                 f"{self.name}: no rule for {entry.tag}:{name} applies to {metadata.hostname}")
