@@ -4,8 +4,11 @@
 a network given by ``address`` and ``netmask``; IPv4 and IPv6) and method
 name. ``ACL/metadata.xml`` holds Allow and Deny rules by method inside
 ``<Group>``/``<Client>`` conditionals. In both files the first matching rule
-decides. In a method name ``*`` stands for any run of characters other than
-``.``: ``*`` is every core method, ``*.*`` every plugin method.
+decides; when none matches, ip.xml allows the loopback address (127.0.0.1,
+also ::1) and defers for any other, metadata.xml allows a client named
+localhost (or localhost.localdomain) and denies any other. In a method name
+``*`` stands for any run of characters other than ``.``: ``*`` is every core
+method, ``*.*`` every plugin method.
 
 A file that does not exist has no opinion: the address phase defers, the
 metadata phase allows. A file that exists but has never been parsed

@@ -31,6 +31,8 @@ from bcfg2.plugin import Metadata as MetadataInterface
 from bcfg2.xml import atomic_write, included_files
 
 SESSION_LIFETIME = 90.0
+#: the values of a client's ``auth`` attribute (and of [communication] authentication)
+AUTH_MODES = ("cert+password", "cert", "bootstrap")
 CLIENT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,252}$")
 
 Condition = tuple[str, str, bool]
@@ -236,26 +238,32 @@ class ClientsModel:
         return model
 
 
-def merge_records(repo: dict[str, ClientRecord],
-                  overlay: dict[str, dict[str, str]]) -> list[ClientRecord]:
-    """Lay the runtime overlay (profile, version, new clients) over clients.xml.
+def merge_records(repo: dict[str, ClientRecord], overlay: dict[str, dict[str, str]],
+                  default_auth: str) -> list[ClientRecord]:
+    """Lay the runtime overlay (profile, version, auth, new clients) over clients.xml.
 
     A profile in the state file carries ``repository_profile``, the client's
     profile in clients.xml when it was recorded ("" if the client was not
     there). Once an admin changes that profile in clients.xml, the recorded
     one no longer applies: the later change wins, as with upstream's single file.
+    ``auth="cert"`` records the end of a bootstrap; it applies only while the
+    client's mode (its ``auth`` in clients.xml, else ``default_auth``) is bootstrap.
     """
     out = dict(repo)
     for name, attrs in overlay.items():
+        bootstrapped = attrs.get("auth") == "cert"
         if name in out:
             changes = {"version": attrs["version"]} if attrs.get("version") else {}
             base = attrs.get("repository_profile", out[name].profile)
             if attrs.get("profile") and base == out[name].profile:
                 changes["profile"] = attrs["profile"]
+            if bootstrapped and (out[name].auth or default_auth) == "bootstrap":
+                changes["auth"] = "cert"
             out[name] = replace(out[name], **changes)
         elif attrs.get("profile"):
-            out[name] = ClientRecord(name=name, profile=attrs["profile"],
-                                     version=attrs.get("version"))
+            out[name] = ClientRecord(
+                name=name, profile=attrs["profile"], version=attrs.get("version"),
+                auth="cert" if bootstrapped and default_auth == "bootstrap" else None)
     return list(out.values())
 
 
@@ -281,6 +289,10 @@ class ClientsFile(XMLFileBacked):
             if not rec.profile:
                 raise RepositoryError(f"{self.name}:{node.sourceline}: client {rec.name} "
                                       f"has no profile")
+            if rec.auth is not None and rec.auth not in AUTH_MODES:
+                raise RepositoryError(f"{self.name}:{node.sourceline}: client {rec.name} "
+                                      f"has auth={rec.auth!r}; expected one of "
+                                      f"{', '.join(AUTH_MODES)}")
             records[rec.name] = rec
         self.records = records
         if self.plugin.state.name == self.name:
@@ -462,7 +474,8 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
         with self._write_lock:
             old = self.clients_model
             repo = self.clients_file.records or {}
-            self.clients_model = new = ClientsModel.build(merge_records(repo, self.state.overlay))
+            self.clients_model = new = ClientsModel.build(
+                merge_records(repo, self.state.overlay, self.default_auth))
         for name in set(old.clients) | set(new.clients):
             if old.clients.get(name) != new.clients.get(name):
                 self.expire_cache(name)
@@ -625,12 +638,23 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
 
     def AuthenticateConnection(self, cert: dict | None, user: str, password: str,  # noqa: N802
                                address: tuple[str, int]) -> bool:
-        """Identify the client (certificate CN, address, or uuid) and check its password."""
+        """Identify the client (certificate CN, address, or uuid) and authenticate it.
+
+        The client's ``auth`` (else ``[communication] authentication``) decides:
+        ``cert+password`` wants the password, with or without a certificate;
+        ``cert`` wants a certificate and nothing else; ``bootstrap`` accepts a
+        password until the client first presents its certificate, and is
+        ``cert`` from then on (recorded in the server's state).
+        """
         model = self.clients_model
         if cert:
-            subject = dict(item[0] for item in cert.get("subject", ()) if item)
-            client = str(subject.get("commonName", "")).lower()
             id_method = "cert"
+            client = self._certificate_name(cert, address)
+            claimed = self._name_for_user(user) if user and user != "root" else ""
+            if client and claimed in model.clients and claimed != self._canonical(client):
+                self.logger.error("Refused connection from %s: certificate of %s, user names "
+                                  "client %s", address[0], client, claimed)
+                return False
         elif user == "root":
             id_method = "address"
             try:
@@ -640,7 +664,7 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
                 return False
         else:
             id_method = "uuid"
-            client = model.uuids.get(user, user).lower()
+            client = self._name_for_user(user)
         if not client or not valid_client_name(client):
             self.logger.error("Refused connection from %s: invalid client name", address[0])
             return False
@@ -650,6 +674,8 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
         if id_method == "cert":
             if not self.validate_client_address(client, address):
                 return False
+            if auth == "bootstrap":
+                self._end_bootstrap(client)
             if auth in ("cert", "bootstrap"):
                 self._remember(address, client)
                 return True
@@ -672,6 +698,34 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
         if id_method != "address":
             self._remember(address, client)
         return True
+
+    def _name_for_user(self, user: str) -> str:
+        """The client a basic-auth user names: a uuid, else the user taken as a name."""
+        name = self.clients_model.uuids.get(user, user).lower()
+        return self.clients_model.aliases.get(name, name)
+
+    def _certificate_name(self, cert: dict, address: tuple[str, int]) -> str:
+        """The one commonName of a verified client certificate ("" if not exactly one)."""
+        names = {str(value).lower() for rdn in cert.get("subject", ()) for key, value in rdn
+                 if key == "commonName"}
+        if len(names) != 1:
+            self.logger.error("Refused connection from %s: the client certificate has %s "
+                              "common names", address[0], len(names) or "no")
+            return ""
+        return names.pop()
+
+    def _end_bootstrap(self, client: str) -> None:
+        """A bootstrap client presented its certificate: from now on it is ``cert``."""
+        try:
+            if client not in self.clients_model.clients:
+                self.get_initial_metadata(client)  # registers it, or refuses it
+            self.state.update(client, auth="cert")
+        except (MetadataConsistencyError, MetadataRuntimeError) as err:
+            self.logger.error("Client %s presented its certificate, but the end of its "
+                              "bootstrap cannot be recorded: %s", client, err)
+            return
+        self.logger.info("Client %s presented its certificate: from now on it must "
+                         "authenticate with it", client)
 
     def _remember(self, address: tuple[str, int], client: str) -> None:
         with self._session_lock:
