@@ -48,13 +48,30 @@ def remove_stale_pidfile(path: str) -> None:
     os.unlink(path)
 
 
-def daemon_context(setup: Setup, fam: Any, on_signal: Callable[[int, Any], None]) -> Any:
-    """A DaemonContext that keeps the log files and the file monitor open."""
-    pidfile = os.path.abspath(setup.daemon)
+def prepare_pidfile(path: str) -> str:
+    """The absolute path of a pidfile, its directory made and a stale pidfile removed."""
+    pidfile = os.path.abspath(path)
     os.makedirs(os.path.dirname(pidfile), exist_ok=True)
     remove_stale_pidfile(pidfile)
+    return pidfile
+
+
+def daemon_ids(setup: Setup) -> tuple[int, int] | None:
+    """The uid and gid of [server] user/group, or None: without root the current user stays."""
     uid = _id(setup.server.user, pwd.getpwnam, "user")
     gid = _id(setup.server.group, grp.getgrnam, "group")
+    if os.geteuid() == 0:
+        return uid, gid
+    if (uid, gid) not in ((0, 0), (os.getuid(), os.getgid())):
+        raise CoreInitError(f"[server] user/group: cannot switch to {setup.server.user}:"
+                            f"{setup.server.group} without running as root")
+    return None
+
+
+def daemon_context(setup: Setup, fam: Any, on_signal: Callable[[int, Any], None]) -> Any:
+    """A DaemonContext that keeps the log files and the file monitor open."""
+    pidfile = prepare_pidfile(setup.daemon)
+    ids = daemon_ids(setup)
     preserve = []
     for handler in logging.getLogger().handlers:
         stream = getattr(handler, "stream", None) or getattr(handler, "socket", None)
@@ -66,11 +83,8 @@ def daemon_context(setup: Setup, fam: Any, on_signal: Callable[[int, Any], None]
     if fam is not None:
         preserve.extend(fam.fds())
     kwargs: dict[str, Any] = {}
-    if os.geteuid() == 0:
-        kwargs.update(uid=uid, gid=gid)
-    elif (uid, gid) not in ((0, 0), (os.getuid(), os.getgid())):
-        raise CoreInitError(f"[server] user/group: cannot switch to {setup.server.user}:"
-                            f"{setup.server.group} without running as root")
+    if ids is not None:
+        kwargs.update(uid=ids[0], gid=ids[1])
     return daemon.DaemonContext(
         umask=setup.server.umask,
         pidfile=daemon.pidfile.TimeoutPIDLockFile(pidfile, acquire_timeout=5),

@@ -1,0 +1,504 @@
+"""The CherryPy core: XML-RPC over TLS with CherryPy and its cheroot HTTP server.
+
+CherryPy runs the request pipeline: a tool that reads the request, a tool
+that authenticates it, and one handler for every XML-RPC call. The core's own
+CherryPy engine (a private bus, not the global ``cherrypy.engine``) runs the
+HTTP server, the signal handlers and daemonization.
+
+cheroot does the TLS handshake in its accept loop, so one silent client would
+hold up every other; here the handshake happens in the worker thread that
+serves the connection.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import selectors
+import signal
+import socket
+import ssl
+import sys
+import threading
+import time
+from functools import partial
+from typing import Any
+from xmlrpc.client import Fault
+
+import cheroot.server
+import cheroot.wsgi
+import cherrypy
+from cheroot import errors as cheroot_errors
+from cheroot.ssl.builtin import BuiltinSSLAdapter
+from cherrypy._cptools import Toolbox
+from cherrypy.process.plugins import Daemonizer, DropPrivileges, PIDFile, SignalHandler, SimplePlugin
+from cherrypy.process.wspbus import Bus, states
+
+from bcfg2 import xmlrpc
+from bcfg2.core import NetworkCore
+from bcfg2.daemonize import daemon_ids, prepare_pidfile
+from bcfg2.options import Setup
+from bcfg2.tls import server_context
+
+logger = logging.getLogger("bcfg2.cores.cherrypy")
+
+#: seconds a TLS handshake under way at shutdown may take to finish
+HANDSHAKE_GRACE = 1.0
+#: worker threads; each serves one connection (handshake, request, response) at a time
+THREADS = 32
+#: the listen() backlog
+REQUEST_QUEUE = 256
+#: the largest request line and headers accepted, in bytes
+MAX_HEADER_SIZE = 64 * 1024
+#: the WSGI environ key of the verified peer certificate, as ssl.SSLSocket.getpeercert() gives it
+PEERCERT = "bcfg2.peercert"
+REALM = 'Basic realm="Bcfg2 Server"'
+
+
+class Refusal(cherrypy.HTTPError):
+    """A refused request: its status and one line of text/plain, never an error page."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.text = message
+
+    def set_response(self) -> None:
+        """The response CherryPy sends for this error."""
+        response = cherrypy.serving.response
+        response.status = self.status
+        response.headers["Content-Type"] = "text/plain"
+        response.body = (self.text + "\n").encode()
+
+
+def refuse(status: int, message: str) -> Refusal:
+    """Log a refused request with the client's address; the Refusal to raise."""
+    logger.warning("Refused request from %s: %s", cherrypy.serving.request.remote.ip, message)
+    return Refusal(status, message)
+
+
+def unauthorized() -> Refusal:
+    """HTTP 401 with the challenge agents expect."""
+    cherrypy.serving.response.headers["WWW-Authenticate"] = REALM
+    return Refusal(401, "Unauthorized")
+
+
+def plain_error_page(status: str, message: str, **_: Any) -> bytes:
+    """CherryPy's own HTTP errors as one line of text, not an HTML page."""
+    cherrypy.serving.response.headers["Content-Type"] = "text/plain"
+    return f"{status}: {html.unescape(message)}\n".encode()
+
+
+class DebugHandler(logging.Handler):
+    """Hands CherryPy's access and error log records to our logger at debug level."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Log the record's message at debug level."""
+        logger.debug("%s", record.getMessage())
+
+
+class XMLRPCRoot:
+    """The CherryPy application root: every path is the XML-RPC endpoint (agents use /RPC2).
+
+    The core itself is not mounted: its XML-RPC methods carry the same
+    ``exposed`` attribute that CherryPy dispatches URLs to.
+    """
+
+    def __init__(self, core: CherrypyCore) -> None:
+        self.core = core
+
+    @cherrypy.expose
+    def default(self, *args: str, **params: str) -> bytes:
+        """Handle all XML-RPC calls: the body the tools read and authenticated is dispatched."""
+        request = cherrypy.serving.request
+        address = (request.remote.ip, request.remote.port)
+        status, data = xmlrpc.respond(self.core, request.xmlrpc_body, address)
+        if status == 401:
+            raise unauthorized()
+        cherrypy.serving.response.headers["Content-Type"] = "text/xml"
+        return data
+
+
+class TLSAdapter(BuiltinSSLAdapter):
+    """cheroot's builtin TLS adapter with our context; the handshake is left to the worker."""
+
+    def __init__(self, certificate: str, key: str, context: ssl.SSLContext) -> None:
+        super().__init__(certificate, key)
+        self.context = context
+
+    def wrap(self, sock: socket.socket) -> tuple[ssl.SSLSocket, dict[str, Any]]:
+        """Wrap without handshaking: the accept loop must never wait for a client."""
+        try:
+            conn = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        except OSError as err:  # the client is gone already
+            raise cheroot_errors.FatalSSLAlert(*err.args) from err
+        return conn, {}
+
+    def get_environ(self, sock: ssl.SSLSocket) -> dict[str, Any]:
+        """cheroot's SSL_* entries and the verified peer certificate (or None)."""
+        environ = super().get_environ(sock)
+        environ[PEERCERT] = sock.getpeercert() or None
+        return environ
+
+
+class Request(cheroot.server.HTTPRequest):
+    """One request per connection, as agents make them; an oversized body is refused naming the limit."""
+
+    close_connection = True
+
+    def simple_response(self, status: Any, msg: str = "") -> None:
+        """cheroot's own short responses (errors found before the application runs)."""
+        limit = self.server.max_request_body_size
+        length = self.inheaders.get(b"Content-Length", b"")
+        if str(status).startswith("413") and limit and length.isdigit() and int(length) > limit:
+            msg = f"request body of {int(length)} bytes exceeds the limit of {limit}\n"
+            logger.warning("Refused request from %s: %s", self.conn.remote_addr, msg.strip())
+        super().simple_response(status, msg)
+
+
+class TLSConnection(cheroot.server.HTTPConnection):
+    """A connection whose TLS handshake happens in the worker thread serving it."""
+
+    RequestHandlerClass = Request
+    handshaken = False
+    server: TLSServer
+
+    def communicate(self) -> bool:
+        """Handshake (once), then read the request and answer it; False closes the connection."""
+        if not self.handshaken:
+            if not self.server.handshake(self):
+                return False
+            self.handshaken = True
+        return super().communicate()
+
+
+class TLSServer(cheroot.wsgi.Server):
+    """cheroot's WSGI server: HTTP/1.0 as agents speak it, handshakes in the workers.
+
+    Its accept loop is our own: cheroot's wakes up twice a second to expire
+    idle keep-alive connections, and a stop waits for that; agents make one
+    request per connection, so there are none to expire.
+    """
+
+    ConnectionClass = TLSConnection
+    protocol = "HTTP/1.0"
+    max_request_header_size = MAX_HEADER_SIZE
+
+    def __init__(self, address: tuple[str, int], app: Any, adapter: TLSAdapter,
+                 setup: Setup) -> None:
+        timeout = setup.server.connection_timeout
+        # requests in flight at shutdown get the connection timeout to finish
+        super().__init__(address, app, numthreads=THREADS, server_name="bcfg2-server",
+                         request_queue_size=REQUEST_QUEUE, timeout=timeout,
+                         shutdown_timeout=timeout)
+        self.ssl_adapter = adapter
+        self.max_request_body_size = setup.server.max_request_size
+        #: connections still in their TLS handshake; cut when the server stops
+        self._handshaking: set[ssl.SSLSocket] = set()
+        self._closing = False
+        self._handshake_lock = threading.Condition()
+
+    def prepare(self) -> None:
+        """Bind, listen and start the worker threads."""
+        super().prepare()
+        self._wake_r, self._wake_w = socket.socketpair()  # stop() wakes the accept loop
+
+    def serve(self) -> None:
+        """Accept connections until stop(); sleeps while nobody connects."""
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.socket, selectors.EVENT_READ)
+                selector.register(self._wake_r, selectors.EVENT_READ)
+                while not self._closing:
+                    for key, _ in selector.select():
+                        if key.fileobj is self.socket and not self._closing:
+                            self._accept()
+        finally:
+            self._wake_r.close()
+
+    def _accept(self) -> None:
+        """Hand a new connection, not yet handshaken, to the worker threads."""
+        try:
+            sock, address = self.socket.accept()
+        except OSError as err:  # the client is gone already, or out of file descriptors
+            logger.debug("accept failed: %s", err)
+            return
+        sock.settimeout(self.timeout)
+        try:
+            conn_sock, ssl_env = self.ssl_adapter.wrap(sock)
+        except cheroot_errors.FatalSSLAlert as err:
+            logger.info("connection from %s failed: %s", address[0], err)
+            sock.close()
+            return
+        conn = self.ConnectionClass(self, conn_sock, self.ssl_adapter.makefile)
+        conn.remote_addr, conn.remote_port = address[:2]
+        conn.ssl_env = ssl_env
+        self.process_conn(conn)
+
+    def handshake(self, conn: TLSConnection) -> bool:
+        """The connection's TLS handshake, which stop() may cut short."""
+        sock = conn.socket
+        with self._handshake_lock:
+            if self._closing:
+                return False
+            self._handshaking.add(sock)
+        try:
+            sock.do_handshake()
+        except (ssl.SSLError, OSError) as err:
+            logger.info("TLS handshake with %s failed: %s", conn.remote_addr, err)
+            return False
+        finally:
+            with self._handshake_lock:
+                self._handshaking.discard(sock)
+                self._handshake_lock.notify_all()
+        conn.ssl_env = self.ssl_adapter.get_environ(sock)
+        return True
+
+    def stop(self) -> None:
+        """Stop accepting, cut handshakes that take over HANDSHAKE_GRACE, stop the workers.
+
+        A silent connection would otherwise hold up the shutdown for a whole
+        connection timeout. Requests under way are waited for.
+        """
+        deadline = time.monotonic() + HANDSHAKE_GRACE
+        with self._handshake_lock:
+            self._closing = True
+            try:
+                self._wake_w.send(b"x")
+            except OSError:
+                pass  # the accept loop is gone already
+            while self._handshaking and (remaining := deadline - time.monotonic()) > 0:
+                self._handshake_lock.wait(remaining)
+            pending = list(self._handshaking)
+        for sock in pending:
+            try:
+                # the TCP shutdown wakes the worker blocked in do_handshake
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+        super().stop()
+        self._wake_w.close()
+
+    def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
+        """cheroot's messages go to our logger: errors as errors, the rest at debug level."""
+        logger.log(logging.ERROR if level >= logging.ERROR else logging.DEBUG, "%s", msg,
+                   exc_info=traceback)
+
+
+class HTTPServerPlugin(SimplePlugin):
+    """Runs the HTTP server while the engine runs.
+
+    A failed bind is logged, not raised: an exception from a start listener
+    makes CherryPy's engine end the process with os._exit.
+    """
+
+    def __init__(self, bus: Bus, server: TLSServer, core: CherrypyCore) -> None:
+        super().__init__(bus)
+        self.server = server
+        self.core = core
+        self.listening = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Listen and serve in a thread of its own."""
+        try:
+            self.server.prepare()  # bind, listen, start the workers
+        except Exception as err:
+            logger.error("Cannot listen on %s:%s: %s", self.core.host or "*", self.core.port, err)
+            return
+        self.listening = True
+        self._thread = threading.Thread(target=self._serve, name="cherrypy-http", daemon=True)
+        self._thread.start()
+    start.priority = 75
+
+    def _serve(self) -> None:
+        try:
+            self.server.serve()
+        except Exception:
+            logger.exception("The HTTP server failed; shutting down")
+        else:
+            if self.server.interrupt is None:
+                return  # stopped by the engine
+            # a worker thread raised SystemExit: cheroot stopped the server
+            logger.error("The HTTP server stopped (%r); shutting down", self.server.interrupt)
+        self.core.terminate.set()
+
+    def stop(self) -> None:
+        """Stop accepting and finish the requests in flight."""
+        if not self.listening:
+            return
+        self.listening = False
+        try:
+            self.server.stop()
+        except Exception:
+            logger.exception("Error stopping the HTTP server")
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+    stop.priority = 25
+
+
+class CherrypyCore(NetworkCore):
+    """The CherryPy-based server core."""
+
+    name = "bcfg2-server"
+
+    def __init__(self, setup: Setup) -> None:
+        #: the core's CherryPy engine: HTTP server, signals, daemonization
+        self.engine = Bus()
+        self._engine_lock = threading.RLock()
+        super().__init__(setup)
+        #: built here, so an unusable key or certificate stops the start before daemonizing
+        self.ssl_context = server_context(setup)
+        self.engine.subscribe("log", self._engine_log)
+        self.app = self._application()
+        comm = setup.communication
+        self.server = TLSServer((self.host or "0.0.0.0", self.port), self.app,
+                                TLSAdapter(comm.certificate, comm.key, self.ssl_context), setup)
+        self.http = HTTPServerPlugin(self.engine, self.server, self)
+        self.http.subscribe()
+        # after the HTTP server (priority 25) has finished the requests in flight
+        self.engine.subscribe("stop", self._engine_stopped, priority=50)
+
+    def _application(self) -> cherrypy.Application:
+        """The CherryPy application: its tools, error handling and logging."""
+        tools = Toolbox("bcfg2")
+        tools.read_request = cherrypy.Tool("on_start_resource", self.read_request)
+        tools.authn = cherrypy.Tool("before_handler", self.do_authn)
+        config = {"/": {
+            "bcfg2.read_request.on": True,
+            "bcfg2.authn.on": True,
+            "request.process_request_body": False,  # read_request reads it as it is
+            "request.error_response": self.on_error,
+            "request.show_tracebacks": False,
+            "request.show_mismatched_params": False,
+            "error_page.default": plain_error_page,
+            "response.headers.server": self.name,
+            "tools.encode.on": False,
+            "tools.trailing_slash.on": False,
+            "tools.log_headers.on": False,  # they would log the Authorization header
+            "tools.log_tracebacks.on": False,  # on_error logs them
+        }}
+        app = cherrypy.Application(XMLRPCRoot(self), "", config)
+        app.toolboxes = {**app.toolboxes, "bcfg2": tools}
+        for log in (app.log.error_log, app.log.access_log):
+            log.propagate = False  # CherryPy's screen handlers sit on its parent loggers
+            log.addHandler(DebugHandler())
+        return app
+
+    # -- the request pipeline ------------------------------------------------
+
+    def read_request(self) -> None:
+        """Refuse what is not an XML-RPC request, then read its body (a CherryPy tool).
+
+        cheroot has already refused a body over [server] max_request_size (413)
+        from its Content-Length, before reading it.
+        """
+        request = cherrypy.serving.request
+        if request.method != "POST":
+            raise refuse(405, "only XML-RPC POST requests are served")
+        length_header = request.headers.get("Content-Length")
+        if length_header is None:
+            raise refuse(411, "a Content-Length is required")
+        try:
+            length = int(length_header)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            raise refuse(400, f"invalid Content-Length {length_header!r}") from None
+        try:
+            body = request.rfile.read(length)
+        except OSError as err:  # [server] connection_timeout, or the connection broke
+            raise refuse(408, f"request body not received: {err}") from None
+        if len(body) < length:
+            raise refuse(400, f"truncated request: {len(body)} of {length} bytes")
+        request.xmlrpc_body = body
+
+    def do_authn(self) -> None:
+        """Authenticate the request (a CherryPy tool): basic auth, peer certificate, address."""
+        request = cherrypy.serving.request
+        user, password = xmlrpc.parse_basic_auth(request.headers.get("Authorization"))
+        cert = request.wsgi_environ.get(PEERCERT)
+        address = (request.remote.ip, request.remote.port)
+        if not self.authenticate(cert, user, password, address):
+            logger.warning("Authentication failure from %s (user %r)", address[0], user)
+            raise unauthorized()
+        request.login = user
+
+    def on_error(self) -> None:
+        """CherryPy's error response: an unexpected exception becomes an XML-RPC fault."""
+        err = sys.exc_info()[1]
+        logger.error("Error serving %s", cherrypy.serving.request.remote.ip, exc_info=True)
+        fault = err if isinstance(err, Fault) else Fault(
+            getattr(err, "fault_code", xmlrpc.GENERIC_ERROR), str(err))
+        response = cherrypy.serving.response
+        response.status = 200
+        response.headers["Content-Type"] = "text/xml"
+        response.body = xmlrpc.fault_response(fault)
+
+    # -- running ---------------------------------------------------------------
+
+    def _run(self) -> bool:
+        if threading.current_thread() is threading.main_thread():
+            # before "Listening on" is logged: a signal from then on is a clean shutdown
+            handlers = {"SIGTERM": partial(self._on_signal, signal.SIGTERM),
+                        "SIGINT": partial(self._on_signal, signal.SIGINT)}
+            if self.setup.daemon:  # as python-daemon does: a daemon has no terminal to lose
+                handlers["SIGHUP"] = partial(logger.info, "Got signal %d, ignored", signal.SIGHUP)
+            signals = SignalHandler(self.engine)
+            signals.handlers = handlers
+            signals.subscribe()
+        with self._engine_lock:
+            self.engine.start()
+        if not self.http.listening:
+            return False
+        self.port = self.server.socket.getsockname()[1]
+        logger.info("Listening on https://%s:%d", self.host or "*", self.port)
+        return True
+
+    def _block(self) -> None:
+        """Sleep until terminate is set (by a signal or whoever runs the core), then stop."""
+        self._wait_for_stop()  # nothing polls meanwhile
+        self._exit_engine()
+
+    def _engine_log(self, msg: str, level: int) -> None:
+        logger.log(logging.ERROR if level >= logging.ERROR else logging.DEBUG, "%s", msg)
+
+    def _exit_engine(self) -> None:
+        """Stop the engine once: the HTTP server, then the core, then the exit listeners."""
+        with self._engine_lock:
+            if self.engine.state is states.STARTED:
+                self.engine.exit()
+
+    def _engine_stopped(self) -> None:
+        try:
+            self.shutdown()
+        except Exception:  # an exception here would make the engine call os._exit
+            logger.exception("Error shutting down the core")
+
+    def shutdown(self) -> None:
+        """Stop the engine (the HTTP server finishes the requests in flight), then the core."""
+        self.terminate.set()
+        self._exit_engine()
+        super().shutdown()
+
+    def _daemonize(self) -> None:
+        """Daemonize with CherryPy's Daemonizer, DropPrivileges and PIDFile as the engine starts.
+
+        Order of the start listeners: fork (65), listen (75), user, group and
+        umask (77), then the pidfile (78), written with the umask by the user
+        the daemon runs as, who can also remove it at exit.
+        """
+        pidfile = prepare_pidfile(self.setup.daemon)
+        uid, gid = daemon_ids(self.setup) or (None, None)
+        Daemonizer(self.engine).subscribe()
+        DropPrivileges(self.engine, umask=self.setup.server.umask, uid=uid, gid=gid).subscribe()
+        pid = PIDFile(self.engine, pidfile)
+        self.engine.subscribe("start", pid.start, priority=78)
+        self.engine.subscribe("exit", pid.exit)
+        self.engine.subscribe("start", partial(self._daemonized, pidfile), priority=79)
+
+    def _daemonized(self, pidfile: str) -> None:
+        logger.info("Daemonized; pid %d written to %s", os.getpid(), pidfile)
+
+
+__all__ = ["CherrypyCore"]
