@@ -236,11 +236,7 @@ class BuiltinCore(NetworkCore):
         return True
 
     def _block(self) -> None:
-        self.terminate.wait()  # a signal handler sets it; nothing polls meanwhile
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        logger.info("Got signal %d, shutting down", signum)
-        self.terminate.set()
+        self._wait_for_stop()  # nothing polls meanwhile
 
     def shutdown(self) -> None:
         """Stop accepting, finish the requests in flight, then stop the core."""

@@ -14,6 +14,7 @@ import importlib.metadata
 import inspect
 import logging
 import os
+import select
 import threading
 import time
 import urllib.parse
@@ -812,6 +813,10 @@ class NetworkCore(Core):
         self.port = url.port if url.port is not None else 6789
         #: the CA that verifies client certificates
         self.ca = setup.communication.ca
+        # a signal handler only sets a flag and writes to this pipe: no locks
+        self._stop_signal = 0
+        self._stop_r, self._stop_w = os.pipe()
+        os.set_blocking(self._stop_w, False)
         super().__init__(setup)
 
     def authenticate(self, cert: dict | None, user: str, password: str,
@@ -829,6 +834,40 @@ class NetworkCore(Core):
     def ping(self, address: tuple[str, int], *args: Any) -> list[Any]:
         """Return the arguments: a liveness check for monitoring."""
         return list(args)
+
+    def _on_signal(self, signum: int, frame: Any = None) -> None:
+        """SIGINT/SIGTERM: ask the core to stop. Safe in a signal handler: takes no lock."""
+        self._stop_signal = signum
+        if self._stop_w >= 0:
+            try:
+                os.write(self._stop_w, b"x")
+            except OSError:
+                pass
+
+    def _wait_for_stop(self) -> None:
+        """Sleep until a signal asks the core to stop (or terminate is set), then set terminate.
+
+        The main thread sleeps on a pipe the signal handler writes to, never
+        inside a lock a signal handler could need; other threads (a core run
+        by a test) wait on the terminate event.
+        """
+        if threading.current_thread() is threading.main_thread():
+            while not self._stop_signal and not self.terminate.is_set():
+                select.select([self._stop_r], [], [])
+                os.read(self._stop_r, 512)
+        else:
+            self.terminate.wait()
+        if self._stop_signal:
+            self.logger.info("Got signal %d, shutting down", self._stop_signal)
+        self.terminate.set()
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        for attr in ("_stop_w", "_stop_r"):
+            fd = getattr(self, attr)
+            if fd >= 0:
+                setattr(self, attr, -1)
+                os.close(fd)
 
     def run(self) -> bool:
         if self.setup.daemon:
