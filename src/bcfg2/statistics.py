@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -32,26 +33,53 @@ class Statistic:
 
 
 class Statistics:
-    """A thread-safe collection of Statistic objects keyed by name."""
+    """Statistic objects keyed by name, recorded with little contention.
+
+    Bind records one value per entry from many threads at once, so values go
+    to one of SHARDS tables chosen by thread, each with its own lock;
+    ``display`` merges them.
+    """
+
+    SHARDS = 16
 
     def __init__(self) -> None:
-        self.data: dict[str, Statistic] = {}
-        self._lock = threading.Lock()
+        self._shards: list[tuple[threading.Lock, dict[str, Statistic]]] = [
+            (threading.Lock(), {}) for _ in range(self.SHARDS)]
+        self._local = threading.local()
+        self._next = itertools.count()
 
     def add_value(self, name: str, value: float) -> None:
-        with self._lock:
-            if name in self.data:
-                self.data[name].add_value(value)
+        shard = getattr(self._local, "shard", None)
+        if shard is None:  # threads take shards in turn
+            shard = self._local.shard = self._shards[next(self._next) % self.SHARDS]
+        lock, table = shard
+        with lock:
+            stat = table.get(name)
+            if stat is None:
+                table[name] = Statistic(name, value)
             else:
-                self.data[name] = Statistic(name, value)
+                stat.add_value(value)
 
     def display(self) -> dict[str, tuple[float, float, float, int]]:
-        with self._lock:
-            return dict(stat.get_value() for stat in self.data.values())
+        """Every statistic, merged over the shards."""
+        merged: dict[str, list[float]] = {}
+        for lock, table in self._shards:
+            with lock:
+                values = [stat.get_value() for stat in table.values()]
+            for name, (low, high, mean, count) in values:
+                old = merged.get(name)
+                if old is None:
+                    merged[name] = [low, high, mean, count]
+                else:
+                    total = old[3] + count
+                    merged[name] = [min(old[0], low), max(old[1], high),
+                                    (old[2] * old[3] + mean * count) / total, total]
+        return {name: (v[0], v[1], v[2], int(v[3])) for name, v in merged.items()}
 
     def reset(self) -> None:
-        with self._lock:
-            self.data.clear()
+        for lock, table in self._shards:
+            with lock:
+                table.clear()
 
 
 stats = Statistics()
