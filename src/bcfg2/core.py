@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
+import itertools
 import logging
 import os
 import select
@@ -57,25 +58,32 @@ LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 def sort_xml(node: lxml.etree._Element, key: Callable[[Any], Any] | None = None) -> None:
     """Sort an XML tree recursively and in place into a deterministic order.
 
-    The default key is the ``name`` attribute, then the tag, then the other
-    attributes (two ``Package`` entries of one name but different ``arch``
-    must not keep their input order). The sort is stable, so only elements
-    equal in all of these keep their document order.
+    The default order is by the ``name`` attribute, then the tag, then the
+    other attributes (two ``Package`` entries of one name but different
+    ``arch`` must not keep their input order); the attributes are compared
+    only to break such ties. Elements equal in all of these keep their
+    document order.
     """
-    if key is None:
-        def key(el: lxml.etree._Element) -> tuple[str, str, list[tuple[str, str]]]:
-            return (el.get("name") or "", el.tag if isinstance(el.tag, str) else "",
-                    sorted(el.attrib.items()))
-
-    def sort_key(el: lxml.etree._Element) -> Any:
-        k = key(el)
-        return ("",) if k is None else k
-
     for child in node:
-        sort_xml(child, key)
-    children = list(node)
-    if len(children) > 1:
-        node[:] = sorted(children, key=sort_key)
+        if len(child):
+            sort_xml(child, key)
+    if len(node) < 2:
+        return
+    if key is not None:
+        node[:] = sorted(node, key=lambda el: _none_first(key(el)))
+        return
+    children = sorted(node, key=_name_and_tag)
+    if any(_name_and_tag(a) == _name_and_tag(b) for a, b in itertools.pairwise(children)):
+        children.sort(key=lambda el: (*_name_and_tag(el), sorted(el.attrib.items())))
+    node[:] = children
+
+
+def _name_and_tag(el: lxml.etree._Element) -> tuple[str, str]:
+    return (el.get("name") or "", el.tag if isinstance(el.tag, str) else "")
+
+
+def _none_first(value: Any) -> Any:
+    return ("",) if value is None else value
 
 
 def find_plugin(name: str) -> type[Plugin]:

@@ -190,6 +190,10 @@ class StructFile(XMLFileBacked):
             for child in item:
                 out.extend(self._match(child, metadata, *args))
             return out
+        if not len(item):
+            new = copy.copy(item)  # a leaf: copied by lxml, in C
+            new.tail = None
+            return [new]
         new = lxml.etree.Element(item.tag, attrib=dict(item.attrib))
         new.text = item.text
         new.tail = item.tail
@@ -370,14 +374,24 @@ class InfoXML(StructFile):
             return (item.get("name") == name) != as_bool(item.get("negate", "false"))
         return super()._include_element(item, metadata, *args)
 
+    def load_xml(self, root: lxml.etree._Element) -> None:
+        # every <Info> with the conditions above it, found once per change
+        self.infos = [(conds, elem) for conds, elem in
+                      flatten_conditions(root, self.conditional_tags) if elem.tag == "Info"]
+
+    infos: list[tuple[tuple[Condition, ...], lxml.etree._Element]] = []
+
     def BindEntry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> bool:  # noqa: N802
         """Apply the first matching ``<Info>``; False if none matched."""
-        for item in self.Match(metadata, entry):
-            if item.tag == "Info":
-                for key, value in item.attrib.items():
+        name = entry.get("realname", entry.get("name"))
+        for conds, info in self.infos:
+            if all((cname == name) != negate if tag == "Path"
+                   else condition_holds(tag, cname, negate, metadata)
+                   for tag, cname, negate in conds):
+                for key, value in info.attrib.items():
                     entry.set(key, value)
-                for child in item:
-                    entry.append(copy.deepcopy(child))
+                for child in info:
+                    entry.extend(self._match(child, metadata, entry))
                 return True
         return False
 
