@@ -405,6 +405,10 @@ def bind_info(entry: lxml.etree._Element, metadata: ClientMetadata,
         infoxml.BindEntry(entry, metadata)
 
 
+#: what follows an entry's name in the file name of a group- or host-specific version
+SPECIFIC_SUFFIX = re.compile(r"\.(?:H_(?P<hostname>\S+)|G(?P<prio>\d+)_(?P<group>\S+))$")
+
+
 class EntrySet(Debuggable):
     """The versions of one entry, chosen by the specificity of their file names.
 
@@ -426,14 +430,14 @@ class EntrySet(Debuggable):
         self.entries: dict[str, SpecificData] = {}
         self.infoxml: InfoXML | None = None
         self.default_info = default_path_metadata(setup)
-        self.specific = re.compile(
-            r"^" + re.escape(basename)
-            + r"(?:\.(?:H_(?P<hostname>\S+)|G(?P<prio>\d+)_(?P<group>\S+)))?$"
-        )
 
     def specificity_from_filename(self, fname: str) -> Specificity:
         """Parse ``name``, ``name.G##_group`` or ``name.H_host``."""
-        match = self.specific.match(fname)
+        if fname == self.basename:
+            return Specificity(all=True)
+        match = None
+        if fname.startswith(self.basename):
+            match = SPECIFIC_SUFFIX.match(fname, len(self.basename))
         if match is None:
             raise SpecificityError(f"{os.path.join(self.path, fname)}: cannot tell which "
                                    f"clients it is for from its name")
