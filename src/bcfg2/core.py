@@ -10,7 +10,6 @@ cores in ``bcfg2.cores`` implement ``_run``, ``_block`` and ``_daemonize``.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import inspect
 import itertools
 import logging
@@ -87,19 +86,13 @@ def _none_first(value: Any) -> Any:
 
 
 def find_plugin(name: str) -> type[Plugin]:
-    """The plugin class named ``name``: from an entry point, else bcfg2.plugins."""
-    for ep in importlib.metadata.entry_points(group="bcfg2.plugins"):
-        if ep.name == name:
-            try:
-                return ep.load()
-            except Exception as err:
-                raise CoreInitError(f"plugin {name} cannot be imported: {err}") from err
+    """The plugin class named ``name``: from bcfg2.plugins, else an entry point."""
     module_name = f"bcfg2.plugins.{name.lower()}"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         if err.name == module_name:
-            raise CoreInitError(f"no plugin named {name!r}") from None
+            return _plugin_from_entry_point(name)
         raise CoreInitError(f"plugin {name} cannot be imported: {err}") from err
     except Exception as err:  # any error while importing the module, SyntaxError too
         raise CoreInitError(f"plugin {name} cannot be imported: {err}") from err
@@ -107,6 +100,19 @@ def find_plugin(name: str) -> type[Plugin]:
     if not (isinstance(cls, type) and issubclass(cls, Plugin)):
         raise CoreInitError(f"no plugin named {name!r} in {module.__name__}")
     return cls
+
+
+def _plugin_from_entry_point(name: str) -> type[Plugin]:
+    """A third-party plugin from the ``bcfg2.plugins`` entry-point group."""
+    from importlib import metadata  # only for third-party plugins: a heavy import
+
+    for ep in metadata.entry_points(group="bcfg2.plugins"):
+        if ep.name == name:
+            try:
+                return ep.load()
+            except Exception as err:
+                raise CoreInitError(f"plugin {name} cannot be imported: {err}") from err
+    raise CoreInitError(f"no plugin named {name!r}")
 
 
 class Core:

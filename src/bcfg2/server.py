@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import sys
 from collections.abc import Sequence
 
@@ -27,7 +26,9 @@ def load_core(name: str) -> type[NetworkCore]:
         name = BEST
     target = CORES.get(name)
     if target is None:
-        for ep in importlib.metadata.entry_points(group="bcfg2.cores"):
+        from importlib import metadata  # only for third-party cores: a heavy import
+
+        for ep in metadata.entry_points(group="bcfg2.cores"):
             if ep.name == name:
                 target = ep.value
                 break

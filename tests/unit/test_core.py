@@ -522,3 +522,27 @@ def test_a_plugin_failing_to_start_stops_start_up_and_shuts_down_the_others(
     with pytest.raises(CoreInitError, match="Fragile.*database is unreachable"):
         LocalCore(make_setup(repo, server__plugins=plugin_list("Tidy", "Fragile")))
     assert Tidy.stopped == ["Tidy"]
+
+
+class ThirdParty(Plugin):
+    """A plugin installed by another distribution, found through its entry point."""
+
+
+def test_a_third_party_plugin_is_found_through_its_entry_point(repo, monkeypatch) -> None:
+    import importlib.metadata
+
+    module = types.ModuleType("site_plugins_for_test")
+    module.ThirdParty = ThirdParty
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    point = importlib.metadata.EntryPoint(name="ThirdParty",
+                                          value="site_plugins_for_test:ThirdParty",
+                                          group="bcfg2.plugins")
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None: [point] if group == "bcfg2.plugins" else [])
+    core = LocalCore(make_setup(repo, server__plugins=plugin_list("ThirdParty")))
+    try:
+        assert isinstance(core.plugins["ThirdParty"], ThirdParty)
+    finally:
+        core.shutdown()
+    with pytest.raises(CoreInitError, match="no plugin named 'Missing'"):
+        LocalCore(make_setup(repo, server__plugins=plugin_list("Missing")))
