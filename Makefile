@@ -23,7 +23,7 @@ $(RUN)/server.crt: $(STAMP)
 	$(BIN)/python -m bcfg2.devcert $(RUN)/server.crt $(RUN)/server.key
 
 run: $(STAMP) $(RUN)/server.crt
-	$(BIN)/bcfg2-server -C /dev/null -v \
+	$(BIN)/bcfg2-server -C /dev/null -v --backend builtin \
 		-Q repo-example \
 		--state-dir $(RUN)/state \
 		-S https://127.0.0.1:6789 \

@@ -255,7 +255,7 @@ class BuiltinCore(NetworkCore):
 
     def _daemonize(self) -> None:
         """Detach with python-daemon: pidfile, user and group, umask."""
-        self.context = daemon_context(self.setup, self.fam, self._on_signal)
+        self.context = daemon_context(self.setup, self.fds(), self._on_signal)
         self.context.open()
         logger.info("Daemonized; pid %d written to %s", os.getpid(), self.setup.daemon)
 

@@ -166,6 +166,9 @@ class MultiprocessingCore(BuiltinCore):
         self._watch_r, self._watch_w = os.pipe()
         self._watcher: threading.Thread | None = None
 
+    def fds(self) -> list[int]:
+        return [*super().fds(), self._watch_r, self._watch_w]
+
     # -- the pool --------------------------------------------------------------
 
     def _run(self) -> bool:

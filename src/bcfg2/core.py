@@ -858,6 +858,10 @@ class NetworkCore(Core):
             except OSError:
                 pass
 
+    def fds(self) -> list[int]:
+        """Descriptors the core needs after daemonizing (the rest are closed)."""
+        return [*self.fam.fds(), self._stop_r, self._stop_w]
+
     def _wait_for_stop(self) -> None:
         """Sleep until a signal asks the core to stop (or terminate is set), then set terminate.
 

@@ -68,8 +68,9 @@ def daemon_ids(setup: Setup) -> tuple[int, int] | None:
     return None
 
 
-def daemon_context(setup: Setup, fam: Any, on_signal: Callable[[int, Any], None]) -> Any:
-    """A DaemonContext that keeps the log files and the file monitor open."""
+def daemon_context(setup: Setup, keep: list[int],
+                   on_signal: Callable[[int, Any], None]) -> Any:
+    """A DaemonContext that keeps the log files and the core's descriptors (``keep``) open."""
     pidfile = prepare_pidfile(setup.daemon)
     ids = daemon_ids(setup)
     preserve = []
@@ -80,8 +81,7 @@ def daemon_context(setup: Setup, fam: Any, on_signal: Callable[[int, Any], None]
                 preserve.append(stream.fileno())
             except (OSError, ValueError):
                 pass
-    if fam is not None:
-        preserve.extend(fam.fds())
+    preserve.extend(keep)
     kwargs: dict[str, Any] = {}
     if ids is not None:
         kwargs.update(uid=ids[0], gid=ids[1])

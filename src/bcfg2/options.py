@@ -66,8 +66,8 @@ OPTIONS: list[Option] = [
            type="bool", flags=("--listen-all",), cli_value=True),
     Option("server", "backend", "best",
            "The network core that serves agents: builtin (threads), multiprocessing "
-           "(configurations rendered in child processes), cherrypy, or best (the "
-           "recommended one).",
+           "(configurations rendered in child processes), cherrypy, or best "
+           "(multiprocessing on a machine with more than one CPU, else builtin).",
            type="choice", choices=("best", "builtin", "multiprocessing", "cherrypy"),
            flags=("--backend",)),
     Option("server", "children", 0,

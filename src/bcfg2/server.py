@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -17,13 +18,15 @@ CORES = {
     "multiprocessing": "bcfg2.cores.multiprocessing:MultiprocessingCore",
     "cherrypy": "bcfg2.cores.cherrypy:CherrypyCore",
 }
-BEST = "builtin"
+def best_core() -> str:
+    """The recommended core: rendering in parallel where there is more than one CPU."""
+    return "multiprocessing" if (os.cpu_count() or 1) > 1 else "builtin"
 
 
 def load_core(name: str) -> type[NetworkCore]:
     """The network core class for a ``[server] backend`` name."""
     if name == "best":
-        name = BEST
+        name = best_core()
     target = CORES.get(name)
     if target is None:
         from importlib import metadata  # only for third-party cores: a heavy import

@@ -30,7 +30,7 @@ def test_without_root_the_default_user_is_kept(repo, tmp_path, monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     setup = make_setup(repo)
     setup.daemon = str(tmp_path / "run" / "server.pid")
-    context = daemon_context(setup, None, lambda signum, frame: None)
+    context = daemon_context(setup, [], lambda signum, frame: None)
     assert context.uid == os.getuid() and context.gid == os.getgid()
 
 
@@ -39,4 +39,16 @@ def test_without_root_switching_user_is_a_clear_error(repo, tmp_path, monkeypatc
     setup = make_setup(repo, server__user="4242", server__group="4242")
     setup.daemon = str(tmp_path / "run" / "server.pid")
     with pytest.raises(CoreInitError, match=r"\[server\] user/group"):
-        daemon_context(setup, None, lambda signum, frame: None)
+        daemon_context(setup, [], lambda signum, frame: None)
+
+
+def test_the_cores_descriptors_survive_daemonizing(repo, tmp_path, local_core):
+    read_end, write_end = os.pipe()
+    try:
+        setup = make_setup(repo)
+        setup.daemon = str(tmp_path / "run" / "server.pid")
+        context = daemon_context(setup, [read_end, write_end], lambda signum, frame: None)
+        assert {read_end, write_end} <= set(context.files_preserve)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
