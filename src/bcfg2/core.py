@@ -71,10 +71,14 @@ def sort_xml(node: lxml.etree._Element, key: Callable[[Any], Any] | None = None)
     if key is not None:
         node[:] = sorted(node, key=lambda el: _none_first(key(el)))
         return
-    children = sorted(node, key=_name_and_tag)
-    if any(_name_and_tag(a) == _name_and_tag(b) for a, b in itertools.pairwise(children)):
-        children.sort(key=lambda el: (*_name_and_tag(el), sorted(el.attrib.items())))
-    node[:] = children
+    keyed = sorted(((_name_and_tag(el), el) for el in node), key=_first)
+    if any(a[0] == b[0] for a, b in itertools.pairwise(keyed)):
+        keyed.sort(key=lambda item: (item[0], sorted(item[1].attrib.items())))
+    node[:] = [el for _, el in keyed]
+
+
+def _first(item: tuple[Any, Any]) -> Any:
+    return item[0]
 
 
 def _name_and_tag(el: lxml.etree._Element) -> tuple[str, str]:
@@ -425,9 +429,12 @@ class Core:
                        metadata: ClientMetadata, config: lxml.etree._Element) -> None:
         """Bind every structure and add it to the configuration."""
         for structure in structures:
+            start = time.monotonic()
             try:
                 self.BindStructure(structure, metadata)
                 config.append(structure)
+                statistics.stats.add_value(f"{self.__class__.__name__}:BindStructure",
+                                           time.monotonic() - start)
             except Exception:
                 self.logger.exception("error binding structure %s for %s",
                                       structure.get("name"), metadata.hostname)
@@ -470,37 +477,31 @@ class Core:
 
     def Bind(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> Any:  # noqa: N802
         """Bind one entry with the one Generator that handles it."""
-        start = time.monotonic()
-        try:
-            if "altsrc" in entry.attrib:
-                # bind under the other name; if that fails, under the entry's own
-                oldname = entry.get("name")
-                entry.set("name", entry.attrib.pop("altsrc"))
-                entry.set("realname", oldname)
-                try:
-                    return self.Bind(entry, metadata)
-                except Exception as err:
-                    self.logger.error("Failed to bind %s:%s from altsrc %s (%s); falling back "
-                                      "to %s", entry.tag, oldname, entry.get("name"), err,
-                                      oldname)
-                    entry.attrib.pop("failure", None)
-                finally:
-                    entry.set("name", oldname)
-                    entry.attrib.pop("realname", None)
-            name = entry.get("name")
-            handlers = self.generators_for(entry, metadata)
-            if len(handlers) == 1:
-                return handlers[0][1](entry, metadata)
-            if handlers:
-                names = ", ".join(gen.name for gen, _ in handlers)
-                entry.set("failure", f"served by multiple generators: {names}")
-                raise PluginExecutionError(f"{entry.tag}:{name} is served by multiple "
-                                           f"generators: {names}")
-            entry.set("failure", "no matching generator")
-            raise PluginExecutionError(f"no generator handles {entry.tag}:{name}")
-        finally:
-            statistics.stats.add_value(f"{self.__class__.__name__}:Bind:{entry.tag}",
-                                       time.monotonic() - start)
+        if "altsrc" in entry.attrib:
+            # bind under the other name; if that fails, under the entry's own
+            oldname = entry.get("name")
+            entry.set("name", entry.attrib.pop("altsrc"))
+            entry.set("realname", oldname)
+            try:
+                return self.Bind(entry, metadata)
+            except Exception as err:
+                self.logger.error("Failed to bind %s:%s from altsrc %s (%s); falling back "
+                                  "to %s", entry.tag, oldname, entry.get("name"), err, oldname)
+                entry.attrib.pop("failure", None)
+            finally:
+                entry.set("name", oldname)
+                entry.attrib.pop("realname", None)
+        name = entry.get("name")
+        handlers = self.generators_for(entry, metadata)
+        if len(handlers) == 1:
+            return handlers[0][1](entry, metadata)
+        if handlers:
+            names = ", ".join(gen.name for gen, _ in handlers)
+            entry.set("failure", f"served by multiple generators: {names}")
+            raise PluginExecutionError(f"{entry.tag}:{name} is served by multiple "
+                                       f"generators: {names}")
+        entry.set("failure", "no matching generator")
+        raise PluginExecutionError(f"no generator handles {entry.tag}:{name}")
 
     def BuildConfiguration(self, client: str) -> lxml.etree._Element:  # noqa: N802
         """The complete configuration document for a client."""

@@ -399,8 +399,7 @@ class InfoXML(StructFile):
 def bind_info(entry: lxml.etree._Element, metadata: ClientMetadata,
               infoxml: InfoXML | None, default: dict[str, str]) -> None:
     """Set default Path attributes, then whatever info.xml says for this client."""
-    for key, value in default.items():
-        entry.set(key, value)
+    entry.attrib.update(default)
     if infoxml is not None:
         infoxml.BindEntry(entry, metadata)
 
