@@ -661,12 +661,10 @@ def core_available(core: str) -> str | None:
 
 
 def best_core() -> str:
-    """The core ``--backend best`` chooses."""
-    try:
-        from bcfg2.server import BEST
-    except ImportError:
-        return "builtin"
-    return str(BEST)
+    """The core ``--backend best`` chooses on this machine."""
+    from bcfg2.server import best_core as chosen
+
+    return chosen()
 
 
 def xmlrpc_call(port: int, client: Client, context: ssl.SSLContext, method: str,
