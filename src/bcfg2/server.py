@@ -44,6 +44,25 @@ def load_core(name: str) -> type[NetworkCore]:
         raise CoreInitError(f"[server] backend: core {name} cannot be loaded: {err}") from err
 
 
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def limit_malloc_arenas(count: int = 2) -> None:
+    """Let glibc keep few malloc arenas.
+
+    glibc gives threads arenas of their own (up to eight per CPU); a server
+    that serves each connection in a new thread then holds memory it no
+    longer uses. Child processes inherit the limit through the environment.
+    """
+    os.environ.setdefault("MALLOC_ARENA_MAX", str(count))
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, count)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         setup = options.load(argv, prog="bcfg2-server",
@@ -53,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bcfg2-server: {err}", file=sys.stderr)
         return 2
     setup_logging(setup, console=not setup.daemon)
+    limit_malloc_arenas()
     try:
         core = load_core(setup.server.backend)(setup)
     except (CoreInitError, ConfigError) as err:
