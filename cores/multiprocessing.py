@@ -26,9 +26,11 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 from xmlrpc.client import Fault
 
+from bcfg2.cache import Cache
 from bcfg2.core import Core, exposed
 from bcfg2.cores.builtin import BuiltinCore
 from bcfg2.logger import setup_logging
@@ -127,6 +129,25 @@ def child_main(child_name: str, setup: Setup, rpc: Any, control: Any) -> None:
     core.run()
 
 
+class PublishingCache(Cache):
+    """The parent's metadata cache: every expiry is published to the children too.
+
+    Whoever expires a client in the parent (the Metadata plugin, a Connector
+    whose data changed, an admin's expire_metadata_cache) expires it in every
+    child, whose caches would otherwise keep serving the old metadata.
+    """
+
+    def __init__(self, core: MultiprocessingCore) -> None:
+        super().__init__()
+        self.core = core
+
+    def expire(self, keys: str | Iterable[str] | None = None) -> None:
+        super().expire(keys)
+        if keys is not None and not isinstance(keys, str):
+            keys = list(keys)
+        self.core.publish("expire_metadata_cache", [keys] if isinstance(keys, str) else keys)
+
+
 class Child:
     """The parent's handle on one child process."""
 
@@ -165,6 +186,7 @@ class MultiprocessingCore(BuiltinCore):
         self._stopping = False
         self._watch_r, self._watch_w = os.pipe()
         self._watcher: threading.Thread | None = None
+        self.metadata_cache = PublishingCache(self)
 
     def fds(self) -> list[int]:
         return [*super().fds(), self._watch_r, self._watch_w]
@@ -321,14 +343,6 @@ class MultiprocessingCore(BuiltinCore):
                 logger.error("Rendering %s failed (attempt %d): %s", client, attempt, err)
         raise Fault(APPLICATION_ERROR, f"Critical failure: no child process could render "
                                        f"the configuration of {client}")
-
-    @exposed
-    def expire_metadata_cache(self, address: tuple[str, int],
-                              hostnames: list[str] | None = None) -> bool:
-        """Expire cached metadata here and in every child."""
-        super().expire_metadata_cache(address, hostnames)
-        self.publish("expire_metadata_cache", hostnames)
-        return True
 
     @exposed
     def set_debug(self, address: tuple[str, int], debug: bool | str) -> bool:

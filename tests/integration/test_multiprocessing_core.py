@@ -149,3 +149,27 @@ def test_a_stuck_child_is_killed_at_shutdown(example_repo: Repo, network_server)
     assert time.monotonic() - started < 10
     for child in children:
         assert not child.process.is_alive()
+
+
+def test_every_expiry_in_the_parent_reaches_the_children(example_repo: Repo,
+                                                        network_server) -> None:
+    server = start(network_server, example_repo, caching__client_metadata="aggressive")
+    core = server.core
+    published: list[tuple] = []
+    publish = core.publish
+
+    def recording_publish(method, *args):
+        published.append((method, *args))
+        publish(method, *args)
+
+    core.publish = recording_publish
+    clients = example_repo.path / "Metadata/clients.xml"
+    server.proxy(*WEB1).GetConfig()
+    # a plugin in the parent expiring a client (here Metadata, for a changed record)
+    clients.write_text(clients.read_text().replace("desk1-secret", "desk1-changed"))
+    core.catch_up()
+    assert ("expire_metadata_cache", ["desk1.example.com"]) in published
+    # and an admin's expire_metadata_cache of everything
+    assert server.proxy(*WEB1).ping() == []  # the session is still valid
+    core.expire_metadata_cache(("127.0.0.1", 0))
+    assert published[-1] == ("expire_metadata_cache", None)
