@@ -16,19 +16,16 @@ import socket
 import socketserver
 import ssl
 import threading
-import time
 from typing import Any
 
 from bcfg2 import xmlrpc
 from bcfg2.core import NetworkCore
 from bcfg2.daemonize import daemon_context
 from bcfg2.options import Setup
-from bcfg2.tls import server_context
+from bcfg2.tls import Handshakes, server_context
 
 logger = logging.getLogger("bcfg2.cores.builtin")
 
-#: seconds a TLS handshake under way at shutdown may take to finish
-HANDSHAKE_GRACE = 1.0
 
 
 class RequestHandler(http.server.BaseHTTPRequestHandler):
@@ -106,10 +103,7 @@ class TLSServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.core = core
         self.ssl_context = context
         self.timeout_seconds = core.setup.server.connection_timeout
-        #: connections still in their TLS handshake; cut when the server closes
-        self._handshaking: set[ssl.SSLSocket] = set()
-        self._closing = False
-        self._handshake_lock = threading.Condition()
+        self.handshakes = Handshakes()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self._wake_r, self._wake_w = os.pipe()
@@ -147,7 +141,7 @@ class TLSServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
             logger.info("connection from %s failed: %s", client_address[0], err)
             return
         try:
-            if not self._handshake(conn, client_address[0]):
+            if not self.handshakes.run(conn, client_address[0]):
                 return
             self.RequestHandlerClass(conn, client_address, self)
         except (ssl.SSLError, OSError) as err:
@@ -159,43 +153,15 @@ class TLSServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
                 pass
             conn.close()
 
-    def _handshake(self, conn: ssl.SSLSocket, peer: str) -> bool:
-        """The TLS handshake, which server_close may cut short."""
-        with self._handshake_lock:
-            if self._closing:
-                return False
-            self._handshaking.add(conn)
-        try:
-            conn.do_handshake()
-        except (ssl.SSLError, OSError) as err:
-            logger.info("TLS handshake with %s failed: %s", peer, err)
-            return False
-        finally:
-            with self._handshake_lock:
-                self._handshaking.discard(conn)
-                self._handshake_lock.notify_all()
-        return True
-
     def server_close(self) -> None:
         """Stop listening and cut connections that do not complete a TLS handshake.
 
-        Handshakes under way get HANDSHAKE_GRACE seconds to finish (their
+        Handshakes under way get a second to finish (their
         requests are then served); a silent connection would otherwise hold
         up the shutdown for a whole connection timeout. Requests under way
         are always waited for.
         """
-        deadline = time.monotonic() + HANDSHAKE_GRACE
-        with self._handshake_lock:
-            self._closing = True
-            while self._handshaking and (remaining := deadline - time.monotonic()) > 0:
-                self._handshake_lock.wait(remaining)
-            pending = list(self._handshaking)
-        for conn in pending:
-            try:
-                # the TCP shutdown wakes the worker blocked in do_handshake
-                socket.socket.shutdown(conn, socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self.handshakes.close()
         super().server_close()
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)

@@ -21,7 +21,6 @@ import socket
 import ssl
 import sys
 import threading
-import time
 from functools import partial
 from typing import Any
 from xmlrpc.client import Fault
@@ -39,12 +38,10 @@ from bcfg2 import xmlrpc
 from bcfg2.core import NetworkCore
 from bcfg2.daemonize import daemon_ids, prepare_pidfile
 from bcfg2.options import Setup
-from bcfg2.tls import server_context
+from bcfg2.tls import Handshakes, server_context
 
 logger = logging.getLogger("bcfg2.cores.cherrypy")
 
-#: seconds a TLS handshake under way at shutdown may take to finish
-HANDSHAKE_GRACE = 1.0
 #: worker threads; each serves one connection (handshake, request, response) at a time
 THREADS = 32
 #: the listen() backlog
@@ -193,10 +190,7 @@ class TLSServer(cheroot.wsgi.Server):
                          shutdown_timeout=timeout)
         self.ssl_adapter = adapter
         self.max_request_body_size = setup.server.max_request_size
-        #: connections still in their TLS handshake; cut when the server stops
-        self._handshaking: set[ssl.SSLSocket] = set()
-        self._closing = False
-        self._handshake_lock = threading.Condition()
+        self.handshakes = Handshakes()
 
     def prepare(self) -> None:
         """Bind, listen and start the worker threads."""
@@ -209,9 +203,9 @@ class TLSServer(cheroot.wsgi.Server):
             with selectors.DefaultSelector() as selector:
                 selector.register(self.socket, selectors.EVENT_READ)
                 selector.register(self._wake_r, selectors.EVENT_READ)
-                while not self._closing:
+                while not self.handshakes.closing:
                     for key, _ in selector.select():
-                        if key.fileobj is self.socket and not self._closing:
+                        if key.fileobj is self.socket and not self.handshakes.closing:
                             self._accept()
         finally:
             self._wake_r.close()
@@ -238,44 +232,23 @@ class TLSServer(cheroot.wsgi.Server):
     def handshake(self, conn: TLSConnection) -> bool:
         """The connection's TLS handshake, which stop() may cut short."""
         sock = conn.socket
-        with self._handshake_lock:
-            if self._closing:
-                return False
-            self._handshaking.add(sock)
-        try:
-            sock.do_handshake()
-        except (ssl.SSLError, OSError) as err:
-            logger.info("TLS handshake with %s failed: %s", conn.remote_addr, err)
+        if not self.handshakes.run(sock, conn.remote_addr):
             return False
-        finally:
-            with self._handshake_lock:
-                self._handshaking.discard(sock)
-                self._handshake_lock.notify_all()
         conn.ssl_env = self.ssl_adapter.get_environ(sock)
         return True
 
     def stop(self) -> None:
-        """Stop accepting, cut handshakes that take over HANDSHAKE_GRACE, stop the workers.
+        """Stop accepting, cut handshakes that take over a second, stop the workers.
 
         A silent connection would otherwise hold up the shutdown for a whole
         connection timeout. Requests under way are waited for.
         """
-        deadline = time.monotonic() + HANDSHAKE_GRACE
-        with self._handshake_lock:
-            self._closing = True
-            try:
-                self._wake_w.send(b"x")
-            except OSError:
-                pass  # the accept loop is gone already
-            while self._handshaking and (remaining := deadline - time.monotonic()) > 0:
-                self._handshake_lock.wait(remaining)
-            pending = list(self._handshaking)
-        for sock in pending:
-            try:
-                # the TCP shutdown wakes the worker blocked in do_handshake
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self.handshakes.closing = True  # before the wake-up: the accept loop then ends
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass  # the accept loop is gone already
+        self.handshakes.close()
         super().stop()
         self._wake_w.close()
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
+import threading
+import time
 
 from bcfg2.errors import CoreInitError
 from bcfg2.options import Setup
@@ -45,3 +48,54 @@ def server_context(setup: Setup) -> ssl.SSLContext:
             raise CoreInitError(f"cannot load the CA certificate {comm.ca}: {err}") from None
         ctx.verify_mode = ssl.CERT_OPTIONAL
     return ctx
+
+
+#: seconds a TLS handshake under way at shutdown may take to finish
+HANDSHAKE_GRACE = 1.0
+
+
+class Handshakes:
+    """TLS handshakes done in the worker threads, which stopping the server may cut short.
+
+    A handshake under way when the server stops gets ``grace`` seconds to
+    finish (its request is then served); connections still silent after
+    that are cut, so they never hold up a shutdown.
+    """
+
+    def __init__(self, grace: float = HANDSHAKE_GRACE) -> None:
+        self.grace = grace
+        self.closing = False
+        self._pending: set[ssl.SSLSocket] = set()
+        self._cond = threading.Condition()
+
+    def run(self, sock: ssl.SSLSocket, peer: str) -> bool:
+        """Do the handshake of one connection; False if it failed or the server stops."""
+        with self._cond:
+            if self.closing:
+                return False
+            self._pending.add(sock)
+        try:
+            sock.do_handshake()
+        except (ssl.SSLError, OSError) as err:
+            logger.info("TLS handshake with %s failed: %s", peer, err)
+            return False
+        finally:
+            with self._cond:
+                self._pending.discard(sock)
+                self._cond.notify_all()
+        return True
+
+    def close(self) -> None:
+        """Refuse new handshakes, wait ``grace`` for those under way, cut the rest."""
+        deadline = time.monotonic() + self.grace
+        with self._cond:
+            self.closing = True
+            while self._pending and (remaining := deadline - time.monotonic()) > 0:
+                self._cond.wait(remaining)
+            pending = list(self._pending)
+        for sock in pending:
+            try:
+                # the TCP shutdown wakes the worker blocked in do_handshake
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
