@@ -150,6 +150,16 @@ OPTIONS: list[Option] = [
     # [defaults]
     Option("defaults", "replace_name", False,
            "Replace %{name} in Defaults attributes with the entry's name.", type="bool"),
+    # [probes]
+    Option("probes", "allowed_groups", ".*",
+           "Whitespace-separated regular expressions; a group a probe assigns must match "
+           "one of them completely."),
+    Option("probes", "storage", "sqlite",
+           "Where probe data is kept: sqlite (state_dir/Probes/probes.sqlite) or xml "
+           "(the upstream Probes/probed.xml).",
+           type="choice", choices=("sqlite", "xml")),
+    Option("probes", "max_data_size", 1024 * 1024,
+           "Largest probe upload accepted from one client, in bytes.", type="int"),
 ]
 
 SERVER_CLI_ONLY = {

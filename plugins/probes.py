@@ -1,0 +1,394 @@
+"""Probes: scripts the agents run before a build, their output and the groups it assigns.
+
+Probe scripts live in ``Probes/`` (``name``, ``name.G50_group``, ``name.H_host``,
+most specific wins). Each client's latest output is stored per probe, either in
+SQLite (``[server] state_dir``/Probes/probes.sqlite, the default) or in the
+upstream ``Probes/probed.xml``; ``group:NAME`` lines become dynamic groups.
+Templates see the output as ``metadata.Probes[name]``: a ``ProbeData`` string
+whose ``.json``, ``.yaml`` and ``.xml`` (alias ``.xdata``) are the parsed
+document, or None when the output is not one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import lxml.etree
+
+from bcfg2.errors import UntrustedInputError
+from bcfg2.plugin import (
+    Caching,
+    Connector,
+    EntrySet,
+    Plugin,
+    PluginExecutionError,
+    PluginInitError,
+    Probing,
+    RepositoryError,
+    SpecificData,
+    SpecificityError,
+)
+from bcfg2.plugin.helpers import SPECIFIC_SUFFIX
+from bcfg2.xml import atomic_write, parse_untrusted, tostring
+
+try:
+    import yaml
+except ImportError:  # PyYAML is optional
+    yaml = None
+
+if TYPE_CHECKING:
+    from bcfg2.filemonitor import Event
+    from bcfg2.metadata import ClientMetadata
+
+#: probe and group names: they may end up in file names and templates
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+-]{0,254}$")
+GROUP_LINE = re.compile(r"^\s*group\s*:(.*)$")
+STORE_FILE = "probed.xml"
+
+
+def safe_name(name: str) -> bool:
+    """No slashes, no '..', no shell or XML metacharacters."""
+    return bool(SAFE_NAME.match(name)) and ".." not in name
+
+
+class ProbeData(str):
+    """One probe's output: a string, with the JSON/YAML/XML it parses as."""
+
+    @cached_property
+    def json(self) -> Any:
+        """The output parsed as JSON, or None."""
+        try:
+            return json.loads(self)
+        except ValueError:
+            return None
+
+    @cached_property
+    def yaml(self) -> Any:
+        """The output parsed as YAML (when PyYAML is installed), or None."""
+        if yaml is None:
+            return None
+        try:
+            return yaml.safe_load(str(self))
+        except yaml.YAMLError:
+            return None
+
+    @cached_property
+    def xml(self) -> lxml.etree._Element | None:
+        """The output parsed as XML (no entities, no DTD), or None."""
+        if not self.lstrip().startswith("<"):
+            return None
+        try:
+            return parse_untrusted(str(self), "probe output")
+        except UntrustedInputError:
+            return None
+
+    @property
+    def xdata(self) -> lxml.etree._Element | None:
+        """Upstream's name for ``xml``."""
+        return self.xml
+
+
+class ProbeScript(SpecificData):
+    """One version of a probe script; ``script`` is (interpreter, text)."""
+
+    script: tuple[str, str] = ("/bin/sh", "")
+
+    def Index(self) -> None:  # noqa: N802
+        try:
+            text = self.data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise RepositoryError(f"{self.name}: not UTF-8: {err}") from None
+        interpreter = "/bin/sh"
+        if text.startswith("#!"):
+            interpreter = text.splitlines()[0][2:].strip() or interpreter
+        try:
+            lxml.etree.Element("probe").text = text
+        except ValueError as err:
+            raise RepositoryError(f"{self.name}: cannot be sent in XML: {err}") from None
+        self.script = (interpreter, text)
+
+    def element(self, name: str) -> lxml.etree._Element:
+        """The ``<probe>`` element the agent receives."""
+        interpreter, text = self.script
+        probe = lxml.etree.Element("probe", name=name, source="Probes",
+                                   interpreter=interpreter)
+        probe.text = text
+        return probe
+
+
+class SQLiteStore:
+    """Probe data in one SQLite database (WAL): one transaction per client upload.
+
+    One connection behind a lock serves this process; other processes (the
+    multiprocessing children) open their own and only read.
+    """
+
+    def __init__(self, path: str) -> None:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        self.path = path
+        self.lock = threading.Lock()
+        self.conn = sqlite3.connect(path, timeout=30, isolation_level=None,
+                                    check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS probes (client TEXT NOT NULL, "
+                          "name TEXT NOT NULL, value TEXT NOT NULL, "
+                          "PRIMARY KEY (client, name))")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS groups (client TEXT NOT NULL, "
+                          "name TEXT NOT NULL, PRIMARY KEY (client, name))")
+
+    def _read(self, client: str) -> tuple[dict[str, str], list[str]]:
+        data = dict(self.conn.execute(
+            "SELECT name, value FROM probes WHERE client = ? ORDER BY name", (client,)))
+        groups = [row[0] for row in self.conn.execute(
+            "SELECT name FROM groups WHERE client = ? ORDER BY name", (client,))]
+        return data, groups
+
+    def load(self, client: str) -> tuple[dict[str, str], list[str]]:
+        """The client's stored (probe name -> output, groups)."""
+        with self.lock:
+            self.conn.execute("BEGIN")
+            try:
+                return self._read(client)
+            finally:
+                self.conn.execute("COMMIT")
+
+    def save(self, client: str, data: dict[str, str], groups: list[str]) -> bool:
+        """Replace the client's data in one transaction; True if anything changed."""
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self._read(client) == (data, groups):
+                    self.conn.execute("COMMIT")
+                    return False
+                self.conn.execute("DELETE FROM probes WHERE client = ?", (client,))
+                self.conn.execute("DELETE FROM groups WHERE client = ?", (client,))
+                self.conn.executemany("INSERT INTO probes VALUES (?, ?, ?)",
+                                      [(client, k, v) for k, v in data.items()])
+                self.conn.executemany("INSERT INTO groups VALUES (?, ?)",
+                                      [(client, g) for g in groups])
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            return True
+
+    def invalidate(self) -> None:
+        """Nothing to forget: every read goes to the database."""
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+
+class XMLStore:
+    """Probe data in the upstream ``probed.xml``, rewritten atomically on each change.
+
+    The file is reread whenever it was replaced, so every process reading it
+    (the multiprocessing children) sees the parent's latest write.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self.clients: dict[str, tuple[dict[str, str], list[str]]] = {}
+        self._stamp: tuple[int, int, int] | None = None
+
+    def _refresh(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self.clients, self._stamp = {}, None
+            return
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return
+        with open(self.path, "rb") as fh:
+            root = parse_untrusted(fh.read(), self.path)
+        clients: dict[str, tuple[dict[str, str], list[str]]] = {}
+        for node in root.findall("Client"):
+            data = {p.get("name", ""): p.get("value", "") for p in node.findall("Probe")}
+            groups = sorted(g.get("name", "") for g in node.findall("Group"))
+            clients[node.get("name", "")] = (data, groups)
+        self.clients, self._stamp = clients, stamp
+
+    def load(self, client: str) -> tuple[dict[str, str], list[str]]:
+        """The client's stored (probe name -> output, groups)."""
+        with self.lock:
+            self._refresh()
+            data, groups = self.clients.get(client, ({}, []))
+            return dict(data), list(groups)
+
+    def save(self, client: str, data: dict[str, str], groups: list[str]) -> bool:
+        """Replace the client's data and rewrite the file; True if anything changed."""
+        with self.lock:
+            self._refresh()
+            if self.clients.get(client) == (data, groups):
+                return False
+            self.clients[client] = (dict(data), list(groups))
+            root = lxml.etree.Element("Probed")
+            for name in sorted(self.clients):
+                cdata, cgroups = self.clients[name]
+                node = lxml.etree.SubElement(root, "Client", name=name)
+                for probe in sorted(cdata):
+                    lxml.etree.SubElement(node, "Probe", name=probe, value=cdata[probe])
+                for group in cgroups:
+                    lxml.etree.SubElement(node, "Group", name=group)
+            atomic_write(self.path, tostring(root, pretty=True), mode=0o600)
+            st = os.stat(self.path)
+            self._stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+            return True
+
+    def invalidate(self) -> None:
+        """Reread the file on the next access."""
+        with self.lock:
+            self._stamp = None
+
+    def close(self) -> None:
+        """Nothing is held open."""
+
+
+class Probes(Plugin, Probing, Connector, Caching):
+    """Serves probe scripts and turns their output into groups and template data."""
+
+    def __init__(self, core: Any) -> None:
+        Plugin.__init__(self, core)
+        setup = core.setup
+        try:
+            self.allowed_groups = [re.compile(pattern) for pattern
+                                   in str(setup.probes.allowed_groups).split()]
+        except re.error as err:
+            raise PluginInitError(f"[probes] allowed_groups: bad regex: {err}") from err
+        self.max_data_size = int(setup.probes.max_data_size)
+        self.store: SQLiteStore | XMLStore
+        if setup.probes.storage == "xml":
+            self.store = XMLStore(os.path.join(self.data, STORE_FILE))
+        else:
+            try:
+                self.store = SQLiteStore(os.path.join(setup.server.state_dir, "Probes",
+                                                      "probes.sqlite"))
+            except (OSError, sqlite3.Error) as err:
+                raise PluginInitError(f"cannot open the probe database: {err}") from err
+        self.probes: dict[str, EntrySet] = {}
+        if os.path.isdir(self.data):
+            core.fam.AddMonitor(self.data, self)
+        else:
+            self.logger.info("%s does not exist; no probes are sent", self.data)
+
+    # -- probe scripts ----------------------------------------------------------
+
+    def HandleEvent(self, event: Event) -> None:  # noqa: N802
+        """Track the probe scripts in Probes/ as they are created, edited, deleted."""
+        if event.action == "endExist" or os.path.dirname(event.path) != self.data:
+            return
+        fname = os.path.basename(event.path)
+        if fname == STORE_FILE or fname.startswith(".") or EntrySet.ignore.match(fname) \
+                or os.path.isdir(event.path):
+            return
+        name = SPECIFIC_SUFFIX.sub("", fname)
+        probes = dict(self.probes)
+        entry_set = probes.get(name)
+        if entry_set is None:
+            if event.action == "deleted":
+                return
+            entry_set = EntrySet(name, self.data, ProbeScript, self.core.setup, self.core.fam)
+        entry_set.handle_event(event)
+        if entry_set.entries:
+            probes[name] = entry_set
+        else:
+            probes.pop(name, None)
+        self.probes = probes
+
+    def GetProbes(self, metadata: ClientMetadata) -> list[lxml.etree._Element]:  # noqa: N802
+        """The most specific version of every probe that applies to the client."""
+        result = []
+        for name, entry_set in sorted(self.probes.items()):
+            matching = [m for m in entry_set.get_matching(metadata)
+                        if isinstance(m, ProbeScript) and m.in_service]
+            if not matching:
+                continue
+            try:
+                best = entry_set.best_matching(metadata, matching)
+            except SpecificityError as err:
+                self.logger.error("probe %s not sent to %s: %s", name, metadata.hostname, err)
+                continue
+            assert isinstance(best, ProbeScript)
+            result.append(best.element(name))
+        return result
+
+    # -- probe data -------------------------------------------------------------
+
+    def group_allowed(self, client: str, group: str) -> bool:
+        """Whether a group a probe names may be assigned; refusals are logged."""
+        if not safe_name(group):
+            self.logger.warning("probe data from %s: unsafe group name %r refused",
+                                client, group)
+            return False
+        if not any(p.fullmatch(group) for p in self.allowed_groups):
+            self.logger.warning("probe data from %s: group %s is not in "
+                                "[probes] allowed_groups; ignored", client, group)
+            return False
+        return True
+
+    def parse(self, client: str, datalist: Iterable[lxml.etree._Element],
+              ) -> tuple[dict[str, str], list[str]]:
+        """(probe name -> output without group lines, allowed groups) of an upload."""
+        data: dict[str, str] = {}
+        groups: set[str] = set()
+        for item in datalist:
+            name = item.get("name", "")
+            if not safe_name(name):
+                self.logger.warning("probe data from %s: unsafe probe name %r refused",
+                                    client, name)
+                continue
+            kept = []
+            for line in (item.text or "").splitlines(keepends=True):
+                match = GROUP_LINE.match(line)
+                if match is None:
+                    kept.append(line)
+                elif self.group_allowed(client, match.group(1).strip()):
+                    groups.add(match.group(1).strip())
+            data[name] = "".join(kept)
+        return data, sorted(groups)
+
+    def ReceiveData(self, metadata: ClientMetadata,  # noqa: N802
+                    datalist: list[lxml.etree._Element]) -> None:
+        """Store the client's probe output; expire its metadata if it changed."""
+        client = metadata.hostname
+        size = sum(len((item.text or "").encode("utf-8")) + len(item.get("name", ""))
+                   for item in datalist)
+        if size > self.max_data_size:
+            self.logger.warning("probe data from %s refused: %d bytes, more than "
+                                "[probes] max_data_size (%d)", client, size,
+                                self.max_data_size)
+            raise PluginExecutionError(f"probe data from {client} is too large "
+                                       f"({size} bytes)")
+        data, groups = self.parse(client, datalist)
+        if self.store.save(client, data, groups):
+            self.core.metadata_cache.expire(client)
+
+    # -- Connector --------------------------------------------------------------
+
+    def get_additional_groups(self, metadata: ClientMetadata) -> list[Any]:
+        """The groups the client's probes assigned (read from the store)."""
+        return self.store.load(metadata.hostname)[1]
+
+    def get_additional_data(self, metadata: ClientMetadata) -> Any:
+        """The client's probe output: probe name -> ProbeData."""
+        data = self.store.load(metadata.hostname)[0]
+        return {name: ProbeData(value) for name, value in data.items()}
+
+    def expire_cache(self, key: str | None = None) -> None:
+        """Make the next read go to the stored data."""
+        self.store.invalidate()
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self.store.close()
