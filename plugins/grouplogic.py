@@ -1,0 +1,164 @@
+"""GroupLogic: groups that follow from a client's other groups and its name.
+
+``GroupLogic/groups.xml`` is read like ``Metadata/groups.xml``: a
+``<Group>`` or ``<Client>`` with children is a conditional (``negate``
+inverts it), a ``<Group name=...>`` without children declares that the
+clients it is reached for are members of that group. Conditionals are
+evaluated once against the client's metadata as the Metadata plugin and
+the connectors before this one (GroupPatterns, Probes...) made it, so a
+group declared here does not satisfy a conditional of this same file, as
+in Bcfg2. Genshi templating of the file is not supported: a file that
+uses it is refused with an error (and the last good version is kept).
+
+The file is reread when it changes. After a change, the cached metadata
+of exactly the clients whose GroupLogic groups change is expired: the
+input each client was last evaluated with is kept to compare.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import lxml.etree
+
+from bcfg2.errors import RepositoryError
+from bcfg2.filemonitor import Event, FileMonitor
+from bcfg2.metadata import ClientMetadata
+from bcfg2.plugin import Caching, Connector, Plugin, StructFile, as_bool
+from bcfg2.plugin.helpers import Condition, condition_holds
+
+GENSHI_NS = "http://genshi.edgewall.org/"
+
+Declaration = tuple[tuple[Condition, ...], str]
+
+
+@dataclass(frozen=True)
+class ClientInput:
+    """What the conditionals of groups.xml can see of a client."""
+
+    hostname: str
+    aliases: frozenset[str]
+    groups: frozenset[str]
+
+    @classmethod
+    def of(cls, metadata: ClientMetadata) -> ClientInput:
+        return cls(metadata.hostname, frozenset(metadata.aliases), frozenset(metadata.groups))
+
+
+def evaluate(declarations: tuple[Declaration, ...], client: ClientInput) -> frozenset[str]:
+    """The groups declared for a client: those whose conditions all hold."""
+    return frozenset(name for conds, name in declarations
+                     if all(condition_holds(tag, cname, negate, client)  # type: ignore[arg-type]
+                            for tag, cname, negate in conds))
+
+
+class GroupLogicFile(StructFile):
+    """GroupLogic/groups.xml; ``declarations`` is empty until it is parsed."""
+
+    def __init__(self, name: str, fam: FileMonitor | None, plugin: GroupLogic) -> None:
+        self.plugin = plugin
+        self.declarations: tuple[Declaration, ...] = ()
+        super().__init__(name, fam, should_monitor=True)
+
+    def HandleEvent(self, event: Event | None = None) -> None:  # noqa: N802
+        if event is not None and event.path == self.name and event.action == "deleted":
+            self.plugin.logger.info("%s was removed: no GroupLogic groups now", self.name)
+            self.in_service = False
+            self.error = None
+            self._swap(())
+            return
+        super().HandleEvent(event)
+
+    def load_xml(self, root: lxml.etree._Element) -> None:
+        if root.tag != "GroupLogic":
+            raise self._error(root, f"the root element must be <GroupLogic>, not <{root.tag}>")
+        self._swap(tuple(self._declarations(root, ())))
+
+    def _swap(self, declarations: tuple[Declaration, ...]) -> None:
+        old, self.declarations = self.declarations, declarations
+        self.plugin.logic_changed(old, declarations)
+
+    def _error(self, node: lxml.etree._Element, message: str) -> RepositoryError:
+        return RepositoryError(f"{self.name}:{node.sourceline}: {message}")
+
+    def _declarations(self, node: lxml.etree._Element,
+                      conds: tuple[Condition, ...]) -> list[Declaration]:
+        out: list[Declaration] = []
+        for child in node:
+            if isinstance(child, lxml.etree._ProcessingInstruction) and child.target == "python":
+                raise self._error(child, "Genshi templating (<?python?>) is not supported")
+            if not isinstance(child.tag, str):
+                continue
+            if lxml.etree.QName(child).namespace == GENSHI_NS:
+                raise self._error(child, f"Genshi templating (<py:{lxml.etree.QName(child).localname}>)"
+                                         f" is not supported")
+            if any(lxml.etree.QName(attr).namespace == GENSHI_NS for attr in child.attrib):
+                raise self._error(child, "Genshi templating (py: attributes) is not supported")
+            if child.tag == "GroupLogic":
+                out.extend(self._declarations(child, conds))
+                continue
+            if child.tag not in self.conditional_tags:
+                raise self._error(child, f"unknown element <{child.tag}> "
+                                         f"(Group or Client expected)")
+            name = child.get("name")
+            if not name:
+                raise self._error(child, f"<{child.tag}> without a name")
+            if "$" in name:
+                raise self._error(child, f"Genshi templating ({name!r}) is not supported")
+            has_children = any(isinstance(sub.tag, str) for sub in child)
+            if child.tag == "Group" and not has_children:
+                out.append((conds, name))
+            else:
+                negate = as_bool(child.get("negate", "false"))
+                out.extend(self._declarations(child, conds + ((child.tag, name, negate),)))
+        return out
+
+
+class GroupLogic(Plugin, Connector, Caching):
+    """Groups declared under Group/Client conditionals in GroupLogic/groups.xml."""
+
+    #: after the other connectors, so their groups can be conditions here
+    sort_order = 750
+
+    def __init__(self, core: Any) -> None:
+        Plugin.__init__(self, core)
+        #: the input each client was last evaluated with, to compare after a change
+        self._inputs: dict[str, ClientInput] = {}
+        self._lock = threading.Lock()
+        if not os.path.isdir(self.data):
+            self.logger.warning("%s does not exist: GroupLogic gives no groups", self.data)
+        self.logic = GroupLogicFile(os.path.join(self.data, "groups.xml"), core.fam, self)
+
+    def get_additional_groups(self, metadata: ClientMetadata) -> list[str]:
+        """The groups groups.xml declares for this client, sorted."""
+        client = ClientInput.of(metadata)
+        with self._lock:
+            self._inputs[metadata.hostname] = client
+        return sorted(evaluate(self.logic.declarations, client))
+
+    def logic_changed(self, old: tuple[Declaration, ...], new: tuple[Declaration, ...]) -> None:
+        """Expire the cached metadata of the clients whose GroupLogic groups change."""
+        cache = self.core.metadata_cache
+        with self._lock:
+            inputs = dict(self._inputs)
+        for key in cache.keys():
+            cached = cache.get(key)
+            client = inputs.get(cached.hostname if cached is not None else key)
+            if client is None or evaluate(old, client) != evaluate(new, client):
+                self.debug_log(f"GroupLogic: groups of {key} change")
+                cache.expire(key)
+
+    def expire_cache(self, key: str | None = None) -> None:
+        """Forget the cached metadata (and the kept input) of one client, or of all."""
+        with self._lock:
+            if key is None:
+                self._inputs.clear()
+            else:
+                self._inputs.pop(key, None)
+        self.core.metadata_cache.expire(key)
+
+
+__all__ = ["GroupLogic", "evaluate"]
