@@ -160,6 +160,10 @@ OPTIONS: list[Option] = [
            type="choice", choices=("sqlite", "xml")),
     Option("probes", "max_data_size", 1024 * 1024,
            "Largest probe upload accepted from one client, in bytes.", type="int"),
+    # [properties]
+    Option("properties", "automatch", False,
+           "Resolve Group/Client conditionals of every XML property file for the client "
+           "(XMLMatch) unless the file says automatch=\"false\".", type="bool"),
 ]
 
 SERVER_CLI_ONLY = {

@@ -1,0 +1,206 @@
+"""Properties: data from XML, JSON and YAML files in ``Properties/`` for templates.
+
+Templates see ``metadata.Properties[<file name>]``. An XML file gives an
+object with ``xdata`` (the root element), ``entries`` (its children),
+``xpath()``, ``Match(metadata)`` and ``XMLMatch(metadata)``, which resolve
+the Group/Client conditionals for a client. With automatch (``[properties]
+automatch`` or ``automatch="true"`` on the root element, which also turns it
+off per file with ``"false"``) the value is the result of ``XMLMatch`` for
+the client instead. JSON files give ``.json``; YAML files (``*.yaml``,
+``*.yml``, only when PyYAML is installed) give ``.yaml``. Every file also
+gives ``.data``, its raw text.
+
+Each client gets its own copies: the parsed data is copied the first time a
+template touches it, so one client's template cannot change what another
+one sees. Files are reread when they change; a file that does not parse is
+logged with its path and line and the last good version stays in service.
+
+Not implemented: decryption of encrypted values (they are left as they
+are) and writing back to property files (``write()``, ``writes_enabled``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import lxml.etree
+
+from bcfg2.errors import RepositoryError
+from bcfg2.plugin import Connector, DirectoryBacked, FileBacked, Plugin, StructFile, as_bool
+
+try:
+    import yaml
+except ImportError:  # PyYAML is optional
+    yaml = None
+
+if TYPE_CHECKING:
+    from bcfg2.filemonitor import Event, FileMonitor
+    from bcfg2.metadata import ClientMetadata
+
+YAML_SUFFIXES = (".yaml", ".yml") if yaml is not None else ()
+
+
+class XMLPropertyFile(StructFile):
+    """An XML property file; ``snapshot`` is the version in service (or None).
+
+    The snapshot is (root, automatch attribute or None, raw text), replaced
+    as a whole on each successful reload.
+    """
+
+    snapshot: tuple[lxml.etree._Element, bool | None, str] | None = None
+
+    def load_xml(self, root: lxml.etree._Element) -> None:
+        value = root.get("automatch")
+        encoding = root.getroottree().docinfo.encoding or "utf-8"
+        text = self.data.decode(encoding, errors="replace")
+        self.snapshot = (root, None if value is None else as_bool(value), text)
+
+
+class DataPropertyFile(FileBacked):
+    """A JSON or YAML property file; ``snapshot`` is (loaded data, raw text) or None."""
+
+    snapshot: tuple[Any, str] | None = None
+
+    def Index(self) -> None:  # noqa: N802
+        try:
+            text = self.data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = self.data[:err.start].count(b"\n") + 1
+            raise RepositoryError(f"{self.name}:{line}: not UTF-8 text") from None
+        if self.name.endswith(YAML_SUFFIXES):
+            parsed = self._load_yaml(text)
+        else:
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise RepositoryError(f"{self.name}:{err.lineno}: {err.msg}") from None
+        self.snapshot = (parsed, text)
+
+    def _load_yaml(self, text: str) -> Any:
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            reason = getattr(err, "problem", None) or str(err)
+            raise RepositoryError(f"{self.name}{line}: {reason}") from None
+
+
+class DataProperties:
+    """What a template sees of a JSON or YAML file: ``.json``/``.yaml`` and ``.data``."""
+
+    def __init__(self, name: str, parsed: Any, text: str) -> None:
+        self.name = name
+        self._parsed = parsed
+        self.data = text
+
+    @cached_property
+    def json(self) -> Any:
+        """The loaded data (a copy for this client)."""
+        return copy.deepcopy(self._parsed)
+
+    @property
+    def yaml(self) -> Any:
+        """The same data as ``json``, under the name YAML templates use."""
+        return self.json
+
+    def __repr__(self) -> str:
+        return f"<{self.__class__.__name__} {self.name}>"
+
+
+class XMLProperties:
+    """What a template sees of an XML property file without automatch.
+
+    It keeps the version that was in service when the client's metadata was
+    built, so one build never mixes two versions of the file.
+    """
+
+    def __init__(self, source: XMLPropertyFile, root: lxml.etree._Element, text: str) -> None:
+        self.name = source.name
+        self._source = source
+        self._root = root
+        self.data = text
+
+    @cached_property
+    def xdata(self) -> lxml.etree._Element:
+        """The root element (a copy for this client)."""
+        return copy.deepcopy(self._root)
+
+    @property
+    def entries(self) -> list[lxml.etree._Element]:
+        """The element children of the root."""
+        return [el for el in self.xdata if isinstance(el.tag, str)]
+
+    def xpath(self, expression: str, **variables: Any) -> Any:
+        """Evaluate an XPath expression on this client's copy of the document."""
+        return self.xdata.xpath(expression, **variables)
+
+    def Match(self, metadata: ClientMetadata) -> list[lxml.etree._Element]:  # noqa: N802
+        """The elements that apply to the client, Group/Client tags flattened (copies)."""
+        return [el for child in self._root for el in self._source._match(child, metadata)]
+
+    def XMLMatch(self, metadata: ClientMetadata) -> lxml.etree._Element:  # noqa: N802
+        """A copy of the document with only what applies to the client."""
+        return xml_match(self._source, self._root, metadata)
+
+    def __repr__(self) -> str:
+        return f"<{self.__class__.__name__} {self.name}>"
+
+
+def xml_match(source: XMLPropertyFile, root: lxml.etree._Element,
+              metadata: ClientMetadata) -> lxml.etree._Element:
+    """A new root like ``root`` holding only what applies to the client."""
+    out = lxml.etree.Element(root.tag, attrib=dict(root.attrib))
+    out.text = root.text
+    for child in root:
+        out.extend(source._match(child, metadata))
+    return out
+
+
+class Properties(Plugin, Connector, DirectoryBacked):
+    """Property files from ``Properties/`` as ``metadata.Properties``."""
+
+    patterns = re.compile(r"^[^.].*\.(xml|json" + "".join(
+        f"|{suffix[1:]}" for suffix in YAML_SUFFIXES) + r")$")
+
+    def __init__(self, core: Any) -> None:
+        Plugin.__init__(self, core)
+        self.automatch = bool(core.setup.get("properties", "automatch"))
+        DirectoryBacked.__init__(self, self.data, core.fam)
+
+    def add_entry(self, relative: str, event: Event) -> None:
+        path = os.path.join(self.data, relative)
+        fam: FileMonitor = self.fam
+        entry: FileBacked = (XMLPropertyFile(path, fam) if path.endswith(".xml")
+                             else DataPropertyFile(path, fam))
+        entry.HandleEvent(event)
+        self.entries[relative] = entry
+
+    def HandleEvent(self, event: Event) -> None:  # noqa: N802
+        """Reread what changed; cached client metadata holds the old data, so expire it."""
+        DirectoryBacked.HandleEvent(self, event)
+        if event.action != "endExist":
+            self.core.metadata_cache.expire()
+
+    def get_additional_data(self, metadata: ClientMetadata) -> dict[str, Any]:
+        """File name -> property data for this client (see the module docstring)."""
+        out: dict[str, Any] = {}
+        for name, entry in sorted(self.entries.items()):
+            if isinstance(entry, XMLPropertyFile) and entry.snapshot is not None:
+                root, auto, text = entry.snapshot
+                if self.automatch if auto is None else auto:
+                    out[name] = xml_match(entry, root, metadata)
+                else:
+                    out[name] = XMLProperties(entry, root, text)
+            elif isinstance(entry, DataPropertyFile) and entry.snapshot is not None:
+                parsed, text = entry.snapshot
+                out[name] = DataProperties(name, parsed, text)
+        return out
+
+
+__all__ = ["DataProperties", "Properties", "XMLProperties"]
