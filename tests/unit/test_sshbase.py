@@ -1,0 +1,207 @@
+"""SSHbase: host keys generated once per host, and ssh_known_hosts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import threading
+from collections.abc import Callable
+
+import lxml.etree
+import pytest
+from conftest import PLUGINS, Repo, rewrite
+
+from bcfg2.core import LocalCore
+
+Factory = Callable[..., LocalCore]
+
+needs_keygen = pytest.mark.skipif(shutil.which("ssh-keygen") is None,
+                                  reason="ssh-keygen is not installed")
+
+GROUPS = """\
+<Groups>
+  <Group name="basic" profile="true" public="true">
+    <Bundle name="ssh"/>
+  </Group>
+  <Group name="other" profile="true">
+    <Bundle name="ssh"/>
+  </Group>
+</Groups>
+"""
+
+CLIENTS = """\
+<Clients version="3.0">
+  <Client name="client1" profile="basic" address="10.0.0.1">
+    <Alias name="www.example.com" address="10.0.0.80"/>
+  </Client>
+  <Client name="client2" profile="other"/>
+</Clients>
+"""
+
+SSH_PATHS = ("/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_ed25519_key.pub",
+             "/etc/ssh/ssh_known_hosts")
+
+
+@pytest.fixture
+def ssh_repo(repo: Repo) -> Repo:
+    repo.write("Metadata/groups.xml", GROUPS)
+    repo.write("Metadata/clients.xml", CLIENTS)
+    repo.write("Bundler/ssh.xml", "<Bundle>\n" + "".join(
+        f'<Path name="{path}"/>\n' for path in SSH_PATHS) + "</Bundle>\n")
+    repo.mkdir("SSHbase")
+    return repo
+
+
+def make_core(local_core: Factory, repo: Repo) -> LocalCore:
+    return local_core(repo, server__plugins=PLUGINS + ",SSHbase")
+
+
+def paths(core: LocalCore, client: str) -> dict[str, lxml.etree._Element]:
+    config = core.BuildConfiguration(client)
+    return {el.get("name"): el for el in config.iter("Path")}
+
+
+@needs_keygen
+def test_key_generated_once_and_reused(ssh_repo: Repo, local_core: Factory) -> None:
+    core = make_core(local_core, ssh_repo)
+    first = paths(core, "client1")
+    key = first["/etc/ssh/ssh_host_ed25519_key"]
+    pub = first["/etc/ssh/ssh_host_ed25519_key.pub"]
+    assert "failure" not in key.attrib and "failure" not in pub.attrib
+    assert key.text.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert pub.text.startswith("ssh-ed25519 ")
+    assert (key.get("mode"), key.get("sensitive")) == ("0600", "true")
+    assert pub.get("mode") == "0644"
+
+    again = paths(core, "client1")
+    assert again["/etc/ssh/ssh_host_ed25519_key"].text == key.text
+    restarted = paths(make_core(local_core, ssh_repo), "client1")
+    assert restarted["/etc/ssh/ssh_host_ed25519_key"].text == key.text
+    assert restarted["/etc/ssh/ssh_host_ed25519_key.pub"].text == pub.text
+
+
+@needs_keygen
+def test_keys_stored_with_upstream_names_and_private_mode(ssh_repo: Repo,
+                                                          local_core: Factory) -> None:
+    core = make_core(local_core, ssh_repo)
+    served = paths(core, "client1")
+    private = ssh_repo.path / "SSHbase" / "ssh_host_ed25519_key.H_client1"
+    public = ssh_repo.path / "SSHbase" / "ssh_host_ed25519_key.pub.H_client1"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert private.read_text() == served["/etc/ssh/ssh_host_ed25519_key"].text
+    assert public.read_text() == served["/etc/ssh/ssh_host_ed25519_key.pub"].text
+    # nothing else is left behind (no temporary directory, no other key type)
+    assert sorted(os.listdir(ssh_repo.path / "SSHbase")) == [
+        "ssh_host_ed25519_key.H_client1", "ssh_host_ed25519_key.pub.H_client1"]
+
+
+@needs_keygen
+def test_hosts_get_different_keys_and_known_hosts_lists_both(ssh_repo: Repo,
+                                                             local_core: Factory) -> None:
+    core = make_core(local_core, ssh_repo)
+    one = paths(core, "client1")
+    two = paths(core, "client2")
+    assert one["/etc/ssh/ssh_host_ed25519_key"].text != two["/etc/ssh/ssh_host_ed25519_key"].text
+    pub1 = one["/etc/ssh/ssh_host_ed25519_key.pub"].text.strip()
+    pub2 = two["/etc/ssh/ssh_host_ed25519_key.pub"].text.strip()
+
+    lines = paths(core, "client2")["/etc/ssh/ssh_known_hosts"].text.splitlines()
+    assert f"client1,www.example.com,10.0.0.1,10.0.0.80 {pub1}" in lines
+    assert f"client2 {pub2}" in lines
+    assert f"localhost,localhost.localdomain,127.0.0.1 {pub2}" in lines
+    assert f"localhost,localhost.localdomain,127.0.0.1 {pub1}" not in lines
+
+
+@needs_keygen
+def test_known_hosts_follows_key_and_static_file_changes(ssh_repo: Repo,
+                                                         local_core: Factory) -> None:
+    core = make_core(local_core, ssh_repo)
+    paths(core, "client1")
+    ssh_repo.write("SSHbase/ssh_host_rsa_key.pub.H_unmanaged", "ssh-rsa AAAAseeded\n")
+    ssh_repo.write("SSHbase/a.static", "static.example.com ssh-rsa AAAAstatic\n")
+    core.refresh()
+    lines = paths(core, "client2")["/etc/ssh/ssh_known_hosts"].text.splitlines()
+    assert "unmanaged ssh-rsa AAAAseeded" in lines
+    assert "static.example.com ssh-rsa AAAAstatic" in lines
+
+    os.unlink(ssh_repo.path / "SSHbase" / "ssh_host_ed25519_key.pub.H_client1")
+    os.unlink(ssh_repo.path / "SSHbase" / "ssh_host_ed25519_key.H_client1")
+    core.refresh()
+    known = paths(core, "client2")["/etc/ssh/ssh_known_hosts"].text
+    assert not any(line.startswith("client1,") for line in known.splitlines())
+
+
+@needs_keygen
+def test_known_hosts_follows_client_changes(ssh_repo: Repo, local_core: Factory) -> None:
+    core = make_core(local_core, ssh_repo)
+    paths(core, "client1")
+    pub = paths(core, "client2")["/etc/ssh/ssh_host_ed25519_key.pub"].text.strip()
+    core.refresh()  # the monitor reports the new key files
+    assert f"client2 {pub}" in paths(core, "client1")["/etc/ssh/ssh_known_hosts"].text
+    rewrite(ssh_repo.path / "Metadata" / "clients.xml", CLIENTS.replace(
+        '<Client name="client2" profile="other"/>',
+        '<Client name="client2" profile="other"><Alias name="db.example.com"/></Client>'))
+    core.refresh()
+    lines = paths(core, "client1")["/etc/ssh/ssh_known_hosts"].text.splitlines()
+    assert f"client2,db.example.com {pub}" in lines
+
+
+@needs_keygen
+def test_concurrent_requests_generate_one_key(ssh_repo: Repo, local_core: Factory) -> None:
+    core = make_core(local_core, ssh_repo)
+    results: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def build() -> None:
+        barrier.wait()
+        results.append(paths(core, "client1")["/etc/ssh/ssh_host_ed25519_key"].text)
+
+    threads = [threading.Thread(target=build) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 4 and len(set(results)) == 1
+    stored = (ssh_repo.path / "SSHbase" / "ssh_host_ed25519_key.H_client1").read_text()
+    assert results[0] == stored
+
+
+def test_preseeded_key_and_info_xml_are_served(ssh_repo: Repo, local_core: Factory) -> None:
+    ssh_repo.write("SSHbase/ssh_host_ed25519_key.H_client1", "PRIVATE\n")
+    ssh_repo.write("SSHbase/ssh_host_ed25519_key.pub.H_client1", "ssh-ed25519 AAAApub\n")
+    ssh_repo.write("SSHbase/info.xml", """\
+        <FileInfo>
+          <Path name="/etc/ssh/ssh_host_ed25519_key">
+            <Info owner="root" group="wheel" mode="0640"/>
+          </Path>
+        </FileInfo>
+        """)
+    core = make_core(local_core, ssh_repo)
+    served = paths(core, "client1")
+    key = served["/etc/ssh/ssh_host_ed25519_key"]
+    assert key.text == "PRIVATE\n"
+    assert (key.get("group"), key.get("mode")) == ("wheel", "0640")
+    assert served["/etc/ssh/ssh_host_ed25519_key.pub"].get("mode") == "0644"
+
+
+def test_static_known_hosts_for_a_host(ssh_repo: Repo, local_core: Factory) -> None:
+    ssh_repo.write("SSHbase/ssh_known_hosts.H_client1", "fixed ssh-rsa AAAA\n")
+    core = make_core(local_core, ssh_repo)
+    assert paths(core, "client1")["/etc/ssh/ssh_known_hosts"].text == "fixed ssh-rsa AAAA\n"
+
+
+def test_missing_keygen_fails_only_key_entries(ssh_repo: Repo, local_core: Factory,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    ssh_repo.write("Bundler/ssh.xml", "<Bundle>\n" + "".join(
+        f'<Path name="{path}"/>\n' for path in SSH_PATHS) + '<Path name="/etc/motd"/>\n'
+        "</Bundle>\n")
+    ssh_repo.write("Cfg/etc/motd/motd", "hello\n")
+    core = make_core(local_core, ssh_repo)
+    monkeypatch.setenv("PATH", str(ssh_repo.path / "no-such-bin"))
+    served = paths(core, "client1")
+    for name in SSH_PATHS[:2]:
+        assert "ssh-keygen is not installed" in served[name].get("failure")
+    assert "failure" not in served["/etc/ssh/ssh_known_hosts"].attrib
+    assert served["/etc/motd"].text == "hello\n"
+    assert os.listdir(ssh_repo.path / "SSHbase") == []
