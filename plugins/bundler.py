@@ -1,39 +1,160 @@
-"""Bundler: bundles of related entries, one XML file per bundle."""
+"""Bundler: bundles of related entries, one file per bundle.
+
+The bundle name is the file name without its suffix:
+
+- ``name.xml``: a bundle. If its root element declares the Genshi namespace
+  (``xmlns:py="http://genshi.edgewall.org/"``) it is a Genshi markup template.
+- ``name.genshi``: a Genshi markup template (deprecated in Bcfg2 1.4, accepted).
+- ``name.xml.jinja2``: a Jinja2 template whose output is the bundle's XML.
+  Values it prints are XML-escaped (autoescape); ``|safe`` prints raw markup,
+  and ``{% include %}`` names are relative to the Bundler directory.
+
+Templates see ``metadata`` (the ClientMetadata) and ``repo`` (the repository
+path). They are compiled once per change to the file and rendered per client
+before the ``<Group>``/``<Client>`` conditionals are resolved. A syntax error
+keeps the last good version in service; an error while rendering (or output
+larger than ``MAX_RENDERED`` characters, or output that is not XML) leaves that
+bundle out of the client's configuration, logged with the file and line, and
+the other bundles are served.
+"""
 
 from __future__ import annotations
 
+import io
 import os
 import re
+from types import TracebackType
 from typing import Any
 
+import genshi.template
+import jinja2
 import lxml.etree
 
+from bcfg2.errors import PluginExecutionError, RepositoryError
 from bcfg2.metadata import ClientMetadata
 from bcfg2.plugin import Plugin, StructFile, Structure, XMLDirectoryBacked, as_bool
+from bcfg2.xml import parse_repository_file
+
+GENSHI_NS = "http://genshi.edgewall.org/"
+JINJA2_SUFFIX = ".xml.jinja2"
+#: the largest bundle (in characters) a template may render
+MAX_RENDERED = 16 * 1024 * 1024
+
+
+def _template_line(tb: TracebackType | None, source: str) -> str:
+    """``file:line`` of the innermost frame of a template file in a traceback."""
+    where = source
+    prefix = os.path.dirname(source) + os.sep
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.startswith(prefix) and not filename.endswith(".py"):
+            where = f"{filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
 
 
 class BundleFile(StructFile):
-    """One bundle; its name is the file name without the extension."""
+    """One bundle: plain XML, or a Genshi or Jinja2 template rendered per client."""
+
+    def __init__(self, name: str, fam: Any = None, repo: str = "",
+                 jinja2_env: jinja2.Environment | None = None) -> None:
+        super().__init__(name, fam)
+        self.repo = repo
+        self.jinja2_env = jinja2_env or jinja2.Environment(
+            loader=jinja2.FileSystemLoader(os.path.dirname(name)), autoescape=True,
+            keep_trailing_newline=True, auto_reload=True)
+        self.template: genshi.template.MarkupTemplate | jinja2.Template | None = None
 
     @property
     def bundle_name(self) -> str:
-        return os.path.splitext(os.path.basename(self.name))[0]
+        base = os.path.basename(self.name)
+        if base.endswith(JINJA2_SUFFIX):
+            return base[:-len(JINJA2_SUFFIX)]
+        return os.path.splitext(base)[0]
+
+    def Index(self) -> None:  # noqa: N802
+        if not self.name.endswith(JINJA2_SUFFIX):
+            super().Index()
+            return
+        env = self.jinja2_env
+        try:
+            code = env.compile(self.data.decode("utf-8"), name=os.path.basename(self.name),
+                               filename=self.name)
+        except UnicodeDecodeError as err:
+            raise RepositoryError(f"{self.name}: not UTF-8: {err}") from None
+        except jinja2.TemplateSyntaxError as err:
+            raise RepositoryError(f"{self.name}:{err.lineno}: {err.message}") from None
+        self.template = env.template_class.from_code(env, code, env.make_globals(None))
+
+    def load_xml(self, root: lxml.etree._Element) -> None:
+        if not (self.name.endswith(".genshi") or GENSHI_NS in root.nsmap.values()):
+            self.template = None
+            return
+        try:
+            template = genshi.template.MarkupTemplate(
+                io.BytesIO(self.data), filepath=self.name, filename=os.path.basename(self.name))
+            template.stream  # noqa: B018 - compiles the directives now, not at first render
+        except genshi.template.TemplateError as err:
+            raise RepositoryError(f"{self.name}:{err.lineno}: {err.msg}") from None
+        self.template = template
+
+    def render(self, metadata: ClientMetadata) -> lxml.etree._Element:
+        """The bundle's XML for one client, conditionals not yet resolved."""
+        template = self.template
+        try:
+            if isinstance(template, genshi.template.MarkupTemplate):
+                chunks = template.generate(metadata=metadata, repo=self.repo).serialize("xml")
+            else:
+                chunks = template.generate(metadata=metadata, repo=self.repo)
+            out: list[str] = []
+            size = 0
+            for chunk in chunks:
+                size += len(chunk)
+                if size > MAX_RENDERED:
+                    raise PluginExecutionError(
+                        f"{self.name}: rendered output exceeds {MAX_RENDERED} characters")
+                out.append(chunk)
+        except PluginExecutionError:
+            raise
+        except Exception as err:
+            message = err.msg if isinstance(err, genshi.template.TemplateError) else str(err)
+            where = _template_line(err.__traceback__, self.name)
+            raise PluginExecutionError(f"{where}: {type(err).__name__}: {message}") from None
+        try:
+            return parse_repository_file(self.name, "".join(out).encode("utf-8"))[0]
+        except RepositoryError as err:
+            raise PluginExecutionError(f"rendered output of {err}") from None
+
+    def XMLMatch(self, metadata: ClientMetadata, *args: Any) -> lxml.etree._Element:  # noqa: N802
+        """The bundle for one client: rendered if a template, conditionals resolved."""
+        if self.template is None:
+            return super().XMLMatch(metadata, *args)
+        return self.match_tree(self.render(metadata), metadata, *args)
 
 
 class Bundler(Plugin, Structure, XMLDirectoryBacked):
     """Builds the client's bundles with Group/Client conditionals resolved."""
 
     __child__ = BundleFile
-    patterns = re.compile(r"^.*\.xml$")
+    patterns = re.compile(r"^.*\.(?:xml|genshi|xml\.jinja2)$")
 
     def __init__(self, core: Any) -> None:
         Plugin.__init__(self, core)
+        self.jinja2_env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(self.data), autoescape=True,
+            keep_trailing_newline=True, auto_reload=True)
         XMLDirectoryBacked.__init__(self, self.data, core.fam)
+
+    def add_entry(self, relative: str, event: Any) -> None:
+        entry = BundleFile(os.path.join(self.data, relative), self.fam, self.core.repository,
+                           self.jinja2_env)
+        entry.HandleEvent(event)
+        self.entries[relative] = entry
 
     @property
     def bundles(self) -> dict[str, BundleFile]:
         """Bundle files by bundle name."""
-        return {entry.bundle_name: entry for entry in list(self.entries.values())
+        return {entry.bundle_name: entry for _, entry in sorted(self.entries.items())
                 if isinstance(entry, BundleFile)}
 
     def BuildStructures(self, metadata: ClientMetadata) -> list[lxml.etree._Element]:  # noqa: N802
@@ -48,11 +169,16 @@ class Bundler(Plugin, Structure, XMLDirectoryBacked):
                 self.logger.error("Bundle %s does not exist (needed by %s)", name,
                                   metadata.hostname)
                 continue
-            if bundle.xdata is None:
+            if not bundle.in_service:
                 self.logger.error("Bundle %s cannot be used (needed by %s): %s", name,
                                   metadata.hostname, bundle.error)
                 continue
-            data = bundle.XMLMatch(metadata)
+            try:
+                data = bundle.XMLMatch(metadata)
+            except PluginExecutionError as err:
+                self.logger.error("Bundle %s cannot be built for %s: %s", name,
+                                  metadata.hostname, err)
+                continue
             if as_bool(data.get("independent", "false")):
                 data.tag = "Independent"
                 del data.attrib["independent"]

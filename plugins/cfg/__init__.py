@@ -5,6 +5,10 @@ client, ``motd.G50_web`` for members of group web (priority 50), and
 ``motd.H_host.example.com`` for one host, plus an optional ``info.xml`` with
 owner, group, mode and the other Path attributes.
 
+Versions ending in ``.genshi`` or ``.jinja2`` are templates rendered per
+client (see ``bcfg2.plugins.cfg.templates``); fragments they include
+(``*.genshi_include``, ``*.jinja2_include``) are not versions themselves.
+
 Content that is not UTF-8 text (or that holds characters XML cannot carry)
 is sent base64-encoded with ``encoding="base64"``; an empty file is sent as
 ``empty="true"``.
@@ -18,8 +22,13 @@ from typing import Any
 
 import lxml.etree
 
+from bcfg2.errors import SpecificityError
 from bcfg2.metadata import ClientMetadata
 from bcfg2.plugin import EntrySet, Generator, Plugin, SpecificData, Specificity
+from bcfg2.plugins.cfg.templates import TEMPLATE_EXTENSIONS, TemplateContext
+
+#: template fragments for include/extends, never served on their own
+INCLUDE_SUFFIXES = tuple(ext + "_include" for ext in TEMPLATE_EXTENSIONS)
 
 __all__ = ["Cfg", "CfgEntrySet", "CfgPlaintextGenerator", "set_content"]
 
@@ -52,14 +61,38 @@ def set_content(entry: lxml.etree._Element, data: bytes | str) -> None:
 class CfgEntrySet(EntrySet):
     """The versions of one file in Cfg, and its info.xml."""
 
-    def __init__(self, basename: str, path: str, setup: Any, fam: Any) -> None:
+    def __init__(self, basename: str, path: str, setup: Any, fam: Any,
+                 templates: TemplateContext | None = None) -> None:
         super().__init__(basename, path, CfgPlaintextGenerator, setup, fam)
+        if templates is None:
+            repo = setup.server.repository
+            templates = TemplateContext(repo, os.path.join(repo, "Cfg"))
+        self.templates = templates
 
     def handle_event(self, event: Any) -> None:
         fname = os.path.basename(event.path)
         if fname.startswith(":"):
             return  # :test validators and legacy :info files are not supported yet
+        if fname.endswith(INCLUDE_SUFFIXES):
+            return  # read by the templates that include it
         super().handle_event(event)
+
+    def entry_init(self, event: Any) -> None:
+        """Load a new version: a template by its extension, else a plain file."""
+        fname = os.path.basename(event.path)
+        stem, extension = os.path.splitext(fname)
+        template = TEMPLATE_EXTENSIONS.get(extension)
+        if template is None:
+            super().entry_init(event)
+            return
+        try:
+            spec = self.specificity_from_filename(stem)
+        except SpecificityError as err:
+            self.logger.warning("%s; ignoring it", err)
+            return
+        entry = template(event.path, spec, self.fam, self.templates)
+        entry.HandleEvent(event)
+        self.entries[fname] = entry
 
     def is_empty(self) -> bool:
         return not self.entries and self.infoxml is None
@@ -80,6 +113,7 @@ class Cfg(Plugin, Generator):
         Generator.__init__(self)
         self.entries: dict[str, CfgEntrySet] = {}
         self.handles: dict[int, str] = {}
+        self.templates = TemplateContext(core.repository, self.data)
         self.Entries["Path"] = {}
         self.add_directory_monitor(self.data)
 
@@ -118,7 +152,7 @@ class Cfg(Plugin, Generator):
             if event.action == "deleted":
                 return
             entry_set = CfgEntrySet(os.path.basename(directory), directory, self.core.setup,
-                                    self.core.fam)
+                                    self.core.fam, self.templates)
             self.entries[ident] = entry_set
         entry_set.handle_event(event)
         if entry_set.is_empty():

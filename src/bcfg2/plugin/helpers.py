@@ -216,6 +216,11 @@ class StructFile(XMLFileBacked):
         xdata = self.xdata
         if xdata is None:
             raise PluginExecutionError(f"{self.name} has never been parsed successfully")
+        return self.match_tree(xdata, metadata, *args)
+
+    def match_tree(self, xdata: lxml.etree._Element, metadata: ClientMetadata,
+                   *args: Any) -> lxml.etree._Element:
+        """A copy of ``xdata`` with conditionals resolved (for rendered templates too)."""
         root = lxml.etree.Element(xdata.tag, attrib=dict(xdata.attrib))
         root.text = xdata.text
         for child in xdata:
