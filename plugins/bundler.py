@@ -15,7 +15,14 @@ before the ``<Group>``/``<Client>`` conditionals are resolved. A syntax error
 keeps the last good version in service; an error while rendering (or output
 larger than ``MAX_RENDERED`` characters, or output that is not XML) leaves that
 bundle out of the client's configuration, logged with the file and line, and
-the other bundles are served.
+the other bundles are served. Output is streamed and rendering stops as soon
+as it passes the cap.
+
+The limits are those of Cfg templates (see ``bcfg2.plugins.cfg.templates``):
+Jinja2 bundles are rendered in Jinja2's sandbox, whose ``range()`` refuses
+more than 100,000 items; Genshi bundles get the same bounded ``range`` but
+no sandbox, so any other Python in them is not bounded. A missing key or
+attribute fails with the key and the type of the object it was looked up in.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import lxml.etree
 from bcfg2.errors import PluginExecutionError, RepositoryError
 from bcfg2.metadata import ClientMetadata
 from bcfg2.plugin import Plugin, StructFile, Structure, XMLDirectoryBacked, as_bool
+from bcfg2.plugins.cfg.templates import GenshiLookup, bounded_range, sandboxed_environment
 from bcfg2.xml import parse_repository_file
 
 GENSHI_NS = "http://genshi.edgewall.org/"
@@ -60,9 +68,8 @@ class BundleFile(StructFile):
                  jinja2_env: jinja2.Environment | None = None) -> None:
         super().__init__(name, fam)
         self.repo = repo
-        self.jinja2_env = jinja2_env or jinja2.Environment(
-            loader=jinja2.FileSystemLoader(os.path.dirname(name)), autoescape=True,
-            keep_trailing_newline=True, auto_reload=True)
+        self.jinja2_env = jinja2_env or sandboxed_environment(os.path.dirname(name),
+                                                              autoescape=True)
         self.template: genshi.template.MarkupTemplate | jinja2.Template | None = None
 
     @property
@@ -92,7 +99,8 @@ class BundleFile(StructFile):
             return
         try:
             template = genshi.template.MarkupTemplate(
-                io.BytesIO(self.data), filepath=self.name, filename=os.path.basename(self.name))
+                io.BytesIO(self.data), filepath=self.name, filename=os.path.basename(self.name),
+                lookup=GenshiLookup)
             template.stream  # noqa: B018 - compiles the directives now, not at first render
         except genshi.template.TemplateError as err:
             raise RepositoryError(f"{self.name}:{err.lineno}: {err.msg}") from None
@@ -103,7 +111,8 @@ class BundleFile(StructFile):
         template = self.template
         try:
             if isinstance(template, genshi.template.MarkupTemplate):
-                chunks = template.generate(metadata=metadata, repo=self.repo).serialize("xml")
+                chunks = template.generate(metadata=metadata, repo=self.repo,
+                                           range=bounded_range).serialize("xml")
             else:
                 chunks = template.generate(metadata=metadata, repo=self.repo)
             out: list[str] = []
@@ -140,9 +149,7 @@ class Bundler(Plugin, Structure, XMLDirectoryBacked):
 
     def __init__(self, core: Any) -> None:
         Plugin.__init__(self, core)
-        self.jinja2_env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(self.data), autoescape=True,
-            keep_trailing_newline=True, auto_reload=True)
+        self.jinja2_env = sandboxed_environment(self.data, autoescape=True)
         XMLDirectoryBacked.__init__(self, self.data, core.fam)
 
     def add_entry(self, relative: str, event: Any) -> None:

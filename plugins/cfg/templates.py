@@ -15,11 +15,22 @@ the last good version in service (logged once with file and line). An error
 while rendering, or output larger than ``MAX_RENDERED`` characters, fails only
 that entry, with the template file and line in its ``failure`` (for Genshi,
 the line Genshi reports, which can be where the enclosing text block starts).
+Output is streamed and rendering stops as soon as it passes the cap. A missing
+key or attribute (``metadata.Properties["missing.xml"].xdata``) fails with the
+key and the type of the object it was looked up on; in Jinja2, as in Bcfg2,
+an undefined value only fails when it is used, printing it gives "".
 
 Jinja2 ``{% include %}`` and ``{% extends %}`` look for a name next to the
 template first, then from the top of Cfg/; fragments meant only for that
 (``*.jinja2_include``, ``*.genshi_include``) are not entries themselves.
-Rendering is not sandboxed: templates are trusted repository code.
+Limits: Jinja2 templates run in ``jinja2.sandbox.SandboxedEnvironment``, so
+they cannot reach private attributes (``_name``) or Python internals, and
+``range()`` refuses more than ``MAX_RANGE`` (100,000) items. Genshi has no
+sandbox: templates get the same bounded ``range``, but any other Python in
+them (nested loops, ``'x' * 10**10``, ``{% python %}`` blocks, calls into
+modules) is not bounded; Genshi templates are trusted repository code. In
+either engine, loops that produce no output (nested ranges) are bounded only
+by their ranges, not by ``MAX_RENDERED``.
 """
 
 from __future__ import annotations
@@ -31,18 +42,73 @@ from types import TracebackType
 from typing import Any
 
 import genshi.template
+import genshi.template.eval
 import jinja2
+import jinja2.sandbox
 import lxml.etree
 
 from bcfg2.errors import PluginExecutionError, RepositoryError
 from bcfg2.metadata import ClientMetadata
 from bcfg2.plugin import SpecificData, Specificity
 
-__all__ = ["CfgGenshiGenerator", "CfgJinja2Generator", "MAX_RENDERED", "TEMPLATE_EXTENSIONS",
-           "TemplateContext", "template_location"]
+__all__ = ["CfgGenshiGenerator", "CfgJinja2Generator", "GenshiLookup", "MAX_RANGE",
+           "MAX_RENDERED", "TEMPLATE_EXTENSIONS", "TemplateContext", "UndefinedError",
+           "bounded_range", "sandboxed_environment", "template_location"]
 
 #: the largest output (in characters) a template may render
 MAX_RENDERED = 64 * 1024 * 1024
+#: the most items ``range()`` gives a template (Jinja2's sandbox limit)
+MAX_RANGE = jinja2.sandbox.MAX_RANGE
+
+
+def missing_message(key: object, owner: object) -> str:
+    """The error for a key or attribute a template looked up and did not find."""
+    return f"no key or attribute {key!r} in the {type(owner).__name__} it was looked up in"
+
+
+def bounded_range(*args: int) -> range:
+    """``range()`` for Genshi templates, refusing more than MAX_RANGE items."""
+    items = range(*args)
+    if len(items) > MAX_RANGE:
+        raise OverflowError(f"range() of {len(items)} items: templates may not ask for "
+                            f"more than {MAX_RANGE}")
+    return items
+
+
+class UndefinedError(genshi.template.eval.UndefinedError):
+    """A Genshi template looked up a key or attribute its object does not have."""
+
+    def __init__(self, key: object, owner: object) -> None:
+        genshi.template.TemplateRuntimeError.__init__(self, missing_message(key, owner))
+
+
+class GenshiLookup(genshi.template.eval.StrictLookup):
+    """Strict Genshi lookup whose error names the missing key, not the whole object."""
+
+    @classmethod
+    def undefined(cls, key: object, owner: object = genshi.template.eval.UNDEFINED) -> Any:
+        if owner is genshi.template.eval.UNDEFINED:
+            raise genshi.template.eval.UndefinedError(key)
+        raise UndefinedError(key, owner)
+
+
+class _Undefined(jinja2.Undefined):
+    """Jinja2's lenient undefined value, with an error that names the missing key."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        if self._undefined_hint or self._undefined_obj is jinja2.utils.missing:
+            return super()._undefined_message
+        return missing_message(self._undefined_name, self._undefined_obj)
+
+
+def sandboxed_environment(root: str, **options: Any) -> jinja2.sandbox.SandboxedEnvironment:
+    """A sandboxed Jinja2 environment loading from ``root`` (see the module docstring)."""
+    return jinja2.sandbox.SandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(root), undefined=_Undefined,
+        keep_trailing_newline=True, auto_reload=True, **options)
 
 
 def template_location(tb: TracebackType | None, root: str, default: str) -> str:
@@ -70,12 +136,12 @@ def bounded_join(chunks: Iterable[str], source: str) -> str:
     return "".join(out)
 
 
-class _RelativeEnvironment(jinja2.Environment):
+class _RelativeEnvironment(jinja2.sandbox.SandboxedEnvironment):
     """Resolves include/extends names next to the including template first."""
 
     def __init__(self, root: str) -> None:
-        super().__init__(loader=jinja2.FileSystemLoader(root), keep_trailing_newline=True,
-                         auto_reload=True)
+        super().__init__(loader=jinja2.FileSystemLoader(root), undefined=_Undefined,
+                         keep_trailing_newline=True, auto_reload=True)
         self.root = root
 
     def join_path(self, template: str, parent: str) -> str:
@@ -143,7 +209,7 @@ class CfgGenshiGenerator(_TemplateGenerator):
         try:
             template = genshi.template.NewTextTemplate(
                 self.data.decode("utf-8"), filepath=self.name,
-                filename=os.path.basename(self.name))
+                filename=os.path.basename(self.name), lookup=GenshiLookup)
             template.stream  # noqa: B018 - compiles the directives now, not at first render
         except UnicodeDecodeError as err:
             raise RepositoryError(f"{self.name}: not UTF-8: {err}") from None
@@ -152,7 +218,8 @@ class CfgGenshiGenerator(_TemplateGenerator):
         self.template = template
 
     def variables(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> dict[str, Any]:
-        return {**super().variables(entry, metadata), "path": self.name}
+        return {**super().variables(entry, metadata), "path": self.name,
+                "range": bounded_range}
 
     def render(self, variables: dict[str, Any]) -> str:
         stream = self.template.generate(**variables)
