@@ -22,9 +22,12 @@ $(RUN)/server.crt: $(STAMP)
 	mkdir -p $(RUN)
 	$(BIN)/python -m bcfg2.devcert $(RUN)/server.crt $(RUN)/server.key
 
+# the plugins repo-example uses (tests/conftest.py PLUGINS loads the same list)
+EXAMPLE_PLUGINS := Metadata,Bundler,Cfg,Rules,Defaults,Probes,Properties,TemplateHelper,GroupPatterns,Decisions
+
 run: $(STAMP) $(RUN)/server.crt
 	$(BIN)/bcfg2-server -C /dev/null -v --backend builtin \
-		-Q repo-example \
+		-Q repo-example --plugins $(EXAMPLE_PLUGINS) \
 		--state-dir $(RUN)/state \
 		-S https://127.0.0.1:6789 \
 		--ssl-cert $(RUN)/server.crt --ssl-key $(RUN)/server.key \

@@ -20,7 +20,7 @@ from bcfg2.core import LocalCore
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO_EXAMPLE = ROOT / "repo-example"
-PLUGINS = "Metadata,Bundler,Cfg,Rules,Defaults"
+PLUGINS = "Metadata,Bundler,Cfg,Rules,Defaults,Probes,Properties,TemplateHelper,GroupPatterns,Decisions"
 
 BASIC_GROUPS = """\
 <Groups>

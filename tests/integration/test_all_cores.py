@@ -19,6 +19,7 @@ from pathlib import Path
 import lxml.etree
 import pytest
 from conftest import CORES, REPO_EXAMPLE, Repo, RunningServer
+from test_builtin_core import expected_whitelist
 
 STATS = ('<upload-statistics><Statistics total="1" version="2.0" revision="-1" good="1" '
          'state="clean"><Flags/><Good/><Bad/><Modified/><Extra/></Statistics>'
@@ -36,7 +37,8 @@ def agent_run(server: RunningServer, uuid: str, password: str) -> str:
     assert lxml.etree.fromstring(server.proxy(uuid, password).GetProbes().encode()).tag == \
         "probes"
     assert server.proxy(uuid, password).RecvProbeData("<ProbeData/>") is True
-    assert server.proxy(uuid, password).GetDecisionList("whitelist") == []
+    assert server.proxy(uuid, password).GetDecisionList("whitelist") == \
+        expected_whitelist(server.core.repository)
     config = server.proxy(uuid, password).GetConfig()
     assert server.proxy(uuid, password).RecvStats(STATS) is True
     return config

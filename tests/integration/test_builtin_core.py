@@ -189,6 +189,14 @@ def statistics_for(config: lxml.etree._Element) -> str:
     return lxml.etree.tostring(upload, encoding="unicode")
 
 
+def expected_whitelist(repository: str) -> list[list[str]]:
+    """The (type, name) pairs of the repository's Decisions/whitelist.xml, if any."""
+    path = Path(repository) / "Decisions/whitelist.xml"
+    if not path.exists():
+        return []
+    return [[d.get("type"), d.get("name")] for d in lxml.etree.parse(str(path)).iter("Decision")]
+
+
 def full_run(server: Any, client: ExampleClient) -> lxml.etree._Element:
     """One upstream agent run, a new connection per call; returns the configuration."""
     proxy = client_agent(server, client)
@@ -196,7 +204,7 @@ def full_run(server: Any, client: ExampleClient) -> lxml.etree._Element:
     probes = lxml.etree.fromstring(proxy.GetProbes().encode())
     assert probes.tag == "probes"
     assert proxy.RecvProbeData("<ProbeData/>") is True
-    assert proxy.GetDecisionList("whitelist") == []
+    assert proxy.GetDecisionList("whitelist") == expected_whitelist(server.core.repository)
     config = lxml.etree.fromstring(proxy.GetConfig().encode())
     assert proxy.RecvStats(statistics_for(config)) is True
     return config
