@@ -7,21 +7,26 @@ clients it is reached for are members of that group. Conditionals are
 evaluated once against the client's metadata as the Metadata plugin and
 the connectors before this one (GroupPatterns, Probes...) made it, so a
 group declared here does not satisfy a conditional of this same file, as
-in Bcfg2. Genshi templating of the file is not supported: a file that
-uses it is refused with an error (and the last good version is kept).
+in Bcfg2. A file whose root declares the Genshi namespace
+(``xmlns:py="http://genshi.edgewall.org/"``) is a Genshi template, rendered
+for each client with ``metadata`` before its conditionals are read; a
+render error gives that client no GroupLogic groups and is logged.
 
 The file is reread when it changes. After a change, the cached metadata
 of exactly the clients whose GroupLogic groups change is expired: the
-input each client was last evaluated with is kept to compare.
+input each client was last evaluated with is kept to compare (a template's
+output may depend on anything in the metadata: its change expires all).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from dataclasses import dataclass
 from typing import Any
 
+import genshi.template
 import lxml.etree
 
 from bcfg2.errors import RepositoryError
@@ -29,6 +34,8 @@ from bcfg2.filemonitor import Event, FileMonitor
 from bcfg2.metadata import ClientMetadata
 from bcfg2.plugin import Caching, Connector, Plugin, StructFile, as_bool
 from bcfg2.plugin.helpers import Condition, condition_holds
+from bcfg2.plugins.cfg.templates import GenshiLookup, bounded_range
+from bcfg2.xml import parse_repository_file
 
 GENSHI_NS = "http://genshi.edgewall.org/"
 
@@ -61,6 +68,7 @@ class GroupLogicFile(StructFile):
     def __init__(self, name: str, fam: FileMonitor | None, plugin: GroupLogic) -> None:
         self.plugin = plugin
         self.declarations: tuple[Declaration, ...] = ()
+        self.template: genshi.template.MarkupTemplate | None = None
         super().__init__(name, fam, should_monitor=True)
 
     def HandleEvent(self, event: Event | None = None) -> None:  # noqa: N802
@@ -75,7 +83,33 @@ class GroupLogicFile(StructFile):
     def load_xml(self, root: lxml.etree._Element) -> None:
         if root.tag != "GroupLogic":
             raise self._error(root, f"the root element must be <GroupLogic>, not <{root.tag}>")
-        self._swap(tuple(self._declarations(root, ())))
+        if GENSHI_NS not in root.nsmap.values():
+            self.template = None
+            self._swap(tuple(self._declarations(root, ())))
+            return
+        try:
+            template = genshi.template.MarkupTemplate(
+                io.BytesIO(self.data), filepath=self.name, lookup=GenshiLookup)
+            template.stream  # noqa: B018 - compiles the directives now, not at first render
+        except genshi.template.TemplateError as err:
+            raise RepositoryError(f"{self.name}:{err.lineno}: {err.msg}") from None
+        self.template = template
+        self.declarations = ()
+        self.plugin.core.metadata_cache.expire()
+
+    def declarations_for(self, metadata: ClientMetadata) -> tuple[Declaration, ...]:
+        """The declarations for one client: the file's, or its template rendered for it."""
+        template = self.template
+        if template is None:
+            return self.declarations
+        try:
+            text = template.generate(metadata=metadata, range=bounded_range).render("xml")
+            root = parse_repository_file(self.name, text.encode("utf-8"))[0]
+            return tuple(self._declarations(root, ()))
+        except Exception as err:  # a template may raise anything: only this client's groups
+            self.plugin.logger.error("%s: rendering for %s failed: %s: %s", self.name,
+                                     metadata.hostname, type(err).__name__, err)
+            return ()
 
     def _swap(self, declarations: tuple[Declaration, ...]) -> None:
         old, self.declarations = self.declarations, declarations
@@ -137,7 +171,7 @@ class GroupLogic(Plugin, Connector, Caching):
         client = ClientInput.of(metadata)
         with self._lock:
             self._inputs[metadata.hostname] = client
-        return sorted(evaluate(self.logic.declarations, client))
+        return sorted(evaluate(self.logic.declarations_for(metadata), client))
 
     def logic_changed(self, old: tuple[Declaration, ...], new: tuple[Declaration, ...]) -> None:
         """Expire the cached metadata of the clients whose GroupLogic groups change."""

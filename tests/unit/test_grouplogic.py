@@ -94,8 +94,8 @@ def test_a_live_edit_takes_effect_after_refresh(logic_repo, local_core) -> None:
     ("<GroupLogic>\n<Group name='x'>", "groups.xml:2:"),
     ("<GroupLogic>\n<Bundle name='x'/></GroupLogic>", "groups.xml:2: unknown element <Bundle>"),
     ('<GroupLogic xmlns:py="http://genshi.edgewall.org/">\n\n'
-     '<py:if test="True"><Group name="x"/></py:if></GroupLogic>',
-     "groups.xml:3: Genshi templating"),
+     '<py:if test="1 +"><Group name="x"/></py:if></GroupLogic>',
+     "groups.xml:3:"),
 ])
 def test_a_malformed_file_keeps_the_last_good_version(logic_repo, local_core, caplog,
                                                       broken, message) -> None:
@@ -130,3 +130,31 @@ def test_a_logic_group_changes_the_configuration_served(logic_repo, network_serv
 
     assert "frontend-dev" in bundles("uuid-client1", "pw1")
     assert "frontend-dev" not in bundles("uuid-client2", "pw2")
+
+
+GENSHI_LOGIC = """\
+<GroupLogic xmlns:py="http://genshi.edgewall.org/">
+  <py:if test="metadata.hostname == 'client1'">
+    <Group name="first"/>
+  </py:if>
+  <Group name="profile-${metadata.profile}"/>
+  <Group name="dev">
+    <Group name="dev-${metadata.hostname}"/>
+  </Group>
+</GroupLogic>
+"""
+
+
+def test_a_genshi_template_is_rendered_for_each_client(logic_repo, local_core, caplog) -> None:
+    logic_repo.write("GroupLogic/groups.xml", GENSHI_LOGIC)
+    core = make(local_core, logic_repo)
+    assert logic_groups(core, "client1") == {"first", "profile-basic", "dev-client1"}
+    assert logic_groups(core, "client2") == {"profile-other", "dev-client2"}
+    # a template that fails for one client gives that client no GroupLogic groups
+    rewrite(logic_repo.path / "GroupLogic/groups.xml", GENSHI_LOGIC.replace(
+        "<Group name=\"first\"/>", "<Group name=\"${1 // 0}\"/>"))
+    core.refresh()
+    with caplog.at_level(logging.ERROR):
+        assert logic_groups(core, "client1") == set()
+    assert "ZeroDivisionError" in caplog.text and "client1" in caplog.text
+    assert logic_groups(core, "client2") == {"profile-other", "dev-client2"}
