@@ -21,6 +21,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import lxml.etree
+import yaml
 
 from bcfg2.errors import UntrustedInputError
 from bcfg2.plugin import (
@@ -37,11 +38,6 @@ from bcfg2.plugin import (
 )
 from bcfg2.plugin.helpers import SPECIFIC_SUFFIX
 from bcfg2.xml import atomic_write, parse_untrusted, tostring
-
-try:
-    import yaml
-except ImportError:  # PyYAML is optional
-    yaml = None
 
 if TYPE_CHECKING:
     from bcfg2.filemonitor import Event
@@ -71,9 +67,7 @@ class ProbeData(str):
 
     @cached_property
     def yaml(self) -> Any:
-        """The output parsed as YAML (when PyYAML is installed), or None."""
-        if yaml is None:
-            return None
+        """The output parsed as YAML, or None."""
         try:
             return yaml.safe_load(str(self))
         except yaml.YAMLError:

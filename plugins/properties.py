@@ -7,7 +7,7 @@ the Group/Client conditionals for a client. With automatch (``[properties]
 automatch`` or ``automatch="true"`` on the root element, which also turns it
 off per file with ``"false"``) the value is the result of ``XMLMatch`` for
 the client instead. JSON files give ``.json``; YAML files (``*.yaml``,
-``*.yml``, only when PyYAML is installed) give ``.yaml``. Every file also
+``*.yml``) give ``.yaml``. Every file also
 gives ``.data``, its raw text.
 
 Each client gets its own copies: the parsed data is copied the first time a
@@ -29,20 +29,16 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import lxml.etree
+import yaml
 
 from bcfg2.errors import RepositoryError
 from bcfg2.plugin import Connector, DirectoryBacked, FileBacked, Plugin, StructFile, as_bool
-
-try:
-    import yaml
-except ImportError:  # PyYAML is optional
-    yaml = None
 
 if TYPE_CHECKING:
     from bcfg2.filemonitor import Event, FileMonitor
     from bcfg2.metadata import ClientMetadata
 
-YAML_SUFFIXES = (".yaml", ".yml") if yaml is not None else ()
+YAML_SUFFIXES = (".yaml", ".yml")
 
 
 class XMLPropertyFile(StructFile):

@@ -110,7 +110,6 @@ def test_json_yaml_and_xml_output_is_available_parsed(local_core, repo: Repo) ->
     assert probes["xml"].xml.find("disk").get("name") == "sda"
     assert probes["xml"].json is None
     assert probes["text"].json is None and probes["text"].xml is None
-    pytest.importorskip("yaml")
     assert probes["text"].yaml == {"just words": "here"}
 
 

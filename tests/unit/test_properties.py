@@ -113,7 +113,6 @@ def test_json(local_core: Factory, prop_repo: Repo) -> None:
 
 
 def test_yaml(local_core: Factory, prop_repo: Repo) -> None:
-    pytest.importorskip("yaml")
     prop_repo.write("Properties/web.yml", "ports:\n  - 80\n  - 443\n")
     web = props(make(local_core, prop_repo), "client1")["web.yml"]
     assert web.yaml == {"ports": [80, 443]}
