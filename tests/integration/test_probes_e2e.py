@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Iterator
 
 import lxml.etree
@@ -78,3 +79,38 @@ def test_probe_data_survives_sigkill_of_the_server(probes_repo: Repo, tls, tmp_p
     again = ServerProcess(["-C", str(conf), "-v"])
     server_processes.append(again)
     assert bundles(proxy(tls, again.port(), *CLIENT1)) == {"web"}
+
+
+@pytest.mark.parametrize("core", ["builtin", "multiprocessing"])
+def test_fifty_agents_sending_probe_data_at_once_each_keep_their_own(probes_repo: Repo,
+                                                                    network_server,
+                                                                    core: str) -> None:
+    clients = [(f"host{n:02d}.example.com", f"uuid-{n}", f"pw-{n}") for n in range(50)]
+    probes_repo.write("Metadata/clients.xml", "<Clients version='3.0'>" + "".join(
+        f'<Client name="{name}" profile="basic" uuid="{uuid}" password="{pw}"/>'
+        for name, uuid, pw in clients) + "</Clients>")
+    server = network_server(probes_repo, core=core, server__plugins=PLUGINS,
+                            server__children="2")
+    errors: list[BaseException] = []
+
+    def agent(name: str, uuid: str, pw: str) -> None:
+        group = "group:webserver\n" if name.endswith(("0.example.com", "5.example.com")) else ""
+        upload = (f'<ProbeData><probe-data name="role" source="Probes">{group}'
+                  f'data of {name}\n</probe-data></ProbeData>')
+        try:
+            assert server.proxy(uuid, pw).RecvProbeData(upload) is True
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=agent, args=client) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors[:3]
+    for name, uuid, pw in clients:
+        metadata = server.core.build_metadata(name)
+        assert metadata.Probes["role"] == f"data of {name}\n"
+        in_group = name.endswith(("0.example.com", "5.example.com"))
+        assert ("webserver" in metadata.groups) == in_group, name
+        assert bundles(server.proxy(uuid, pw)) == ({"web"} if in_group else set()), name
