@@ -126,17 +126,15 @@ class ACLFile(XMLFileBacked):
         super().__init__(name, fam, should_monitor=True)
 
     def HandleEvent(self, event: Event | None = None) -> None:  # noqa: N802
-        if event is not None and event.path == self.name:
-            if event.action == "deleted":
-                if self.present:
-                    logger.info("%s was removed: it has no opinion now", self.name)
-                self.present = False
-                self.rules = None
-                self.in_service = False
-                self.error = None
-                return
+        if event is not None and event.path == self.name and event.action != "deleted":
             self.present = True
         super().HandleEvent(event)
+
+    def removed(self) -> None:
+        if self.present:
+            logger.info("%s was removed: it has no opinion now", self.name)
+        self.present = False
+        self.rules = None
 
 
 class IPACLFile(ACLFile):

@@ -30,7 +30,7 @@ import genshi.template
 import lxml.etree
 
 from bcfg2.errors import RepositoryError
-from bcfg2.filemonitor import Event, FileMonitor
+from bcfg2.filemonitor import FileMonitor
 from bcfg2.metadata import ClientMetadata
 from bcfg2.plugin import Caching, Connector, Plugin, StructFile, as_bool
 from bcfg2.plugin.helpers import Condition, condition_holds
@@ -71,14 +71,10 @@ class GroupLogicFile(StructFile):
         self.template: genshi.template.MarkupTemplate | None = None
         super().__init__(name, fam, should_monitor=True)
 
-    def HandleEvent(self, event: Event | None = None) -> None:  # noqa: N802
-        if event is not None and event.path == self.name and event.action == "deleted":
-            self.plugin.logger.info("%s was removed: no GroupLogic groups now", self.name)
-            self.in_service = False
-            self.error = None
-            self._swap(())
-            return
-        super().HandleEvent(event)
+    def removed(self) -> None:
+        self.plugin.logger.info("%s was removed: no GroupLogic groups now", self.name)
+        self.template = None
+        self._swap(())
 
     def load_xml(self, root: lxml.etree._Element) -> None:
         if root.tag != "GroupLogic":

@@ -24,7 +24,7 @@ from typing import Any
 import lxml.etree
 
 from bcfg2.errors import RepositoryError
-from bcfg2.filemonitor import Event, FileMonitor
+from bcfg2.filemonitor import FileMonitor
 from bcfg2.metadata import ClientMetadata
 from bcfg2.plugin import Caching, Connector, Plugin, XMLFileBacked
 
@@ -108,14 +108,9 @@ class PatternsFile(XMLFileBacked):
         self.matchers: tuple[Matcher, ...] = ()
         super().__init__(name, fam, should_monitor=True)
 
-    def HandleEvent(self, event: Event | None = None) -> None:  # noqa: N802
-        if event is not None and event.path == self.name and event.action == "deleted":
-            self.plugin.logger.info("%s was removed: no pattern groups now", self.name)
-            self.in_service = False
-            self.error = None
-            self._swap(())
-            return
-        super().HandleEvent(event)
+    def removed(self) -> None:
+        self.plugin.logger.info("%s was removed: no pattern groups now", self.name)
+        self._swap(())
 
     def load_xml(self, root: lxml.etree._Element) -> None:
         if root.tag != "GroupPatterns":

@@ -275,12 +275,9 @@ class ClientsFile(XMLFileBacked):
         self.records: dict[str, ClientRecord] | None = None
         super().__init__(name, plugin.core.fam, should_monitor=True)
 
-    def HandleEvent(self, event: Any = None) -> None:  # noqa: N802
-        if event is not None and event.action == "deleted" and event.path == self.name:
-            self.records = {}
-            self.plugin.rebuild_clients()
-            return
-        super().HandleEvent(event)
+    def removed(self) -> None:
+        self.records = {}
+        self.plugin.rebuild_clients()
 
     def load_xml(self, root: lxml.etree._Element) -> None:
         records = {}
@@ -392,12 +389,9 @@ class StateFile(ClientsWriter, XMLFileBacked):
             attrs["repository_profile"] = record.profile if record else ""
         super().update(name, **attrs)
 
-    def HandleEvent(self, event: Any = None) -> None:  # noqa: N802
-        if event is not None and event.action == "deleted":
-            self.overlay = {}
-            self.plugin.rebuild_clients()
-            return
-        super().HandleEvent(event)
+    def removed(self) -> None:
+        self.overlay = {}
+        self.plugin.rebuild_clients()
 
     def load_xml(self, root: lxml.etree._Element) -> None:
         self.overlay = {node.get("name").lower(): dict(node.attrib)

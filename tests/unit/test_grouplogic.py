@@ -158,3 +158,12 @@ def test_a_genshi_template_is_rendered_for_each_client(logic_repo, local_core, c
         assert logic_groups(core, "client1") == set()
     assert "ZeroDivisionError" in caplog.text and "client1" in caplog.text
     assert logic_groups(core, "client2") == {"profile-other", "dev-client2"}
+
+
+def test_removing_a_templated_file_removes_its_groups(logic_repo, local_core) -> None:
+    logic_repo.write("GroupLogic/groups.xml", GENSHI_LOGIC)
+    core = make(local_core, logic_repo)
+    assert logic_groups(core, "client2") == {"profile-other", "dev-client2"}
+    (logic_repo.path / "GroupLogic/groups.xml").unlink()
+    core.refresh()
+    assert logic_groups(core, "client2") == set()

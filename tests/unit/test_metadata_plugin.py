@@ -692,3 +692,20 @@ def test_a_broken_clients_xml_keeps_the_last_good_one(repo, make_core, caplog):
     assert core.metadata.list_clients() == ["client1", "client2", "client3"]
     # the rewritten file has no uuid for client1 any more
     assert core.metadata.clients_model.uuids == {}
+
+
+def test_removing_clients_xml_and_the_state_file_forgets_what_they_said(repo, make_core,
+                                                                        tmp_path):
+    core = make_core(caching__client_metadata="aggressive")
+    address = ("127.0.0.1", 42002)
+    assert auth(core, None, "uuid-client1", "pw1", address)
+    assert core.DeclareVersion(address, "1.4.0") is True
+    core.refresh()  # the monitor notices the state file the server wrote
+    assert core.build_metadata("client1").version == "1.4.0"
+    state = tmp_path / "state" / "Metadata" / "clients.xml"
+    state.unlink()
+    core.refresh()
+    assert core.build_metadata("client1").version is None  # the cached copy is gone too
+    (repo.path / "Metadata/clients.xml").unlink()
+    core.refresh()
+    assert core.metadata.list_clients() == []

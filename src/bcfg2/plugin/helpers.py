@@ -86,7 +86,12 @@ class FileBacked:
         self.in_service = False
 
     def HandleEvent(self, event: Event | None = None) -> None:  # noqa: N802
-        """Reread the file (on exists, created or changed)."""
+        """Reread the file (on exists, created or changed); see ``removed`` for deleted."""
+        if event is not None and event.action == "deleted" and event.path == self.name:
+            self.in_service = False
+            self.error = None
+            self.removed()
+            return
         if event is not None and event.action not in ("exists", "created", "changed"):
             return
         try:
@@ -119,6 +124,9 @@ class FileBacked:
 
     def Index(self) -> None:  # noqa: N802
         """Turn ``self.data`` into whatever the subclass serves."""
+
+    def removed(self) -> None:
+        """The file was deleted: a watched file's owner decides what that means."""
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.name!r})"
