@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import ssl
 import textwrap
 import threading
@@ -241,3 +242,25 @@ def network_server(tls: TLSMaterial) -> Iterator[Callable[..., RunningServer]]:
 def builtin_server(network_server: Callable[..., RunningServer]) -> Callable[..., RunningServer]:
     """Factory: start the builtin core on 127.0.0.1 port 0 over a repository."""
     return network_server
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+@pytest.fixture
+def daemons() -> Iterator[list[int]]:
+    """Pids of daemons a test starts (they are not our children); killed at teardown."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)

@@ -1,4 +1,4 @@
-"""The builtin network core, driven over HTTPS exactly as a Bcfg2 1.4 agent does.
+"""The builtin and CherryPy cores, driven over HTTPS exactly as a Bcfg2 1.4 agent does.
 
 Expected configurations are derived from the content of repo-example/ (its
 groups, bundles, Rules and Cfg files), never from the server's own output.
@@ -52,6 +52,12 @@ BY_NAME = {c.name: c for c in EXAMPLE_CLIENTS}
 
 
 # -- expectations from the repository ---------------------------------------------
+
+
+@pytest.fixture(params=["builtin", "cherrypy"])
+def served_by(request: pytest.FixtureRequest, network_server):
+    """Factory: the core under test (both cores of threads in one process) over a repository."""
+    return lambda repository, **kwargs: network_server(repository, core=request.param, **kwargs)
 
 def cfg_text(relative: str) -> str:
     return (REPO_EXAMPLE / "Cfg" / relative).read_text()
@@ -267,17 +273,17 @@ def web1_works(server: Any) -> None:
 # -- the agent sequence --------------------------------------------------------------
 
 @pytest.mark.parametrize("client", EXAMPLE_CLIENTS, ids=lambda c: c.name.split(".")[0])
-def test_full_agent_run_gives_each_client_its_configuration(example_repo, builtin_server,
+def test_full_agent_run_gives_each_client_its_configuration(example_repo, served_by,
                                                             client):
-    server = builtin_server(example_repo)
+    server = served_by(example_repo)
     check_config(full_run(server, client), client)
 
 
 def test_declared_version_is_recorded_in_state_dir_not_in_repository(example_repo,
-                                                                     builtin_server):
+                                                                     served_by):
     clients_xml = example_repo.path / "Metadata/clients.xml"
     before = clients_xml.read_bytes()
-    server = builtin_server(example_repo)
+    server = served_by(example_repo)
     assert client_agent(server, BY_NAME["desk1.example.com"]).DeclareVersion("1.4.0") is True
     state = lxml.etree.parse(str(example_repo.path.parent / "state/Metadata/clients.xml"))
     assert state.xpath("//Client[@name='desk1.example.com']/@version") == ["1.4.0"]
@@ -286,8 +292,8 @@ def test_declared_version_is_recorded_in_state_dir_not_in_repository(example_rep
 
 # -- authentication --------------------------------------------------------------------
 
-def test_wrong_password_is_401_and_the_server_keeps_serving(example_repo, builtin_server):
-    server = builtin_server(example_repo)
+def test_wrong_password_is_401_and_the_server_keeps_serving(example_repo, served_by):
+    server = served_by(example_repo)
     web1 = BY_NAME["web1.example.com"]
     with pytest.raises(xmlrpc.client.ProtocolError) as info:
         agent(server, web1.uuid, "not-the-password").GetConfig()
@@ -295,8 +301,8 @@ def test_wrong_password_is_401_and_the_server_keeps_serving(example_repo, builti
     web1_works(server)
 
 
-def test_secure_client_refuses_the_global_password(example_repo, builtin_server):
-    server = builtin_server(example_repo)
+def test_secure_client_refuses_the_global_password(example_repo, served_by):
+    server = served_by(example_repo)
     db1 = BY_NAME["db1.example.com"]
     with pytest.raises(xmlrpc.client.ProtocolError) as info:
         agent(server, db1.uuid, GLOBAL_PASSWORD).GetConfig()
@@ -307,8 +313,8 @@ def test_secure_client_refuses_the_global_password(example_repo, builtin_server)
     check_config(config, web1)
 
 
-def test_no_credentials_is_401(example_repo, builtin_server):
-    server = builtin_server(example_repo)
+def test_no_credentials_is_401(example_repo, served_by):
+    server = served_by(example_repo)
     with pytest.raises(xmlrpc.client.ProtocolError) as info:
         agent(server, None, None).GetConfig()
     assert info.value.errcode == 401
@@ -317,11 +323,11 @@ def test_no_credentials_is_401(example_repo, builtin_server):
     web1_works(server)
 
 
-def test_unknown_client_without_default_profile_is_refused(repo, builtin_server):
+def test_unknown_client_without_default_profile_is_refused(repo, served_by):
     repo.write("Bundler/base.xml", '<Bundle><Service name="cron"/></Bundle>')
     repo.write("Rules/services.xml",
                '<Rules priority="0"><Service name="cron" status="on" type="systemd"/></Rules>')
-    server = builtin_server(repo)
+    server = served_by(repo)
     stranger = agent(server, "stranger.example.com", GLOBAL_PASSWORD)
     for call in (lambda: stranger.DeclareVersion("1.4.0pre2"), lambda: stranger.GetProbes(),
                  lambda: stranger.GetConfig()):
@@ -343,10 +349,10 @@ def _state_client(example_repo: Repo, name: str) -> list[Any]:
     return lxml.etree.parse(str(path)).xpath(f"//Client[@name='{name}']")
 
 
-def test_unknown_client_is_registered_with_the_default_profile(example_repo, builtin_server):
+def test_unknown_client_is_registered_with_the_default_profile(example_repo, served_by):
     clients_xml = example_repo.path / "Metadata/clients.xml"
     before = clients_xml.read_bytes()
-    server = builtin_server(example_repo)
+    server = served_by(example_repo)
     # an unknown uuid is taken as the client name; the default profile is "workstation"
     newcomer = ExampleClient("new1.example.com", "new1.example.com", GLOBAL_PASSWORD,
                              frozenset({"workstation", "linux", "debian"}))
@@ -362,8 +368,8 @@ def test_unknown_client_is_registered_with_the_default_profile(example_repo, bui
 # -- hostile and broken requests ---------------------------------------------------
 
 def test_malformed_body_is_a_parse_fault_and_the_server_keeps_serving(example_repo,
-                                                                      builtin_server):
-    server = builtin_server(example_repo)
+                                                                      served_by):
+    server = served_by(example_repo)
     status, body = raw_post(server, b"<methodCall><methodName>GetConfig</methodName><par")
     assert status == 200
     assert fault_of(body).faultCode == -32700
@@ -373,8 +379,8 @@ def test_malformed_body_is_a_parse_fault_and_the_server_keeps_serving(example_re
     web1_works(server)
 
 
-def test_billion_laughs_is_refused_without_expansion(example_repo, builtin_server):
-    server = builtin_server(example_repo)
+def test_billion_laughs_is_refused_without_expansion(example_repo, served_by):
+    server = served_by(example_repo)
     entities = ['<!ENTITY lol0 "lol">'] + [
         f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10)]
     body = ('<?xml version="1.0"?>\n<!DOCTYPE methodCall [' + "".join(entities) + "]>\n"
@@ -387,11 +393,11 @@ def test_billion_laughs_is_refused_without_expansion(example_repo, builtin_serve
     web1_works(server)
 
 
-def test_external_entity_is_refused_and_the_file_never_leaks(example_repo, builtin_server,
+def test_external_entity_is_refused_and_the_file_never_leaks(example_repo, served_by,
                                                              tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP-SECRET-7f3a9c")
-    server = builtin_server(example_repo)
+    server = served_by(example_repo)
     doctype = f'<!DOCTYPE methodCall [<!ENTITY xxe SYSTEM "file://{secret}">]>'
     bodies = [
         # an unknown method name would be echoed back in the fault
@@ -412,8 +418,8 @@ def test_external_entity_is_refused_and_the_file_never_leaks(example_repo, built
     web1_works(server)
 
 
-def test_oversized_request_is_413_unread(example_repo, builtin_server):
-    server = builtin_server(example_repo, server__max_request_size="1000")
+def test_oversized_request_is_413_unread(example_repo, served_by):
+    server = served_by(example_repo, server__max_request_size="1000")
     # the body is never sent: the 413 comes from the headers alone
     call = xmlrpc.client.dumps(("9.9.9-" + "x" * 2000,), "DeclareVersion").encode()
     status, reply = raw_post(server, call, send_body=False)
@@ -428,8 +434,8 @@ def test_oversized_request_is_413_unread(example_repo, builtin_server):
     assert client_agent(server, BY_NAME["web1.example.com"]).DeclareVersion("1.4.0") is True
 
 
-def test_missing_content_length_is_411(example_repo, builtin_server):
-    server = builtin_server(example_repo)
+def test_missing_content_length_is_411(example_repo, served_by):
+    server = served_by(example_repo)
     with tls_connect(server) as sock:
         sock.sendall(request_head({"Authorization": basic_auth("5c3f7a62-9d0e-4c1b-8f53-web1",
                                                                "web1-secret")}))
@@ -439,8 +445,8 @@ def test_missing_content_length_is_411(example_repo, builtin_server):
     web1_works(server)
 
 
-def test_truncated_body_times_out_without_holding_up_others(example_repo, builtin_server):
-    server = builtin_server(example_repo, server__connection_timeout="1")
+def test_truncated_body_times_out_without_holding_up_others(example_repo, served_by):
+    server = served_by(example_repo, server__connection_timeout="1")
     call = xmlrpc.client.dumps((), "GetConfig").encode()
     with tls_connect(server) as stalled:
         stalled.sendall(request_head({
@@ -457,8 +463,8 @@ def test_truncated_body_times_out_without_holding_up_others(example_repo, builti
     web1_works(server)
 
 
-def test_silent_connection_does_not_block_other_agents(example_repo, builtin_server):
-    server = builtin_server(example_repo)  # connection_timeout 30 s: it stays open
+def test_silent_connection_does_not_block_other_agents(example_repo, served_by):
+    server = served_by(example_repo)  # connection_timeout 30 s: it stays open
     with socket.create_connection(("127.0.0.1", server.port)) as silent:
         silent.settimeout(TIMEOUT)
         for client in EXAMPLE_CLIENTS:
@@ -468,8 +474,8 @@ def test_silent_connection_does_not_block_other_agents(example_repo, builtin_ser
 
 # -- methods ---------------------------------------------------------------------------
 
-def test_unknown_method_and_wrong_parameter_count(example_repo, builtin_server):
-    server = builtin_server(example_repo)
+def test_unknown_method_and_wrong_parameter_count(example_repo, served_by):
+    server = served_by(example_repo)
     proxy = client_agent(server, BY_NAME["web1.example.com"])
     with pytest.raises(xmlrpc.client.Fault) as info:
         proxy.NoSuchMethod()
@@ -483,16 +489,16 @@ def test_unknown_method_and_wrong_parameter_count(example_repo, builtin_server):
     assert info.value.faultCode == -32602
 
 
-def test_plugin_rmi_from_loopback(example_repo, builtin_server):
-    server = builtin_server(example_repo)
+def test_plugin_rmi_from_loopback(example_repo, served_by):
+    server = served_by(example_repo)
     proxy = client_agent(server, BY_NAME["web1.example.com"])
     assert proxy.Metadata.list_clients() == sorted(BY_NAME)
     declared = lxml.etree.parse(str(REPO_EXAMPLE / "Metadata/groups.xml")).xpath("//Group/@name")
     assert set(proxy.Metadata.get_all_group_names()) == set(declared)
 
 
-def test_ping_returns_its_arguments(example_repo, builtin_server):
-    server = builtin_server(example_repo)
+def test_ping_returns_its_arguments(example_repo, served_by):
+    server = served_by(example_repo)
     proxy = client_agent(server, BY_NAME["web1.example.com"])
     assert proxy.ping(1, "two", [3]) == [1, "two", [3]]
 
@@ -504,14 +510,14 @@ def logged_with_location(caplog: pytest.LogCaptureFixture, path: Path, line: int
                if r.levelno >= logging.ERROR)
 
 
-def test_broken_bundle_is_logged_and_spares_other_clients(example_repo, builtin_server,
+def test_broken_bundle_is_logged_and_spares_other_clients(example_repo, served_by,
                                                           caplog):
     groups = example_repo.path / "Metadata/groups.xml"
     groups.write_text(groups.read_text().replace(
         '<Group name="ntp-server"/>', '<Group name="ntp-server"/>\n    <Bundle name="broken"/>'))
     broken = example_repo.write("Bundler/broken.xml",
                                 '<Bundle>\n  <Path name="/etc/broken">\n</Bundle>\n')
-    server = builtin_server(example_repo)
+    server = served_by(example_repo)
     assert logged_with_location(caplog, broken, 3), caplog.text
     for client in EXAMPLE_CLIENTS:
         if "db" not in client.groups:
@@ -522,12 +528,12 @@ def test_broken_bundle_is_logged_and_spares_other_clients(example_repo, builtin_
     assert {b.get("name") for b in config} == set(expected_config(db1))
 
 
-def test_broken_rules_file_is_logged_and_spares_every_client(example_repo, builtin_server,
+def test_broken_rules_file_is_logged_and_spares_every_client(example_repo, served_by,
                                                              caplog):
     broken = example_repo.write("Rules/broken.xml",
                                 '<Rules priority="1">\n  <Service name="x" status="on"\n'
                                 '</Rules>\n')
-    server = builtin_server(example_repo)
+    server = served_by(example_repo)
     assert logged_with_location(caplog, broken, 3), caplog.text
     for client in EXAMPLE_CLIENTS:
         check_config(full_run(server, client), client)
@@ -535,8 +541,8 @@ def test_broken_rules_file_is_logged_and_spares_every_client(example_repo, built
 
 # -- client certificates -------------------------------------------------------------
 
-def test_client_certificate_identifies_the_client(example_repo, builtin_server, tls):
-    server = builtin_server(example_repo, ca=True)
+def test_client_certificate_identifies_the_client(example_repo, served_by, tls):
+    server = served_by(example_repo, ca=True)
     web2 = BY_NAME["web2.example.com"]
     cert = tls.client_cert(web2.name)
     # the agent's default user is root; the certificate says who it is
@@ -545,11 +551,11 @@ def test_client_certificate_identifies_the_client(example_repo, builtin_server, 
     check_config(config, web2)
 
 
-def test_cert_only_client_is_refused_without_a_certificate(example_repo, builtin_server, tls):
+def test_cert_only_client_is_refused_without_a_certificate(example_repo, served_by, tls):
     clients = example_repo.path / "Metadata/clients.xml"
     clients.write_text(clients.read_text().replace(
         'uuid="5c3f7a62-9d0e-4c1b-8f53-desk1"', 'uuid="5c3f7a62-9d0e-4c1b-8f53-desk1" auth="cert"'))
-    server = builtin_server(example_repo, ca=True)
+    server = served_by(example_repo, ca=True)
     desk1 = BY_NAME["desk1.example.com"]
     with pytest.raises(xmlrpc.client.ProtocolError) as info:
         client_agent(server, desk1).GetConfig()
@@ -571,8 +577,8 @@ def legacy_context(tls: Any, maximum: ssl.TLSVersion) -> ssl.SSLContext:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_tls_1_1_is_refused(example_repo, builtin_server, tls):
-    server = builtin_server(example_repo)
+def test_tls_1_1_is_refused(example_repo, served_by, tls):
+    server = served_by(example_repo)
     with pytest.raises(ssl.SSLError) as info:
         tls_connect(server, legacy_context(tls, ssl.TLSVersion.TLSv1_1)).close()
     assert "PROTOCOL_VERSION" in str(info.value)  # the server's alert
@@ -582,8 +588,8 @@ def test_tls_1_1_is_refused(example_repo, builtin_server, tls):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("version,name", [(ssl.TLSVersion.TLSv1_2, "TLSv1.2"),
                                           (ssl.TLSVersion.TLSv1_3, "TLSv1.3")])
-def test_tls_1_2_and_1_3_are_served(example_repo, builtin_server, tls, version, name):
-    server = builtin_server(example_repo)
+def test_tls_1_2_and_1_3_are_served(example_repo, served_by, tls, version, name):
+    server = served_by(example_repo)
     with tls_connect(server, legacy_context(tls, version)) as sock:
         assert sock.version() == name
         body = xmlrpc.client.dumps(("1.4.0pre2",), "DeclareVersion").encode()
@@ -597,8 +603,8 @@ def test_tls_1_2_and_1_3_are_served(example_repo, builtin_server, tls, version, 
 
 # -- concurrency -----------------------------------------------------------------------
 
-def test_concurrent_agent_runs_each_get_their_own_configuration(example_repo, builtin_server):
-    server = builtin_server(example_repo)
+def test_concurrent_agent_runs_each_get_their_own_configuration(example_repo, served_by):
+    server = served_by(example_repo)
     runs = [EXAMPLE_CLIENTS[i % len(EXAMPLE_CLIENTS)] for i in range(20)]
     barrier = threading.Barrier(len(runs), timeout=TIMEOUT)
 

@@ -6,19 +6,17 @@ core itself, started on the same repository, and the content of repo-example/.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import os
 import re
 import signal
 import socket
-import ssl
-import threading
 import xmlrpc.client
 from collections.abc import Callable, Iterator
 
 import lxml.etree
 import pytest
+from conftest import pid_alive
 from test_builtin_core import (
     BY_NAME,
     EXAMPLE_CLIENTS,
@@ -29,8 +27,6 @@ from test_builtin_core import (
     check_config,
     client_agent,
     fault_of,
-    full_run,
-    legacy_context,
     raw_post,
     read_response,
     request_head,
@@ -45,7 +41,6 @@ from test_server_cli import (
     WEB1,
     ServerProcess,
     linux_bundles,
-    pid_alive,
     wait_until,
     web1_bundles,
     write_conf,
@@ -90,11 +85,6 @@ def test_agent_runs_get_the_same_bytes_as_from_the_builtin_core(example_repo, ne
         check_config(config, client)
 
 
-@pytest.mark.parametrize("client", EXAMPLE_CLIENTS[:2], ids=lambda c: c.name.split(".")[0])
-def test_full_agent_run_gives_each_client_its_configuration(example_repo, cherrypy_server,
-                                                            client):
-    server = cherrypy_server(example_repo)
-    check_config(full_run(server, client), client)
 
 
 # -- authentication and errors ---------------------------------------------------------
@@ -115,24 +105,8 @@ def test_wrong_password_is_401_logged_without_password_and_server_keeps_serving(
     web1_works(server)
 
 
-def test_no_credentials_is_401(example_repo, cherrypy_server):
-    server = cherrypy_server(example_repo)
-    status, _ = raw_post(server, xmlrpc.client.dumps((), "GetConfig").encode(), auth=None)
-    assert status == 401
-    web1_works(server)
 
 
-def test_unknown_method_and_malformed_body_are_faults(example_repo, cherrypy_server):
-    server = cherrypy_server(example_repo)
-    with pytest.raises(xmlrpc.client.Fault) as info:
-        client_agent(server, BY_NAME["web1.example.com"]).NoSuchMethod()
-    assert info.value.faultCode == -32601
-    assert "NoSuchMethod" in info.value.faultString
-    for body in (b"<methodCall><methodName>GetConfig</methodName><par", b"\x00\xffnot xml"):
-        status, reply = raw_post(server, body)
-        assert status == 200
-        assert fault_of(reply).faultCode == -32700
-    web1_works(server)
 
 
 def test_unexpected_exception_is_a_fault_not_an_error_page(example_repo, cherrypy_server,
@@ -151,38 +125,8 @@ def test_unexpected_exception_is_a_fault_not_an_error_page(example_repo, cherryp
     assert b"Traceback" not in reply and b"<html" not in reply.lower()
 
 
-def test_billion_laughs_and_external_entities_are_refused_unexpanded(example_repo,
-                                                                     cherrypy_server, tmp_path):
-    secret = tmp_path / "secret.txt"
-    secret.write_text("TOP-SECRET-7f3a9c")
-    server = cherrypy_server(example_repo)
-    entities = ['<!ENTITY lol0 "lol">'] + [
-        f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10)]
-    laughs = ('<?xml version="1.0"?>\n<!DOCTYPE methodCall [' + "".join(entities) + "]>\n"
-              "<methodCall><methodName>&lol9;</methodName><params/></methodCall>")
-    xxe = (f'<?xml version="1.0"?><!DOCTYPE methodCall [<!ENTITY xxe SYSTEM "file://{secret}">]>'
-           "<methodCall><methodName>&xxe;</methodName><params/></methodCall>")
-    for body in (laughs, xxe):
-        status, reply = raw_post(server, body.encode())
-        assert status == 200
-        assert fault_of(reply).faultCode == -32700
-        assert b"lollol" not in reply and b"TOP-SECRET" not in reply
-        assert len(reply) < 2000
-    web1_works(server)
 
 
-def test_oversized_request_is_413_unread(example_repo, cherrypy_server):
-    server = cherrypy_server(example_repo, server__max_request_size="1000")
-    call = xmlrpc.client.dumps(("9.9.9-" + "x" * 2000,), "DeclareVersion").encode()
-    # the body is never sent: the 413 comes from the headers alone
-    status, reply = raw_post(server, call, send_body=False)
-    assert status == 413
-    assert b"1000" in reply
-    status, _ = raw_post(server, call)
-    assert status == 413
-    state = example_repo.path.parent / "state/Metadata/clients.xml"
-    assert not state.exists() or b"9.9.9" not in state.read_bytes()
-    assert client_agent(server, BY_NAME["web1.example.com"]).DeclareVersion("1.4.0") is True
 
 
 def test_missing_content_length_is_411_and_get_is_refused(example_repo, cherrypy_server):
@@ -202,46 +146,14 @@ def test_missing_content_length_is_411_and_get_is_refused(example_repo, cherrypy
     web1_works(server)
 
 
-def test_truncated_body_times_out_without_holding_up_others(example_repo, cherrypy_server):
-    server = cherrypy_server(example_repo, server__connection_timeout="1")
-    call = xmlrpc.client.dumps((), "GetConfig").encode()
-    with tls_connect(server) as stalled:
-        stalled.sendall(request_head({"Authorization": basic_auth(*WEB1),
-                                      "Content-Length": str(len(call) + 100)}) + call)
-        web1_works(server)  # while the truncated request is open
-        status, reply = read_response(stalled)  # the server gives up after 1 s
-        assert status == 408
-        assert b"request body not received" in reply
-    web1_works(server)
 
 
 # -- TLS ----------------------------------------------------------------------------------
 
-def test_client_certificate_identifies_the_client(example_repo, cherrypy_server, tls):
-    server = cherrypy_server(example_repo, ca=True)
-    web2 = BY_NAME["web2.example.com"]
-    # the agent's default user is root; the certificate says who it is
-    config = lxml.etree.fromstring(agent(server, "root", web2.password,
-                                         cert=tls.client_cert(web2.name)).GetConfig().encode())
-    check_config(config, web2)
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_tls_1_1_is_refused(example_repo, cherrypy_server, tls):
-    server = cherrypy_server(example_repo)
-    with pytest.raises(ssl.SSLError) as info:
-        tls_connect(server, legacy_context(tls, ssl.TLSVersion.TLSv1_1)).close()
-    assert "PROTOCOL_VERSION" in str(info.value)  # the server's alert
-    web1_works(server)
 
 
-def test_silent_connection_does_not_block_other_agents(example_repo, cherrypy_server):
-    server = cherrypy_server(example_repo)  # connection_timeout 30 s: it stays open
-    with socket.create_connection(("127.0.0.1", server.port)) as silent:
-        silent.settimeout(TIMEOUT)
-        # no TLS handshake from this one: the others are served meanwhile
-        for client in EXAMPLE_CLIENTS:
-            check_config(full_run(server, client), client)
 
 
 def test_port_in_use_fails_the_start_and_the_process_lives_on(example_repo, network_server,
@@ -256,24 +168,6 @@ def test_port_in_use_fails_the_start_and_the_process_lives_on(example_repo, netw
                if r.levelno >= logging.ERROR)
 
 
-# -- concurrency --------------------------------------------------------------------------
-
-def test_concurrent_agent_runs_each_get_their_own_configuration(example_repo, cherrypy_server):
-    server = cherrypy_server(example_repo)
-    runs = [EXAMPLE_CLIENTS[i % len(EXAMPLE_CLIENTS)] for i in range(20)]
-    barrier = threading.Barrier(len(runs), timeout=TIMEOUT)
-
-    def run(client: ExampleClient) -> tuple[ExampleClient, lxml.etree._Element]:
-        barrier.wait()
-        return client, full_run(server, client)
-
-    with concurrent.futures.ThreadPoolExecutor(len(runs)) as pool:
-        results = [f.result(timeout=60) for f in [pool.submit(run, c) for c in runs]]
-    assert len(results) == len(runs)
-    for client, config in results:
-        check_config(config, client)
-
-
 # -- bcfg2-server --backend cherrypy as a process --------------------------------------
 
 @pytest.fixture
@@ -283,16 +177,6 @@ def processes() -> Iterator[list[ServerProcess]]:
     yield started
     for process in started:
         process.kill()
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[int]]:
-    """Pids of daemons a test starts (not our children); killed at teardown."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
 
 
 def test_server_process_serves_and_exits_0_on_sigterm(example_repo, tls, tmp_path, processes):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import lxml.etree
 import pytest
-from conftest import ROOT, Repo
+from conftest import ROOT, Repo, pid_alive
 
 WEB1 = ("5c3f7a62-9d0e-4c1b-8f53-web1", "web1-secret")
 STARTUP = 30.0
@@ -113,17 +113,6 @@ class ServerProcess:
             self.proc.stderr.close()
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
@@ -153,14 +142,6 @@ def start_server() -> Iterator[Callable[..., ServerProcess]]:
         server.kill()
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[int]]:
-    """Pids of daemons a test starts (they are not our children); killed at teardown."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
 
 
 def proxy(tls, port: int, user: str, password: str) -> xmlrpc.client.ServerProxy:
