@@ -101,6 +101,9 @@ OPTIONS: list[Option] = [
     Option("communication", "password", None,
            "The password every agent may use (besides its own password in clients.xml).",
            flags=("-x", "--password")),
+    Option("communication", "user", "root",
+           "The user name admin tools (bcfg2-admin xcmd, perf) send to the server: root "
+           "(identified by address) or a client's uuid.", flags=("-u", "--user")),
     Option("communication", "key", None, "The server's TLS private key (PEM).",
            type="path", flags=("--ssl-key",), metavar="FILE"),
     Option("communication", "certificate", None, "The server's TLS certificate (PEM).",
@@ -160,6 +163,10 @@ OPTIONS: list[Option] = [
            type="choice", choices=("sqlite", "xml")),
     Option("probes", "max_data_size", 1024 * 1024,
            "Largest probe upload accepted from one client, in bytes.", type="int"),
+    # [reporting]
+    Option("reporting", "keep_days", 90,
+           "Client runs stored by the Reporting plugin are pruned after this many days "
+           "(each client's latest run is always kept); 0 keeps every run.", type="int"),
     # [properties]
     Option("properties", "automatch", False,
            "Resolve Group/Client conditionals of every XML property file for the client "
@@ -262,7 +269,12 @@ def convert(opt: Option, raw: Any, where: str) -> Any:
     return value
 
 
-def _argparser(prog: str, description: str, extra: Sequence[Option]) -> argparse.ArgumentParser:
+def make_parser(prog: str, description: str = "", extra: Sequence[Option] = ()) -> argparse.ArgumentParser:
+    """An argument parser with -C and every option's flags; tools add their own.
+
+    Give the parsed namespace to ``build(ns.config, vars(ns))``: it ignores
+    what is not an option.
+    """
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("-C", "--config", default=None, metavar="FILE",
                         help=f"bcfg2.conf to read (default {DEFAULT_CONFIG})")
@@ -292,7 +304,7 @@ def load(
     The command line wins over bcfg2.conf, which wins over the defaults. Any
     invalid value raises ConfigError naming the file, section and option.
     """
-    parser = _argparser(prog, description, ())
+    parser = make_parser(prog, description)
     if daemon_flag:
         parser.add_argument("-D", "--daemon", dest="daemon", default=None, metavar="PIDFILE",
                             help="daemonize, writing the pid to PIDFILE")

@@ -1,0 +1,16 @@
+"""(not written yet) the compare mode."""
+
+from __future__ import annotations
+
+import argparse
+
+from bcfg2.options import Setup
+from bcfg2.tools import ToolError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """No arguments yet."""
+
+
+def run(setup: Setup, args: argparse.Namespace) -> int:
+    raise ToolError("compare: not written yet")
