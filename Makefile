@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUN := .run
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-live bench-load lint install clean
+.PHONY: run test bench bench-live bench-load bench-tools lint install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required")'
@@ -23,7 +23,7 @@ $(RUN)/server.crt: $(STAMP)
 	$(BIN)/python -m bcfg2.devcert $(RUN)/server.crt $(RUN)/server.key
 
 # the plugins repo-example uses (tests/conftest.py PLUGINS loads the same list)
-EXAMPLE_PLUGINS := Metadata,Bundler,Cfg,Rules,Defaults,Probes,Properties,TemplateHelper,GroupPatterns,Decisions
+EXAMPLE_PLUGINS := Metadata,Bundler,Cfg,Rules,Defaults,Probes,Properties,TemplateHelper,GroupPatterns,Decisions,Reporting
 
 run: $(STAMP) $(RUN)/server.crt
 	$(BIN)/bcfg2-server -C /dev/null -v --backend builtin \
@@ -36,22 +36,28 @@ run: $(STAMP) $(RUN)/server.crt
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# the benchmarks (reports, not tests): `make bench` runs both, bench-live and bench-load one each.
-# BENCH_LIVE_ARGS and BENCH_LOAD_ARGS go to one benchmark each; BENCH_ARGS (kept for
+# the benchmarks (reports, not tests): `make bench` runs all three, bench-live, bench-load and
+# bench-tools (bcfg2-info buildall and bcfg2-test on 1,000 clients) one each.
+# BENCH_LIVE_ARGS, BENCH_LOAD_ARGS and BENCH_TOOLS_ARGS go to one benchmark each; BENCH_ARGS (kept for
 # compatibility) goes to the live-repository benchmark, e.g.
 #   make bench-live BENCH_LIVE_ARGS="--idle-seconds 5"   make bench-load BENCH_LOAD_ARGS=--quick
 BENCH_LIVE_ARGS ?= $(BENCH_ARGS)
 BENCH_LOAD_ARGS ?=
+BENCH_TOOLS_ARGS ?=
 
 bench: $(STAMP)
 	$(BIN)/python tests/bench/live_repository.py $(BENCH_LIVE_ARGS)
 	$(BIN)/python tests/bench/load.py $(BENCH_LOAD_ARGS)
+	$(BIN)/python tests/bench/tools.py $(BENCH_TOOLS_ARGS)
 
 bench-live: $(STAMP)
 	$(BIN)/python tests/bench/live_repository.py $(BENCH_LIVE_ARGS)
 
 bench-load: $(STAMP)
 	$(BIN)/python tests/bench/load.py $(BENCH_LOAD_ARGS)
+
+bench-tools: $(STAMP)
+	$(BIN)/python tests/bench/tools.py $(BENCH_TOOLS_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

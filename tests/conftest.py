@@ -21,7 +21,8 @@ from bcfg2.core import LocalCore
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO_EXAMPLE = ROOT / "repo-example"
-PLUGINS = "Metadata,Bundler,Cfg,Rules,Defaults,Probes,Properties,TemplateHelper,GroupPatterns,Decisions"
+PLUGINS = ("Metadata,Bundler,Cfg,Rules,Defaults,Probes,Properties,TemplateHelper,GroupPatterns,"
+           "Decisions,Reporting")
 
 BASIC_GROUPS = """\
 <Groups>

@@ -51,7 +51,7 @@ OPTIONS: list[Option] = [
     # [server]
     Option("server", "repository", "/var/lib/bcfg2", "The Bcfg2 repository to serve.",
            type="path", flags=("-Q", "--repository"), metavar="DIR"),
-    Option("server", "plugins", "Bundler, Cfg, Defaults, Metadata, Rules",
+    Option("server", "plugins", "Bundler, Cfg, Defaults, Metadata, Reporting, Rules",
            "Comma-separated list of server plugins to load (names as in the repository).",
            type="list", flags=("--plugins",)),
     Option("server", "filemonitor", "default",

@@ -1,16 +1,198 @@
-"""(not written yet) the reports mode."""
+"""Client runs: who is clean, who is dirty and why, who has not checked in."""
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import time
+from typing import Any
 
 from bcfg2.options import Setup
-from bcfg2.tools import ToolError
+from bcfg2.reportdb import Run, RunStore, database_path
+from bcfg2.tools import ToolError, local_core
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """No arguments yet."""
+    """Which report: all clients (default), the dirty ones, the stale ones, one client."""
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--dirty", action="store_true",
+                       help="only clients whose last run was dirty, with what is wrong")
+    which.add_argument("--stale", type=float, metavar="HOURS",
+                       help="clients that have not checked in for HOURS (or never)")
+    which.add_argument("--client", metavar="NAME",
+                       help="one client's recent runs, the latest in detail")
+    which.add_argument("--prune", action="store_true",
+                       help="delete runs older than [reporting] keep_days (or --days) now")
+    parser.add_argument("--runs", type=int, default=5, metavar="N",
+                        help="how many runs --client lists (default 5)")
+    parser.add_argument("--days", type=float, metavar="DAYS",
+                        help="with --prune: the age limit instead of [reporting] keep_days")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def when(timestamp: float) -> str:
+    """A run's time, local, to the second."""
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def known_clients(setup: Setup) -> list[str]:
+    """Every client the repository's Metadata knows (clients.xml and first contacts)."""
+    setup.set("server", "plugins", ["Metadata"])
+    with local_core(setup) as core:
+        return sorted(core.metadata.list_clients())
+
+
+def open_store(setup: Setup) -> RunStore | None:
+    """The run database, or None if no run has been recorded yet."""
+    try:
+        return RunStore(database_path(setup), create=False)
+    except FileNotFoundError:
+        return None
+
+
+def as_dict(run: Run, entries: bool = True) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "client": run.client, "timestamp": run.timestamp, "time": when(run.timestamp),
+        "state": run.state, "revision": run.revision, "total": run.total, "good": run.good,
+        "bad": run.bad, "modified": run.modified, "extra": run.extra,
+        "dry_run": run.dry_run}
+    if entries:
+        record["entries"] = [{"kind": e.kind.lower(), "tag": e.tag, "name": e.name,
+                              "reason": e.reason} for e in run.entries]
+    return record
+
+
+def run_lines(run: Run) -> list[str]:
+    """The bad, modified and extra entries of a run, one line each."""
+    return [f"  {entry.kind.lower():8}  {entry.tag}:{entry.name}: {entry.reason}"
+            for kind in ("Bad", "Modified", "Extra") for entry in run.of_kind(kind)]
 
 
 def run(setup: Setup, args: argparse.Namespace) -> int:
-    raise ToolError("reports: not written yet")
+    if args.prune:
+        return prune(setup, args)
+    clients = known_clients(setup)
+    store = open_store(setup)
+    try:
+        latest = {r.client: r for r in store.latest_runs()} if store else {}
+        if args.client:
+            return one_client(store, clients, latest, args)
+        if args.dirty:
+            dirty = [store.latest(r.client) for r in latest.values() if r.state != "clean"] \
+                if store else []
+            return dirty_report([r for r in dirty if r is not None], args)
+        if args.stale is not None:
+            return stale_report(clients, latest, args)
+        return overview(clients, latest, args)
+    finally:
+        if store:
+            store.close()
+
+
+def overview(clients: list[str], latest: dict[str, Run], args: argparse.Namespace) -> int:
+    """Every client, known or reporting, with its last run and state."""
+    names = sorted(set(clients) | set(latest))
+    if args.json:
+        print(json.dumps([as_dict(latest[n], entries=False) if n in latest
+                          else {"client": n, "state": "never"} for n in names], indent=1))
+        return 0
+    rows = [("Client", "Last run", "State", "Good/Total", "Bad", "Modified", "Extra")]
+    for name in names:
+        r = latest.get(name)
+        if r is None:
+            rows.append((name, "never", "-", "-", "-", "-", "-"))
+        else:
+            rows.append((name, when(r.timestamp), r.state, f"{r.good}/{r.total}", str(r.bad),
+                         str(r.modified), str(r.extra)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    states = [latest[n].state if n in latest else "never" for n in names]
+    print(f"{len(names)} clients: {states.count('clean')} clean, "
+          f"{len(states) - states.count('clean') - states.count('never')} dirty, "
+          f"{states.count('never')} never reported")
+    return 0
+
+
+def dirty_report(dirty: list[Run], args: argparse.Namespace) -> int:
+    """The clients whose last run was dirty, and what is wrong with each."""
+    if args.json:
+        print(json.dumps([as_dict(r) for r in dirty], indent=1))
+        return 0
+    if not dirty:
+        print("no dirty clients")
+        return 0
+    for r in dirty:
+        print(f"{r.client}: {r.state} at {when(r.timestamp)} ({r.bad} bad, "
+              f"{r.modified} modified, {r.extra} extra of {r.total})")
+        for line in run_lines(r):
+            print(line)
+    return 0
+
+
+def stale_report(clients: list[str], latest: dict[str, Run], args: argparse.Namespace) -> int:
+    """Clients whose last run is older than --stale hours, and those that never ran."""
+    now = time.time()
+    cutoff = now - args.stale * 3600
+    stale = [(name, latest.get(name)) for name in sorted(set(clients) | set(latest))
+             if name not in latest or latest[name].timestamp < cutoff]
+    if args.json:
+        print(json.dumps([{"client": n, "timestamp": r.timestamp if r else None,
+                           "hours": round((now - r.timestamp) / 3600, 1) if r else None}
+                          for n, r in stale], indent=1))
+        return 0
+    if not stale:
+        print(f"every client has checked in within {args.stale:g} hours")
+        return 0
+    width = max(len(name) for name, _ in stale)
+    for name, r in stale:
+        if r is None:
+            print(f"{name.ljust(width)}  never reported")
+        else:
+            print(f"{name.ljust(width)}  last run {when(r.timestamp)} "
+                  f"({(now - r.timestamp) / 3600:.1f} hours ago)")
+    return 0
+
+
+def one_client(store: RunStore | None, clients: list[str], latest: dict[str, Run],
+               args: argparse.Namespace) -> int:
+    """One client's recent runs, the latest with its entries."""
+    name = args.client
+    if name not in clients and name not in latest:
+        raise ToolError(f"unknown client {name}")
+    runs = store.runs(name, limit=max(args.runs, 1)) if store else []
+    if args.json:
+        print(json.dumps([as_dict(r) for r in runs], indent=1))
+        return 0
+    if not runs:
+        print(f"{name}: no run recorded")
+        return 0
+    for r in runs:
+        print(f"{when(r.timestamp)}  {r.state:5}  good {r.good}/{r.total}  bad {r.bad}  "
+              f"modified {r.modified}  extra {r.extra}"
+              + ("  (dry run)" if r.dry_run else ""))
+    lines = run_lines(runs[0])
+    if lines:
+        print(f"latest run of {name}:")
+        for line in lines:
+            print(line)
+    return 0
+
+
+def prune(setup: Setup, args: argparse.Namespace) -> int:
+    """Delete old runs now (each client's latest run stays)."""
+    days = args.days if args.days is not None else float(setup.reporting.keep_days)
+    if days <= 0:
+        raise ToolError("nothing to prune: [reporting] keep_days is 0 (keep every run); "
+                        "give --days")
+    store = open_store(setup)
+    if store is None:
+        print("no runs recorded")
+        return 0
+    try:
+        removed = store.prune(days)
+        print(f"pruned {removed} runs older than {days:g} days; {store.count()} left")
+    finally:
+        store.close()
+    return 0
