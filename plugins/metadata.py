@@ -190,7 +190,8 @@ class ClientRecord:
     version: str | None = None
 
 
-def _record_from_xml(node: lxml.etree._Element) -> ClientRecord:
+def record_from_xml(node: lxml.etree._Element) -> ClientRecord:
+    """A clients.xml <Client> element as a ClientRecord."""
     aliases = tuple((a.get("name").lower(), a.get("address")) for a in node.iter("Alias")
                     if a.get("name"))
     floating = as_bool(node.get("floating", "false")) or node.get("location") == "floating"
@@ -282,7 +283,7 @@ class ClientsFile(XMLFileBacked):
     def load_xml(self, root: lxml.etree._Element) -> None:
         records = {}
         for node in client_nodes(root):
-            rec = _record_from_xml(node)
+            rec = record_from_xml(node)
             if not rec.profile:
                 raise RepositoryError(f"{self.name}:{node.sourceline}: client {rec.name} "
                                       f"has no profile")

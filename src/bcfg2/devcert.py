@@ -11,15 +11,27 @@ import os
 import sys
 
 
-def make_self_signed(cert_path: str, key_path: str, days: int = 825) -> None:
-    """Write a new EC key and a self-signed certificate valid for the loopback names."""
+def make_self_signed(cert_path: str, key_path: str, days: int = 825,
+                     names: tuple[str, ...] = ()) -> None:
+    """Write a new EC key and a self-signed certificate for localhost, 127.0.0.1 and ``names``.
+
+    The first of ``names`` (else localhost) is the subject's common name;
+    names that are IP addresses go in as such.
+    """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    hosts = list(dict.fromkeys([*names, "localhost", "127.0.0.1"]))
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
+    alternatives: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            alternatives.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            alternatives.append(x509.DNSName(host))
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -29,10 +41,7 @@ def make_self_signed(cert_path: str, key_path: str, days: int = 825) -> None:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        ]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(alternatives), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
