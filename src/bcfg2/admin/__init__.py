@@ -23,7 +23,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = {"debug": False}
 
     def go() -> int:
-        parser = options.make_parser(PROG, "Administer a Bcfg2 repository and server.")
+        parser = options.make_parser(
+            PROG, "Administer a Bcfg2 repository and server. The options below go before "
+            "the mode (bcfg2-admin -Q /srv/bcfg2 client list); each mode's own options "
+            "after it (bcfg2-admin client --help).")
         modes = parser.add_subparsers(dest="mode", metavar="mode", required=True)
         modules = {}
         for name in MODES:
