@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import subprocess
 import sys
 from collections.abc import Callable
@@ -453,3 +454,208 @@ def test_console_script_builds_a_client(tmp_path):
         capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert_one_error(1 if result.returncode else 0, result.stdout, result.stderr,
                      "bcfg2-info:", "nosuch.example.com")
+
+
+# -- the commands added with buildall ------------------------------------------
+
+
+def test_help_lists_every_command_and_no_package_commands(example):
+    status, out, err = example("help")
+    assert status == 0
+    listed = set(out.split())
+    for name in ("buildall", "buildallfile", "buildbundle", "automatch", "config", "debug",
+                 "event_debug", "expirecache", "profile", "update"):
+        assert name in listed
+    assert not {"packageresolve", "packagesources"} & listed
+
+
+def test_buildbundle_applies_the_clients_conditionals(example):
+    db1 = lxml.etree.fromstring(example("buildbundle sshd db1.example.com")[1].encode())
+    web1 = lxml.etree.fromstring(example("buildbundle sshd web1.example.com")[1].encode())
+    assert db1.xpath("Service/@name") == ["sshd"]
+    assert web1.xpath("Service/@name") == ["ssh"]
+    assert db1.xpath("Path/@name") == web1.xpath("Path/@name") == ["/etc/ssh/sshd_config"]
+
+
+def test_buildbundle_renders_a_template(shell_for, repo):
+    repo.write("Bundler/base.xml.jinja2",
+               '<Bundle><Path name="/etc/{{ metadata.hostname }}.conf"/></Bundle>\n')
+    status, out, err = shell_for(repo)[1]("buildbundle base client1")
+    assert status == 0, err
+    assert lxml.etree.fromstring(out.encode()).xpath("Path/@name") == ["/etc/client1.conf"]
+
+
+def test_automatch_follows_the_option_and_the_file(local_core, example_repo, capsys):
+    shell = InfoShell(local_core(example_repo, properties__automatch="true"))
+    shell.stdout = sys.stdout
+    shell.onecmd("automatch ntp.xml db1.example.com")
+    out = capsys.readouterr().out
+    assert shell.status == 0
+    assert lxml.etree.fromstring(out.encode()).xpath("Server/text()") == [
+        "0.pool.ntp.org", "1.pool.ntp.org"]
+    props = example_repo.path / "Properties/ntp.xml"
+    props.write_text(props.read_text().replace("<Properties>", '<Properties automatch="false">'))
+    shell.onecmd("update")
+    capsys.readouterr()
+    shell.onecmd("automatch ntp.xml db1.example.com")
+    assert shell.status == 1 and "automatch is off" in capsys.readouterr().err
+
+
+def test_expirecache_empties_the_metadata_cache(local_core, example_repo, capsys):
+    core = local_core(example_repo, caching__client_metadata="aggressive")
+    shell = InfoShell(core)
+    shell.stdout = sys.stdout
+    core.build_metadata("web1.example.com")
+    core.build_metadata("db1.example.com")
+    assert "web1.example.com" in core.metadata_cache
+    shell.onecmd("expirecache web1.example.com")
+    assert shell.status == 0
+    assert "web1.example.com" not in core.metadata_cache
+    assert "db1.example.com" in core.metadata_cache
+    shell.onecmd("expirecache")
+    assert len(core.metadata_cache) == 0
+
+
+def test_event_debug_shows_events_on_update(shell_for, example_repo):
+    shell, run = shell_for(example_repo)
+    try:
+        status, out, err = run("event_debug")
+        assert status == 0 and "shown" in out
+        motd = example_repo.path / "Cfg/etc/motd/motd"
+        motd.write_text("changed, and longer than it was before the edit\n")
+        status, out, err = run("update")
+        assert status == 0
+        assert any(line.startswith("event: ") and str(motd) in line for line in out.splitlines())
+        run("event_debug off")
+        motd.write_text("changed again, and longer still than the last time it was\n")
+        status, out, err = run("update")
+        assert "event:" not in out
+    finally:
+        shell.onecmd("event_debug off")
+
+
+def test_debug_console_gets_the_core_as_self(shell_for, example_repo, monkeypatch):
+    shell, run = shell_for(example_repo)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("print('rev', self.revision)\n"))
+    status, out, err = run("debug -n")
+    assert status == 0
+    assert f"rev {shell.core.revision}" in out + err
+
+
+def test_debug_file_errors(shell_for, example_repo, tmp_path):
+    run = shell_for(example_repo)[1]
+    assert_one_error(*run(f"debug -f {tmp_path}/none.py"), "cannot read")
+    bad = tmp_path / "bad.py"
+    bad.write_text("x = (\n")
+    assert_one_error(*run(f"debug -f {bad}"), f"{bad}:")
+    bye = tmp_path / "bye.py"
+    bye.write_text("print('before'); raise SystemExit(3)\n")
+    status, out, err = run(f"debug -f {bye}")
+    assert status == 0 and "before" in out
+
+
+def test_profile_shows_the_command_and_its_profile(example):
+    status, out, err = example("profile showclient web1.example.com")
+    assert status == 0, err
+    assert "Hostname:" in out and "function calls" in out
+    status, out, err = example("profile showclient nosuch.example.com")
+    assert status == 1 and "function calls" in out and "nosuch.example.com" in err
+
+
+def test_config_shows_sections_and_masks_passwords(local_core, example_repo, capsys):
+    shell = InfoShell(local_core(example_repo, communication__password="hunter2"))
+    shell.stdout = sys.stdout
+    shell.onecmd("config communication")
+    out = capsys.readouterr().out
+    assert shell.status == 0
+    assert {row[0] for row in rows(out)[1:]} == {"communication"}
+    assert "hunter2" not in out and "********" in out
+
+
+# -- completion and history ------------------------------------------------------
+
+
+def test_command_names_complete(shell_for, example_repo):
+    shell = shell_for(example_repo)[0]
+    assert shell.completenames("build", "build", 0, 5) == [
+        "build", "buildall", "buildallfile", "buildbundle", "buildfile"]
+    assert "EOF" not in shell.completenames("", "", 0, 0)
+
+
+def test_arguments_complete_by_what_they_are(shell_for, example_repo):
+    shell = shell_for(example_repo)[0]
+    line = "buildbundle ss"
+    assert shell.complete_buildbundle("ss", line, 12, len(line)) == ["sshd"]
+    line = "buildbundle sshd de"
+    assert shell.complete_buildbundle("de", line, 17, len(line)) == ["desk1.example.com"]
+    line = "buildfile /etc/mo"
+    assert shell.complete_buildfile("/etc/mo", line, 10, len(line)) == ["/etc/motd"]
+    line = "buildfile /etc/motd db"
+    assert shell.complete_buildfile("db", line, 20, len(line)) == ["db1.example.com"]
+    line = "showentries web1.example.com Pa"
+    assert shell.complete_showentries("Pa", line, 29, len(line)) == ["Package", "Path"]
+    line = "mappings Service s"
+    assert "sshd" in shell.complete_mappings("s", line, 17, len(line))
+    line = "buildall /tmp/x web"
+    assert shell.complete_buildall("web", line, 16, len(line)) == [
+        "web1.example.com", "web2.example.com", "webserver"]
+    line = "automatch -f nt"
+    assert shell.complete_automatch("nt", line, 13, len(line)) == ["ntp.xml"]
+    line = "expirecache db1.example.com w"
+    assert shell.complete_expirecache("w", line, 28, len(line)) == [
+        "web1.example.com", "web2.example.com"]
+    assert shell.complete_build("", "build db1.example.com ", 22, 22) == []
+
+
+def test_profile_completes_the_profiled_command(shell_for, example_repo):
+    shell = shell_for(example_repo)[0]
+    assert shell.complete_profile("showc", "profile showc", 8, 13) == ["showclient"]
+    line = "profile showclient we"
+    assert shell.complete_profile("we", line, 19, len(line)) == [
+        "web1.example.com", "web2.example.com"]
+
+
+@pytest.fixture
+def readline_module():
+    readline = pytest.importorskip("readline")
+    readline.clear_history()
+    yield readline
+    readline.clear_history()
+
+
+def test_history_is_loaded_and_saved(shell_for, example_repo, tmp_path, readline_module):
+    history = tmp_path / "history"
+    history.write_text("clients\nshowclient web1.example.com\n")
+    shell = shell_for(example_repo)[0]
+    shell.history = str(history)
+    assert shell.load_history()
+    items = [readline_module.get_history_item(i)
+             for i in range(1, readline_module.get_current_history_length() + 1)]
+    assert items[-2:] == ["clients", "showclient web1.example.com"]
+    readline_module.add_history("groups")
+    assert shell.save_history()
+    assert history.read_text().splitlines()[-1] == "groups"
+
+
+def test_history_problems_are_not_errors(shell_for, example_repo, tmp_path, readline_module,
+                                         monkeypatch):
+    shell = shell_for(example_repo)[0]
+    shell.history = str(tmp_path / "missing" / "history")
+    assert shell.load_history() is False
+    assert shell.save_history() is False
+    monkeypatch.setitem(sys.modules, "readline", None)  # a Python without readline
+    assert shell.load_history() is False and shell.save_history() is False
+
+
+def test_build_reports_once_but_update_shows_parse_errors(shell_for, repo, caplog):
+    repo.write("Bundler/base.xml", '<Bundle><Path name="/etc/orphan"/></Bundle>')
+    run = shell_for(repo)[1]
+    caplog.clear()
+    assert_one_error(*run("build client1"), "Path:/etc/orphan")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    repo.write("Bundler/base.xml", '<Bundle><Path name="/etc/orphan"\n')
+    status, out, err = run("update")
+    assert status == 0
+    assert any("base.xml" in r.getMessage() for r in caplog.records
+               if r.levelno >= logging.ERROR)
+    assert_one_error(*run("build client1"), "Path:/etc/orphan")  # the last good version
