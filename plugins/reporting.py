@@ -4,7 +4,9 @@ Each ``RecvStats`` upload becomes one run in the embedded SQLite database
 (``bcfg2.reportdb``), written before the agent's call returns: its state,
 counts, and the bad, modified and extra entries with their reasons. Runs
 older than ``[reporting] keep_days`` are pruned (each client's latest run is
-kept however old), at start-up and then at most once an hour.
+kept however old), when the first run is recorded and then at most once an
+hour. The database is opened at that first run too, so tools that load the
+plugin without receiving statistics (bcfg2-info, bcfg2-lint) never touch it.
 
 Upstream's ``[reporting] transport`` and Django settings are not needed:
 the database is local and always there.
@@ -19,7 +21,7 @@ from typing import Any
 
 import lxml.etree
 
-from bcfg2.errors import PluginInitError
+from bcfg2.errors import PluginExecutionError
 from bcfg2.metadata import ClientMetadata
 from bcfg2.plugin import Statistics
 from bcfg2.reportdb import RunStore, database_path
@@ -33,18 +35,25 @@ class Reporting(Statistics):
     def __init__(self, core: Any) -> None:
         Statistics.__init__(self, core)
         self.keep_days = float(core.setup.reporting.keep_days)
-        try:
-            self.store = RunStore(database_path(core.setup))
-        except (OSError, sqlite3.Error) as err:
-            raise PluginInitError(f"cannot open the run database: {err}") from err
-        self._prune_lock = threading.Lock()
-        self._last_prune = 0.0
-        self.prune()
+        self.path = database_path(core.setup)
+        self._lock = threading.Lock()
+        self._store: RunStore | None = None
+        self._next_prune = 0.0
+
+    @property
+    def store(self) -> RunStore:
+        """The run database, opened on first use."""
+        with self._lock:
+            if self._store is None:
+                try:
+                    self._store = RunStore(self.path)
+                except (OSError, sqlite3.Error) as err:
+                    raise PluginExecutionError(
+                        f"cannot open the run database {self.path}: {err}") from err
+            return self._store
 
     def prune(self) -> int:
         """Drop the runs older than ``[reporting] keep_days``; how many went."""
-        with self._prune_lock:
-            self._last_prune = time.monotonic()
         try:
             removed = self.store.prune(self.keep_days)
         except sqlite3.Error as err:
@@ -55,13 +64,18 @@ class Reporting(Statistics):
         return removed
 
     def process_statistics(self, metadata: ClientMetadata, data: lxml.etree._Element) -> None:
-        """Record the run; prune if the last pruning is an hour old."""
+        """Record the run; prune at the first run and then hourly."""
         self.store.record(metadata.hostname, data)
-        with self._prune_lock:
-            due = time.monotonic() - self._last_prune >= PRUNE_INTERVAL
+        with self._lock:
+            now = time.monotonic()
+            due = now >= self._next_prune
+            if due:
+                self._next_prune = now + PRUNE_INTERVAL
         if due:
             self.prune()
 
     def shutdown(self) -> None:
         Statistics.shutdown(self)
-        self.store.close()
+        with self._lock:
+            if self._store is not None:
+                self._store.close()

@@ -1,0 +1,637 @@
+"""The checks bcfg2-lint runs; each is registered with its error names and default levels."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Iterable, Iterator
+
+import genshi.template
+import jinja2
+import lxml.etree
+
+from bcfg2.lint import schemas
+from bcfg2.lint.base import Context, Finding, check, has_fallback, includes, is_genshi, shorten
+from bcfg2.plugin.helpers import SPECIFIC_SUFFIX, flatten_conditions
+from bcfg2.plugins.cfg.templates import GenshiLookup, TemplateContext, sandboxed_environment
+from bcfg2.xml import XI_INCLUDE
+
+JINJA2_BUNDLE = ".xml.jinja2"
+#: a group name computed by a template: ``${...}``, ``{{ ... }}`` or ``$1``
+TEMPLATED = re.compile(r"\$|\{")
+
+
+# -- helpers -------------------------------------------------------------------
+
+def bundle_files(ctx: Context) -> list[str]:
+    """Every bundle file Bundler reads."""
+    return ctx.files("Bundler", lambda p: p.endswith((".xml", ".genshi", JINJA2_BUNDLE)))
+
+
+def bundle_name(path: str) -> str:
+    base = os.path.basename(path)
+    if base.endswith(JINJA2_BUNDLE):
+        return base[:-len(JINJA2_BUNDLE)]
+    return os.path.splitext(base)[0]
+
+
+def structfiles(ctx: Context) -> list[str]:
+    """XML files with Group/Client conditionals, in every enabled plugin that has them."""
+    out = [p for p in bundle_files(ctx) if not p.endswith(JINJA2_BUNDLE)]
+    for plugin in ("Rules", "Defaults", "Decisions", "Deps", "Properties"):
+        out += ctx.files(plugin, lambda p: p.endswith(".xml"), recursive=plugin != "Properties")
+    out += ctx.files("Cfg", lambda p: os.path.basename(p) == "info.xml")
+    acl = os.path.join(ctx.repository, "ACL", "metadata.xml")
+    if ctx.enabled("ACL") and os.path.isfile(acl):
+        out.append(acl)
+    return out
+
+
+def elements(tree: lxml.etree._ElementTree, tag: str) -> Iterator[lxml.etree._Element]:
+    yield from tree.getroot().iter(tag)
+
+
+def metadata_files(ctx: Context, name: str) -> list[tuple[str, lxml.etree._ElementTree]]:
+    """Metadata/<name> and the files it includes, parsed on their own."""
+    path = os.path.join(ctx.repository, "Metadata", name)
+    if not ctx.enabled("Metadata") or not os.path.isfile(path):
+        return []
+    return ctx.with_includes(path)
+
+
+def line_of(tree: lxml.etree._ElementTree | None, tag: str, name: str) -> int | None:
+    """The line of the first ``<tag name=...>`` in a file, if there is one."""
+    if tree is None:
+        return None
+    for el in tree.getroot().iter(tag):
+        if el.get("name") == name or el.get("altsrc") == name:
+            return el.sourceline
+    return None
+
+
+# -- Validate ------------------------------------------------------------------
+
+@check("Validate", xml_failed_to_parse="error", xml_failed_to_verify="error",
+       xinclude_failed="error")
+def validate(ctx: Context) -> Iterator[Finding]:
+    """Every XML file parses and matches the schema of its format."""
+    done: set[str] = set()
+    pending: list[tuple[str, str | None]] = []
+    for plugin in sorted({fmt[0] for fmt in schemas.FORMATS} | {"Properties"}):
+        for path in ctx.files(plugin, lambda p: p.endswith((".xml", ".genshi"))):
+            relative = os.path.relpath(path, os.path.join(ctx.repository, plugin))
+            if plugin == "Properties":
+                pending.append((path, None))
+                continue
+            schema = schemas.schema_for(plugin, relative)
+            if schema is None:
+                continue
+            if plugin == "Bundler" and is_genshi(ctx.xml(path), path):
+                schema = schemas.GENSHI_BUNDLE
+            pending.append((path, schema))
+    while pending:
+        path, schema = pending.pop(0)
+        if path in done:
+            continue
+        done.add(path)
+        try:
+            tree = lxml.etree.parse(path, _validating_parser())
+        except lxml.etree.XMLSyntaxError as err:
+            yield ctx.finding(path, err.lineno or None, "xml-failed-to-parse",
+                              f"XML does not parse: {err.msg}")
+            continue
+        except OSError as err:
+            yield ctx.finding(path, None, "xml-failed-to-parse", f"cannot read: {err}")
+            continue
+        for inc, targets in includes(tree, path):
+            existing = [t for t in targets if os.path.isfile(t)]
+            if not existing and not has_fallback(inc):
+                yield ctx.finding(path, inc.sourceline, "xinclude-failed",
+                                  f"XInclude of {inc.get('href')} finds no file")
+            # an included file is checked against the schema of the file including it
+            pending.extend((target, schema) for target in existing)
+        if schema is not None:
+            rng = schemas.load(schema)
+            if not rng.validate(tree):
+                yield from _schema_errors(ctx, path, schema, rng.error_log)
+        elif path.endswith(".xml"):
+            yield from _validate_property(ctx, path, tree)
+
+
+def _validating_parser() -> lxml.etree.XMLParser:
+    return lxml.etree.XMLParser(no_network=True, huge_tree=True, remove_comments=True)
+
+
+def _validate_property(ctx: Context, path: str,
+                       tree: lxml.etree._ElementTree) -> Iterator[Finding]:
+    """A property file with an ``.xsd`` of the same name next to it must match it."""
+    xsd = os.path.splitext(path)[0] + ".xsd"
+    if not os.path.isfile(xsd):
+        return
+    try:
+        schema = lxml.etree.XMLSchema(lxml.etree.parse(xsd, _validating_parser()))
+    except (lxml.etree.XMLSyntaxError, lxml.etree.XMLSchemaParseError) as err:
+        yield ctx.finding(xsd, None, "xml-failed-to-parse", f"schema does not load: {err}")
+        return
+    if not schema.validate(tree):
+        yield from _schema_errors(ctx, path, os.path.basename(xsd), schema.error_log)
+
+
+def _schema_errors(ctx: Context, path: str, schema: str,
+                   log: lxml.etree._ListErrorLog) -> Iterator[Finding]:
+    """The first error libxml2 reports on each line (the others follow from it).
+
+    libxml2 follows an invalid child with "<parent> has extra content" at the
+    parent's first child; when a more precise error exists, that one is kept.
+    """
+    entries = list(log)
+    precise = [e for e in entries if "has extra content" not in e.message]
+    lines: set[int | None] = set()
+    for entry in precise or entries:
+        line = entry.line or None
+        if line not in lines:
+            lines.add(line)
+            yield ctx.finding(path, line, "xml-failed-to-verify",
+                              f"does not match {schema}: {entry.message}")
+
+
+# -- Generators ----------------------------------------------------------------
+
+@check("Generators", unbound_entry="error", conflicting_generators="error",
+       bundle_render_failed="error")
+def generators(ctx: Context) -> Iterator[Finding]:
+    """Every entry of every client's bundles has exactly one generator."""
+    if not ctx.enabled("Bundler"):
+        return
+    core = ctx.core
+    bundler = core.plugins.get("Bundler")
+    if bundler is None:
+        return
+    files = bundler.bundles
+    problems: dict[tuple[str, str, str, str], set[str]] = {}
+    failures: dict[str, tuple[str, set[str]]] = {}
+    for client in sorted(core.metadata.list_clients()):
+        try:
+            metadata = core.build_metadata(client)
+        except Exception:  # reported by the Metadata checks (or the core's log with -v)
+            continue
+        for name in sorted(metadata.bundles):
+            bundle = files.get(name)
+            if bundle is not None and bundle.template is not None:
+                try:
+                    bundle.render(metadata)
+                except Exception as err:
+                    failures.setdefault(bundle.name, (str(err), set()))[1].add(client)
+        for structure in core.GetStructures(metadata):
+            bundle = files.get(structure.get("name", ""))
+            source = bundle.name if bundle is not None else ""
+            for entry in structure:
+                if not isinstance(entry.tag, str) or entry.tag.startswith("Bound") \
+                        or entry.tag == "Bundle":
+                    continue
+                kind = _generator_problem(core, entry, metadata)
+                if kind:
+                    key = (source, entry.tag, entry.get("name", ""), kind)
+                    problems.setdefault(key, set()).add(client)
+    for (source, tag, name, kind), clients in sorted(problems.items()):
+        path = source or os.path.join(ctx.repository, "Bundler")
+        line = line_of(ctx.xml(source), tag, name) if source else None
+        who = shorten(clients, ctx.verbose)
+        if kind == "none":
+            yield ctx.finding(path, line, "unbound-entry",
+                              f"{tag} {name} has no generator for clients {who}")
+        else:
+            yield ctx.finding(path, line, "conflicting-generators",
+                              f"{tag} {name} has more than one generator ({kind}) for "
+                              f"clients {who}")
+    for source, (message, clients) in sorted(failures.items()):
+        where, _, rest = message.partition(": ")
+        line = None
+        if where.startswith(source + ":") and where[len(source) + 1:].isdigit():
+            line = int(where[len(source) + 1:])
+            message = rest
+        yield ctx.finding(source, line, "bundle-render-failed",
+                          f"bundle template fails for clients {shorten(clients, ctx.verbose)}: "
+                          f"{message}")
+
+
+def _generator_problem(core: object, entry: lxml.etree._Element, metadata: object) -> str:
+    """"none", the names of competing generators, or "" when one generator binds it."""
+    candidates = [entry]
+    if entry.get("altsrc"):
+        alt = lxml.etree.Element(entry.tag, attrib=dict(entry.attrib))
+        alt.set("name", entry.get("altsrc"))
+        alt.set("realname", entry.get("name", ""))
+        del alt.attrib["altsrc"]
+        candidates.insert(0, alt)
+    for candidate in candidates:
+        handlers = core.generators_for(candidate, metadata)  # type: ignore[attr-defined]
+        if len(handlers) == 1:
+            return ""
+        if handlers:
+            return ", ".join(gen.name for gen, _ in handlers)
+    return "none"
+
+
+# -- Duplicates ----------------------------------------------------------------
+
+@check("Duplicates", duplicate_entry="error", duplicate_group="error",
+       duplicate_client="error")
+def duplicates(ctx: Context) -> Iterator[Finding]:
+    """The same entry, group or client given twice where only one can count."""
+    for path in bundle_files(ctx):
+        tree = ctx.xml(path)
+        if path.endswith(JINJA2_BUNDLE) or tree is None or is_genshi(tree, path):
+            continue
+        seen: dict[tuple[str, str], list[tuple[frozenset, int]]] = {}
+        for conds, el in flatten_conditions(tree.getroot()):
+            if not isinstance(el.tag, str) or el.get("name") is None or el.tag == XI_INCLUDE:
+                continue
+            key = (el.tag, el.get("name"))
+            cset = frozenset(conds)
+            for other, line in seen.get(key, []):
+                if other <= cset or cset <= other:
+                    yield ctx.finding(path, el.sourceline, "duplicate-entry",
+                                      f"{el.tag} {key[1]} is listed twice in bundle "
+                                      f"{bundle_name(path)} (also at line {line})")
+                    break
+            seen.setdefault(key, []).append((cset, el.sourceline))
+    for plugin in ("Rules", "Defaults"):
+        for path in ctx.files(plugin, lambda p: p.endswith(".xml")):
+            tree = ctx.xml(path)
+            if tree is None:
+                continue
+            lines: dict[tuple[str, str, frozenset], int] = {}
+            for conds, el in flatten_conditions(tree.getroot()):
+                if not isinstance(el.tag, str) or el.get("name") is None:
+                    continue
+                key3 = (el.tag, el.get("name"), frozenset(conds))
+                if key3 in lines:
+                    yield ctx.finding(path, el.sourceline, "duplicate-entry",
+                                      f"{el.tag} {key3[1]} is given twice under the same "
+                                      f"conditions (also at line {lines[key3]})")
+                else:
+                    lines[key3] = el.sourceline
+    declared: dict[str, tuple[str, int]] = {}
+    for path, tree in metadata_files(ctx, "groups.xml"):
+        for el in _top_groups(tree.getroot()):
+            if not any(attr in el.attrib for attr in ("profile", "public", "default",
+                                                      "category", "comment")):
+                continue
+            name = el.get("name", "")
+            if name in declared:
+                other, line = declared[name]
+                also = f"line {line}" if other == path else f"{ctx.relative(other)}:{line}"
+                yield ctx.finding(path, el.sourceline, "duplicate-group",
+                                  f"group {name} is declared twice (also at {also})")
+            else:
+                declared[name] = (path, el.sourceline)
+    clients: dict[str, tuple[str, int]] = {}
+    for path, tree in metadata_files(ctx, "clients.xml"):
+        for el in elements(tree, "Client"):
+            name = el.get("name", "").lower()
+            if not name:
+                continue
+            if name in clients:
+                other, line = clients[name]
+                also = f"line {line}" if other == path else f"{ctx.relative(other)}:{line}"
+                yield ctx.finding(path, el.sourceline, "duplicate-client",
+                                  f"client {name} is listed twice (also at {also})")
+            else:
+                clients[name] = (path, el.sourceline)
+
+
+def _top_groups(root: lxml.etree._Element) -> Iterator[lxml.etree._Element]:
+    """The Group elements at the top of groups.xml (nested <Groups> included)."""
+    for child in root:
+        if child.tag == "Groups":
+            yield from _top_groups(child)
+        elif child.tag == "Group":
+            yield child
+
+
+# -- InfoXML -------------------------------------------------------------------
+
+@check("InfoXML", required_infoxml_attrs_missing="error")
+def infoxml(ctx: Context) -> Iterator[Finding]:
+    """Every <Info> of a Cfg info.xml sets the attributes of [InfoXML] required_attrs."""
+    for path in ctx.files("Cfg", lambda p: os.path.basename(p) == "info.xml"):
+        tree = ctx.xml(path)
+        if tree is None:
+            continue
+        entry = "/" + ctx.relative(os.path.dirname(path)).split(os.sep, 1)[-1]
+        for info in elements(tree, "Info"):
+            missing = [attr for attr in ctx.required_attrs if attr not in info.attrib]
+            if missing:
+                yield ctx.finding(path, info.sourceline, "required-infoxml-attrs-missing",
+                                  f"Info for {entry} does not set {', '.join(missing)}")
+
+
+# -- Genshi and Jinja2 ---------------------------------------------------------
+
+@check("Genshi", genshi_syntax_error="error")
+def genshi_templates(ctx: Context) -> Iterator[Finding]:
+    """Genshi templates compile: Cfg .genshi files, Genshi bundles, GroupLogic."""
+    for path in ctx.files("Cfg", lambda p: p.endswith(".genshi")):
+        yield from _genshi(ctx, path, genshi.template.NewTextTemplate, text=True)
+    markup = [p for p in bundle_files(ctx) if not p.endswith(JINJA2_BUNDLE)]
+    logic = os.path.join(ctx.repository, "GroupLogic", "groups.xml")
+    if ctx.enabled("GroupLogic") and os.path.isfile(logic):
+        markup.append(logic)
+    for path in markup:
+        tree = ctx.xml(path)
+        if tree is not None and is_genshi(tree, path):
+            yield from _genshi(ctx, path, genshi.template.MarkupTemplate, text=False)
+
+
+def _genshi(ctx: Context, path: str, cls: type, text: bool) -> Iterator[Finding]:
+    with open(path, "rb") as fh:
+        data = fh.read()
+    try:
+        source = data.decode("utf-8") if text else io.BytesIO(data)
+        template = cls(source, filepath=path, filename=os.path.basename(path),
+                       lookup=GenshiLookup)
+        template.stream  # noqa: B018 - compiles the directives
+    except UnicodeDecodeError as err:
+        yield ctx.finding(path, None, "genshi-syntax-error", f"not UTF-8: {err}")
+    except genshi.template.TemplateError as err:
+        yield ctx.finding(path, err.lineno or None, "genshi-syntax-error",
+                          f"Genshi template does not compile: {err.msg}")
+
+
+@check("Jinja2", jinja2_syntax_error="error")
+def jinja2_templates(ctx: Context) -> Iterator[Finding]:
+    """Jinja2 templates compile: Cfg .jinja2 files and .xml.jinja2 bundles."""
+    cfg = os.path.join(ctx.repository, "Cfg")
+    cfg_env = TemplateContext(ctx.repository, cfg).jinja2
+    bundle_env = sandboxed_environment(os.path.join(ctx.repository, "Bundler"), autoescape=True)
+    paths = [(p, cfg_env) for p in ctx.files("Cfg", lambda p: p.endswith(".jinja2"))]
+    paths += [(p, bundle_env) for p in bundle_files(ctx) if p.endswith(JINJA2_BUNDLE)]
+    for path, env in paths:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        try:
+            env.parse(data.decode("utf-8"), name=os.path.basename(path), filename=path)
+        except UnicodeDecodeError as err:
+            yield ctx.finding(path, None, "jinja2-syntax-error", f"not UTF-8: {err}")
+        except jinja2.TemplateSyntaxError as err:
+            yield ctx.finding(path, err.lineno or None, "jinja2-syntax-error",
+                              f"Jinja2 template does not compile: {err.message}")
+
+
+# -- GroupNames ----------------------------------------------------------------
+
+@check("GroupNames", undefined_group="warning")
+def group_names(ctx: Context) -> Iterator[Finding]:
+    """Groups that are used but that nothing defines (probes may still assign them)."""
+    defined, patterns = defined_groups(ctx)
+
+    def known(name: str) -> bool:
+        return name in defined or any(p.fullmatch(name) for p in patterns)
+
+    for path, tree in metadata_files(ctx, "clients.xml"):
+        for el in elements(tree, "Client"):
+            profile = el.get("profile")
+            if profile and not known(profile):
+                yield ctx.finding(path, el.sourceline, "undefined-group",
+                                  f"client {el.get('name')} has profile {profile}, "
+                                  f"which no group definition declares")
+    for path in structfiles(ctx):
+        tree = ctx.xml(path)
+        if tree is None:
+            continue
+        for el in elements(tree, "Group"):
+            name = el.get("name")
+            if name and not TEMPLATED.search(name) and not known(name):
+                yield ctx.finding(path, el.sourceline, "undefined-group",
+                                  f"group {name} is used here but never defined")
+    for plugin in ("Cfg", "Probes", "Decisions"):
+        for path in ctx.files(plugin):
+            fname = os.path.basename(path)
+            for ext in (".genshi", ".jinja2"):
+                if plugin == "Cfg" and fname.endswith(ext):
+                    fname = fname[:-len(ext)]
+            match = SPECIFIC_SUFFIX.search(fname)
+            if match and match.group("group") and not known(match.group("group")):
+                yield ctx.finding(path, None, "undefined-group",
+                                  f"file is for group {match.group('group')}, which is "
+                                  f"never defined")
+
+
+def defined_groups(ctx: Context) -> tuple[set[str], list[re.Pattern[str]]]:
+    """Groups that groups.xml, GroupPatterns or GroupLogic can give a client.
+
+    Names computed from a pattern (``$1``) or a template become regular expressions.
+    """
+    names: set[str] = set()
+    patterns: list[re.Pattern[str]] = []
+
+    def add(name: str | None) -> None:
+        if not name:
+            return
+        if TEMPLATED.search(name):
+            parts = re.split(r"\$\d+|\$\{[^}]*\}|\$\w+|\{\{.*?\}\}", name)
+            patterns.append(re.compile(".+".join(re.escape(p) for p in parts)))
+        else:
+            names.add(name)
+
+    for _path, tree in metadata_files(ctx, "groups.xml"):
+        for el in elements(tree, "Group"):
+            add(el.get("name"))
+    for plugin, fname in (("GroupPatterns", "config.xml"), ("GroupLogic", "groups.xml")):
+        path = os.path.join(ctx.repository, plugin, fname)
+        if not ctx.enabled(plugin) or not os.path.isfile(path):
+            continue
+        for _path, tree in ctx.with_includes(path):
+            for el in elements(tree, "Group"):
+                add(el.text.strip() if plugin == "GroupPatterns" and el.text else el.get("name"))
+    return names, patterns
+
+
+# -- CfgUnused -----------------------------------------------------------------
+
+@check("CfgUnused", unused_cfg_entry="warning")
+def cfg_unused(ctx: Context) -> Iterator[Finding]:
+    """Cfg files for paths that no bundle lists (templated bundles rendered per client)."""
+    if not ctx.enabled("Cfg"):
+        return
+    cfg = ctx.core.plugins.get("Cfg")
+    if cfg is None:
+        return
+    used = set(used_paths(ctx))
+    for name in sorted(cfg.entries):
+        if name not in used:
+            path = os.path.join(ctx.repository, "Cfg", name.lstrip("/"))
+            yield ctx.finding(path, None, "unused-cfg-entry",
+                              f"Cfg has files for {name}, but no bundle lists it")
+
+
+def used_paths(ctx: Context) -> Iterator[str]:
+    """Names (and altsrc names) of every Path a bundle or a dependency lists."""
+    def of(root: lxml.etree._Element) -> Iterator[str]:
+        for el in root.iter("Path", "BoundPath"):
+            yield from (v for v in (el.get("name"), el.get("altsrc")) if v)
+
+    for path in bundle_files(ctx) + ctx.files("Deps", lambda p: p.endswith(".xml")):
+        tree = ctx.xml(path)
+        if tree is not None and not is_genshi(tree, path):
+            yield from of(tree.getroot())
+    bundler = ctx.core.plugins.get("Bundler") if ctx.enabled("Bundler") else None
+    if bundler is None:
+        return
+    templated = [b for b in bundler.bundles.values() if b.template is not None]
+    if not templated:
+        return
+    for client in ctx.core.metadata.list_clients():
+        try:
+            metadata = ctx.core.build_metadata(client)
+        except Exception:
+            continue
+        for bundle in templated:
+            try:
+                yield from of(bundle.render(metadata))
+            except Exception:  # reported by the Generators check
+                continue
+
+
+# -- Bundles, Metadata, RequiredAttrs, Probes ---------------------------------
+
+@check("Bundles", bundle_not_found="error", unused_bundle="warning")
+def bundles(ctx: Context) -> Iterator[Finding]:
+    """Bundles named in groups.xml or RequiredBundle exist; every bundle is used."""
+    if not ctx.enabled("Bundler"):
+        return
+    existing = {bundle_name(p) for p in bundle_files(ctx)}
+    referenced: set[str] = set()
+    refs: list[tuple[str, int, str]] = []
+    for path, tree in metadata_files(ctx, "groups.xml"):
+        for el in elements(tree, "Bundle"):
+            if el.get("name"):
+                refs.append((path, el.sourceline, el.get("name")))
+    for path in bundle_files(ctx):
+        tree = ctx.xml(path)
+        if tree is not None:
+            refs += [(path, el.sourceline, el.get("name")) for el in elements(tree, "RequiredBundle")
+                     if el.get("name")]
+    for path, line, name in refs:
+        referenced.add(name)
+        if name not in existing and not TEMPLATED.search(name):
+            yield ctx.finding(path, line, "bundle-not-found",
+                              f"bundle {name} does not exist in Bundler/")
+    if not metadata_files(ctx, "groups.xml"):
+        return
+    for path in bundle_files(ctx):
+        if bundle_name(path) not in referenced:
+            yield ctx.finding(path, None, "unused-bundle",
+                              f"bundle {bundle_name(path)} is not given to any group")
+
+
+@check("Metadata", not_a_profile_group="warning")
+def metadata(ctx: Context) -> Iterator[Finding]:
+    """A client's profile in clients.xml is a group declared with profile="true"."""
+    profiles: set[str] = set()
+    declared: set[str] = set()
+    for _path, tree in metadata_files(ctx, "groups.xml"):
+        for el in elements(tree, "Group"):
+            declared.add(el.get("name", ""))
+            if el.get("profile", "false").lower() in ("true", "1", "yes", "on"):
+                profiles.add(el.get("name", ""))
+    for path, tree in metadata_files(ctx, "clients.xml"):
+        for el in elements(tree, "Client"):
+            profile = el.get("profile")
+            if profile and profile in declared and profile not in profiles:
+                yield ctx.finding(path, el.sourceline, "not-a-profile-group",
+                                  f"client {el.get('name')} has profile {profile}, which is "
+                                  f"not a profile group (profile=\"true\" in groups.xml)")
+
+
+#: attributes a Rules entry needs to be usable, by tag and (for Path) type
+REQUIRED: dict[str, list[str]] = {
+    "Package": ["version"],
+    "Path": ["type"],
+    "Path:symlink": ["to"],
+    "Path:hardlink": ["to"],
+    "Path:device": ["dev_type"],
+    "Path:directory": ["owner", "group", "mode"],
+    "Path:permissions": ["owner", "group", "mode"],
+    "Action": ["command"],
+}
+
+
+@check("RequiredAttrs", required_attrs_missing="error")
+def required_attrs(ctx: Context) -> Iterator[Finding]:
+    """Rules entries set what the client needs (Defaults may supply it)."""
+    defaults: list[tuple[str, re.Pattern[str] | None, str, dict[str, str]]] = []
+    for path in ctx.files("Defaults", lambda p: p.endswith(".xml")):
+        tree = ctx.xml(path)
+        if tree is None:
+            continue
+        for _conds, el in flatten_conditions(tree.getroot()):
+            if isinstance(el.tag, str) and el.get("name"):
+                try:
+                    regex = re.compile(el.get("name"))
+                except re.error:
+                    regex = None
+                defaults.append((el.tag, regex, el.get("name"), dict(el.attrib)))
+    for path in ctx.files("Rules", lambda p: p.endswith(".xml")):
+        tree = ctx.xml(path)
+        if tree is None:
+            continue
+        for _conds, el in flatten_conditions(tree.getroot()):
+            if not isinstance(el.tag, str) or el.tag not in REQUIRED:
+                continue
+            name = el.get("name", "")
+            attrs: dict[str, str] = {}
+            for tag, regex, dname, dattrs in defaults:
+                if tag == el.tag and (dname == name or (regex and regex.fullmatch(name))):
+                    attrs.update(dattrs)
+            attrs.update(el.attrib)
+            needed = REQUIRED[el.tag] + REQUIRED.get(f"{el.tag}:{attrs.get('type', '')}", [])
+            missing = [attr for attr in needed if attr not in attrs]
+            if missing:
+                yield ctx.finding(path, el.sourceline, "required-attrs-missing",
+                                  f"{el.tag} {name} has no {', '.join(missing)}")
+
+
+@check("Probes", probe_missing_interpreter="warning")
+def probes(ctx: Context) -> Iterator[Finding]:
+    """Probe scripts start with an interpreter line (#!); without one /bin/sh runs them."""
+    for path in ctx.files("Probes", lambda p: not p.endswith((".xml", ".sqlite")),
+                          recursive=False):
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        if head != b"#!":
+            yield ctx.finding(path, 1, "probe-missing-interpreter",
+                              f"probe {os.path.basename(path)} has no #! interpreter line")
+
+
+@check("GroupPatterns", invalid_group_pattern="error")
+def group_patterns(ctx: Context) -> Iterator[Finding]:
+    """GroupPatterns/config.xml reads as the plugin reads it (regular expressions, ranges, $N)."""
+    from bcfg2.errors import RepositoryError
+    from bcfg2.plugins.grouppatterns import PatternsFile
+
+    path = os.path.join(ctx.repository, "GroupPatterns", "config.xml")
+    tree = ctx.xml(path) if ctx.enabled("GroupPatterns") and os.path.isfile(path) else None
+    if tree is None:
+        return
+    reader = PatternsFile.__new__(PatternsFile)  # the plugin's own reading, without a plugin
+    reader.name = path
+    try:
+        reader._matchers(tree.getroot())
+    except RepositoryError as err:
+        where, _, message = str(err).partition(": ")
+        line = where.rpartition(":")[2]
+        yield ctx.finding(path, int(line) if line.isdigit() else None, "invalid-group-pattern",
+                          message)
+
+
+def run_checks(ctx: Context, names: Iterable[str]) -> list[Finding]:
+    """Run the named checks; findings in path and line order."""
+    from bcfg2.lint.base import CHECKS
+
+    found: list[Finding] = []
+    for name in names:
+        found.extend(CHECKS[name].func(ctx))
+    return sorted(set(found), key=Finding.sort_key)
