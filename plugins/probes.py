@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import lxml.etree
 import yaml
 
+import bcfg2.sqlite
 from bcfg2.errors import UntrustedInputError
 from bcfg2.plugin import (
     Caching,
@@ -125,13 +126,9 @@ class SQLiteStore:
     """
 
     def __init__(self, path: str) -> None:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         self.path = path
         self.lock = threading.Lock()
-        self.conn = sqlite3.connect(path, timeout=30, isolation_level=None,
-                                    check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn = bcfg2.sqlite.connect(path)
         self.conn.execute("CREATE TABLE IF NOT EXISTS probes (client TEXT NOT NULL, "
                           "name TEXT NOT NULL, value TEXT NOT NULL, "
                           "PRIMARY KEY (client, name))")

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import ssl
+import sys
 import textwrap
 import threading
 import xmlrpc.client
@@ -21,8 +22,27 @@ from bcfg2.core import LocalCore
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO_EXAMPLE = ROOT / "repo-example"
+sys.path.insert(0, str(ROOT / "tests" / "bench"))
+import genrepo  # noqa: E402
+
 PLUGINS = ("Metadata,Bundler,Cfg,Rules,Defaults,Probes,Properties,TemplateHelper,GroupPatterns,"
            "Decisions,Reporting")
+#: plugins a generated repository needs (genrepo writes no Probes, Properties...)
+GEN_PLUGINS = "Metadata,Bundler,Cfg,Rules,Defaults"
+#: a small generated repository of 12 clients; profile p has groups bench-g(2p % 3) and
+#: bench-g((2p+1) % 3), so bundle bench-b0 (of group bench-g0) goes to the clients of
+#: profiles bench-p0 and bench-p1
+SMALL_SPEC = genrepo.RepoSpec(clients=12, profiles=3, groups=3, groups_per_profile=2,
+                              bundles=3, entries=12, files_per_entry=3, file_size=200,
+                              info_every=4, packages=6, services=3)
+
+
+def tool_argv(repository: Path | Repo | str, tmp_path: Path, *words: str,
+              plugins: str = PLUGINS) -> list[str]:
+    """A command line of a tool over a repository, with no bcfg2.conf and a private state dir."""
+    return ["-C", "/dev/null", "-Q", str(repository), "--state-dir", str(tmp_path / "state"),
+            "--plugins", plugins, *words]
+
 
 BASIC_GROUPS = """\
 <Groups>

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import lxml.etree
 
+import bcfg2.sqlite
 from bcfg2.options import Setup
 
 KINDS = ("Bad", "Modified", "Extra")
@@ -173,14 +174,10 @@ class RunStore:
     def __init__(self, path: str, create: bool = True) -> None:
         if not create and not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no client run has been recorded yet")
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         self.path = path
         self.lock = threading.Lock()
-        self.conn = sqlite3.connect(path, timeout=30, isolation_level=None,
-                                    check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
         # a crash of the server loses nothing; a power cut may lose the last runs
-        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn = bcfg2.sqlite.connect(path, synchronous="NORMAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.conn.executescript(SCHEMA)
 

@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import lxml.etree
 import pytest
-from conftest import PLUGINS, ROOT, Repo
+from conftest import GEN_PLUGINS, ROOT, genrepo
+from conftest import SMALL_SPEC as SMALL
+from conftest import tool_argv as argv
 
 from bcfg2.testrun import main
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import genrepo  # noqa: E402
-
-#: plugins a generated repository needs (genrepo writes no Probes, Properties...)
-GEN_PLUGINS = "Metadata,Bundler,Cfg,Rules,Defaults"
-#: 12 clients; profile p has groups bench-g(2p % 3) and bench-g((2p+1) % 3), so bundle
-#: bench-b0 (of group bench-g0) goes to the clients of profiles bench-p0 and bench-p1
-SMALL = genrepo.RepoSpec(clients=12, profiles=3, groups=3, groups_per_profile=2, bundles=3,
-                         entries=12, files_per_entry=3, file_size=200, info_every=4,
-                         packages=6, services=3)
 MISSING = "/etc/bench/missing.conf"
-
-
-def argv(repository: Path | Repo | str, tmp_path: Path, *words: str,
-         plugins: str = PLUGINS) -> list[str]:
-    return ["-C", "/dev/null", "-Q", str(repository), "--state-dir", str(tmp_path / "state"),
-            "--plugins", plugins, *words]
 
 
 @pytest.fixture

@@ -9,24 +9,13 @@ from pathlib import Path
 
 import lxml.etree
 import pytest
-from conftest import PLUGINS, ROOT, Repo
+from conftest import GEN_PLUGINS, ROOT, Repo, genrepo
+from conftest import SMALL_SPEC as SMALL
+from conftest import tool_argv as argv
 
 from bcfg2.info import main
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import genrepo  # noqa: E402
-
-GEN_PLUGINS = "Metadata,Bundler,Cfg,Rules,Defaults"
-SMALL = genrepo.RepoSpec(clients=12, profiles=3, groups=3, groups_per_profile=2, bundles=3,
-                         entries=12, files_per_entry=3, file_size=200, info_every=4,
-                         packages=6, services=3)
 MISSING = "/etc/bench/missing.conf"
-
-
-def argv(repository: Path | Repo | str, tmp_path: Path, *words: str,
-         plugins: str = PLUGINS) -> list[str]:
-    return ["-C", "/dev/null", "-Q", str(repository), "--state-dir", str(tmp_path / "state"),
-            "--plugins", plugins, *words]
 
 
 def run(capsys, args: list[str]) -> tuple[int, str, str]:

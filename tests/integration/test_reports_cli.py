@@ -17,13 +17,10 @@ from pathlib import Path
 
 import lxml.etree
 import pytest
-from conftest import Repo
+from conftest import Repo, genrepo
 
 import bcfg2.admin
 from bcfg2.reportdb import RunStore
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import genrepo  # noqa: E402
 
 ENTRY_TAGS = {"Path", "Package", "Service", "Action", "User", "Group", "POSIXUser",
               "POSIXGroup"}

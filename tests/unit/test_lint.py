@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PLUGINS, REPO_EXAMPLE, Repo
+from conftest import PLUGINS, REPO_EXAMPLE, Repo, genrepo
 
 import bcfg2.lint
 from bcfg2.lint.base import CHECKS, all_errors
@@ -524,12 +524,6 @@ def test_every_check_has_a_doc_and_known_levels() -> None:
 
 
 def test_a_generated_repository_is_clean(lint, tmp_path: Path) -> None:
-    bench = str(Path(__file__).resolve().parent.parent / "bench")
-    sys.path.insert(0, bench)
-    try:
-        import genrepo
-    finally:
-        sys.path.remove(bench)
     spec = genrepo.RepoSpec(clients=6, profiles=2, groups=3, groups_per_profile=2, bundles=3,
                             entries=12, files_per_entry=3, info_every=3, packages=10,
                             services=4)

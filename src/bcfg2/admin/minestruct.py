@@ -8,7 +8,7 @@ import sys
 
 import lxml.etree
 
-from bcfg2.admin.reports import open_store
+from bcfg2.admin.reports import latest_run
 from bcfg2.options import Setup
 from bcfg2.tools import ToolError
 from bcfg2.xml import atomic_write, tostring
@@ -30,15 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(setup: Setup, args: argparse.Namespace) -> int:
-    store = open_store(setup)
-    if store is None:
-        raise ToolError(f"no run recorded for {args.client} (no run recorded at all)")
-    try:
-        latest = store.latest(args.client)
-    finally:
-        store.close()
-    if latest is None:
-        raise ToolError(f"no run recorded for {args.client}")
+    latest = latest_run(setup, args.client)
     extra = latest.of_kind("Extra")
     if not extra:
         print(f"{args.client} has no extra entries in its last run", file=sys.stderr)

@@ -11,7 +11,7 @@ import posixpath
 import re
 import sys
 
-from bcfg2.admin.reports import open_store
+from bcfg2.admin.reports import latest_run
 from bcfg2.options import Setup
 from bcfg2.reportdb import Entry
 from bcfg2.tools import ToolError
@@ -90,15 +90,7 @@ def run(setup: Setup, args: argparse.Namespace) -> int:
     if not os.path.isdir(setup.server.repository):
         raise ToolError(f"repository {setup.server.repository} does not exist")
     path = target(setup, args)
-    store = open_store(setup)
-    if store is None:
-        raise ToolError(f"no run recorded for {args.client} (no run recorded at all)")
-    try:
-        latest = store.latest(args.client)
-    finally:
-        store.close()
-    if latest is None:
-        raise ToolError(f"no run recorded for {args.client}")
+    latest = latest_run(setup, args.client)
     found = [e for e in latest.entries if e.kind in ("Bad", "Modified")
              and e.tag == args.type and e.name == args.name]
     if not found:

@@ -51,6 +51,20 @@ def open_store(setup: Setup) -> RunStore | None:
         return None
 
 
+def latest_run(setup: Setup, client: str) -> Run:
+    """The client's latest run with its entries; a ToolError if it has none."""
+    store = open_store(setup)
+    if store is None:
+        raise ToolError(f"no run recorded for {client} (no run recorded at all)")
+    try:
+        latest = store.latest(client)
+    finally:
+        store.close()
+    if latest is None:
+        raise ToolError(f"no run recorded for {client}")
+    return latest
+
+
 def as_dict(run: Run, entries: bool = True) -> dict[str, Any]:
     record: dict[str, Any] = {
         "client": run.client, "timestamp": run.timestamp, "time": when(run.timestamp),
