@@ -178,6 +178,7 @@ class RunStore:
         self.lock = threading.Lock()
         # a crash of the server loses nothing; a power cut may lose the last runs
         self.conn = bcfg2.sqlite.connect(path, synchronous="NORMAL")
+        self.conn.execute("PRAGMA cache_size=-512")  # KiB: runs are written, rarely read
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.conn.executescript(SCHEMA)
 
