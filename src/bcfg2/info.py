@@ -217,6 +217,8 @@ class InfoShell(cmd.Cmd):
                 return bool(super().onecmd(line))
         except (CommandError, Bcfg2Error) as err:
             self.error(str(err))
+        except BrokenPipeError:  # the reader went away (| head): bcfg2.tools.run's business
+            raise
         except Exception as err:
             logger.debug("command %r failed", line, exc_info=True)
             self.error(f"{line.split()[0]} failed: {err.__class__.__name__}: {err} "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import ssl
 import sys
 import urllib.parse
@@ -59,6 +60,11 @@ def run(prog: str, func: Callable[[], int], debug: Callable[[], bool] = lambda: 
     except ToolError as err:
         print(f"{prog}: {err}", file=sys.stderr)
         return err.status
+    except BrokenPipeError:
+        # the reader went away (bcfg2-info clients | head): stop quietly, as cat does;
+        # stdout goes to /dev/null so that the final flush does not complain again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (Bcfg2Error, OSError) as err:
         print(f"{prog}: {err}", file=sys.stderr)
         return 1
