@@ -13,7 +13,7 @@ Templates see ``metadata`` (the ClientMetadata) and ``repo`` (the repository
 path). They are compiled once per change to the file and rendered per client
 before the ``<Group>``/``<Client>`` conditionals are resolved. A syntax error
 keeps the last good version in service; an error while rendering (or output
-larger than ``MAX_RENDERED`` characters, or output that is not XML) leaves that
+larger than ``bcfg2.plugins.cfg.templates.MAX_RENDERED`` characters, or output that is not XML) leaves that
 bundle out of the client's configuration, logged with the file and line, and
 the other bundles are served. Output is streamed and rendering stops as soon
 as it passes the cap.
@@ -30,7 +30,6 @@ from __future__ import annotations
 import io
 import os
 import re
-from types import TracebackType
 from typing import Any
 
 import genshi.template
@@ -40,25 +39,17 @@ import lxml.etree
 from bcfg2.errors import PluginExecutionError, RepositoryError
 from bcfg2.metadata import ClientMetadata
 from bcfg2.plugin import Plugin, StructFile, Structure, XMLDirectoryBacked, as_bool
-from bcfg2.plugins.cfg.templates import GenshiLookup, bounded_range, sandboxed_environment
+from bcfg2.plugins.cfg.templates import (
+    GenshiLookup,
+    bounded_join,
+    bounded_range,
+    sandboxed_environment,
+    template_location,
+)
 from bcfg2.xml import parse_repository_file
 
 GENSHI_NS = "http://genshi.edgewall.org/"
 JINJA2_SUFFIX = ".xml.jinja2"
-#: the largest bundle (in characters) a template may render
-MAX_RENDERED = 16 * 1024 * 1024
-
-
-def _template_line(tb: TracebackType | None, source: str) -> str:
-    """``file:line`` of the innermost frame of a template file in a traceback."""
-    where = source
-    prefix = os.path.dirname(source) + os.sep
-    while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if filename.startswith(prefix) and not filename.endswith(".py"):
-            where = f"{filename}:{tb.tb_lineno}"
-        tb = tb.tb_next
-    return where
 
 
 class BundleFile(StructFile):
@@ -115,22 +106,15 @@ class BundleFile(StructFile):
                                            range=bounded_range).serialize("xml")
             else:
                 chunks = template.generate(metadata=metadata, repo=self.repo)
-            out: list[str] = []
-            size = 0
-            for chunk in chunks:
-                size += len(chunk)
-                if size > MAX_RENDERED:
-                    raise PluginExecutionError(
-                        f"{self.name}: rendered output exceeds {MAX_RENDERED} characters")
-                out.append(chunk)
+            text = bounded_join(chunks, self.name)
         except PluginExecutionError:
             raise
         except Exception as err:
             message = err.msg if isinstance(err, genshi.template.TemplateError) else str(err)
-            where = _template_line(err.__traceback__, self.name)
+            where = template_location(err.__traceback__, os.path.dirname(self.name), self.name)
             raise PluginExecutionError(f"{where}: {type(err).__name__}: {message}") from None
         try:
-            return parse_repository_file(self.name, "".join(out).encode("utf-8"))[0]
+            return parse_repository_file(self.name, text.encode("utf-8"))[0]
         except RepositoryError as err:
             raise PluginExecutionError(f"rendered output of {err}") from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import ssl
 import sys
 import textwrap
@@ -50,6 +51,21 @@ BASIC_GROUPS = """\
     <Group name="linux"/>
   </Group>
   <Group name="other" profile="true"/>
+  <Group name="linux">
+    <Bundle name="base"/>
+  </Group>
+</Groups>
+"""
+
+#: both profiles get bundle "base" (client1 through group linux)
+ALL_BASE_GROUPS = """\
+<Groups>
+  <Group name="basic" profile="true" public="true">
+    <Group name="linux"/>
+  </Group>
+  <Group name="other" profile="true">
+    <Bundle name="base"/>
+  </Group>
   <Group name="linux">
     <Bundle name="base"/>
   </Group>
@@ -134,6 +150,14 @@ def make_setup(repository: Repo | Path | str, state_dir: Path | str | None = Non
     for key, value in overrides.items():
         cli[key.replace("__", ".")] = value if isinstance(value, str) else str(value)
     return options.build("/dev/null", cli)
+
+
+@pytest.fixture
+def no_reverse_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test on any reverse DNS lookup (every address it uses is known)."""
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"unexpected reverse DNS lookup {args}")
+    monkeypatch.setattr(socket, "getnameinfo", refuse)
 
 
 @pytest.fixture

@@ -3,38 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
-import lxml.etree
 import pytest
 from conftest import Repo, rewrite
+from test_bundler import Factory, children, groups, structures
 
-from bcfg2.core import LocalCore
-
-Factory = Callable[..., LocalCore]
-
-
-def groups(repo: Repo, *bundles: str) -> None:
-    """Both clients get the named bundles; client1 is in group linux."""
-    listed = "".join(f'<Bundle name="{name}"/>' for name in bundles)
-    repo.write("Metadata/groups.xml", f"""\
-        <Groups>
-          <Group name="basic" profile="true" public="true"><Group name="linux"/></Group>
-          <Group name="other" profile="true"/>
-          <Group name="all-clients">{listed}</Group>
-          <Client name="client1"><Group name="all-clients"/></Client>
-          <Client name="client2"><Group name="all-clients"/></Client>
-        </Groups>""")
-
-
-def structures(core: LocalCore, client: str) -> dict[str, lxml.etree._Element]:
-    built = core.plugins["Bundler"].BuildStructures(core.build_metadata(client))
-    return {s.get("name"): s for s in built}
-
-
-def children(structure: lxml.etree._Element) -> list[tuple[str, str]]:
-    return [(el.tag, el.get("name")) for el in structure]
-
+from bcfg2.plugins.cfg import templates
 
 GENSHI_BUNDLE = """\
     <Bundle xmlns:py="http://genshi.edgewall.org/">
@@ -122,3 +96,22 @@ def test_a_template_syntax_error_keeps_the_last_good_bundle(
     assert children(built["web"])[0] == ("Path", "/etc/package-client1")
     errors = "\n".join(r.getMessage() for r in caplog.records)
     assert f"{mail}:2:" in errors and str(web) in errors
+
+
+@pytest.mark.parametrize("fname, text", [
+    ("big.xml", '<Bundle xmlns:py="http://genshi.edgewall.org/">'
+                '<Package py:for="i in range(100000)" name="p${i}"/></Bundle>'),
+    ("big.xml.jinja2", '<Bundle>{% for i in range(100000) %}<Package name="p{{ i }}"/>'
+                       '{% endfor %}</Bundle>'),
+])
+def test_a_bundle_rendering_past_the_cap_is_left_out(
+        repo: Repo, local_core: Factory, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, fname: str, text: str) -> None:
+    monkeypatch.setattr(templates, "MAX_RENDERED", 1000)
+    groups(repo, "big", "small")
+    repo.write(f"Bundler/{fname}", text, dedent=False)
+    repo.write("Bundler/small.xml", '<Bundle><Package name="ok"/></Bundle>')
+    core = local_core(repo)
+    caplog.set_level(logging.ERROR)
+    assert sorted(structures(core, "client1")) == ["small"]
+    assert "rendered output exceeds 1000 characters" in caplog.text

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import lxml.etree
 import pytest
+from conftest import ALL_BASE_GROUPS as GROUPS
 from conftest import Repo
 
 from bcfg2.core import LocalCore
@@ -17,19 +18,6 @@ from bcfg2.xml import tostring
 
 Factory = Callable[..., LocalCore]
 
-GROUPS = """\
-<Groups>
-  <Group name="basic" profile="true" public="true">
-    <Group name="linux"/>
-  </Group>
-  <Group name="other" profile="true">
-    <Bundle name="base"/>
-  </Group>
-  <Group name="linux">
-    <Bundle name="base"/>
-  </Group>
-</Groups>
-"""
 
 MDATA_DEFAULTS = {"owner": "root", "group": "root", "mode": "644", "paranoid": "true",
                   "sensitive": "false", "important": "false", "secontext": "__default__"}

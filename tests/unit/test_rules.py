@@ -8,24 +8,11 @@ from collections.abc import Callable
 
 import lxml.etree
 import pytest
+from conftest import ALL_BASE_GROUPS as GROUPS
 from conftest import Repo, rewrite
 
 from bcfg2.core import LocalCore
 from bcfg2.errors import PluginExecutionError
-
-GROUPS = """\
-<Groups>
-  <Group name="basic" profile="true" public="true">
-    <Group name="linux"/>
-  </Group>
-  <Group name="other" profile="true">
-    <Bundle name="base"/>
-  </Group>
-  <Group name="linux">
-    <Bundle name="base"/>
-  </Group>
-</Groups>
-"""
 
 Factory = Callable[..., LocalCore]
 
