@@ -303,3 +303,15 @@ def test_old_runs_are_pruned_at_the_first_run_and_on_demand(repo: Repo, local_co
     assert status == 0 and out.strip() == "pruned 1 runs older than 30 days; 3 left"
     assert store.latest("client3").timestamp == 3_500.0
     store.close()
+
+
+def test_a_run_database_that_cannot_be_opened_is_logged_and_loses_only_the_run(
+        repo: Repo, local_core, caplog, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "Reporting").write_text("a file where the database directory should be")
+    core = local_core(repo.path, server__state_dir=str(state))
+    stats = lxml.etree.fromstring(statistics(lxml.etree.Element("Configuration"), {}).encode())
+    core.process_statistics("client1", stats)  # the agent's call still succeeds
+    assert "cannot open the run database" in caplog.text
+    assert core.BuildConfiguration("client1").tag == "Configuration"
