@@ -7,7 +7,7 @@ holds up the others.
 
 from __future__ import annotations
 
-import http.server
+import http.server as http_server
 import logging
 import os
 import selectors
@@ -18,7 +18,7 @@ import ssl
 import threading
 from typing import Any
 
-from bcfg2 import xmlrpc
+from bcfg2 import http, xmlrpc
 from bcfg2.core import NetworkCore
 from bcfg2.daemonize import daemon_context
 from bcfg2.options import Setup
@@ -27,8 +27,7 @@ from bcfg2.tls import Handshakes, server_context
 logger = logging.getLogger("bcfg2.cores.builtin")
 
 
-
-class RequestHandler(http.server.BaseHTTPRequestHandler):
+class RequestHandler(http_server.BaseHTTPRequestHandler):
     """One HTTP request carrying one XML-RPC call."""
 
     protocol_version = "HTTP/1.0"
@@ -50,47 +49,33 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
         if body:
             self.wfile.write(body)
 
-    def _error(self, status: int, message: str) -> None:
-        logger.warning("Refused request from %s: %s", self.client_address[0], message)
-        self._reply(status, (message + "\n").encode(), "text/plain")
+    def _refuse(self, refusal: http.Refused) -> None:
+        logger.warning("Refused request from %s: %s", self.client_address[0], refusal.message)
+        self._reply(refusal.status, (refusal.message + "\n").encode(), "text/plain")
 
     def do_POST(self) -> None:  # noqa: N802
         core = self.server.core
-        length_header = self.headers.get("Content-Length")
-        if length_header is None:
-            self._error(411, "a Content-Length is required")
-            return
         try:
-            length = int(length_header)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            self._error(400, f"invalid Content-Length {length_header!r}")
+            length = http.content_length(self.headers.get("Content-Length"),
+                                         core.setup.server.max_request_size)
+            body = http.read_body(self.rfile, length)
+        except http.Refused as refusal:
+            self._refuse(refusal)
             return
-        limit = core.setup.server.max_request_size
-        if length > limit:
-            self._error(413, f"request body of {length} bytes exceeds the limit of {limit}")
-            return
-        body = self.rfile.read(length)
-        if len(body) < length:
-            self._error(400, f"truncated request: {len(body)} of {length} bytes")
-            return
-        user, password = xmlrpc.parse_basic_auth(self.headers.get("Authorization"))
-        cert = self.connection.getpeercert() or None
-        address = (self.client_address[0], self.client_address[1])
-        status, data = xmlrpc.serve(core, body, address, cert, user, password)
-        if status == 401:
-            logger.warning("Authentication failure from %s (user %r)", address[0], user)
-            self._reply(401, b"Unauthorized\n", "text/plain",
-                        {"WWW-Authenticate": 'Basic realm="Bcfg2 Server"'})
+        request = http.make_request(body, self.client_address, self.connection.getpeercert(),
+                                    self.headers.get("Authorization"))
+        result = xmlrpc.handle(core, request)
+        if result.unauthorized:
+            self._reply(401, http.UNAUTHORIZED_TEXT, "text/plain",
+                        {"WWW-Authenticate": http.CHALLENGE})
         else:
-            self._reply(status, data)
+            self._reply(200, result.body)
 
     def do_GET(self) -> None:  # noqa: N802
-        self._error(405, "only XML-RPC POST requests are served")
+        self._refuse(http.Refused(405, "only XML-RPC POST requests are served"))
 
 
-class TLSServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+class TLSServer(socketserver.ThreadingMixIn, http_server.HTTPServer):
     """HTTPServer whose TLS handshakes happen in the per-connection thread."""
 
     daemon_threads = False

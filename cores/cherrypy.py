@@ -23,7 +23,6 @@ import sys
 import threading
 from functools import partial
 from typing import Any
-from xmlrpc.client import Fault
 
 import cheroot.server
 import cheroot.wsgi
@@ -34,7 +33,7 @@ from cherrypy._cptools import Toolbox
 from cherrypy.process.plugins import Daemonizer, DropPrivileges, PIDFile, SignalHandler, SimplePlugin
 from cherrypy.process.wspbus import Bus, states
 
-from bcfg2 import xmlrpc
+from bcfg2 import http, xmlrpc
 from bcfg2.core import NetworkCore
 from bcfg2.daemonize import daemon_ids, prepare_pidfile
 from bcfg2.options import Setup
@@ -50,7 +49,6 @@ REQUEST_QUEUE = 256
 MAX_HEADER_SIZE = 64 * 1024
 #: the WSGI environ key of the verified peer certificate, as ssl.SSLSocket.getpeercert() gives it
 PEERCERT = "bcfg2.peercert"
-REALM = 'Basic realm="Bcfg2 Server"'
 
 
 class Refusal(cherrypy.HTTPError):
@@ -68,16 +66,17 @@ class Refusal(cherrypy.HTTPError):
         response.body = (self.text + "\n").encode()
 
 
-def refuse(status: int, message: str) -> Refusal:
+def refuse(refused: http.Refused) -> Refusal:
     """Log a refused request with the client's address; the Refusal to raise."""
-    logger.warning("Refused request from %s: %s", cherrypy.serving.request.remote.ip, message)
-    return Refusal(status, message)
+    logger.warning("Refused request from %s: %s", cherrypy.serving.request.remote.ip,
+                   refused.message)
+    return Refusal(refused.status, refused.message)
 
 
 def unauthorized() -> Refusal:
     """HTTP 401 with the challenge agents expect."""
-    cherrypy.serving.response.headers["WWW-Authenticate"] = REALM
-    return Refusal(401, "Unauthorized")
+    cherrypy.serving.response.headers["WWW-Authenticate"] = http.CHALLENGE
+    return Refusal(401, http.UNAUTHORIZED_TEXT.decode().strip())
 
 
 def plain_error_page(status: str, message: str, **_: Any) -> bytes:
@@ -106,14 +105,15 @@ class XMLRPCRoot:
 
     @cherrypy.expose
     def default(self, *args: str, **params: str) -> bytes:
-        """Handle all XML-RPC calls: the body the tools read and authenticated is dispatched."""
+        """Handle all XML-RPC calls: the body the read_request tool read goes through the door."""
         request = cherrypy.serving.request
-        address = (request.remote.ip, request.remote.port)
-        status, data = xmlrpc.respond(self.core, request.xmlrpc_body, address)
-        if status == 401:
+        result = xmlrpc.handle(self.core, http.make_request(
+            request.xmlrpc_body, (request.remote.ip, request.remote.port),
+            request.wsgi_environ.get(PEERCERT), request.headers.get("Authorization")))
+        if result.unauthorized:
             raise unauthorized()
         cherrypy.serving.response.headers["Content-Type"] = "text/xml"
-        return data
+        return result.body
 
 
 class TLSAdapter(BuiltinSSLAdapter):
@@ -336,10 +336,8 @@ class CherrypyCore(NetworkCore):
         """The CherryPy application: its tools, error handling and logging."""
         tools = Toolbox("bcfg2")
         tools.read_request = cherrypy.Tool("on_start_resource", self.read_request)
-        tools.authn = cherrypy.Tool("before_handler", self.do_authn)
         config = {"/": {
             "bcfg2.read_request.on": True,
-            "bcfg2.authn.on": True,
             "request.process_request_body": False,  # read_request reads it as it is
             "request.error_response": self.on_error,
             "request.show_tracebacks": False,
@@ -367,46 +365,23 @@ class CherrypyCore(NetworkCore):
         from its Content-Length, before reading it.
         """
         request = cherrypy.serving.request
-        if request.method != "POST":
-            raise refuse(405, "only XML-RPC POST requests are served")
-        length_header = request.headers.get("Content-Length")
-        if length_header is None:
-            raise refuse(411, "a Content-Length is required")
         try:
-            length = int(length_header)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            raise refuse(400, f"invalid Content-Length {length_header!r}") from None
-        try:
-            body = request.rfile.read(length)
-        except OSError as err:  # [server] connection_timeout, or the connection broke
-            raise refuse(408, f"request body not received: {err}") from None
-        if len(body) < length:
-            raise refuse(400, f"truncated request: {len(body)} of {length} bytes")
-        request.xmlrpc_body = body
-
-    def do_authn(self) -> None:
-        """Authenticate the request (a CherryPy tool): basic auth, peer certificate, address."""
-        request = cherrypy.serving.request
-        user, password = xmlrpc.parse_basic_auth(request.headers.get("Authorization"))
-        cert = request.wsgi_environ.get(PEERCERT)
-        address = (request.remote.ip, request.remote.port)
-        if not self.authenticate(cert, user, password, address):
-            logger.warning("Authentication failure from %s (user %r)", address[0], user)
-            raise unauthorized()
-        request.login = user
+            if request.method != "POST":
+                raise http.Refused(405, "only XML-RPC POST requests are served")
+            length = http.content_length(request.headers.get("Content-Length"),
+                                         self.setup.server.max_request_size)
+            request.xmlrpc_body = http.read_body(request.rfile, length)
+        except http.Refused as refused:
+            raise refuse(refused) from None
 
     def on_error(self) -> None:
         """CherryPy's error response: an unexpected exception becomes an XML-RPC fault."""
         err = sys.exc_info()[1]
         logger.error("Error serving %s", cherrypy.serving.request.remote.ip, exc_info=True)
-        fault = err if isinstance(err, Fault) else Fault(
-            getattr(err, "fault_code", xmlrpc.GENERIC_ERROR), str(err))
         response = cherrypy.serving.response
         response.status = 200
         response.headers["Content-Type"] = "text/xml"
-        response.body = xmlrpc.fault_response(fault)
+        response.body = xmlrpc.fault_response(xmlrpc.fault_for(err))
 
     # -- running ---------------------------------------------------------------
 

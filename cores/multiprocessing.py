@@ -13,6 +13,11 @@ answer at a time (``rpc(child, method, ...)``), ``control`` carries one-way
 messages to every child (``publish(method, ...)``: cache expiry, debug). A
 child that dies is replaced; the request it held is retried once on another
 child, then answered with a Fault, so no request hangs.
+
+Every expiry of the parent's metadata cache is published with the parent's
+cache generation, and each render names the generation it needs: a child
+renders only once it has applied every expiry up to it, so a GetConfig right
+after a RecvProbeData never sees the metadata from before it.
 """
 
 from __future__ import annotations
@@ -26,17 +31,17 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Iterable
 from typing import Any
 from xmlrpc.client import Fault
 
-from bcfg2.cache import Cache
+from bcfg2.cache import Expiry
 from bcfg2.core import Core, exposed
 from bcfg2.cores.builtin import BuiltinCore
+from bcfg2.errors import CriticalError, MetadataConsistencyError, MetadataRuntimeError
 from bcfg2.logger import setup_logging
 from bcfg2.options import Setup
 from bcfg2.xml import tostring
-from bcfg2.xmlrpc import APPLICATION_ERROR
+from bcfg2.xmlrpc import fault_for
 
 logger = logging.getLogger("bcfg2.cores.multiprocessing")
 CONTEXT = multiprocessing.get_context("spawn")
@@ -45,6 +50,8 @@ CONTEXT = multiprocessing.get_context("spawn")
 CHILD_WAIT = 120.0
 #: seconds a child may take to load the repository and report ready
 CHILD_START = 300.0
+#: seconds a render waits for the parent's expiries to arrive (then all is expired)
+SYNC_WAIT = 10.0
 
 
 class ChildFailed(Exception):
@@ -60,17 +67,42 @@ class ChildCore(Core):
         self.child_name = child_name
         self.rpc = rpc
         self.control = control
+        #: the parent's cache generation whose expiries have all been applied here
+        self.parent_generation = 0
+        self._synced = threading.Condition()
         super().__init__(setup)
         self.child_methods = {
             "GetConfig": self.render,
             "get_statistics": lambda: self.get_statistics(None),
-            "expire_metadata_cache": lambda hostnames=None: self.expire_metadata_cache(
-                None, hostnames),
+            "expire": self.apply_expiry,
+            "sync": self.apply_expiry,
+            "expire_plugin_caches": self.expire_plugin_caches,
             "set_debug": lambda debug: self.set_debug(None, debug),
         }
 
-    def render(self, client: str) -> str:
-        """The configuration of a client, after every change already reported is handled."""
+    def apply_expiry(self, generation: int, clients: list[str] | None = (),
+                     tag: str = "") -> None:
+        """Apply an expiry the parent made (``sync``: none, only where the parent stands)."""
+        if clients is None or clients:
+            self.metadata_cache.expire(clients, tag=f"parent:{tag}")
+        with self._synced:
+            self.parent_generation = max(self.parent_generation, generation)
+            self._synced.notify_all()
+
+    def expire_plugin_caches(self, hostnames: list[str] | None) -> None:
+        """The Caching plugins' part of an admin's expire_metadata_cache."""
+        self.expire_plugins(hostnames)
+
+    def render(self, client: str, generation: int = 0) -> str:
+        """The configuration of a client, once the parent's expiries up to ``generation``
+        and every repository change already reported are applied."""
+        with self._synced:
+            if not self._synced.wait_for(lambda: self.parent_generation >= generation,
+                                         SYNC_WAIT):
+                self.logger.warning("%s: expiries up to generation %d did not arrive in "
+                                    "%.0f s; expiring all cached metadata", self.child_name,
+                                    generation, SYNC_WAIT)
+                self.metadata_cache.expire(tag="sync timeout")
         self.catch_up()
         return tostring(self.BuildConfiguration(client))
 
@@ -89,11 +121,12 @@ class ChildCore(Core):
             method, args = request
             try:
                 answer: tuple[str, Any] = ("ok", self.child_methods[method](*args))
-            except Fault as fault:
-                answer = ("fault", (fault.faultCode, fault.faultString))
             except Exception as err:
-                self.logger.exception("%s: %s failed", self.child_name, method)
-                answer = ("fault", (APPLICATION_ERROR, f"Critical failure: {err}"))
+                if not isinstance(err, Fault | CriticalError):
+                    self.logger.exception("%s: %s failed", self.child_name, method)
+                    err = CriticalError(str(err))
+                fault = fault_for(err)
+                answer = ("fault", (fault.faultCode, fault.faultString))
             try:
                 self.rpc.send(answer)
             except (OSError, ValueError):
@@ -127,25 +160,6 @@ def child_main(child_name: str, setup: Setup, rpc: Any, control: Any) -> None:
         rpc.send(("failed", str(err)))
         return
     core.run()
-
-
-class PublishingCache(Cache):
-    """The parent's metadata cache: every expiry is published to the children too.
-
-    Whoever expires a client in the parent (the Metadata plugin, a Connector
-    whose data changed, an admin's expire_metadata_cache) expires it in every
-    child, whose caches would otherwise keep serving the old metadata.
-    """
-
-    def __init__(self, core: MultiprocessingCore) -> None:
-        super().__init__()
-        self.core = core
-
-    def expire(self, keys: str | Iterable[str] | None = None) -> None:
-        super().expire(keys)
-        if keys is not None and not isinstance(keys, str):
-            keys = list(keys)
-        self.core.publish("expire_metadata_cache", [keys] if isinstance(keys, str) else keys)
 
 
 class Child:
@@ -186,7 +200,12 @@ class MultiprocessingCore(BuiltinCore):
         self._stopping = False
         self._watch_r, self._watch_w = os.pipe()
         self._watcher: threading.Thread | None = None
-        self.metadata_cache = PublishingCache(self)
+        self.metadata_cache.subscribe(self._publish_expiry)
+
+    def _publish_expiry(self, expiry: Expiry) -> None:
+        """Every expiry of the parent's cache goes to every child, with its generation."""
+        clients = None if expiry.clients is None else sorted(expiry.clients)
+        self.publish("expire", expiry.generation, clients, expiry.tag)
 
     def fds(self) -> list[int]:
         return [*super().fds(), self._watch_r, self._watch_w]
@@ -211,8 +230,15 @@ class MultiprocessingCore(BuiltinCore):
         child_rpc.close()
         child_control.close()
         child = Child(name, process, parent_rpc, parent_control)
-        with self._children_lock:
-            self.children[name] = child
+
+        def register(generation: int) -> None:
+            # no expiry can be published meanwhile: the child hears each one after
+            # this, or starts with an empty cache from before it
+            with self._children_lock:
+                self.children[name] = child
+            self._send(child, "sync", generation)
+
+        self.metadata_cache.at_generation(register)
         self._notify_watcher()
         threading.Thread(target=self._await_ready, args=(child,), name=f"{name}-start",
                          daemon=True).start()
@@ -298,11 +324,15 @@ class MultiprocessingCore(BuiltinCore):
         with self._children_lock:
             children = list(self.children.values())
         for child in children:
-            with child.control_lock:
-                try:
-                    child.control.send((method, args))
-                except (OSError, ValueError):
-                    pass  # a dying child: the watcher replaces it
+            self._send(child, method, *args)
+
+    @staticmethod
+    def _send(child: Child, method: str, *args: Any) -> None:
+        with child.control_lock:
+            try:
+                child.control.send((method, args))
+            except (OSError, ValueError):
+                pass  # a dying child: the watcher replaces it
 
     def _take_child(self) -> Child:
         deadline = time.monotonic() + CHILD_WAIT
@@ -316,10 +346,10 @@ class MultiprocessingCore(BuiltinCore):
             if child is not None and child.process.is_alive():
                 return child
 
-    def _render(self, client: str) -> str:
+    def _render(self, client: str, generation: int) -> str:
         child = self._take_child()
         try:
-            result = self.rpc(child, "GetConfig", client)
+            result = self.rpc(child, "GetConfig", client, generation)
         except ChildFailed:
             self._replace(child, "failed while rendering")
             raise
@@ -333,16 +363,33 @@ class MultiprocessingCore(BuiltinCore):
 
     @exposed
     def GetConfig(self, address: tuple[str, int]) -> str:  # noqa: N802
-        """Render the client's configuration in a child process."""
+        """Render the client's configuration in a child process.
+
+        The parent builds no metadata for it: it only registers a client on
+        first contact (here, so the state is written by one process), and
+        names the cache generation the child must have caught up with.
+        """
         self.catch_up()
-        client = self.resolve_client(address)[0]  # registers a first-contact client here
+        client = self.client_for(address)
+        try:
+            self.metadata.get_initial_metadata(client)
+        except (MetadataConsistencyError, MetadataRuntimeError) as err:
+            self.critical_error(f"Client metadata resolution error for {client}: {err}")
+        generation = self.metadata_cache.generation
         for attempt in (1, 2):
             try:
-                return self._render(client)
+                return self._render(client, generation)
             except ChildFailed as err:
                 logger.error("Rendering %s failed (attempt %d): %s", client, attempt, err)
-        raise Fault(APPLICATION_ERROR, f"Critical failure: no child process could render "
-                                       f"the configuration of {client}")
+        raise CriticalError(f"no child process could render the configuration of {client}")
+
+    @exposed
+    def expire_metadata_cache(self, address: tuple[str, int],
+                              hostnames: list[str] | None = None) -> bool:
+        """Expire cached metadata here and in every child, and every Caching plugin's cache."""
+        super().expire_metadata_cache(address, hostnames)  # the cache publishes its part
+        self.publish("expire_plugin_caches", hostnames)
+        return True
 
     @exposed
     def set_debug(self, address: tuple[str, int], debug: bool | str) -> bool:
@@ -383,7 +430,7 @@ class MultiprocessingCore(BuiltinCore):
         self.terminate.set()
         self._stop_serving()
         self._stop_children()
-        Core.shutdown(self)
+        super().shutdown()
 
     def _stop_children(self) -> None:
         if self._stopping:

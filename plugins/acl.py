@@ -4,16 +4,19 @@
 a network given by ``address`` and ``netmask``; IPv4 and IPv6) and method
 name. ``ACL/metadata.xml`` holds Allow and Deny rules by method inside
 ``<Group>``/``<Client>`` conditionals. In both files the first matching rule
-decides; when none matches, ip.xml allows the loopback address (127.0.0.1,
-also ::1) and defers for any other, metadata.xml allows a client named
-localhost (or localhost.localdomain) and denies any other. In a method name
-``*`` stands for any run of characters other than ``.``: ``*`` is every core
-method, ``*.*`` every plugin method.
+decides; when none matches, ip.xml defers and metadata.xml denies. In a
+method name ``*`` stands for any run of characters other than ``.``: ``*``
+is every core method, ``*.*`` every plugin method.
 
-A file that does not exist has no opinion: the address phase defers, the
-metadata phase allows. A file that exists but has never been parsed
-successfully refuses every call until it is fixed; a later error keeps the
-last good version in service.
+These rules apply on top of the caller's identity (``bcfg2.identity``):
+a Deny refuses even an agent method or an admin; an Allow grants a client
+a method beyond the agent methods. Upstream also allowed any caller from the
+loopback address (ip.xml) and any client named localhost (metadata.xml) when
+no rule matched; that holds here only with ``[communication] trust_loopback``.
+
+A file that does not exist has no opinion (the caller's identity decides).
+A file that exists but has never been parsed successfully refuses every call
+until it is fixed; a later error keeps the last good version in service.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ from typing import Any
 
 import lxml.etree
 
-from bcfg2.core import LOOPBACK
 from bcfg2.errors import RepositoryError
 from bcfg2.filemonitor import Event, FileMonitor
+from bcfg2.identity import is_loopback
 from bcfg2.metadata import ClientMetadata
 from bcfg2.plugin import ClientACLs, Plugin, StructFile, XMLFileBacked, as_bool
 from bcfg2.plugin.helpers import Condition, conditions_hold
@@ -175,7 +178,8 @@ class IPACLFile(ACLFile):
             raise RepositoryError(f"{self.name}:{node.sourceline}: invalid address "
                                   f"{spec!r}: {err}") from None
 
-    def check(self, address: str, rmi: str) -> tuple[bool | None, str]:
+    def check(self, address: str, rmi: str,
+              trust_loopback: bool = False) -> tuple[bool | None, str]:
         """The decision for a caller and a method, with the reason for the debug log."""
         rules = self.rules
         if rules is None:
@@ -188,8 +192,8 @@ class IPACLFile(ACLFile):
         for rule in rules:
             if rule.matches(ip, rmi):
                 return rule.action, f"rule of line {rule.line} matches"
-        if ip is not None and str(ip) in LOOPBACK:
-            return True, "no rule matches; localhost is allowed"
+        if trust_loopback and ip is not None and is_loopback(str(ip)):
+            return True, "no rule matches; localhost is allowed (trust_loopback)"
         return None, "no rule matches"
 
 
@@ -221,20 +225,21 @@ class MetadataACLFile(ACLFile, StructFile):
                                       f"<{child.tag}> (Allow, Deny, Group or Client expected)")
         return rules
 
-    def check(self, metadata: ClientMetadata, rmi: str) -> tuple[bool, str]:
+    def check(self, metadata: ClientMetadata, rmi: str,
+              trust_loopback: bool = False) -> tuple[bool | None, str]:
         """The decision for a client and a method, with the reason for the debug log."""
         rules = self.rules
         if rules is None:
             if self.present:
                 return False, f"{self.name} is not in service ({self.error})"
-            return True, "no metadata.xml"
+            return None, "no metadata.xml"
         if not rules:
-            return True, "metadata.xml has no rules"
+            return None, "metadata.xml has no rules"
         for rule in rules:
             if rule.matches(metadata, rmi):
                 return rule.allow, f"rule of line {rule.line} matches"
-        if metadata.hostname in LOCALHOST_NAMES:
-            return True, "no rule matches; localhost is allowed"
+        if trust_loopback and metadata.hostname in LOCALHOST_NAMES:
+            return True, "no rule matches; localhost is allowed (trust_loopback)"
         return False, "no rule matches"
 
 
@@ -245,18 +250,19 @@ class ACL(Plugin, ClientACLs):
         Plugin.__init__(self, core)
         if not os.path.isdir(self.data):
             self.logger.warning("%s does not exist: ACL has no rules", self.data)
+        self.trust_loopback = bool(core.setup.communication.trust_loopback)
         self.ip_acls = IPACLFile(os.path.join(self.data, "ip.xml"), core.fam)
         self.metadata_acls = MetadataACLFile(os.path.join(self.data, "metadata.xml"), core.fam)
 
     def check_acl_ip(self, address: tuple[str, int], rmi: str) -> bool | None:
         """ip.xml: True to allow, False to deny, None to defer to metadata.xml."""
-        decision, reason = self.ip_acls.check(address[0], rmi)
+        decision, reason = self.ip_acls.check(address[0], rmi, self.trust_loopback)
         self.debug_log(f"ACL: {address[0]} calls {rmi}: {reason}: {VERDICTS[decision]}")
         return decision
 
-    def check_acl_metadata(self, metadata: ClientMetadata, rmi: str) -> bool:
-        """metadata.xml: True to allow the call for this client."""
-        decision, reason = self.metadata_acls.check(metadata, rmi)
+    def check_acl_metadata(self, metadata: ClientMetadata, rmi: str) -> bool | None:
+        """metadata.xml: True to allow the call for this client, False to deny, None: no opinion."""
+        decision, reason = self.metadata_acls.check(metadata, rmi, self.trust_loopback)
         self.debug_log(f"ACL: {metadata.hostname} calls {rmi}: {reason}: {VERDICTS[decision]}")
         return decision
 

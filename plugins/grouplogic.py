@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +31,7 @@ import lxml.etree
 from bcfg2.errors import RepositoryError
 from bcfg2.filemonitor import FileMonitor
 from bcfg2.metadata import ClientMetadata
-from bcfg2.plugin import Caching, Connector, Plugin, StructFile, as_bool
+from bcfg2.plugin import Connector, Plugin, StructFile, as_bool
 from bcfg2.plugin.helpers import Condition, condition_holds
 from bcfg2.plugins.cfg.templates import GenshiLookup, bounded_range
 from bcfg2.xml import parse_repository_file
@@ -91,7 +90,7 @@ class GroupLogicFile(StructFile):
             raise RepositoryError(f"{self.name}:{err.lineno}: {err.msg}") from None
         self.template = template
         self.declarations = ()
-        self.plugin.core.metadata_cache.expire()
+        self.plugin.logic_changed()
 
     def declarations_for(self, metadata: ClientMetadata) -> tuple[Declaration, ...]:
         """The declarations for one client: the file's, or its template rendered for it."""
@@ -108,8 +107,8 @@ class GroupLogicFile(StructFile):
             return ()
 
     def _swap(self, declarations: tuple[Declaration, ...]) -> None:
-        old, self.declarations = self.declarations, declarations
-        self.plugin.logic_changed(old, declarations)
+        self.declarations = declarations
+        self.plugin.logic_changed()
 
     def _error(self, node: lxml.etree._Element, message: str) -> RepositoryError:
         return RepositoryError(f"{self.name}:{node.sourceline}: {message}")
@@ -147,7 +146,7 @@ class GroupLogicFile(StructFile):
         return out
 
 
-class GroupLogic(Plugin, Connector, Caching):
+class GroupLogic(Plugin, Connector):
     """Groups declared under Group/Client conditionals in GroupLogic/groups.xml."""
 
     #: after the other connectors, so their groups can be conditions here
@@ -155,40 +154,17 @@ class GroupLogic(Plugin, Connector, Caching):
 
     def __init__(self, core: Any) -> None:
         Plugin.__init__(self, core)
-        #: the input each client was last evaluated with, to compare after a change
-        self._inputs: dict[str, ClientInput] = {}
-        self._lock = threading.Lock()
         if not os.path.isdir(self.data):
             self.logger.warning("%s does not exist: GroupLogic gives no groups", self.data)
         self.logic = GroupLogicFile(os.path.join(self.data, "groups.xml"), core.fam, self)
 
     def get_additional_groups(self, metadata: ClientMetadata) -> list[str]:
         """The groups groups.xml declares for this client, sorted."""
-        client = ClientInput.of(metadata)
-        with self._lock:
-            self._inputs[metadata.hostname] = client
-        return sorted(evaluate(self.logic.declarations_for(metadata), client))
+        return sorted(evaluate(self.logic.declarations_for(metadata), ClientInput.of(metadata)))
 
-    def logic_changed(self, old: tuple[Declaration, ...], new: tuple[Declaration, ...]) -> None:
+    def logic_changed(self) -> None:
         """Expire the cached metadata of the clients whose GroupLogic groups change."""
-        cache = self.core.metadata_cache
-        with self._lock:
-            inputs = dict(self._inputs)
-        for key in cache.keys():
-            cached = cache.get(key)
-            client = inputs.get(cached.hostname if cached is not None else key)
-            if client is None or evaluate(old, client) != evaluate(new, client):
-                self.debug_log(f"GroupLogic: groups of {key} change")
-                cache.expire(key)
-
-    def expire_cache(self, key: str | None = None) -> None:
-        """Forget the cached metadata (and the kept input) of one client, or of all."""
-        with self._lock:
-            if key is None:
-                self._inputs.clear()
-            else:
-                self._inputs.pop(key, None)
-        self.core.metadata_cache.expire(key)
+        self.expire_metadata_if_groups_change()
 
 
 __all__ = ["GroupLogic", "evaluate"]

@@ -26,7 +26,7 @@ import lxml.etree
 from bcfg2.errors import RepositoryError
 from bcfg2.filemonitor import FileMonitor
 from bcfg2.metadata import ClientMetadata
-from bcfg2.plugin import Caching, Connector, Plugin, XMLFileBacked
+from bcfg2.plugin import Connector, Plugin, XMLFileBacked
 
 #: ``[[1-5,7]]`` in a NameRange
 RANGE = re.compile(r"\[\[([^\]]*)\]\]")
@@ -119,8 +119,8 @@ class PatternsFile(XMLFileBacked):
         self._swap(tuple(self._matchers(root)))
 
     def _swap(self, matchers: tuple[Matcher, ...]) -> None:
-        old, self.matchers = self.matchers, matchers
-        self.plugin.patterns_changed(old, matchers)
+        self.matchers = matchers
+        self.plugin.patterns_changed()
 
     def _matchers(self, node: lxml.etree._Element) -> list[Matcher]:
         out: list[Matcher] = []
@@ -186,7 +186,7 @@ class PatternsFile(XMLFileBacked):
         return NameRange(regex, tuple(ranges), groups)
 
 
-class GroupPatterns(Plugin, Connector, Caching):
+class GroupPatterns(Plugin, Connector):
     """Groups from patterns on client host names (GroupPatterns/config.xml)."""
 
     def __init__(self, core: Any) -> None:
@@ -199,19 +199,9 @@ class GroupPatterns(Plugin, Connector, Caching):
         """The groups the patterns give this client's host name, sorted."""
         return sorted(host_groups(self.config.matchers, metadata.hostname))
 
-    def patterns_changed(self, old: tuple[Matcher, ...], new: tuple[Matcher, ...]) -> None:
+    def patterns_changed(self) -> None:
         """Expire the cached metadata of the clients whose pattern groups change."""
-        cache = self.core.metadata_cache
-        for key in cache.keys():
-            cached = cache.get(key)
-            hostname = cached.hostname if cached is not None else key
-            if host_groups(old, hostname) != host_groups(new, hostname):
-                self.debug_log(f"GroupPatterns: groups of {hostname} change")
-                cache.expire(key)
-
-    def expire_cache(self, key: str | None = None) -> None:
-        """Forget the cached metadata of one client, or of all."""
-        self.core.metadata_cache.expire(key)
+        self.expire_metadata_if_groups_change()
 
 
 __all__ = ["GroupPatterns", "NamePattern", "NameRange", "host_groups", "parse_ranges"]

@@ -17,7 +17,6 @@ import os
 import re
 import socket
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,12 +24,12 @@ from typing import Any
 import lxml.etree
 
 from bcfg2.errors import MetadataConsistencyError, MetadataRuntimeError, RepositoryError
+from bcfg2.identity import common_name
 from bcfg2.metadata import ClientMetadata, MetadataQuery
-from bcfg2.plugin import Caching, ClientRunHooks, Plugin, XMLFileBacked, as_bool, exposed
+from bcfg2.plugin import ClientRunHooks, Plugin, XMLFileBacked, as_bool, exposed
 from bcfg2.plugin import Metadata as MetadataInterface
 from bcfg2.xml import atomic_write, included_files
 
-SESSION_LIFETIME = 90.0
 #: the values of a client's ``auth`` attribute (and of [communication] authentication)
 AUTH_MODES = ("cert+password", "cert", "bootstrap")
 CLIENT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,252}$")
@@ -351,6 +350,25 @@ class ClientsWriter:
             self.overlay = {**self.overlay, name: {**self.overlay.get(name, {}), **attrs}}
         self.plugin.rebuild_clients()
 
+    def remove(self, name: str) -> bool:
+        """Remove one client from the file (or a file it includes), atomically; False if absent."""
+        with self.lock:
+            path, root, node = self._locate(name)
+            if node is None:
+                return False
+            node.getparent().remove(node)
+            try:
+                atomic_write(path, lxml.etree.tostring(
+                    root, pretty_print=True, xml_declaration=True, encoding="UTF-8"), self.mode)
+            except OSError as err:
+                raise MetadataRuntimeError(f"{path}: cannot write: {err}") from err
+            self.overlay = {key: value for key, value in self.overlay.items() if key != name}
+            repo = self.plugin.clients_file
+            if repo is not None and repo.name == self.name and repo.records:
+                repo.records = {key: rec for key, rec in repo.records.items() if key != name}
+        self.plugin.rebuild_clients()
+        return True
+
     def _locate(self, name: str) -> tuple[str, lxml.etree._Element, lxml.etree._Element | None]:
         """The file holding the client (this one or one it XIncludes), its root and node.
 
@@ -400,11 +418,11 @@ class StateFile(ClientsWriter, XMLFileBacked):
         self.plugin.rebuild_clients()
 
 
-class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
+class Metadata(Plugin, MetadataInterface, ClientRunHooks):
     """Clients, groups and profiles from Metadata/clients.xml and groups.xml."""
 
     sort_order = 500
-    __rmi__ = Plugin.__rmi__ + ["list_clients", "get_all_group_names"]
+    __rmi__ = Plugin.__rmi__ + ["list_clients", "get_all_group_names", "remove_client"]
 
     def __init__(self, core: Any) -> None:
         Plugin.__init__(self, core)
@@ -412,8 +430,6 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
         self.default_auth = core.setup.communication.authentication
         self.groups_model: GroupsModel | None = None
         self.clients_model = ClientsModel()
-        self.session_cache: dict[tuple[str, int], tuple[float, str]] = {}
-        self._session_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self.query = MetadataQuery(
             by_name=self.core_build_metadata,
@@ -445,19 +461,9 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
         old = self.groups_model
         self.groups_model = model
         if old is None:
-            self.expire_cache()
-            return
-        for name in self.core.metadata_cache.keys():
-            cached = self.core.metadata_cache.get(name)
-            record = self.clients_model.clients.get(name)
-            if cached is None or record is None:
-                self.expire_cache(name)
-                continue
-            groups, bundles, categories = self._resolve(
-                model, name, record.profile, cached.additional_groups)
-            if (groups, bundles, categories) != (cached.groups, cached.bundles,
-                                                 cached.categories):
-                self.expire_cache(name)
+            self.expire_metadata()
+        else:
+            self.expire_metadata_if_groups_change()
 
     def rebuild_clients(self) -> None:
         """Merge clients.xml and the runtime overlay into a new model.
@@ -471,12 +477,10 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
             repo = self.clients_file.records or {}
             self.clients_model = new = ClientsModel.build(
                 merge_records(repo, self.state.overlay, self.default_auth))
-        for name in set(old.clients) | set(new.clients):
-            if old.clients.get(name) != new.clients.get(name):
-                self.expire_cache(name)
-
-    def expire_cache(self, key: str | None = None) -> None:
-        self.core.metadata_cache.expire(key)
+        changed = [name for name in set(old.clients) | set(new.clients)
+                   if old.clients.get(name) != new.clients.get(name)]
+        if changed:
+            self.expire_metadata(changed)
 
     def _groups(self) -> GroupsModel:
         model = self.groups_model
@@ -579,19 +583,35 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
         self.logger.info("Client %s declared version %s", client, version)
         self.state.update(client, version=version)
 
+    def remove_client(self, client_name: str) -> bool:
+        """Forget a client the server registered (an admin's RMI).
+
+        Clients the server recorded (first contact, versions, profiles) are
+        removed from its state; a client defined in the repository's
+        clients.xml is removed there by the admin (bcfg2-admin client del),
+        unless the server writes clients.xml in place, as upstream does.
+        """
+        name = self._canonical(str(client_name))
+        if name not in self.clients_model.clients:
+            raise MetadataConsistencyError(f"no such client: {name}")
+        repo = self.clients_file
+        in_repo = repo is not None and name in (repo.records or {})
+        if in_repo and repo.name != self.state.name:
+            raise MetadataConsistencyError(
+                f"client {name} is defined in {repo.name}; remove it there "
+                f"(bcfg2-admin client del {name})")
+        if not self.state.remove(name):
+            raise MetadataRuntimeError(f"client {name} could not be removed")
+        self.logger.info("Removed client %s", name)
+        return True
+
     # -- identity and authentication -------------------------------------------
 
     def resolve_client(self, address: tuple[str, int], cleanup_cache: bool = False) -> str:
-        now = time.monotonic()
-        with self._session_lock:
-            if cleanup_cache or len(self.session_cache) > 10000:
-                stale = [k for k, (stamp, _) in self.session_cache.items()
-                         if now - stamp > SESSION_LIFETIME]
-                for key in stale:
-                    del self.session_cache[key]
-            cached = self.session_cache.get(tuple(address[:2]))
-        if cached is not None and now - cached[0] < SESSION_LIFETIME:
-            return cached[1]
+        """The client calling: the one it authenticated as, else the one at its address."""
+        client = getattr(address, "client", None)
+        if client:
+            return self._canonical(client)
         return self.resolve_address(address[0])
 
     def resolve_address(self, ip: str) -> str:
@@ -632,8 +652,10 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
         return False
 
     def AuthenticateConnection(self, cert: dict | None, user: str, password: str,  # noqa: N802
-                               address: tuple[str, int]) -> bool:
+                               address: tuple[str, int]) -> str | None:
         """Identify the client (certificate CN, address, or uuid) and authenticate it.
+
+        Returns the client's canonical name, None if refused.
 
         The client's ``auth`` (else ``[communication] authentication``) decides:
         ``cert+password`` wants the password, with or without a certificate;
@@ -649,50 +671,47 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
             if client and claimed in model.clients and claimed != self._canonical(client):
                 self.logger.error("Refused connection from %s: certificate of %s, user names "
                                   "client %s", address[0], client, claimed)
-                return False
+                return None
         elif user == "root":
             id_method = "address"
             try:
                 client = self.resolve_client(address)
             except MetadataConsistencyError as err:
                 self.logger.error("Client %s failed to resolve: %s", address[0], err)
-                return False
+                return None
         else:
             id_method = "uuid"
             client = self._name_for_user(user)
         if not client or not valid_client_name(client):
             self.logger.error("Refused connection from %s: invalid client name", address[0])
-            return False
+            return None
         client = model.aliases.get(client, client)
         record = model.clients.get(client)
         auth = (record.auth if record and record.auth else self.default_auth)
         if id_method == "cert":
             if not self.validate_client_address(client, address):
-                return False
+                return None
             if auth == "bootstrap":
                 self._end_bootstrap(client)
             if auth in ("cert", "bootstrap"):
-                self._remember(address, client)
-                return True
+                return client
         elif auth == "cert":
             self.logger.error("Client %s (%s) must authenticate with a certificate", client,
                               address[0])
-            return False
+            return None
         elif id_method == "address" and not self.validate_client_address(client, address):
-            return False
+            return None
         own = record.password if record else None
         secure = bool(record and record.secure)
         if secure and not own:
             self.logger.error("Client %s is secure but has no password", client)
-            return False
+            return None
         allowed = [own] if secure else [p for p in (self.password, own) if p]
         if not any(hmac.compare_digest(password.encode(), p.encode()) for p in allowed):
             self.logger.error("Client %s (%s) failed to authenticate: wrong password",
                               client, address[0])
-            return False
-        if id_method != "address":
-            self._remember(address, client)
-        return True
+            return None
+        return client
 
     def _name_for_user(self, user: str) -> str:
         """The client a basic-auth user names: a uuid, else the user taken as a name."""
@@ -701,13 +720,12 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
 
     def _certificate_name(self, cert: dict, address: tuple[str, int]) -> str:
         """The one commonName of a verified client certificate ("" if not exactly one)."""
-        names = {str(value).lower() for rdn in cert.get("subject", ()) for key, value in rdn
-                 if key == "commonName"}
-        if len(names) != 1:
-            self.logger.error("Refused connection from %s: the client certificate has %s "
-                              "common names", address[0], len(names) or "no")
+        name = common_name(cert)
+        if name is None:
+            self.logger.error("Refused connection from %s: the client certificate has no "
+                              "single common name", address[0])
             return ""
-        return names.pop()
+        return name
 
     def _end_bootstrap(self, client: str) -> None:
         """A bootstrap client presented its certificate: from now on it is ``cert``."""
@@ -721,10 +739,6 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
             return
         self.logger.info("Client %s presented its certificate: from now on it must "
                          "authenticate with it", client)
-
-    def _remember(self, address: tuple[str, int], client: str) -> None:
-        with self._session_lock:
-            self.session_cache[tuple(address[:2])] = (time.monotonic(), client)
 
     # -- queries ---------------------------------------------------------------
 

@@ -363,7 +363,7 @@ class Probes(Plugin, Probing, Connector, Caching):
                                        f"({size} bytes)")
         data, groups = self.parse(client, datalist)
         if self.store.save(client, data, groups):
-            self.core.metadata_cache.expire(client)
+            self.expire_metadata(client)
 
     # -- Connector --------------------------------------------------------------
 

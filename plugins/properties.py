@@ -181,7 +181,7 @@ class Properties(Plugin, Connector, DirectoryBacked):
         """Reread what changed; cached client metadata holds the old data, so expire it."""
         DirectoryBacked.HandleEvent(self, event)
         if event.action != "endExist":
-            self.core.metadata_cache.expire()
+            self.expire_metadata()
 
     def get_additional_data(self, metadata: ClientMetadata) -> dict[str, Any]:
         """File name -> property data for this client (see the module docstring)."""

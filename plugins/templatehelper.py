@@ -135,7 +135,7 @@ class TemplateHelper(Plugin, Connector, DirectoryBacked):
         """Reload what changed; cached client metadata holds the old helpers, so expire it."""
         DirectoryBacked.HandleEvent(self, event)
         if event.action != "endExist":
-            self.core.metadata_cache.expire()
+            self.expire_metadata()
 
     def get_additional_data(self, metadata: ClientMetadata) -> dict[str, HelperModule]:
         """Module name -> its exported symbols, for every module in service."""

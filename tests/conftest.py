@@ -233,11 +233,18 @@ class RunningServer:
             f"https://{user}:{password}@127.0.0.1:{self.port}/RPC2",
             context=self.tls.client_context(cert), allow_none=True)
 
+    def admin(self) -> xmlrpc.client.ServerProxy:
+        """An XML-RPC client with the admin identity every test server has (ADMIN_USER)."""
+        return self.proxy(ADMIN_USER, ADMIN_PASSWORD)
+
     def stop(self) -> None:
         self.core.terminate.set()
         self.thread.join(timeout=30)
         assert not self.thread.is_alive(), "server did not stop"
 
+
+#: the admin identity of every test server (RunningServer.admin)
+ADMIN_USER, ADMIN_PASSWORD = "admin", "admin-secret"
 
 #: the network cores every core-independent integration test runs against
 CORES = ("builtin", "multiprocessing", "cherrypy")
@@ -257,6 +264,8 @@ def network_server(tls: TLSMaterial) -> Iterator[Callable[..., RunningServer]]:
             "communication__password": password,
             "communication__key": tls.key,
             "communication__certificate": tls.cert,
+            "communication__admin_user": ADMIN_USER,
+            "communication__admin_password": ADMIN_PASSWORD,
         }
         if ca:
             extra["communication__ca"] = tls.ca_cert

@@ -1,57 +1,193 @@
-"""The client-metadata cache (see the [caching] client_metadata option)."""
+"""The client-metadata cache: its modes, and the one way to expire it.
+
+``[caching] client_metadata`` chooses the mode:
+
+- ``off``: metadata is built for every request;
+- ``initial``: what the Metadata plugin alone gives (groups.xml and
+  clients.xml) is kept, connectors run every time;
+- ``cautious`` (also ``on``): complete metadata is kept, and a client's is
+  built anew when its run starts (GetProbes) and when it sends probe data;
+- ``aggressive``: complete metadata is kept until something expires it.
+
+Plugins never touch the entries. They ask for expiry through ``expire``
+(one client, several, or all) and ``expire_changed`` ("every client whose
+groups change": each cached client is built again and compared), each with
+a tag naming who asked. Every expiry bumps the generation, so a value built
+before it is never stored after it, and is announced to the listeners (the
+multiprocessing core's children; later, other servers) exactly once.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bcfg2.metadata import ClientMetadata
+
+logger = logging.getLogger(__name__)
+
+MODES = ("off", "initial", "cautious", "aggressive")
+#: methods that start building a client's metadata anew in cautious mode
+CAUTIOUS_METHODS = frozenset({"GetProbes", "RecvProbeData"})
 
 
-class Cache:
-    """A thread-safe dict keyed by client name, with ``expire``."""
+@dataclass(frozen=True)
+class Expiry:
+    """One expiry, as listeners receive it: who (None: everyone), why, and its generation."""
 
-    def __init__(self) -> None:
-        self._data: dict[str, Any] = {}
-        self._lock = threading.Lock()
+    clients: frozenset[str] | None
+    tag: str
+    generation: int
+
+
+Listener = Callable[[Expiry], None]
+
+
+class MetadataCache:
+    """Client metadata kept by client name according to the caching mode."""
+
+    def __init__(self, mode: str = "off") -> None:
+        mode = "cautious" if mode == "on" else mode
+        if mode not in MODES:
+            raise ValueError(f"unknown metadata caching mode {mode!r}")
+        self.mode = mode
+        self._data: dict[str, ClientMetadata] = {}
+        self._lock = threading.RLock()
+        self._listeners: list[Listener] = []
         #: bumped by every expiry, so a value computed before it is not stored after it
         self.generation = 0
+        #: builds a client's metadata as the mode caches it, bypassing the cache
+        #: (set by the core; used by expire_changed)
+        self.rebuild: Callable[[str], ClientMetadata] | None = None
 
-    def get(self, key: str) -> Any:
-        with self._lock:
-            return self._data.get(key)
+    # -- the core's side -------------------------------------------------------
 
-    def __setitem__(self, key: str, value: Any) -> None:
-        with self._lock:
-            self._data[key] = value
+    @property
+    def keeps_complete(self) -> bool:
+        """Whether complete metadata (after the connectors) is kept."""
+        return self.mode in ("cautious", "aggressive")
 
-    def __contains__(self, key: object) -> bool:
+    @property
+    def keeps_initial(self) -> bool:
+        """Whether only the Metadata plugin's part is kept."""
+        return self.mode == "initial"
+
+    def get(self, client: str) -> ClientMetadata | None:
+        """The kept metadata of a client (complete or initial, by mode), or None."""
         with self._lock:
-            return key in self._data
+            return self._data.get(client)
+
+    def store(self, client: str, value: ClientMetadata, generation: int) -> bool:
+        """Keep a value computed when ``generation`` was current, unless expired since."""
+        if self.mode == "off":
+            return False
+        with self._lock:
+            if generation != self.generation:
+                return False
+            self._data[client] = value
+            return True
+
+    def clients(self) -> list[str]:
+        """The clients whose metadata is kept."""
+        with self._lock:
+            return list(self._data)
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._data)
 
-    def store(self, key: str, value: Any, generation: int) -> bool:
-        """Store a value computed when ``generation`` was current, unless expired since."""
+    def __contains__(self, client: object) -> bool:
         with self._lock:
-            if generation != self.generation:
-                return False
-            self._data[key] = value
-            return True
+            return client in self._data
 
-    def keys(self) -> list[str]:
+    def before_call(self, method: str, client: str | None) -> None:
+        """The mode's rule for a call about to be served (cautious: a run starts fresh)."""
+        if client is not None and self.mode == "cautious" and method in CAUTIOUS_METHODS:
+            self.expire(client, tag="cautious")
+
+    def at_generation(self, func: Callable[[int], None]) -> None:
+        """Call ``func`` with the current generation, no expiry meanwhile.
+
+        A new listener (a child process started late) learns where it starts
+        without missing an expiry or hearing one twice.
+        """
         with self._lock:
-            return list(self._data)
+            func(self.generation)
 
-    def expire(self, keys: str | Iterable[str] | None = None) -> None:
-        """Forget one client, several, or (with no argument) all of them."""
+    # -- listeners ---------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener`` with every expiry, in generation order, after it applies here."""
+        self._listeners.append(listener)
+
+    def _announce(self, expiry: Expiry) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(expiry)
+            except Exception:
+                logger.exception("a metadata cache listener failed on %s", expiry)
+
+    # -- expiring ----------------------------------------------------------------
+
+    def expire(self, clients: str | Iterable[str] | None = None, tag: str = "") -> None:
+        """Forget one client, several, or (with None) all of them."""
+        names = None if clients is None else frozenset(
+            [clients] if isinstance(clients, str) else clients)
+        self._expire(names, tag)
+
+    def _expire(self, names: frozenset[str] | None, tag: str) -> None:
+        # the lock is held while listeners hear of it, so they hear in generation order
         with self._lock:
             self.generation += 1
-            if keys is None:
+            if names is None:
                 self._data.clear()
-                return
-            if isinstance(keys, str):
-                keys = [keys]
-            for key in keys:
-                self._data.pop(key, None)
+            else:
+                for name in names:
+                    self._data.pop(name, None)
+            expiry = Expiry(names, tag, self.generation)
+            self._announce(expiry)
+
+    def expire_where(self, predicate: Callable[[str, ClientMetadata], bool],
+                     tag: str = "") -> frozenset[str]:
+        """Forget every kept client for which ``predicate(name, metadata)`` holds.
+
+        The generation is bumped even when none does: a build that started
+        before the change that made the caller ask must not be stored.
+        """
+        with self._lock:
+            kept = dict(self._data)
+        stale = set()
+        for name, value in kept.items():
+            try:
+                if predicate(name, value):
+                    stale.add(name)
+            except Exception as err:
+                logger.debug("metadata of %s expired: checking it failed: %s", name, err)
+                stale.add(name)
+        names = frozenset(stale)
+        self._expire(names, tag)
+        return names
+
+    def expire_changed(self, tag: str = "") -> frozenset[str]:
+        """Forget every kept client whose groups, bundles, categories or profile change.
+
+        Each kept client's metadata is built again (uncached) and compared
+        with the kept one; call it after the change is in service.
+        """
+        rebuild = self.rebuild
+        if rebuild is None:
+            return self.expire_where(lambda name, value: True, tag)
+
+        def changed(name: str, value: ClientMetadata) -> bool:
+            new = rebuild(name)
+            return (new.profile, new.groups, new.bundles, new.categories) != (
+                value.profile, value.groups, value.bundles, value.categories)
+
+        return self.expire_where(changed, tag)
+
+
+__all__ = ["CAUTIOUS_METHODS", "MODES", "Expiry", "MetadataCache"]

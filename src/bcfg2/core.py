@@ -20,16 +20,16 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from itertools import chain
-from typing import Any
-from xmlrpc.client import Fault
+from typing import Any, NoReturn
 
 import lxml.etree
 
 from bcfg2 import statistics
-from bcfg2.cache import Cache
+from bcfg2.cache import MetadataCache
 from bcfg2.errors import (
     ConfigError,
     CoreInitError,
+    CriticalError,
     MetadataConsistencyError,
     MetadataRuntimeError,
     NoExposedMethod,
@@ -39,6 +39,7 @@ from bcfg2.errors import (
     ValidationError,
 )
 from bcfg2.filemonitor import load_backend
+from bcfg2.identity import Caller, admin_identity, identity_allows, is_loopback
 from bcfg2.metadata import ClientMetadata
 from bcfg2.options import Setup, require
 from bcfg2.plugin import interfaces
@@ -46,12 +47,9 @@ from bcfg2.plugin.base import Plugin, as_bool, exposed
 from bcfg2.xml import parse_untrusted, tostring
 
 __all__ = [
-    "Core", "CoreInitError", "DefaultACL", "LocalCore", "NetworkCore", "NoExposedMethod", "exposed",
+    "Core", "CoreInitError", "LocalCore", "NetworkCore", "NoExposedMethod", "exposed",
     "sort_xml",
 ]
-
-APPLICATION_ERROR = -32500
-LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 
 
 def sort_xml(node: lxml.etree._Element, key: Callable[[Any], Any] | None = None) -> None:
@@ -142,7 +140,8 @@ class Core:
         self.lock = threading.Lock()
         self.db_write_lock = threading.RLock()
         self.debug_flag = bool(setup.logging.debug)
-        self.metadata_cache = Cache()
+        self.metadata_cache = MetadataCache(setup.caching.client_metadata)
+        self.metadata_cache.rebuild = self._rebuild_for_cache
         self.fam = load_backend(setup.server.filemonitor)(
             ignore=setup.server.ignore_files, debug=self.debug_flag)
         self.fam_thread: threading.Thread | None = None
@@ -163,8 +162,7 @@ class Core:
     @property
     def metadata_cache_mode(self) -> str:
         """off, initial, cautious or aggressive (``on`` means cautious)."""
-        mode = self.setup.caching.client_metadata
-        return "cautious" if mode == "on" else mode
+        return self.metadata_cache.mode
 
     def load_plugins(self) -> None:
         """Load the plugins of ``[server] plugins``; exactly one must be Metadata."""
@@ -186,8 +184,6 @@ class Core:
             raise CoreInitError("more than one Metadata plugin is loaded: "
                                 + ", ".join(p.name for p in meta))
         self.metadata = meta[0]
-        if not self.plugins_by_type(interfaces.ClientACLs):
-            self.init_plugin(DefaultACL)
         self.rmi = self._build_rmi()
 
     def init_plugin(self, plugin: type[Plugin]) -> None:
@@ -334,30 +330,38 @@ class Core:
 
     # -- building configurations ---------------------------------------------
 
-    def critical_error(self, message: str) -> None:
-        """Log the error with its traceback and raise it to the client as a Fault."""
+    def critical_error(self, message: str) -> NoReturn:
+        """Log the error with its traceback and raise it to the caller (a -32500 Fault)."""
         self.logger.error(message, exc_info=True)
-        raise Fault(APPLICATION_ERROR, f"Critical failure: {message}")
+        raise CriticalError(message)
 
     def build_metadata(self, client_name: str) -> ClientMetadata:
-        """The full metadata of a client: Metadata plugin plus Connectors."""
+        """The full metadata of a client (Metadata plugin plus Connectors), as the cache allows."""
         if self.metadata is None:
             raise MetadataRuntimeError("metadata is not available yet")
-        mode = self.metadata_cache_mode
-        generation = self.metadata_cache.generation
-        if mode in ("cautious", "aggressive"):
-            cached = self.metadata_cache.get(client_name)
+        cache = self.metadata_cache
+        if cache.keeps_complete:
+            cached = cache.get(client_name)
             if cached is not None:
                 return cached
+        generation = cache.generation
         imd = None
-        if mode == "initial":
-            cached = self.metadata_cache.get(client_name)
+        if cache.keeps_initial:
+            cached = cache.get(client_name)
             if cached is not None:
                 imd = cached.copy()
         if imd is None:
             imd = self.metadata.get_initial_metadata(client_name)
-            if mode == "initial":
-                self.metadata_cache.store(client_name, imd.copy(), generation)
+            if cache.keeps_initial:
+                cache.store(client_name, imd.copy(), generation)
+        meta = self._complete_metadata(imd)
+        if cache.keeps_complete:
+            cache.store(client_name, meta, generation)
+        return meta
+
+    def _complete_metadata(self, imd: ClientMetadata) -> ClientMetadata:
+        """Add every Connector's groups, then their data, to the Metadata plugin's part."""
+        start = time.monotonic()
         connectors = self.plugins_by_type(interfaces.Connector)
         for conn in connectors:
             groups = conn.get_additional_groups(imd)
@@ -368,9 +372,13 @@ class Core:
             data = conn.get_additional_data(imd)
             self.metadata.merge_additional_data(imd, conn.name, data)
         imd.query.by_name = self.build_metadata
-        if mode in ("cautious", "aggressive"):
-            self.metadata_cache.store(client_name, imd, generation)
+        statistics.stats.add_value("build_metadata", time.monotonic() - start)
         return imd
+
+    def _rebuild_for_cache(self, client_name: str) -> ClientMetadata:
+        """A client's metadata as the cache keeps it, built anew (for ``expire_changed``)."""
+        imd = self.metadata.get_initial_metadata(client_name)
+        return imd if self.metadata_cache.keeps_initial else self._complete_metadata(imd)
 
     def expire_caches_by_type(self, base_cls: type, key: str | None = None) -> None:
         """Expire the caches of every Caching plugin that is also a ``base_cls``."""
@@ -503,12 +511,13 @@ class Core:
         entry.set("failure", "no matching generator")
         raise PluginExecutionError(f"no generator handles {entry.tag}:{name}")
 
-    def BuildConfiguration(self, client: str) -> lxml.etree._Element:  # noqa: N802
-        """The complete configuration document for a client."""
+    def BuildConfiguration(self, client: str,  # noqa: N802
+                           metadata: ClientMetadata | None = None) -> lxml.etree._Element:
+        """The complete configuration document for a client (whose metadata may be given)."""
         start = time.monotonic()
         config = lxml.etree.Element("Configuration", version="2.0", revision=self.revision)
         try:
-            meta = self.build_metadata(client)
+            meta = metadata if metadata is not None else self.build_metadata(client)
         except MetadataConsistencyError as err:
             self.logger.error("Metadata consistency error for client %s: %s", client, err)
             return lxml.etree.Element("error", type="metadata error")
@@ -550,9 +559,10 @@ class Core:
                 self.logger.exception("plugin %s failed to generate decisions", plugin.name)
         return result
 
-    def process_statistics(self, client_name: str, statistics_doc: lxml.etree._Element) -> None:
+    def process_statistics(self, client_name: str, statistics_doc: lxml.etree._Element,
+                           metadata: ClientMetadata | None = None) -> None:
         """Hand uploaded statistics to every Statistics plugin."""
-        meta = self.build_metadata(client_name)
+        meta = metadata if metadata is not None else self.build_metadata(client_name)
         state = statistics_doc.find(".//Statistics")
         if state is None or (state.get("version") or "") < "2.0":
             raise UntrustedInputError("statistics without a <Statistics> element of "
@@ -566,48 +576,121 @@ class Core:
         self.logger.info("Client %s reported state %s", client_name, state.get("state"))
         self.client_run_hook("end_statistics", meta)
 
-    def resolve_client(self, address: tuple[str, int], cleanup_cache: bool = False,
-                       metadata: bool = True) -> tuple[str, ClientMetadata | None]:
-        """The caller's client name (and metadata) from its address."""
+    # -- who is calling --------------------------------------------------------
+
+    def authenticate(self, cert: dict | None, user: str, password: str,
+                     address: tuple[str, int]) -> Caller | None:
+        """Who the credentials identify: an admin, or a client (Metadata plugin); None if refused.
+
+        A Metadata plugin's ``AuthenticateConnection`` returns the client's
+        name; True (upstream's answer) leaves the client to be resolved by
+        address. With ``[communication] trust_loopback`` a client calling from
+        the loopback address is also an admin, as upstream had it.
+        """
+        if isinstance(user, bytes):
+            user = user.decode("utf-8", "replace")
+        admin = admin_identity(self.setup, cert, user, password)
+        if admin is False:
+            self.logger.error("Admin %r at %s failed to authenticate: wrong password",
+                              user[:64], address[0])
+            return None
+        if admin:
+            return Caller(address, admin=admin)
         try:
-            client = self.metadata.resolve_client(address, cleanup_cache=cleanup_cache)
-            meta = self.build_metadata(client) if metadata else None
+            result = self.metadata.AuthenticateConnection(cert, user, password, address)
+            if not result:
+                return None
+            client = result if isinstance(result, str) else self.metadata.resolve_client(address)
+        except Exception:
+            self.logger.exception("authentication of %s failed with an error", address[0])
+            return None
+        loopback = self.setup.communication.trust_loopback and is_loopback(address[0])
+        return Caller(address, client=client, admin="loopback" if loopback else None)
+
+    def client_for(self, address: tuple[str, int]) -> str:
+        """The name of the client calling: the one it authenticated as.
+
+        A plain address (a local tool, third-party code) is resolved by the
+        Metadata plugin, as upstream did.
+        """
+        if isinstance(address, Caller):
+            if address.client is None:
+                raise CriticalError(f"{address.admin} is an admin, not a client: this method "
+                                    f"is for agents")
+            return address.client
+        try:
+            return self.metadata.resolve_client(address)
         except MetadataConsistencyError as err:
             self.critical_error(f"Client metadata resolution error for {address[0]}: {err}")
         except MetadataRuntimeError as err:
             self.critical_error(f"Metadata system runtime failure for {address[0]}: {err}")
-        return client, meta
+
+    def metadata_for(self, address: tuple[str, int], method: str = "") -> ClientMetadata:
+        """The calling client's metadata, built at most once per request.
+
+        The caching mode's rule for ``method`` (cautious: a run starts with
+        fresh metadata) applies before the one build; the ACL check and the
+        method then share it.
+        """
+        if isinstance(address, Caller) and address.metadata is not None:
+            return address.metadata
+        client = self.client_for(address)
+        self.metadata_cache.before_call(method, client)
+        try:
+            meta = self.build_metadata(client)
+        except MetadataConsistencyError as err:
+            self.critical_error(f"Client metadata resolution error for {address[0]}: {err}")
+        except MetadataRuntimeError as err:
+            self.critical_error(f"Metadata system runtime failure for {address[0]}: {err}")
+        if isinstance(address, Caller):
+            address.metadata = meta
+        return meta
+
+    def resolve_client(self, address: tuple[str, int], cleanup_cache: bool = False,
+                       metadata: bool = True) -> tuple[str, ClientMetadata | None]:
+        """The caller's client name and (unless ``metadata`` is false) its metadata."""
+        client = self.client_for(address)
+        return client, (self.metadata_for(address) if metadata else None)
 
     def check_acls(self, address: tuple[str, int], rmi: str) -> bool:
-        """Two-phase ACL check: by IP address, then by client metadata.
+        """May the caller call ``rmi``? Its identity, then the ClientACLs plugins on top.
 
-        Any plugin denying by address denies; all allowing by address allows;
-        otherwise every plugin must allow the client's metadata.
+        Clients may call the agent methods, admins everything
+        (``bcfg2.identity``). ClientACLs plugins are asked in two phases, by
+        address and then by the client's metadata (built only if a plugin
+        defers): any denial denies; a plugin's explicit allowance (True)
+        grants the call even beyond what the identity permits; None is no
+        opinion. The metadata phase applies to clients only.
         """
+        caller = address if isinstance(address, Caller) else Caller(address)
         plugins = self.plugins_by_type(interfaces.ClientACLs)
         try:
-            checks = [p.check_acl_ip(address, rmi) for p in plugins]
+            verdicts = [p.check_acl_ip(caller, rmi) for p in plugins]
         except Exception:
-            self.logger.exception("IP ACL check failed for %s calling %s", address[0], rmi)
+            self.logger.exception("IP ACL check failed for %s calling %s", caller.ip, rmi)
             return False
-        if any(c is False for c in checks):
+        if any(v is False for v in verdicts):
             return False
-        if all(c is True for c in checks):
-            return True
-        try:
-            meta = self.build_metadata(self.metadata.resolve_client(address))
-            return all(p.check_acl_metadata(meta, rmi) for p in plugins)
-        except Exception:
-            self.logger.exception("metadata ACL check failed for %s calling %s",
-                                  address[0], rmi)
-            return False
+        granted = bool(plugins) and all(v is True for v in verdicts)
+        if not granted and caller.client is not None and any(v is None for v in verdicts):
+            try:
+                meta = self.metadata_for(caller, rmi)
+                verdicts = [p.check_acl_metadata(meta, rmi) for p in plugins]
+            except Exception:
+                self.logger.exception("metadata ACL check failed for %s calling %s",
+                                      caller.ip, rmi)
+                return False
+            if any(v is False for v in verdicts):
+                return False
+            granted = any(v is True for v in verdicts)
+        return granted or identity_allows(caller, rmi)
 
     # -- exposed XML-RPC methods ---------------------------------------------
 
     @exposed
     def DeclareVersion(self, address: tuple[str, int], version: str) -> bool:  # noqa: N802
         """Record the version of the client software."""
-        client = self.resolve_client(address, metadata=False)[0]
+        client = self.client_for(address)
         try:
             self.metadata.set_version(client, str(version))
         except (MetadataConsistencyError, MetadataRuntimeError) as err:
@@ -617,29 +700,21 @@ class Core:
     @exposed
     def GetProbes(self, address: tuple[str, int]) -> str:  # noqa: N802
         """The probes the client should run, as a ``<probes>`` document."""
-        client, meta = self.resolve_client(address, cleanup_cache=True, metadata=False)
-        if self.metadata_cache_mode == "cautious":
-            self.metadata_cache.expire(client)
+        meta = self.metadata_for(address, "GetProbes")
         try:
-            meta = self.build_metadata(client)
             probes = lxml.etree.Element("probes")
             for plugin in self.plugins_by_type(interfaces.Probing):
                 for probe in plugin.GetProbes(meta):
                     probes.append(probe)
             return tostring(probes)
-        except Fault:
-            raise
         except Exception as err:
-            self.critical_error(f"Error determining probes for {client}: {err}")
-            raise  # unreachable: critical_error raises
+            self.critical_error(f"Error determining probes for {meta.hostname}: {err}")
 
     @exposed
     def RecvProbeData(self, address: tuple[str, int], probedata: str) -> bool:  # noqa: N802
         """Store the probe output the client sends."""
-        client, meta = self.resolve_client(address, metadata=False)
-        if self.metadata_cache_mode == "cautious":
-            self.metadata_cache.expire(client)
-        meta = self.resolve_client(address)[1]
+        meta = self.metadata_for(address, "RecvProbeData")
+        client = meta.hostname
         try:
             xpdata = parse_untrusted(probedata, "probe data")
         except UntrustedInputError as err:
@@ -652,7 +727,7 @@ class Core:
             plugin = self.plugins.get(source)
             if not isinstance(plugin, interfaces.Probing):
                 self.logger.warning("probe data from %s names unknown source %r; ignored",
-                                    client, source)
+                                    client, source[:64])
                 continue
             try:
                 plugin.ReceiveData(meta, items)
@@ -663,12 +738,11 @@ class Core:
     @exposed
     def AssertProfile(self, address: tuple[str, int], profile: str) -> bool:  # noqa: N802
         """Set the client's profile group (the group must be public)."""
-        client = self.resolve_client(address, metadata=False)[0]
+        client = self.client_for(address)
         try:
             self.metadata.set_profile(client, str(profile), address)
         except (MetadataConsistencyError, MetadataRuntimeError) as err:
             self.critical_error(f"Unable to assert profile for {client}: {err}")
-        self.metadata_cache.expire(client)
         return True
 
     def catch_up(self) -> None:
@@ -685,28 +759,26 @@ class Core:
     def GetConfig(self, address: tuple[str, int]) -> str:  # noqa: N802
         """Build the client's configuration and return it as an XML string."""
         self.catch_up()
-        client = self.resolve_client(address)[0]
+        meta = self.metadata_for(address, "GetConfig")
         try:
-            return tostring(self.BuildConfiguration(client))
+            return tostring(self.BuildConfiguration(meta.hostname, metadata=meta))
         except Exception:
-            self.critical_error(f"Error creating config for {client}")
-            raise  # unreachable
+            self.critical_error(f"Error creating config for {meta.hostname}")
 
     @exposed
     def GetDecisionList(self, address: tuple[str, int], mode: str) -> list[tuple[str, str]]:  # noqa: N802
         """The client's decision list for ``mode`` (whitelist or blacklist)."""
-        metadata = self.resolve_client(address)[1]
-        return self.GetDecisions(metadata, mode)
+        return self.GetDecisions(self.metadata_for(address, "GetDecisionList"), str(mode))
 
     @exposed
     def RecvStats(self, address: tuple[str, int], stats: str) -> bool:  # noqa: N802
         """Receive the statistics of a client run."""
-        client = self.resolve_client(address, metadata=False)[0]
+        meta = self.metadata_for(address, "RecvStats")
         try:
             sdata = parse_untrusted(stats, "statistics")
-            self.process_statistics(client, sdata)
+            self.process_statistics(meta.hostname, sdata, metadata=meta)
         except UntrustedInputError as err:
-            self.critical_error(f"Refused statistics from {client}: {err}")
+            self.critical_error(f"Refused statistics from {meta.hostname}: {err}")
         return True
 
     @exposed
@@ -717,10 +789,15 @@ class Core:
     @exposed
     def methodHelp(self, address: tuple[str, int], method_name: str) -> str:  # noqa: N802
         """The documentation of an exposed method."""
-        func = self.exposed_methods().get(method_name) or self.rmi.get(method_name)
+        func = self.exposed_methods().get(str(method_name)) or self.rmi.get(str(method_name))
         if func is None:
             return ""
         return inspect.getdoc(func) or ""
+
+    @exposed
+    def methodSignature(self, address: tuple[str, int], method_name: str) -> str:  # noqa: N802
+        """Signatures are not described (as with Python's own XML-RPC servers)."""
+        return "signatures not supported"
 
     @exposed
     def get_statistics(self, address: tuple[str, int]) -> dict[str, Any]:
@@ -731,14 +808,21 @@ class Core:
     def expire_metadata_cache(self, address: tuple[str, int],
                               hostnames: list[str] | None = None) -> bool:
         """Expire the cached metadata of the named clients, or of all."""
-        self.metadata_cache.expire(hostnames)
+        if hostnames is not None and not (isinstance(hostnames, list)
+                                          and all(isinstance(h, str) for h in hostnames)):
+            raise CriticalError("expire_metadata_cache takes a list of client names")
+        self.metadata_cache.expire(hostnames, tag="expire_metadata_cache")
+        self.expire_plugins(hostnames)
+        return True
+
+    def expire_plugins(self, hostnames: list[str] | None = None) -> None:
+        """Expire the caches of every Caching plugin, for the named clients or all."""
         for plugin in self.plugins_by_type(interfaces.Caching):
             if hostnames is None:
                 plugin.expire_cache()
             else:
                 for host in hostnames:
                     plugin.expire_cache(host)
-        return True
 
     @exposed
     def toggle_debug(self, address: tuple[str, int]) -> bool:
@@ -778,25 +862,6 @@ class Core:
         return self.fam.set_debug(as_bool(debug))
 
 
-class DefaultACL(Plugin, interfaces.ClientACLs):
-    """Security by default, used when no ClientACLs plugin is loaded.
-
-    Agent methods are open to every authenticated client; plugin RMI and
-    the admin methods (debug switches, statistics, cache expiry) are
-    accepted from the loopback address only.
-    """
-
-    ADMIN = ("get_statistics", "expire_metadata_cache")
-
-    def check_acl_ip(self, address: tuple[str, int], rmi: str) -> bool | None:
-        if address[0] in LOOPBACK:
-            return True
-        return "." not in rmi and not rmi.endswith("_debug") and rmi not in self.ADMIN
-
-    def check_acl_metadata(self, metadata: ClientMetadata, rmi: str) -> bool:
-        return True
-
-
 class LocalCore(Core):
     """A core with no network, for bcfg2-info and the other local tools."""
 
@@ -832,18 +897,11 @@ class NetworkCore(Core):
         self._stop_signal = 0
         self._stop_r, self._stop_w = os.pipe()
         os.set_blocking(self._stop_w, False)
+        if setup.communication.trust_loopback:
+            logging.getLogger("bcfg2.core").warning(
+                "[communication] trust_loopback is on: every client calling from the loopback "
+                "address may call the admin methods and every plugin method")
         super().__init__(setup)
-
-    def authenticate(self, cert: dict | None, user: str, password: str,
-                     address: tuple[str, int]) -> bool:
-        """Check a connection's credentials with the Metadata plugin."""
-        if isinstance(user, bytes):
-            user = user.decode("utf-8", "replace")
-        try:
-            return bool(self.metadata.AuthenticateConnection(cert, user, password, address))
-        except Exception:
-            self.logger.exception("authentication of %s failed with an error", address[0])
-            return False
 
     @exposed
     def ping(self, address: tuple[str, int], *args: Any) -> list[Any]:

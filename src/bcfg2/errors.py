@@ -1,26 +1,45 @@
-"""Every exception the server raises on purpose, in one place.
+"""Every exception the server raises on purpose, in one place, with its fault code.
 
 ::
 
-    Bcfg2Error
-    +-- ConfigError               bcfg2.conf or the command line is wrong
-    +-- CoreInitError             the server core cannot start
-    +-- NoExposedMethod           an XML-RPC call names no exposed method
-    +-- PluginInitError           a plugin cannot be set up
-    +-- PluginExecutionError      a plugin failed while serving a request
-    |   +-- SpecificityError      two candidates are equally specific
-    |   +-- ValidationError       a validator refused a configuration
-    +-- MetadataConsistencyError  client or group data contradicts itself
-    +-- MetadataRuntimeError      the metadata system cannot answer now
-    +-- RepositoryError           a repository file cannot be used
-    +-- UntrustedInputError       data from the network was refused
+    Bcfg2Error                        fault 1: any other error inside a method
+    +-- ConfigError                   bcfg2.conf or the command line is wrong
+    +-- CoreInitError                 the server core cannot start
+    +-- RequestError                  an XML-RPC request that cannot be served
+    |   +-- MalformedRequest    -32700  the body is not well-formed XML-RPC (or has a DTD)
+    |   +-- NoExposedMethod     -32601  no such method ("Unknown method X")
+    |   +-- InvalidParams       -32602  wrong number or kind of parameters
+    |   +-- AccessDenied        -32403  the caller may not call the method
+    |   +-- CriticalError       -32500  a method failed for the reason in the message
+    +-- PluginInitError               a plugin cannot be set up
+    +-- PluginExecutionError          a plugin failed while serving a request
+    |   +-- SpecificityError          two candidates are equally specific
+    |   +-- ValidationError           a validator refused a configuration
+    +-- MetadataConsistencyError      client or group data contradicts itself
+    +-- MetadataRuntimeError          the metadata system cannot answer now
+    +-- RepositoryError               a repository file cannot be used
+    +-- UntrustedInputError           data from the network was refused
+
+The codes are stable: agents and admin tools may rely on them. Each class
+carries its ``fault_code``; ``bcfg2.xmlrpc.fault_for`` is the one place that
+turns an error into an XML-RPC Fault.
 """
 
 from __future__ import annotations
 
+#: fault codes, as on the tree above
+PARSE_ERROR = -32700
+UNKNOWN_METHOD = -32601
+INVALID_PARAMS = -32602
+ACCESS_DENIED = -32403
+APPLICATION_ERROR = -32500
+GENERIC_ERROR = 1
+
 
 class Bcfg2Error(Exception):
     """Base of every exception raised on purpose by the server."""
+
+    fault_code = GENERIC_ERROR
 
 
 class ConfigError(Bcfg2Error):
@@ -31,8 +50,45 @@ class CoreInitError(Bcfg2Error):
     """The server core cannot be initialised."""
 
 
-class NoExposedMethod(Bcfg2Error):
+class RequestError(Bcfg2Error):
+    """An XML-RPC request that cannot be served; the message goes to the caller."""
+
+
+class MalformedRequest(RequestError):
+    """The request body is not a well-formed XML-RPC call, or declares a DTD or entity."""
+
+    fault_code = PARSE_ERROR
+
+
+class NoExposedMethod(RequestError):
     """An XML-RPC call names a method that is not exposed."""
+
+    fault_code = UNKNOWN_METHOD
+
+    def __init__(self, method: str) -> None:
+        super().__init__(f"Unknown method {method}")
+        self.method = method
+
+
+class InvalidParams(RequestError):
+    """An XML-RPC call has the wrong number or kind of parameters."""
+
+    fault_code = INVALID_PARAMS
+
+
+class AccessDenied(RequestError):
+    """The caller's identity (or an ACL) does not allow it to call the method."""
+
+    fault_code = ACCESS_DENIED
+
+
+class CriticalError(RequestError):
+    """A method failed; the message (prefixed "Critical failure:") tells the caller why."""
+
+    fault_code = APPLICATION_ERROR
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"Critical failure: {message}")
 
 
 class PluginInitError(Bcfg2Error):

@@ -102,8 +102,21 @@ OPTIONS: list[Option] = [
            "The password every agent may use (besides its own password in clients.xml).",
            flags=("-x", "--password")),
     Option("communication", "user", "root",
-           "The user name admin tools (bcfg2-admin xcmd, perf) send to the server: root "
+           "The user name tools send to the server when no admin_user is set: root "
            "(identified by address) or a client's uuid.", flags=("-u", "--user")),
+    Option("communication", "admin_user", "",
+           "The user name of the admin identity: with admin_password it may call the admin "
+           "methods and every plugin method (bcfg2-admin xcmd, perf and the other tools "
+           "send them). Empty: no admin user.", flags=("--admin-user",), metavar="USER"),
+    Option("communication", "admin_password", None,
+           "The password of admin_user.", flags=("--admin-password",), metavar="PASSWORD"),
+    Option("communication", "admin_cns", "",
+           "Comma-separated common names of client certificates (verified with ca) that "
+           "identify an admin.", type="list"),
+    Option("communication", "trust_loopback", False,
+           "Upstream's rule: every client connecting from the loopback address is an admin "
+           "too. Off by default, as on a shared host every local user could then administer "
+           "the server; a warning is logged at start-up when on.", type="bool"),
     Option("communication", "key", None, "The server's TLS private key (PEM).",
            type="path", flags=("--ssl-key",), metavar="FILE"),
     Option("communication", "certificate", None, "The server's TLS certificate (PEM).",

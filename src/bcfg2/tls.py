@@ -50,6 +50,34 @@ def server_context(setup: Setup) -> ssl.SSLContext:
     return ctx
 
 
+#: how a plain HTTP request starts (a TLS ClientHello starts with byte 0x16)
+HTTP_METHODS = (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN",
+                b"TRAC")
+PLAIN_HTTP_ANSWER = (b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\n"
+                     b"Connection: close\r\n\r\n"
+                     b"This port speaks HTTPS: the client sent a plain HTTP request.\n")
+
+
+def answer_plain_http(sock: ssl.SSLSocket, peer: str) -> bool:
+    """Answer a plain HTTP request sent to the TLS port with a clear 400; True if it was one.
+
+    The first bytes are peeked at before the handshake: they stay in the
+    socket for the handshake to read when they are a TLS ClientHello.
+    """
+    try:
+        first = socket.socket.recv(sock, 4, socket.MSG_PEEK)
+    except OSError:
+        return False  # the handshake reports it
+    if first[:4] not in HTTP_METHODS:
+        return False
+    logger.warning("Refused plain HTTP request from %s on the HTTPS port", peer)
+    try:
+        socket.socket.sendall(sock, PLAIN_HTTP_ANSWER)
+    except OSError:
+        pass
+    return True
+
+
 #: seconds a TLS handshake under way at shutdown may take to finish
 HANDSHAKE_GRACE = 1.0
 
@@ -75,6 +103,8 @@ class Handshakes:
                 return False
             self._pending.add(sock)
         try:
+            if answer_plain_http(sock, peer):
+                return False
             sock.do_handshake()
         except (ssl.SSLError, OSError) as err:
             logger.info("TLS handshake with %s failed: %s", peer, err)

@@ -95,25 +95,38 @@ def local_core(setup: options.Setup) -> Iterator[LocalCore]:
 
 
 def proxy(setup: options.Setup, timeout: float = 30.0) -> xmlrpc.client.ServerProxy:
-    """An XML-RPC proxy to ``[components] bcfg2`` as ``[communication] user``.
+    """An XML-RPC proxy to ``[components] bcfg2`` with the admin identity when one is set.
 
-    The server's certificate is checked against ``[communication] ca`` if set
-    (else the system's CAs); ``key`` and ``certificate``, if both set, are
-    presented as the client certificate.
+    ``[communication] admin_user`` and ``admin_password`` if set, else
+    ``user`` and ``password`` (an agent's identity, which may call only the
+    agent methods). The server's certificate is checked against
+    ``[communication] ca`` if set (else the system's CAs); ``key`` and
+    ``certificate``, if both set, are presented as the client certificate
+    (an admin identity when its CN is in the server's ``admin_cns``).
     """
     url = urllib.parse.urlsplit(setup.components.bcfg2)
     comm = setup.communication
-    password = comm.password
-    if password is None:
-        raise ToolError("no password: set [communication] password or use -x")
+    user, password = credentials(setup)
     context = ssl.create_default_context(cafile=comm.ca or None)
     if comm.key and comm.certificate:
         context.load_cert_chain(comm.certificate, comm.key)
-    auth = f"{urllib.parse.quote(comm.user or 'root', safe='')}:" \
-           f"{urllib.parse.quote(password, safe='')}"
+    auth = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}"
     transport = _TimeoutTransport(context=context, timeout=timeout)
     return xmlrpc.client.ServerProxy(f"https://{auth}@{url.netloc}/", transport=transport,
                                      allow_none=True)
+
+
+def credentials(setup: options.Setup) -> tuple[str, str]:
+    """The user and password tools send: the admin's if ``admin_user`` is set."""
+    comm = setup.communication
+    if comm.admin_user:
+        if comm.admin_password is None:
+            raise ToolError("[communication] admin_user is set but admin_password is not "
+                            "(or use --admin-password)")
+        return comm.admin_user, comm.admin_password
+    if comm.password is None:
+        raise ToolError("no password: set [communication] password or use -x")
+    return comm.user or "root", comm.password
 
 
 class _TimeoutTransport(xmlrpc.client.SafeTransport):

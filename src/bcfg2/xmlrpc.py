@@ -1,20 +1,13 @@
-"""What every network core shares: request parsing, dispatch, faults, responses.
+"""The one door between transport and core: ``handle(core, request) -> Result``.
 
-A network core turns bytes into ``dispatch(core, method, params, address)``
-and the result back into bytes; everything below (TLS, HTTP, processes) is
-the core's own.
-
-Fault codes (stable; agents and admin tools may rely on them):
-
-======  =============================================================
- code   meaning
-======  =============================================================
- -32700  the request body is not well-formed XML-RPC (or has a DTD)
- -32601  no such method ("Unknown method X")
- -32602  wrong number or kind of parameters
- -32500  a method failed for a reason given in the message
-      1  any other error inside a method (or the exception's fault_code)
-======  =============================================================
+A network core turns bytes into a ``Request`` (the body, the peer's address
+and certificate, the basic-auth credentials) and a ``Result`` back into
+bytes; HTTP status codes stay in the cores. Everything in between is here,
+once: authentication (which yields the caller's identity), the method's one
+canonical name, the access check, dispatch with the caller prepended, and
+turning errors into Faults (``fault_for``; the codes are on the error tree
+in ``bcfg2.errors``). Request bodies are parsed with DTDs and entities
+refused.
 """
 
 from __future__ import annotations
@@ -22,23 +15,36 @@ from __future__ import annotations
 import base64
 import binascii
 import inspect
+import logging
 import xmlrpc.client
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from xml.parsers.expat import ExpatError
 
 import lxml.etree
 
-from bcfg2.errors import NoExposedMethod, UntrustedInputError
+from bcfg2.errors import (
+    GENERIC_ERROR,
+    AccessDenied,
+    Bcfg2Error,
+    CriticalError,
+    InvalidParams,
+    MalformedRequest,
+    NoExposedMethod,
+    RequestError,
+)
 from bcfg2.xml import tostring
 
 if TYPE_CHECKING:
-    from bcfg2.core import Core, NetworkCore
+    from bcfg2.core import NetworkCore
 
-PARSE_ERROR = -32700
-UNKNOWN_METHOD = -32601
-INVALID_PARAMS = -32602
-APPLICATION_ERROR = -32500
-GENERIC_ERROR = 1
+logger = logging.getLogger("bcfg2.xmlrpc")
+
+#: introspection methods also accepted with upstream's ``system.`` prefix
+INTROSPECTION = frozenset({"listMethods", "methodHelp", "methodSignature"})
+#: longest method name accepted (logged and matched against ACLs)
+MAX_METHOD_NAME = 128
 
 
 class RefusedXML(ValueError):
@@ -67,6 +73,43 @@ class HardenedParser(xmlrpc.client.ExpatParser):
         return handler
 
 
+@dataclass(frozen=True)
+class Request:
+    """One XML-RPC call as a transport received it."""
+
+    body: bytes
+    address: tuple[str, int]
+    cert: dict[str, Any] | None = None
+    user: str = ""
+    password: str = ""
+
+
+@dataclass(frozen=True)
+class Result:
+    """What the transport sends back: a method response, a fault, or a refusal.
+
+    ``body`` is the XML-RPC response document for ``ok`` and ``fault``; for
+    ``unauthorized`` it is empty and the transport answers with its own
+    challenge (HTTP 401).
+    """
+
+    outcome: str  # "ok", "fault" or "unauthorized"
+    body: bytes = b""
+
+    @property
+    def unauthorized(self) -> bool:
+        return self.outcome == "unauthorized"
+
+
+UNAUTHORIZED = Result("unauthorized")
+
+
+def escaped(text: str, limit: int = 512) -> str:
+    """Text a client sent, fit for one log line: control characters escaped, length bounded."""
+    out = text.encode("unicode_escape").decode("ascii")
+    return out if len(out) <= limit else out[:limit] + "..."
+
+
 def parse_request(body: bytes) -> tuple[tuple[Any, ...], str]:
     """The params and method name of an XML-RPC request; no DTDs or entities."""
     unmarshaller = xmlrpc.client.Unmarshaller()
@@ -76,21 +119,39 @@ def parse_request(body: bytes) -> tuple[tuple[Any, ...], str]:
         parser.close()
         params = unmarshaller.close()
     except RefusedXML as err:
-        raise UntrustedInputError(f"XML-RPC request refused: {err}") from None
+        raise MalformedRequest(f"XML-RPC request refused: {err}") from None
     except (ExpatError, xmlrpc.client.ResponseError, ValueError, TypeError,
             IndexError, KeyError, AttributeError) as err:
-        raise UntrustedInputError(f"malformed XML-RPC request: {err}") from None
+        raise MalformedRequest(f"malformed XML-RPC request: {err}") from None
     method = unmarshaller.getmethodname()
     if not method:
-        raise UntrustedInputError("malformed XML-RPC request: no method name")
+        raise MalformedRequest("malformed XML-RPC request: no method name")
     return tuple(params), method
 
 
-def resolve(core: Core, method: str) -> tuple[Any, bool]:
-    """The callable for a method name and whether the address is prepended."""
-    name = method[len("system."):] if method.startswith("system.") else method
-    if "." not in name:
-        func = core.exposed_methods().get(name)
+def canonical_name(method: str) -> str:
+    """The one name a method is dispatched, checked and logged by.
+
+    ``system.`` is accepted only before the introspection methods, as
+    upstream accepts it; any other name is taken as it is, so
+    ``system.AssertProfile`` names no method at all.
+    """
+    if len(method) > MAX_METHOD_NAME:
+        raise NoExposedMethod(f"{method[:MAX_METHOD_NAME]!r}...")
+    prefix, _, rest = method.partition(".")
+    if prefix == "system" and rest in INTROSPECTION:
+        return rest
+    return method
+
+
+def lookup(core: NetworkCore, method: str) -> tuple[Callable[..., Any], bool]:
+    """The callable for a canonical method name and whether the caller is prepended.
+
+    The core's own methods get the caller's address first, as upstream
+    passes it; plugin RMI (``Plugin.method``) gets only the parameters.
+    """
+    if "." not in method:
+        func = core.exposed_methods().get(method)
         if func is not None:
             return func, True
     func = core.rmi.get(method)
@@ -99,25 +160,12 @@ def resolve(core: Core, method: str) -> tuple[Any, bool]:
     raise NoExposedMethod(method)
 
 
-def dispatch(core: Core, method: str, params: tuple[Any, ...],
-             address: tuple[str, int]) -> Any:
-    """Call a method; every failure comes out as an xmlrpc.client.Fault."""
-    try:
-        func, with_address = resolve(core, method)
-    except NoExposedMethod:
-        raise xmlrpc.client.Fault(UNKNOWN_METHOD, f"Unknown method {method}") from None
-    args = (address, *params) if with_address else params
-    try:
-        inspect.signature(func).bind(*args)
-    except TypeError as err:
-        raise xmlrpc.client.Fault(INVALID_PARAMS, f"{method}: {err}") from None
-    try:
-        return func(*args)
-    except xmlrpc.client.Fault:
-        raise
-    except Exception as err:
-        core.logger.exception("%s failed", method)
-        raise xmlrpc.client.Fault(getattr(err, "fault_code", GENERIC_ERROR), str(err)) from None
+def fault_for(err: BaseException) -> xmlrpc.client.Fault:
+    """The one place an error becomes an XML-RPC Fault (codes in ``bcfg2.errors``)."""
+    if isinstance(err, xmlrpc.client.Fault):
+        return err
+    code = err.fault_code if isinstance(err, Bcfg2Error) else GENERIC_ERROR
+    return xmlrpc.client.Fault(code, str(err))
 
 
 def marshal(value: Any) -> Any:
@@ -162,30 +210,47 @@ def parse_basic_auth(header: str | None) -> tuple[str, str]:
     return user, password
 
 
-def serve(core: NetworkCore, body: bytes, address: tuple[str, int], cert: dict | None,
-          user: str, password: str) -> tuple[int, bytes]:
-    """Authenticate, parse, check ACLs and dispatch one request body.
-
-    Returns the HTTP status and the response body: 401 with an empty body
-    when authentication or an ACL refuses the call, otherwise 200 with a
-    method response or a fault.
-    """
-    if not core.authenticate(cert, user, password, address):
-        return 401, b""
-    return respond(core, body, address)
-
-
-def respond(core: NetworkCore, body: bytes, address: tuple[str, int]) -> tuple[int, bytes]:
-    """Parse, check ACLs and dispatch the body of an authenticated request."""
+def call(func: Callable[..., Any], with_caller: bool, caller: Any, method: str,
+         params: tuple[Any, ...]) -> Any:
+    """Call what ``lookup`` found with the request's parameters; errors as raised."""
+    args = (caller, *params) if with_caller else params
     try:
-        params, method = parse_request(body)
-    except UntrustedInputError as err:
-        core.logger.warning("Refused request from %s: %s", address[0], err)
-        return 200, fault_response(xmlrpc.client.Fault(PARSE_ERROR, str(err)))
-    if not core.check_acls(address, method):
-        core.logger.warning("Client %s failed ACL check for %s", address[0], method)
-        return 401, b""
+        inspect.signature(func).bind(*args)
+    except TypeError as err:
+        raise InvalidParams(f"{method}: {err}") from None
+    return func(*args)
+
+
+def handle(core: NetworkCore, request: Request) -> Result:
+    """Authenticate, parse, check access and dispatch one request."""
+    caller = core.authenticate(request.cert, request.user, request.password, request.address)
+    ip = request.address[0]
+    if caller is None:
+        logger.warning("Authentication failure from %s (user %r)", ip, request.user[:64])
+        return UNAUTHORIZED
+    method = ""
     try:
-        return 200, response(dispatch(core, method, params, address))
+        params, raw_name = parse_request(request.body)
+        method = canonical_name(raw_name)
+        func, with_caller = lookup(core, method)
+        if not core.check_acls(caller, method):
+            raise AccessDenied(f"{caller.client or caller.admin} may not call {method}")
+        result = call(func, with_caller, caller, method, params)
+    except RequestError as err:
+        if not isinstance(err, CriticalError):  # critical errors are logged where raised
+            logger.warning("Refused request from %s: %s", ip, escaped(str(err)))
+        return Result("fault", fault_response(fault_for(err)))
     except xmlrpc.client.Fault as fault:
-        return 200, fault_response(fault)
+        return Result("fault", fault_response(fault))
+    except Exception as err:
+        logger.exception("%s failed for %s", method, ip)
+        return Result("fault", fault_response(fault_for(err)))
+    try:
+        return Result("ok", response(result))
+    except (TypeError, OverflowError) as err:  # a method returned what XML-RPC cannot carry
+        logger.exception("%s returned a result that cannot be marshalled", method)
+        return Result("fault", fault_response(fault_for(CriticalError(str(err)))))
+
+
+__all__ = ["Request", "Result", "call", "canonical_name", "fault_for", "handle",
+           "parse_basic_auth", "parse_request"]

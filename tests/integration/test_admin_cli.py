@@ -408,9 +408,20 @@ def test_compare_errors(built, tmp_path, capsys, case):
 
 # -- xcmd and perf against a running server -------------------------------------------------
 
-def server_args(server, *identity: str) -> list[str]:
-    return ["-C", "/dev/null", "-S", f"https://127.0.0.1:{server.port}",
+def server_args(server, *identity: str, config: str = "/dev/null") -> list[str]:
+    return ["-C", config, "-S", f"https://127.0.0.1:{server.port}",
             "--ssl-ca", server.tls.ca_cert, *identity]
+
+
+@pytest.fixture
+def admin_conf(tmp_path) -> str:
+    """A bcfg2.conf holding the test servers' admin identity, as an admin's tools read it."""
+    from conftest import ADMIN_PASSWORD, ADMIN_USER
+
+    conf = tmp_path / "admin-bcfg2.conf"
+    conf.write_text(f"[communication]\nadmin_user = {ADMIN_USER}\n"
+                    f"admin_password = {ADMIN_PASSWORD}\n")
+    return str(conf)
 
 
 @pytest.fixture
@@ -424,26 +435,34 @@ def served(example_repo, builtin_server):
     return builtin_server(example_repo, password="globalpw")
 
 
-def test_xcmd_list_methods_as_root(served, capsys):
-    status, out, err = admin_run(capsys, *server_args(served, "-x", "globalpw"),
+def test_xcmd_with_the_admin_identity_from_bcfg2_conf(served, admin_conf, capsys):
+    status, out, err = admin_run(capsys, *server_args(served, config=admin_conf),
                                  "xcmd", "listMethods")
     assert status == 0, err
     assert "'GetConfig'" in out and "'get_statistics'" in out
-
-
-def test_xcmd_with_uuid_and_string_result(served, capsys):
-    status, out, err = admin_run(capsys, *server_args(served, "-u", WEB1[0], "-x", WEB1[1]),
+    status, out, err = admin_run(capsys, *server_args(served, config=admin_conf),
                                  "xcmd", "methodHelp", "get_statistics")
     assert status == 0, err
     assert out.startswith("Execution-time statistics")
-    status, out, err = admin_run(capsys, *server_args(served, "-x", "globalpw"),
+    status, out, err = admin_run(capsys, *server_args(served, config=admin_conf),
                                  "xcmd", "Metadata.list_clients")
     assert status == 0, err
     assert "'web1.example.com'" in out
 
 
-def test_xcmd_literal_arguments(served, capsys):
-    args = server_args(served, "-x", "globalpw")
+@pytest.mark.parametrize("identity", [("-x", "globalpw"), ("-u", WEB1[0], "-x", WEB1[1])])
+def test_xcmd_as_an_agent_may_call_only_agent_methods(served, capsys, identity):
+    status, out, err = admin_run(capsys, *server_args(served, *identity),
+                                 "xcmd", "Metadata.list_clients")
+    assert status == 1
+    assert "may not call Metadata.list_clients" in one_error_line(err)
+    status, out, err = admin_run(capsys, *server_args(served, "-u", WEB1[0], "-x", WEB1[1]),
+                                 "xcmd", "GetDecisionList", "whitelist")
+    assert status == 0, err
+
+
+def test_xcmd_literal_arguments(served, admin_conf, capsys):
+    args = server_args(served, config=admin_conf)
     status, out, err = admin_run(capsys, *args, "xcmd", "--literal", "ping", "1", "[2, 'x']",
                                  "{'k': True}")
     assert status == 0, err
@@ -455,8 +474,8 @@ def test_xcmd_literal_arguments(served, capsys):
     assert "not a Python literal" in one_error_line(err)
 
 
-def test_xcmd_fault_is_one_line(served, capsys):
-    status, out, err = admin_run(capsys, *server_args(served, "-x", "globalpw"),
+def test_xcmd_fault_is_one_line(served, admin_conf, capsys):
+    status, out, err = admin_run(capsys, *server_args(served, config=admin_conf),
                                  "xcmd", "NoSuchMethod")
     assert status == 1
     assert out == ""
@@ -498,8 +517,8 @@ def test_xcmd_connection_refused_and_no_password(tmp_path, tls, capsys):
     assert "no password" in one_error_line(err)
 
 
-def test_perf_prints_a_sorted_table(served, capsys):
-    args = server_args(served, "-x", "globalpw")
+def test_perf_prints_a_sorted_table(served, admin_conf, capsys):
+    args = server_args(served, config=admin_conf)
     agent = served.proxy(*WEB1)
     agent.DeclareVersion("1.4.0")
     agent.GetConfig()

@@ -361,8 +361,7 @@ def test_unknown_client_is_registered_with_the_default_profile(example_repo, ser
     assert node.get("profile") == "workstation"
     assert node.get("version") == "1.4.0pre2"
     assert clients_xml.read_bytes() == before
-    assert "new1.example.com" in client_agent(server, BY_NAME["web1.example.com"]) \
-        .Metadata.list_clients()
+    assert "new1.example.com" in server.admin().Metadata.list_clients()
 
 
 # -- hostile and broken requests ---------------------------------------------------
@@ -489,9 +488,9 @@ def test_unknown_method_and_wrong_parameter_count(example_repo, served_by):
     assert info.value.faultCode == -32602
 
 
-def test_plugin_rmi_from_loopback(example_repo, served_by):
+def test_plugin_rmi_with_the_admin_identity(example_repo, served_by):
     server = served_by(example_repo)
-    proxy = client_agent(server, BY_NAME["web1.example.com"])
+    proxy = server.admin()
     assert proxy.Metadata.list_clients() == sorted(BY_NAME)
     declared = lxml.etree.parse(str(REPO_EXAMPLE / "Metadata/groups.xml")).xpath("//Group/@name")
     assert set(proxy.Metadata.get_all_group_names()) == set(declared)
@@ -499,8 +498,7 @@ def test_plugin_rmi_from_loopback(example_repo, served_by):
 
 def test_ping_returns_its_arguments(example_repo, served_by):
     server = served_by(example_repo)
-    proxy = client_agent(server, BY_NAME["web1.example.com"])
-    assert proxy.ping(1, "two", [3]) == [1, "two", [3]]
+    assert server.admin().ping(1, "two", [3]) == [1, "two", [3]]
 
 
 # -- broken repository files ---------------------------------------------------------

@@ -99,7 +99,7 @@ def test_wrong_password_is_401_logged_without_password_and_server_keeps_serving(
     headers = {key.lower(): value for key, value in info.value.headers.items()}
     assert headers["www-authenticate"] == 'Basic realm="Bcfg2 Server"'
     failures = [r.getMessage() for r in caplog.records
-                if r.name == "bcfg2.cores.cherrypy" and "Authentication failure" in r.getMessage()]
+                if r.name == "bcfg2.xmlrpc" and "Authentication failure" in r.getMessage()]
     assert failures and "127.0.0.1" in failures[0] and web1.uuid in failures[0]
     assert "not-the-password" not in caplog.text
     web1_works(server)
@@ -116,7 +116,7 @@ def test_unexpected_exception_is_a_fault_not_an_error_page(example_repo, cherryp
     def broken(*args: object) -> None:
         raise RuntimeError("broken dispatch 4711")
 
-    monkeypatch.setattr(bcfg2_xmlrpc, "respond", broken)
+    monkeypatch.setattr(bcfg2_xmlrpc, "handle", broken)
     status, reply = raw_post(server, xmlrpc.client.dumps((), "GetConfig").encode())
     assert status == 200
     fault = fault_of(reply)

@@ -168,8 +168,12 @@ def test_every_expiry_in_the_parent_reaches_the_children(example_repo: Repo,
     # a plugin in the parent expiring a client (here Metadata, for a changed record)
     clients.write_text(clients.read_text().replace("desk1-secret", "desk1-changed"))
     core.catch_up()
-    assert ("expire_metadata_cache", ["desk1.example.com"]) in published
-    # and an admin's expire_metadata_cache of everything
-    assert server.proxy(*WEB1).ping() == []  # the session is still valid
-    core.expire_metadata_cache(("127.0.0.1", 0))
-    assert published[-1] == ("expire_metadata_cache", None)
+    expiries = [args for method, *args in published if method == "expire"]
+    generation, names, tag = expiries[-1]
+    assert (names, tag) == (["desk1.example.com"], "Metadata")
+    assert generation == core.metadata_cache.generation
+    # and an admin's expire_metadata_cache of everything: published once, not per plugin
+    del published[:]
+    assert server.admin().expire_metadata_cache() is True
+    expiries = [args for method, *args in published if method == "expire"]
+    assert expiries == [[core.metadata_cache.generation, None, "expire_metadata_cache"]]

@@ -7,6 +7,7 @@ import logging
 import pytest
 from conftest import PLUGINS, rewrite
 
+from bcfg2.identity import Caller
 from bcfg2.plugins.acl import method_pattern
 
 ACL_PLUGINS = PLUGINS + ",ACL"
@@ -66,6 +67,11 @@ def acl_core(repo, local_core, tmp_path):
     return factory
 
 
+def caller(core, address: str) -> Caller:
+    """The client at an address of CLIENTS, as authentication identifies it."""
+    return Caller((address, 4000), client=core.metadata.resolve_address(address))
+
+
 def ip_phase(core, address: str, method: str) -> bool | None:
     return core.plugins["ACL"].check_acl_ip((address, 4000), method)
 
@@ -110,11 +116,24 @@ def test_a_star_is_any_run_of_characters_but_a_dot(pattern, method, matches):
     ("192.168.1.12", "Git.Update", True),
     ("192.168.1.12", "Packages.Refresh", None),  # no rule: other machines defer
     ("192.168.1.11", "Git.Update", None),
-    ("127.0.0.1", "Git.Update", True),          # no rule: localhost is allowed
+    ("127.0.0.1", "Git.Update", None),          # no rule: localhost is no exception
 ])
 def test_the_documented_ip_example(acl_core, address, method, decision):
     core = acl_core(ip=DOCS_IP)
     assert ip_phase(core, address, method) is decision
+
+
+def test_trust_loopback_restores_the_implicit_rules_for_localhost(acl_core, repo, local_core,
+                                                                 tmp_path):
+    acl_core(ip=DOCS_IP, metadata=METADATA)
+    core = local_core(repo, server__plugins=ACL_PLUGINS, communication__trust_loopback=True,
+                      server__state_dir=str(tmp_path / "state"))
+    assert ip_phase(core, "127.0.0.1", "Git.Update") is True
+    assert ip_phase(core, "192.168.1.11", "Git.Update") is None
+    assert core.plugins["ACL"].check_acl_metadata(core.build_metadata("localhost"),
+                                                  "Git.Update") is True
+    assert core.plugins["ACL"].check_acl_metadata(core.build_metadata("client2"),
+                                                  "Git.Update") is False
 
 
 def test_the_first_matching_rule_decides(acl_core, repo):
@@ -179,12 +198,12 @@ def test_nested_acl_elements_are_read_in_document_order(acl_core):
     ("10.0.0.6", "AssertProfile", False),          # <Client name="client2">
     ("10.0.0.6", "GetProbes", False),              # negated group
     ("10.0.0.6", "GetConfig", True),
-    ("127.0.0.1", "Git.Update", True),             # no rule: localhost is allowed
+    ("127.0.0.1", "Git.Update", False),            # no rule: localhost is no exception
 ])
 def test_metadata_rules_apply_per_client(acl_core, address, method, allowed):
     core = acl_core(metadata=METADATA)
     assert "DefaultACL" not in core.plugins
-    assert core.check_acls((address, 4000), method) is allowed
+    assert core.check_acls(caller(core, address), method) is allowed
 
 
 def test_an_ip_decision_is_final_and_a_deferral_reaches_metadata(acl_core):
@@ -193,53 +212,58 @@ def test_an_ip_decision_is_final_and_a_deferral_reaches_metadata(acl_core):
                        '<Defer method="*"/></ACL>',
                     metadata='<ACL><Client name="client1"><Deny method="GetProbes"/></Client>'
                              '<Allow method="GetProbes"/><Allow method="GetConfig"/></ACL>')
-    assert core.check_acls(("10.0.0.6", 4000), "Git.Update") is True    # metadata would deny
-    assert core.check_acls(("10.0.0.5", 4000), "GetConfig") is False    # metadata would allow
-    assert core.check_acls(("10.0.0.5", 4000), "GetProbes") is False    # deferred, metadata
-    assert core.check_acls(("10.0.0.6", 4000), "GetProbes") is True
+    assert core.check_acls(caller(core, "10.0.0.6"), "Git.Update") is True    # metadata would deny
+    assert core.check_acls(caller(core, "10.0.0.5"), "GetConfig") is False    # metadata would allow
+    assert core.check_acls(caller(core, "10.0.0.5"), "GetProbes") is False    # deferred, metadata
+    assert core.check_acls(caller(core, "10.0.0.6"), "GetProbes") is True
 
 
-def test_without_acl_files_every_call_is_allowed(acl_core):
+def test_without_acl_files_the_identity_decides(acl_core):
     core = acl_core()
     assert ip_phase(core, "127.0.0.1", "GetConfig") is None
+    admin = Caller(("10.0.0.5", 4000), admin="user:admin")
     for method in ("GetConfig", "Git.Update", "get_statistics", "toggle_debug"):
-        assert core.check_acls(("10.0.0.5", 4000), method) is True
+        assert core.check_acls(caller(core, "10.0.0.5"), method) is (method == "GetConfig")
+        assert core.check_acls(admin, method) is True
 
 
 def test_a_missing_ip_xml_defers_to_metadata_xml(acl_core):
     core = acl_core(metadata='<ACL><Deny method="Git.Update"/></ACL>')
     assert ip_phase(core, "10.0.0.5", "Git.Update") is None
-    assert core.check_acls(("10.0.0.5", 4000), "Git.Update") is False
+    assert core.check_acls(caller(core, "10.0.0.5"), "Git.Update") is False
 
 
-def test_a_missing_metadata_xml_allows_what_ip_xml_defers(acl_core):
+def test_a_missing_metadata_xml_leaves_what_ip_xml_defers_to_the_identity(acl_core):
     core = acl_core(ip='<ACL><Defer method="*.*"/><Deny method="*"/></ACL>')
-    assert core.check_acls(("10.0.0.5", 4000), "Git.Update") is True
-    assert core.check_acls(("10.0.0.5", 4000), "GetConfig") is False
+    assert core.check_acls(caller(core, "10.0.0.5"), "Git.Update") is False
+    assert core.check_acls(Caller(("10.0.0.5", 4000), admin="user:admin"), "Git.Update") is True
+    assert core.check_acls(caller(core, "10.0.0.5"), "GetConfig") is False
+    # a Deny by address holds for an admin too
+    assert core.check_acls(Caller(("10.0.0.5", 4000), admin="user:admin"), "GetConfig") is False
 
 
 # -- the files change ------------------------------------------------------------------
 
 def test_edits_apply_without_a_restart(acl_core, repo):
     core = acl_core(ip='<ACL><Deny address="10.0.0.5" method="GetConfig"/></ACL>')
-    assert core.check_acls(("10.0.0.5", 4000), "GetConfig") is False
+    assert core.check_acls(caller(core, "10.0.0.5"), "GetConfig") is False
     rewrite(repo.path / "ACL/ip.xml", '<ACL><Allow address="10.0.0.5" method="GetConfig"/></ACL>')
     repo.write("ACL/metadata.xml", '<ACL><Deny method="GetProbes"/></ACL>')
     core.refresh()
-    assert core.check_acls(("10.0.0.5", 4000), "GetConfig") is True
-    assert core.check_acls(("10.0.0.5", 4000), "GetProbes") is False
+    assert core.check_acls(caller(core, "10.0.0.5"), "GetConfig") is True
+    assert core.check_acls(caller(core, "10.0.0.5"), "GetProbes") is False
 
 
 def test_a_deleted_file_has_no_opinion_any_more(acl_core, repo):
     core = acl_core(ip='<ACL><Deny method="GetConfig"/></ACL>',
                     metadata='<ACL><Deny method="GetProbes"/></ACL>')
-    assert core.check_acls(("10.0.0.5", 4000), "GetConfig") is False
-    assert core.check_acls(("10.0.0.5", 4000), "GetProbes") is False
+    assert core.check_acls(caller(core, "10.0.0.5"), "GetConfig") is False
+    assert core.check_acls(caller(core, "10.0.0.5"), "GetProbes") is False
     (repo.path / "ACL/ip.xml").unlink()
     (repo.path / "ACL/metadata.xml").unlink()
     core.refresh()
-    assert core.check_acls(("10.0.0.5", 4000), "GetConfig") is True
-    assert core.check_acls(("10.0.0.5", 4000), "GetProbes") is True
+    assert core.check_acls(caller(core, "10.0.0.5"), "GetConfig") is True
+    assert core.check_acls(caller(core, "10.0.0.5"), "GetProbes") is True
 
 
 BROKEN = [
@@ -276,8 +300,8 @@ def test_a_broken_metadata_xml_keeps_the_last_good_version(acl_core, repo, caplo
         rewrite(repo.path / "ACL/metadata.xml", content)
         core.refresh()
     assert "metadata.xml:" in caplog.text
-    assert core.check_acls(("10.0.0.5", 4000), "GetProbes") is False
-    assert core.check_acls(("10.0.0.5", 4000), "GetConfig") is True
+    assert core.check_acls(caller(core, "10.0.0.5"), "GetProbes") is False
+    assert core.check_acls(caller(core, "10.0.0.5"), "GetConfig") is True
 
 
 def test_a_file_broken_from_the_start_refuses_every_call(acl_core, repo, caplog):
@@ -285,21 +309,21 @@ def test_a_file_broken_from_the_start_refuses_every_call(acl_core, repo, caplog)
         core = acl_core(ip='<ACL><Allow method="*"</ACL>')
     assert "ip.xml:1" in caplog.text
     for address in ("10.0.0.5", "127.0.0.1"):
-        assert core.check_acls((address, 4000), "GetConfig") is False
+        assert core.check_acls(caller(core, address), "GetConfig") is False
     rewrite(repo.path / "ACL/ip.xml", '<ACL><Allow method="*"/></ACL>')
     core.refresh()
-    assert core.check_acls(("10.0.0.5", 4000), "GetConfig") is True
+    assert core.check_acls(caller(core, "10.0.0.5"), "GetConfig") is True
 
 
 def test_a_metadata_xml_broken_from_the_start_refuses_every_call(acl_core):
     core = acl_core(metadata='<ACL><Allow method="*"></ACL>')
-    assert core.check_acls(("10.0.0.5", 4000), "GetConfig") is False
-    assert core.check_acls(("127.0.0.1", 4000), "GetConfig") is False
+    assert core.check_acls(caller(core, "10.0.0.5"), "GetConfig") is False
+    assert core.check_acls(caller(core, "127.0.0.1"), "GetConfig") is False
 
 
 def test_decisions_are_logged_in_debug_mode(acl_core, caplog):
     core = acl_core(ip=DOCS_IP)
     core.plugins["ACL"].set_debug(True)
     with caplog.at_level(logging.INFO, logger="bcfg2.plugins.ACL"):
-        core.check_acls(("192.168.2.7", 4000), "AssertProfile")
+        core.check_acls(Caller(("192.168.2.7", 4000), client="client1"), "AssertProfile")
     assert "192.168.2.7 calls AssertProfile" in caplog.text and "deny" in caplog.text

@@ -68,10 +68,10 @@ class Connections:
                  ip: str = "127.0.0.1") -> str | None:
         """The client the connection is authenticated as, or None if it is refused."""
         self.port += 1
-        address = (ip, self.port)
-        if not self.core.metadata.AuthenticateConnection(cert, user, password, address):
+        caller = self.core.authenticate(cert, user, password, (ip, self.port))
+        if caller is None:
             return None
-        return self.core.resolve_client(address, metadata=False)[0]
+        return self.core.resolve_client(caller, metadata=False)[0]
 
 
 @pytest.fixture

@@ -17,15 +17,17 @@ from conftest import make_setup
 
 from bcfg2 import plugins as plugin_package
 from bcfg2.core import Core, CoreInitError, LocalCore, sort_xml
-from bcfg2.errors import PluginInitError
+from bcfg2.errors import CriticalError, PluginInitError
+from bcfg2.identity import Caller
 from bcfg2.plugin import ClientACLs, Connector, Generator, Plugin, Probing, exposed
 
 ADDRESS = ("127.0.0.1", 40001)
 AGENT_METHODS = ["AssertProfile", "DeclareVersion", "GetProbes", "RecvProbeData",
-                 "GetDecisionList", "GetConfig", "RecvStats", "listMethods", "methodHelp"]
+                 "GetDecisionList", "GetConfig", "RecvStats"]
 ADMIN_METHODS = ["get_statistics", "expire_metadata_cache", "toggle_debug", "set_debug",
                  "toggle_core_debug", "set_core_debug", "toggle_fam_debug", "set_fam_debug",
-                 "Metadata.list_clients", "Metadata.toggle_debug"]
+                 "listMethods", "methodHelp", "Metadata.list_clients",
+                 "Metadata.toggle_debug", "Metadata.remove_client"]
 
 
 def register(monkeypatch: pytest.MonkeyPatch, *classes: type[Plugin]) -> None:
@@ -177,8 +179,10 @@ def counted(repo, local_core, monkeypatch):
     return factory
 
 
-def authenticate(core: Core, uuid: str, password: str, address: tuple[str, int]) -> None:
-    assert core.metadata.AuthenticateConnection(None, uuid, password, address)
+def authenticate(core: Core, uuid: str, password: str, address: tuple[str, int]) -> Caller:
+    caller = core.authenticate(None, uuid, password, address)
+    assert caller is not None
+    return caller
 
 
 def test_caching_off_builds_fresh_metadata_every_time(counted):
@@ -211,8 +215,8 @@ def test_caching_aggressive_keeps_the_object_until_expired(counted):
     assert core.build_metadata("client1") is first
     assert counter.calls == 2
 
-    authenticate(core, "uuid-client1", "pw1", ADDRESS)
-    core.GetProbes(ADDRESS)  # a client run does not expire anything in this mode
+    # a client run does not expire anything in this mode
+    core.GetProbes(authenticate(core, "uuid-client1", "pw1", ADDRESS))
     assert core.build_metadata("client1") is first
 
     assert core.expire_metadata_cache(ADDRESS, ["client1"]) is True
@@ -234,8 +238,7 @@ def test_caching_cautious_expires_a_client_when_its_run_starts(counted, mode):
     other = core.build_metadata("client2")
     assert core.build_metadata("client1") is first
 
-    authenticate(core, "uuid-client1", "pw1", ADDRESS)
-    core.GetProbes(ADDRESS)
+    core.GetProbes(authenticate(core, "uuid-client1", "pw1", ADDRESS))
     renewed = core.build_metadata("client1")
     assert renewed is not first
     assert core.build_metadata("client2") is other
@@ -397,20 +400,57 @@ def test_method_help_returns_the_docstring(repo, local_core, monkeypatch):
     assert core.methodHelp(ADDRESS, "BuildConfiguration") == ""
 
 
+ADDRESSES = [("192.0.2.10", 5000), ("2001:db8::7", 5000), ("127.0.0.1", 5000), ("::1", 5000)]
+
+
 @pytest.mark.parametrize("method", AGENT_METHODS)
 def test_agents_may_call_agent_methods_from_any_address(repo, local_core, method):
     core = local_core(repo)
-    for address in [("192.0.2.10", 5000), ("2001:db8::7", 5000), ("127.0.0.1", 5000)]:
-        assert core.check_acls(address, method) is True
+    for address in ADDRESSES:
+        assert core.check_acls(Caller(address, client="client1"), method) is True
 
 
 @pytest.mark.parametrize("method", ADMIN_METHODS)
-def test_admin_methods_only_from_loopback(repo, local_core, method):
+def test_admin_methods_need_an_admin_identity_wherever_it_calls_from(repo, local_core, method):
     core = local_core(repo)
-    assert core.check_acls(("192.0.2.10", 5000), method) is False
-    assert core.check_acls(("2001:db8::7", 5000), method) is False
-    assert core.check_acls(("127.0.0.1", 5000), method) is True
-    assert core.check_acls(("::1", 5000), method) is True
+    for address in ADDRESSES:
+        assert core.check_acls(Caller(address, client="client1"), method) is False
+        assert core.check_acls(address, method) is False  # no identity at all
+        assert core.check_acls(Caller(address, admin="user:admin"), method) is True
+
+
+def test_an_admin_is_no_client(repo, local_core):
+    core = local_core(repo)
+    with pytest.raises(CriticalError, match="admin, not a client"):
+        core.GetConfig(Caller(ADDRESS, admin="user:admin"))
+
+
+def test_the_admin_identity_comes_from_the_admin_user_and_password(repo, local_core):
+    core = local_core(repo, communication__admin_user="admin",
+                      communication__admin_password="s3cret")
+    admin = core.authenticate(None, "admin", "s3cret", ("192.0.2.10", 5000))
+    assert (admin.admin, admin.client) == ("user:admin", None)
+    # the admin user with another password is refused, never tried as a client
+    assert core.authenticate(None, "admin", "pw1", ADDRESS) is None
+    agent = core.authenticate(None, "uuid-client1", "pw1", ADDRESS)
+    assert (agent.admin, agent.client) == (None, "client1")
+
+
+def test_the_admin_identity_comes_from_a_listed_certificate(repo, local_core):
+    core = local_core(repo, communication__admin_cns="Admin.Example.COM, ops")
+    cert = {"subject": ((("commonName", "admin.example.com"),),)}
+    caller = core.authenticate(cert, "", "", ("192.0.2.10", 5000))
+    assert caller.admin == "cert:admin.example.com"
+    assert core.check_acls(caller, "Metadata.list_clients") is True
+
+
+def test_trust_loopback_restores_upstreams_rule(repo, local_core):
+    core = local_core(repo, communication__trust_loopback=True)
+    local = core.authenticate(None, "uuid-client1", "pw1", ("127.0.0.1", 5000))
+    remote = core.authenticate(None, "uuid-client1", "pw1", ("192.0.2.10", 5000))
+    assert (local.client, local.admin) == ("client1", "loopback")
+    assert core.check_acls(local, "Metadata.list_clients") is True
+    assert core.check_acls(remote, "Metadata.list_clients") is False
 
 
 class AllowByAddress(Plugin, ClientACLs):
@@ -433,9 +473,8 @@ def test_an_acl_plugin_that_defers_still_gets_its_say(repo, local_core, monkeypa
     register(monkeypatch, AllowByAddress, DenyClient2)
     core = local_core(repo, server__plugins=plugin_list("AllowByAddress", "DenyClient2"))
     assert "DefaultACL" not in core.plugins
-    first, second = ("127.0.0.1", 40011), ("127.0.0.1", 40012)
-    authenticate(core, "uuid-client1", "pw1", first)
-    authenticate(core, "uuid-client2", "pw2", second)
+    first = authenticate(core, "uuid-client1", "pw1", ("127.0.0.1", 40011))
+    second = authenticate(core, "uuid-client2", "pw2", ("127.0.0.1", 40012))
     assert core.check_acls(first, "GetConfig") is True
     assert core.check_acls(second, "GetConfig") is False
 

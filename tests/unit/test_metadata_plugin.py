@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-import xmlrpc.client
 from pathlib import Path
 
 import lxml.etree
 import pytest
 from conftest import rewrite
 
-from bcfg2.errors import MetadataConsistencyError
+from bcfg2.errors import CriticalError, MetadataConsistencyError
+from bcfg2.identity import Caller
 
 GLOBAL_PW = "globalpw"
 XI = "http://www.w3.org/2001/XInclude"
@@ -279,7 +279,8 @@ def test_an_address_of_an_alias_identifies_its_client(repo, make_core):
     repo.write("Metadata/clients.xml", DETAILED_CLIENTS)
     core = make_core()
     for address in ("10.0.0.1", "10.1.0.1"):
-        assert core.metadata.AuthenticateConnection(None, "root", "pw1", (address, 7000))
+        assert core.metadata.AuthenticateConnection(None, "root", "pw1", (address, 7000)) \
+            == "client1"
         assert core.resolve_client((address, 7001), metadata=False)[0] == "client1"
 
 
@@ -311,53 +312,51 @@ def cert_for(common_name: str) -> dict:
     return {"subject": ((("countryName", "US"),), (("commonName", common_name),))}
 
 
-def auth(core, cert, user, password, address) -> bool:
-    return core.metadata.AuthenticateConnection(cert, user, password, address)
+def auth(core, cert, user, password, address) -> Caller | None:
+    """The caller the credentials identify (None if refused), as the network cores see it."""
+    return core.authenticate(cert, user, password, address)
 
 
 def test_the_common_name_of_a_certificate_names_the_client(ident):
-    address = ("127.0.0.1", 41000)
-    assert auth(ident, cert_for("client1"), "ignored", "pw1", address) is True
-    assert ident.resolve_client(address, metadata=False)[0] == "client1"
+    caller = auth(ident, cert_for("client1"), "ignored", "pw1", ("127.0.0.1", 41000))
+    assert ident.resolve_client(caller, metadata=False)[0] == "client1"
     # cert+password (the default) still needs a password
-    assert auth(ident, cert_for("client1"), "root", "wrong", ("127.0.0.1", 41001)) is False
+    assert auth(ident, cert_for("client1"), "root", "wrong", ("127.0.0.1", 41001)) is None
 
 
 def test_auth_cert_needs_a_certificate_and_nothing_else(ident):
-    assert auth(ident, cert_for("certonly"), "root", "", ("127.0.0.1", 41002)) is True
-    assert auth(ident, None, "uuid-certonly", "certpw", ("127.0.0.1", 41003)) is False
-    assert auth(ident, None, "uuid-certonly", GLOBAL_PW, ("127.0.0.1", 41004)) is False
+    assert auth(ident, cert_for("certonly"), "root", "", ("127.0.0.1", 41002)) is not None
+    assert auth(ident, None, "uuid-certonly", "certpw", ("127.0.0.1", 41003)) is None
+    assert auth(ident, None, "uuid-certonly", GLOBAL_PW, ("127.0.0.1", 41004)) is None
 
 
 def test_a_certificate_of_a_fixed_client_is_only_good_from_its_address(ident):
-    assert auth(ident, cert_for("fixed"), "root", "fixedpw", ("10.0.0.9", 41005)) is False
-    assert auth(ident, cert_for("fixed"), "root", "fixedpw", ("10.0.0.5", 41006)) is True
+    assert auth(ident, cert_for("fixed"), "root", "fixedpw", ("10.0.0.9", 41005)) is None
+    assert auth(ident, cert_for("fixed"), "root", "fixedpw", ("10.0.0.5", 41006)) is not None
 
 
 def test_user_root_is_identified_by_source_address(ident):
-    assert auth(ident, None, "root", "fixedpw", ("10.0.0.5", 41010)) is True
+    assert auth(ident, None, "root", "fixedpw", ("10.0.0.5", 41010)).client == "fixed"
     assert ident.resolve_client(("10.0.0.5", 41011), metadata=False)[0] == "fixed"
-    assert auth(ident, None, "root", GLOBAL_PW, ("10.0.0.5", 41012)) is True
-    assert auth(ident, None, "root", "pw1", ("10.0.0.5", 41013)) is False
+    assert auth(ident, None, "root", GLOBAL_PW, ("10.0.0.5", 41012)) is not None
+    assert auth(ident, None, "root", "pw1", ("10.0.0.5", 41013)) is None
 
 
 def test_two_clients_on_one_address_are_refused(ident):
-    assert auth(ident, None, "root", GLOBAL_PW, ("10.0.0.9", 41020)) is False
-    with pytest.raises(xmlrpc.client.Fault) as excinfo:
+    assert auth(ident, None, "root", GLOBAL_PW, ("10.0.0.9", 41020)) is None
+    with pytest.raises(CriticalError) as excinfo:
         ident.resolve_client(("10.0.0.9", 41021))
-    assert excinfo.value.faultCode == -32500
+    assert excinfo.value.fault_code == -32500
 
 
 def test_any_other_user_is_a_uuid(ident):
-    address = ("127.0.0.1", 41030)
-    assert auth(ident, None, "uuid-client2", "pw2", address) is True
-    assert ident.resolve_client(address, metadata=False)[0] == "client2"
+    caller = auth(ident, None, "uuid-client2", "pw2", ("127.0.0.1", 41030))
+    assert ident.resolve_client(caller, metadata=False)[0] == "client2"
 
 
-def test_the_session_is_keyed_by_address_and_port(ident):
-    first, second = ("127.0.0.1", 41040), ("127.0.0.1", 41041)
-    assert auth(ident, None, "uuid-client1", "pw1", first)
-    assert auth(ident, None, "uuid-client2", "pw2", second)
+def test_each_request_carries_its_own_client(ident):
+    first = auth(ident, None, "uuid-client1", "pw1", ("127.0.0.1", 41040))
+    second = auth(ident, None, "uuid-client2", "pw2", ("127.0.0.1", 41040))
     assert ident.resolve_client(first)[1].hostname == "client1"
     assert ident.resolve_client(second)[1].hostname == "client2"
 
@@ -372,26 +371,26 @@ def test_the_session_is_keyed_by_address_and_port(ident):
     ("uuid-vault", GLOBAL_PW, False),
 ])
 def test_the_global_password_or_the_clients_own(ident, user, password, accepted):
-    assert auth(ident, None, user, password, ("127.0.0.1", 41050)) is accepted
+    assert (auth(ident, None, user, password, ("127.0.0.1", 41050)) is not None) is accepted
 
 
 def test_without_a_global_password_only_the_clients_own_works(repo, make_core):
     core = make_core(communication__password="")
-    assert auth(core, None, "uuid-client1", "pw1", ("127.0.0.1", 41060)) is True
-    assert auth(core, None, "uuid-client1", "", ("127.0.0.1", 41061)) is False
+    assert auth(core, None, "uuid-client1", "pw1", ("127.0.0.1", 41060)) is not None
+    assert auth(core, None, "uuid-client1", "", ("127.0.0.1", 41061)) is None
 
 
 def test_an_unknown_uuid_is_taken_as_the_client_name(ident):
     address = ("127.0.0.1", 41070)
-    assert auth(ident, None, "Newcomer.example.com", "pw1", address) is False
-    assert auth(ident, None, "Newcomer.example.com", GLOBAL_PW, address) is True
-    assert ident.metadata.resolve_client(address) == "newcomer.example.com"
+    assert auth(ident, None, "Newcomer.example.com", "pw1", address) is None
+    caller = auth(ident, None, "Newcomer.example.com", GLOBAL_PW, address)
+    assert ident.metadata.resolve_client(caller) == "newcomer.example.com"
 
 
 @pytest.mark.parametrize("name", ["../etc", "a/b", "..", "x..y", "/abs", ""])
 def test_a_client_name_that_could_escape_a_directory_is_refused(ident, name):
-    assert auth(ident, None, name, GLOBAL_PW, ("127.0.0.1", 41080)) is False
-    assert auth(ident, cert_for(name), "root", GLOBAL_PW, ("127.0.0.1", 41081)) is False
+    assert auth(ident, None, name, GLOBAL_PW, ("127.0.0.1", 41080)) is None
+    assert auth(ident, cert_for(name), "root", GLOBAL_PW, ("127.0.0.1", 41081)) is None
 
 
 # -- first contact ---------------------------------------------------------------
@@ -406,8 +405,7 @@ def test_an_unknown_client_gets_the_default_profile(example_repo, local_core, tm
     before = (example_repo.path / "Metadata" / "clients.xml").read_bytes()
     core = local_core(example_repo, server__state_dir=str(tmp_path / "state"),
                       communication__password=GLOBAL_PW)
-    address = ("127.0.0.1", 42000)
-    assert auth(core, None, "new1.example.com", GLOBAL_PW, address)
+    address = auth(core, None, "new1.example.com", GLOBAL_PW, ("127.0.0.1", 42000))
     name, meta = core.resolve_client(address)
     assert name == "new1.example.com"
     assert meta.profile == default_profile(example_repo)
@@ -423,8 +421,7 @@ def test_first_contact_by_declare_version_registers_the_client(example_repo, loc
                                                                tmp_path):
     core = local_core(example_repo, server__state_dir=str(tmp_path / "state"),
                       communication__password=GLOBAL_PW)
-    address = ("127.0.0.1", 42001)
-    assert auth(core, None, "new2.example.com", GLOBAL_PW, address)
+    address = auth(core, None, "new2.example.com", GLOBAL_PW, ("127.0.0.1", 42001))
     assert core.DeclareVersion(address, "1.4.0pre2") is True
     meta = core.build_metadata("new2.example.com")
     assert meta.profile == default_profile(example_repo)
@@ -435,12 +432,11 @@ def test_without_a_default_profile_an_unknown_client_is_refused(make_core, tmp_p
     core = make_core()
     with pytest.raises(MetadataConsistencyError):
         core.build_metadata("stranger")
-    address = ("127.0.0.1", 42002)
-    assert auth(core, None, "stranger", GLOBAL_PW, address)
-    with pytest.raises(xmlrpc.client.Fault) as excinfo:
+    address = auth(core, None, "stranger", GLOBAL_PW, ("127.0.0.1", 42002))
+    with pytest.raises(CriticalError) as excinfo:
         core.resolve_client(address)
-    assert excinfo.value.faultCode == -32500
-    with pytest.raises(xmlrpc.client.Fault):
+    assert excinfo.value.fault_code == -32500
+    with pytest.raises(CriticalError):
         core.DeclareVersion(address, "1.4.0")
     assert "stranger" not in core.metadata.list_clients()
     assert not state_file(tmp_path).exists()
@@ -473,8 +469,8 @@ def profiles(repo, make_core):
 
     def factory(**overrides):
         core = make_core(**overrides)
-        address = ("127.0.0.1", 43000)
-        assert auth(core, None, "uuid-client2", "pw2", address)
+        address = auth(core, None, "uuid-client2", "pw2", ("127.0.0.1", 43000))
+        assert address is not None
         return core, address
 
     return factory
@@ -500,7 +496,7 @@ def test_assert_profile_changes_the_profile_in_state_not_in_the_repository(
 @pytest.mark.parametrize("profile", ["other", "gui", "no-such-group"])
 def test_only_public_profile_groups_can_be_asserted(profiles, tmp_path, profile):
     core, address = profiles()
-    with pytest.raises(xmlrpc.client.Fault):
+    with pytest.raises(CriticalError):
         core.AssertProfile(address, profile)
     assert core.build_metadata("client2").profile == "other"
     assert not state_file(tmp_path).exists()
@@ -520,7 +516,7 @@ def test_an_interrupted_state_write_keeps_the_previous_state(profiles, tmp_path,
 
     with monkeypatch.context() as patch:
         patch.setattr(os, failing, interrupted)
-        with pytest.raises(xmlrpc.client.Fault):
+        with pytest.raises(CriticalError):
             core.AssertProfile(address, "basic")
 
     assert state.read_bytes() == before
@@ -538,8 +534,8 @@ def test_declare_version_is_recorded_in_state(repo, make_core, tmp_path):
     repo_clients = repo.path / "Metadata" / "clients.xml"
     before = repo_clients.read_bytes()
     core = make_core()
-    address = ("127.0.0.1", 43010)
-    assert auth(core, None, "uuid-client1", "pw1", address)
+    address = auth(core, None, "uuid-client1", "pw1", ("127.0.0.1", 43010))
+    assert address is not None
     assert core.DeclareVersion(address, "1.4.0pre2") is True
     assert core.build_metadata("client1").version == "1.4.0pre2"
     assert clients_in(state_file(tmp_path))["client1"]["version"] == "1.4.0pre2"
@@ -556,8 +552,8 @@ def test_the_repository_wins_when_the_admin_changes_a_profile_later(
                       communication__password=GLOBAL_PW)
     default = default_profile(example_repo)
     assert core.build_metadata("new3.example.com").profile == default
-    address = ("127.0.0.1", 43020)
-    assert auth(core, None, "5c3f7a62-9d0e-4c1b-8f53-web1", "web1-secret", address)
+    address = auth(core, None, "5c3f7a62-9d0e-4c1b-8f53-web1", "web1-secret", ("127.0.0.1", 43020))
+    assert address is not None
     assert core.AssertProfile(address, "dbserver") is True
 
     clients = example_repo.path / "Metadata" / "clients.xml"
@@ -618,8 +614,8 @@ def test_write_through_rewrites_the_repository_clients_xml_in_place(repo, write_
 
 def test_write_through_updates_a_client_where_it_is_defined(repo, write_through):
     core, _address = write_through
-    address = ("127.0.0.1", 43030)
-    assert auth(core, None, "uuid-client3", "pw3", address)
+    address = auth(core, None, "uuid-client3", "pw3", ("127.0.0.1", 43030))
+    assert address is not None
     assert core.DeclareVersion(address, "1.4.0") is True
     core.refresh()
     meta = core.build_metadata("client3")
@@ -692,8 +688,8 @@ def test_a_broken_clients_xml_keeps_the_last_good_one(repo, make_core, caplog):
 def test_removing_clients_xml_and_the_state_file_forgets_what_they_said(repo, make_core,
                                                                         tmp_path):
     core = make_core(caching__client_metadata="aggressive")
-    address = ("127.0.0.1", 42002)
-    assert auth(core, None, "uuid-client1", "pw1", address)
+    address = auth(core, None, "uuid-client1", "pw1", ("127.0.0.1", 42002))
+    assert address is not None
     assert core.DeclareVersion(address, "1.4.0") is True
     core.refresh()  # the monitor notices the state file the server wrote
     assert core.build_metadata("client1").version == "1.4.0"

@@ -53,7 +53,8 @@ def call(setup: Setup, func: Callable[[xmlrpc.client.ServerProxy], Any]) -> Any:
     except xmlrpc.client.ProtocolError as err:
         if err.errcode == 401:
             raise ToolError(f"{url}: authentication refused (user "
-                            f"{setup.communication.user}; check -u and -x)") from None
+                            f"{tools.credentials(setup)[0]}; check [communication] admin_user "
+                            f"and admin_password, or -u and -x)") from None
         raise ToolError(f"{url}: HTTP error {err.errcode} {err.errmsg}") from None
     except ssl.SSLCertVerificationError as err:
         raise ToolError(f"{url}: certificate verification failed: "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 if TYPE_CHECKING:
@@ -87,6 +87,21 @@ class Plugin(Debuggable):
     def shutdown(self) -> None:
         """Stop the plugin's threads and release its resources."""
         self.running = False
+
+    def expire_metadata(self, clients: str | Iterable[str] | None = None) -> None:
+        """Have the metadata cache forget one client, several, or (None) all of them.
+
+        The one way a plugin whose data went into client metadata says it
+        changed; the expiry is tagged with the plugin's name.
+        """
+        self.core.metadata_cache.expire(clients, tag=self.name)
+
+    def expire_metadata_if_groups_change(self) -> None:
+        """Have the metadata cache forget every client whose groups (or bundles) now change.
+
+        Call it once the plugin's new data is in service.
+        """
+        self.core.metadata_cache.expire_changed(tag=self.name)
 
     def rmi(self) -> dict[str, Callable[..., Any]]:
         """The plugin's methods callable over XML-RPC, by name."""

@@ -67,8 +67,12 @@ class Metadata:
 
     @abstractmethod
     def AuthenticateConnection(self, cert: dict | None, user: str, password: str,  # noqa: N802
-                               address: tuple[str, int]) -> bool:
-        """True if the credentials identify a client allowed to connect."""
+                               address: tuple[str, int]) -> str | bool | None:
+        """The name of the client the credentials identify, or None (False) to refuse.
+
+        True (upstream's answer) also accepts; the client is then found by
+        ``resolve_client(address)``.
+        """
 
     @abstractmethod
     def get_initial_metadata(self, client_name: str) -> ClientMetadata:
@@ -84,7 +88,11 @@ class Metadata:
 
     @abstractmethod
     def resolve_client(self, address: tuple[str, int], cleanup_cache: bool = False) -> str:
-        """The name of the client calling from ``address``."""
+        """The name of the client calling from ``address``.
+
+        ``address`` may be a ``bcfg2.identity.Caller``, which carries the
+        client that authenticated (``address.client``).
+        """
 
     @abstractmethod
     def set_profile(self, client: str, profile: str, address: tuple[str, int] | None) -> None:
@@ -212,15 +220,21 @@ class ClientRunHooks:
 
 
 class ClientACLs:
-    """Decides which client may call which XML-RPC method."""
+    """Decides, on top of the caller's identity, who may call which XML-RPC method.
+
+    The core asks every ClientACLs plugin by address, then (when one
+    defers, and the caller is a client) by the client's metadata. False
+    denies; True allows, even a method the identity alone would not; None
+    has no opinion. The address may be a ``bcfg2.identity.Caller``.
+    """
 
     @abstractmethod
     def check_acl_ip(self, address: tuple[str, int], rmi: str) -> bool | None:
         """True to allow, False to deny, None to defer to the metadata phase."""
 
     @abstractmethod
-    def check_acl_metadata(self, metadata: ClientMetadata, rmi: str) -> bool:
-        """True to allow the call for this client."""
+    def check_acl_metadata(self, metadata: ClientMetadata, rmi: str) -> bool | None:
+        """True to allow the call for this client, False to deny, None for no opinion."""
 
 
 class Caching:
