@@ -578,6 +578,11 @@ def test_init_writes_a_repository_that_loads(tmp_path, capsys, caplog):
     password = setup.communication.password
     assert password and len(password) >= 24
     assert password not in out
+    # an admin identity for the tools, with a random password of its own
+    assert setup.communication.admin_user == "admin"
+    admin_password = setup.communication.admin_password
+    assert admin_password and len(admin_password) >= 24 and admin_password != password
+    assert admin_password not in out
     assert setup.communication.key == str(tmp_path / "new/etc/bcfg2.key")
     assert setup.communication.certificate == str(tmp_path / "new/etc/bcfg2.crt")
     for name in PLUGINS.split(","):

@@ -72,6 +72,9 @@ class Plan:
     profile: str
     force: bool
     random_password: bool = False
+    #: the admin identity the tools (xcmd, perf) use; always a random password
+    admin_user: str = "admin"
+    admin_password: str = ""
 
 
 def run(setup: Setup, args: argparse.Namespace) -> int:
@@ -132,7 +135,10 @@ def make_plan(setup: Setup, args: argparse.Namespace, interactive: bool) -> Plan
     return Plan(conf=conf, repository=repository, plugins=plugins, state_dir=state_dir,
                 server=server, password=password, key=key, certificate=certificate,
                 make_cert=make_cert, profile=args.init_profile, force=args.init_force,
-                random_password=random_password)
+                random_password=random_password,
+                admin_user=cli.get("communication.admin_user") or "admin",
+                admin_password=cli.get("communication.admin_password")
+                or secrets.token_urlsafe(24))
 
 
 def check(plan: Plan) -> None:
@@ -205,6 +211,9 @@ def config_text(plan: Plan) -> str:
         f"bcfg2 = {plan.server}\n"
         "\n[communication]\n"
         f"password = {plan.password}\n"
+        "# the admin identity: bcfg2-admin xcmd and perf send it; agents never need it\n"
+        f"admin_user = {plan.admin_user}\n"
+        f"admin_password = {plan.admin_password}\n"
         f"key = {plan.key}\n"
         f"certificate = {plan.certificate}\n"
     )
