@@ -177,3 +177,11 @@ def test_every_expiry_in_the_parent_reaches_the_children(example_repo: Repo,
     assert server.admin().expire_metadata_cache() is True
     expiries = [args for method, *args in published if method == "expire"]
     assert expiries == [[core.metadata_cache.generation, None, "expire_metadata_cache"]]
+
+
+def test_shutdown_closes_what_the_network_core_opened(example_repo: Repo, network_server) -> None:
+    server = start(network_server, example_repo)
+    core = server.core
+    assert core._stop_r >= 0 and core._stop_w >= 0
+    server.stop()
+    assert (core._stop_r, core._stop_w) == (-1, -1)  # NetworkCore.shutdown closed its pipe
