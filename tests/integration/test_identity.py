@@ -111,3 +111,14 @@ def test_plain_http_on_the_tls_port_gets_a_clear_400_and_the_server_keeps_servin
     assert answer.startswith(b"HTTP/1.0 400 ")
     assert b"This port speaks HTTPS" in answer
     assert server.proxy(*AGENT).GetConfig()
+
+
+def test_one_canonical_name_system_only_before_introspection(repo, network_server):
+    server = network_server(repo)
+    agent, admin = server.proxy(*AGENT), server.admin()
+    with pytest.raises(xmlrpc.client.Fault) as info:
+        getattr(agent, "system.AssertProfile")("basic")
+    assert info.value.faultCode == -32601
+    assert "GetConfig" in getattr(admin, "system.listMethods")()
+    assert getattr(admin, "system.methodSignature")("GetConfig") == "signatures not supported"
+    assert denied(lambda: getattr(agent, "system.listMethods")())
