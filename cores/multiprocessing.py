@@ -39,7 +39,7 @@ from bcfg2.core import Core, exposed
 from bcfg2.cores.builtin import BuiltinCore
 from bcfg2.errors import CriticalError, MetadataConsistencyError, MetadataRuntimeError
 from bcfg2.logger import setup_logging
-from bcfg2.options import Setup
+from bcfg2.options import Option, Setup
 from bcfg2.xml import tostring
 from bcfg2.xmlrpc import fault_for
 
@@ -187,6 +187,14 @@ class MultiprocessingCore(BuiltinCore):
     """The builtin core with GetConfig rendered by a pool of child processes."""
 
     name = "bcfg2-server (multiprocessing)"
+    options = (
+        Option("server", "children", 0,
+               "Number of child processes rendering configurations in the multiprocessing "
+               "core; 0 means one per CPU.", type="int"),
+        Option("server", "shutdown_timeout", 10.0,
+               "Seconds the multiprocessing core gives its children to stop before killing "
+               "them.", type="float"),
+    )
 
     def __init__(self, setup: Setup) -> None:
         super().__init__(setup)

@@ -8,6 +8,7 @@ import lxml.etree
 
 from bcfg2.errors import PluginExecutionError
 from bcfg2.metadata import ClientMetadata
+from bcfg2.options import Option
 from bcfg2.plugin import GoalValidator, PrioDir
 
 
@@ -18,6 +19,10 @@ class Defaults(PrioDir, GoalValidator):
     and its entry names are always regular expressions.
     """
 
+    options = (
+        Option("defaults", "replace_name", False,
+               "Replace %{name} in Defaults attributes with the entry's name.", type="bool"),
+    )
     replace_name_option = ("defaults", "replace_name")
 
     def __init__(self, core: Any) -> None:

@@ -25,6 +25,7 @@ import yaml
 
 import bcfg2.sqlite
 from bcfg2.errors import UntrustedInputError
+from bcfg2.options import Option
 from bcfg2.plugin import (
     Caching,
     Connector,
@@ -248,6 +249,18 @@ class XMLStore:
 
 class Probes(Plugin, Probing, Connector, Caching):
     """Serves probe scripts and turns their output into groups and template data."""
+
+    options = (
+        Option("probes", "allowed_groups", ".*",
+               "Whitespace-separated regular expressions; a group a probe assigns must match "
+               "one of them completely."),
+        Option("probes", "storage", "sqlite",
+               "Where probe data is kept: sqlite (state_dir/Probes/probes.sqlite) or xml "
+               "(the upstream Probes/probed.xml).",
+               type="choice", choices=("sqlite", "xml")),
+        Option("probes", "max_data_size", 1024 * 1024,
+               "Largest probe upload accepted from one client, in bytes.", type="int"),
+    )
 
     def __init__(self, core: Any) -> None:
         Plugin.__init__(self, core)

@@ -32,6 +32,7 @@ import lxml.etree
 import yaml
 
 from bcfg2.errors import RepositoryError
+from bcfg2.options import Option
 from bcfg2.plugin import Connector, DirectoryBacked, FileBacked, Plugin, StructFile, as_bool
 
 if TYPE_CHECKING:
@@ -160,6 +161,12 @@ def xml_match(source: XMLPropertyFile, root: lxml.etree._Element,
 
 class Properties(Plugin, Connector, DirectoryBacked):
     """Property files from ``Properties/`` as ``metadata.Properties``."""
+
+    options = (
+        Option("properties", "automatch", False,
+               "Resolve Group/Client conditionals of every XML property file for the client "
+               "(XMLMatch) unless the file says automatch=\"false\".", type="bool"),
+    )
 
     patterns = re.compile(r"^[^.].*\.(xml|json" + "".join(
         f"|{suffix[1:]}" for suffix in YAML_SUFFIXES) + r")$")

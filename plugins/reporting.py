@@ -23,6 +23,7 @@ import lxml.etree
 
 from bcfg2.errors import PluginExecutionError
 from bcfg2.metadata import ClientMetadata
+from bcfg2.options import Option
 from bcfg2.plugin import Statistics
 from bcfg2.reportdb import RunStore, database_path
 
@@ -31,6 +32,12 @@ PRUNE_INTERVAL = 3600.0
 
 class Reporting(Statistics):
     """Stores client runs in SQLite; ``bcfg2-admin reports`` reads them."""
+
+    options = (
+        Option("reporting", "keep_days", 90,
+               "Client runs stored by the Reporting plugin are pruned after this many days "
+               "(each client's latest run is always kept); 0 keeps every run.", type="int"),
+    )
 
     def __init__(self, core: Any) -> None:
         Statistics.__init__(self, core)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bcfg2.options import Option
 from bcfg2.plugin import PrioDir
 
 
@@ -12,5 +13,11 @@ class Rules(PrioDir):
     entry names may be regular expressions (anchored at both ends).
     """
 
+    options = (
+        Option("rules", "regex", False, "Allow regular expressions in Rules entry names.",
+               type="bool"),
+        Option("rules", "replace_name", False,
+               "Replace %{name} in Rules attributes with the entry's name.", type="bool"),
+    )
     regex_option = ("rules", "regex")
     replace_name_option = ("rules", "replace_name")

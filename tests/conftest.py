@@ -45,6 +45,29 @@ def tool_argv(repository: Path | Repo | str, tmp_path: Path, *words: str,
             "--plugins", plugins, *words]
 
 
+def make_distribution(root: Path, name: str, modules: dict[str, str],
+                      plugins: dict[str, str] | None = None,
+                      cores: dict[str, str] | None = None) -> Path:
+    """An installed distribution in ``root`` (put it on sys.path or PYTHONPATH).
+
+    ``modules`` maps module file names to their source; ``plugins`` and
+    ``cores`` map entry-point names to ``module:Class`` in the bcfg2.plugins
+    and bcfg2.cores groups, as a wheel would install them.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    for filename, source in modules.items():
+        (root / filename).write_text(textwrap.dedent(source))
+    info = root / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    groups = []
+    for group, points in (("bcfg2.plugins", plugins), ("bcfg2.cores", cores)):
+        if points:
+            groups.append(f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in points.items()))
+    (info / "entry_points.txt").write_text("\n".join(groups))
+    return root
+
+
 BASIC_GROUPS = """\
 <Groups>
   <Group name="basic" profile="true" public="true">
@@ -150,6 +173,23 @@ def make_setup(repository: Repo | Path | str, state_dir: Path | str | None = Non
     for key, value in overrides.items():
         cli[key.replace("__", ".")] = value if isinstance(value, str) else str(value)
     return options.build("/dev/null", cli)
+
+
+@pytest.fixture
+def register() -> Iterator[Callable[..., None]]:
+    """Make plugin classes loadable by name for one test (the plugin manager's seam)."""
+    from bcfg2.plugin import manager
+
+    names: list[str] = []
+
+    def add(*classes: Any) -> None:
+        for cls in classes:
+            manager.register(cls)
+            names.append(cls.name)
+
+    yield add
+    for name in names:
+        manager.unregister(name)
 
 
 @pytest.fixture
@@ -266,6 +306,7 @@ def network_server(tls: TLSMaterial) -> Iterator[Callable[..., RunningServer]]:
             "communication__certificate": tls.cert,
             "communication__admin_user": ADMIN_USER,
             "communication__admin_password": ADMIN_PASSWORD,
+            "server__backend": core,  # so the core's own options are read
         }
         if ca:
             extra["communication__ca"] = tls.ca_cert

@@ -9,7 +9,6 @@ cores in ``bcfg2.cores`` implement ``_run``, ``_block`` and ``_daemonize``.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import itertools
 import logging
@@ -20,7 +19,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from itertools import chain
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import lxml.etree
 
@@ -41,9 +40,10 @@ from bcfg2.errors import (
 from bcfg2.filemonitor import load_backend
 from bcfg2.identity import Caller, admin_identity, identity_allows, is_loopback
 from bcfg2.metadata import ClientMetadata
-from bcfg2.options import Setup, require
+from bcfg2.options import Option, Setup, require
 from bcfg2.plugin import interfaces
 from bcfg2.plugin.base import Plugin, as_bool, exposed
+from bcfg2.plugin.manager import check_plugin, find_plugin
 from bcfg2.xml import parse_untrusted, tostring
 
 __all__ = [
@@ -87,40 +87,12 @@ def _none_first(value: Any) -> Any:
     return ("",) if value is None else value
 
 
-def find_plugin(name: str) -> type[Plugin]:
-    """The plugin class named ``name``: from bcfg2.plugins, else an entry point."""
-    module_name = f"bcfg2.plugins.{name.lower()}"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name == module_name:
-            return _plugin_from_entry_point(name)
-        raise CoreInitError(f"plugin {name} cannot be imported: {err}") from err
-    except Exception as err:  # any error while importing the module, SyntaxError too
-        raise CoreInitError(f"plugin {name} cannot be imported: {err}") from err
-    cls = getattr(module, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, Plugin)):
-        raise CoreInitError(f"no plugin named {name!r} in {module.__name__}")
-    return cls
-
-
-def _plugin_from_entry_point(name: str) -> type[Plugin]:
-    """A third-party plugin from the ``bcfg2.plugins`` entry-point group."""
-    from importlib import metadata  # only for third-party plugins: a heavy import
-
-    for ep in metadata.entry_points(group="bcfg2.plugins"):
-        if ep.name == name:
-            try:
-                return ep.load()
-            except Exception as err:
-                raise CoreInitError(f"plugin {name} cannot be imported: {err}") from err
-    raise CoreInitError(f"no plugin named {name!r}")
-
-
 class Core:
     """The container of all server logic: plugins, metadata, configuration builds."""
 
     name = "Core"
+    #: the core's own options (network cores), joining the options table
+    options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, setup: Setup) -> None:
         self.setup = setup
@@ -166,15 +138,7 @@ class Core:
 
     def load_plugins(self) -> None:
         """Load the plugins of ``[server] plugins``; exactly one must be Metadata."""
-        seen: list[str] = []
-        for name in self.setup.server.plugins:
-            if name not in seen:
-                seen.append(name)
-        for name in seen:
-            if name in self.plugin_blacklist:
-                self.logger.warning("Not loading plugin %s: it conflicts with %s", name,
-                                    ", ".join(self.plugin_blacklist[name]))
-                continue
+        for name in dict.fromkeys(self.setup.server.plugins):
             self.init_plugin(find_plugin(name))
         meta = self.plugins_by_type(interfaces.Metadata)
         if not meta:
@@ -196,9 +160,7 @@ class Core:
             self.logger.warning("Not loading plugin %s: it conflicts with %s", name,
                                 ", ".join(conflicts))
             return
-        missing = interfaces.missing_methods(plugin)
-        if missing:
-            raise CoreInitError(f"plugin {name} does not implement {', '.join(missing)}")
+        check_plugin(plugin)
         if plugin.experimental:
             self.logger.warning("Loading experimental plugin %s", name)
         if plugin.deprecated:

@@ -711,7 +711,7 @@ class InfoShell(cmd.Cmd):
         setup = self.core.setup
         rows = []
         known = set()
-        for opt in options.OPTIONS:
+        for opt in setup.options:
             known.add((opt.section, opt.name))
             rows.append((opt.section, opt.name, option_value(opt.name, setup.get(opt.section, opt.name))))
         for section in setup.raw.sections():  # plugin sections the table does not know

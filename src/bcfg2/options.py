@@ -1,9 +1,12 @@
 """The server's options: one declarative table for bcfg2.conf and the command line.
 
-Every option lives in ``OPTIONS`` with its section and name in bcfg2.conf
+Every option lives in the table with its section and name in bcfg2.conf
 (the upstream names, so an existing ``/etc/bcfg2.conf`` works), its type,
-default, help text and command-line flags. The same table drives parsing,
-``--help`` and ``bcfg2.conf.example`` (``python -m bcfg2.options``).
+default, help text and command-line flags. The table is ``OPTIONS`` (the
+server's own) plus what the plugins and cores in use declare in their
+``options`` attribute (ours and third-party ones alike; each gets a flag
+``--section-name``). The same table drives parsing, ``--help`` and
+``bcfg2.conf.example`` (``python -m bcfg2.options``, with every plugin's).
 
 Values are reached as ``setup.<section>.<name>``, e.g.
 ``setup.server.repository`` or ``setup.communication.password``.
@@ -70,12 +73,6 @@ OPTIONS: list[Option] = [
            "(multiprocessing on a machine with more than one CPU, else builtin).",
            type="choice", choices=("best", "builtin", "multiprocessing", "cherrypy"),
            flags=("--backend",)),
-    Option("server", "children", 0,
-           "Number of child processes rendering configurations in the multiprocessing "
-           "core; 0 means one per CPU.", type="int"),
-    Option("server", "shutdown_timeout", 10.0,
-           "Seconds the multiprocessing core gives its children to stop before killing "
-           "them.", type="float"),
     Option("server", "user", "0", "User name or uid the daemon runs as (with -D)."),
     Option("server", "group", "0", "Group name or gid the daemon runs as (with -D)."),
     Option("server", "umask", "0077", "The umask of the daemon (with -D).", type="octal"),
@@ -158,32 +155,6 @@ OPTIONS: list[Option] = [
            type="bool"),
     Option("mdata", "important", False, "Default important flag of Path entries.",
            type="bool"),
-    # [rules]
-    Option("rules", "regex", False, "Allow regular expressions in Rules entry names.",
-           type="bool"),
-    Option("rules", "replace_name", False,
-           "Replace %{name} in Rules attributes with the entry's name.", type="bool"),
-    # [defaults]
-    Option("defaults", "replace_name", False,
-           "Replace %{name} in Defaults attributes with the entry's name.", type="bool"),
-    # [probes]
-    Option("probes", "allowed_groups", ".*",
-           "Whitespace-separated regular expressions; a group a probe assigns must match "
-           "one of them completely."),
-    Option("probes", "storage", "sqlite",
-           "Where probe data is kept: sqlite (state_dir/Probes/probes.sqlite) or xml "
-           "(the upstream Probes/probed.xml).",
-           type="choice", choices=("sqlite", "xml")),
-    Option("probes", "max_data_size", 1024 * 1024,
-           "Largest probe upload accepted from one client, in bytes.", type="int"),
-    # [reporting]
-    Option("reporting", "keep_days", 90,
-           "Client runs stored by the Reporting plugin are pruned after this many days "
-           "(each client's latest run is always kept); 0 keeps every run.", type="int"),
-    # [properties]
-    Option("properties", "automatch", False,
-           "Resolve Group/Client conditionals of every XML property file for the client "
-           "(XMLMatch) unless the file says automatch=\"false\".", type="bool"),
 ]
 
 SERVER_CLI_ONLY = {
@@ -215,6 +186,8 @@ class Setup:
         self.daemon: str | None = None
         self.raw = configparser.RawConfigParser()
         self.args: list[str] = []
+        #: every option that was read: OPTIONS and those of the plugins and core in use
+        self.options: list[Option] = list(OPTIONS)
         for opt in OPTIONS:
             if not hasattr(self, opt.section):
                 setattr(self, opt.section, Section(opt.section))
@@ -285,24 +258,87 @@ def convert(opt: Option, raw: Any, where: str) -> Any:
 def make_parser(prog: str, description: str = "", extra: Sequence[Option] = ()) -> argparse.ArgumentParser:
     """An argument parser with -C and every option's flags; tools add their own.
 
-    Give the parsed namespace to ``build(ns.config, vars(ns))``: it ignores
-    what is not an option.
+    Give it to ``add_component_options`` before parsing, and the parsed
+    namespace to ``build(ns.config, vars(ns))``: it ignores what is not an
+    option.
     """
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("-C", "--config", default=None, metavar="FILE",
                         help=f"bcfg2.conf to read (default {DEFAULT_CONFIG})")
-    for opt in list(OPTIONS) + list(extra):
-        if not opt.flags:
+    _add_flags(parser, list(OPTIONS) + list(extra))
+    return parser
+
+
+def component_flags(opt: Option) -> tuple[str, ...]:
+    """A plugin's or core's option on the command line: its own flags, else --section-name."""
+    return opt.flags or (f"--{opt.section}-{opt.name}".replace("_", "-"),)
+
+
+def _add_flags(parser: Any, opts: Sequence[Option], component: bool = False) -> None:
+    for opt in opts:
+        flags = component_flags(opt) if component else opt.flags
+        if not flags:
             continue
-        kwargs: dict[str, Any] = {"dest": opt.dest, "default": None,
-                                  "help": f"{opt.help} [{opt.section}] {opt.name}"}
+        help_text = f"{opt.help} [{opt.section}] {opt.name}".replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": opt.dest, "default": None, "help": help_text}
         if opt.cli_value is not None:
             kwargs["action"] = "store_const"
             kwargs["const"] = opt.cli_value
         else:
             kwargs["metavar"] = opt.metavar or opt.name.upper()
-        parser.add_argument(*opt.flags, **kwargs)
-    return parser
+        parser.add_argument(*flags, **kwargs)
+
+
+def add_component_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                          plugins: Sequence[str] = ()) -> list[Option]:
+    """Add the options of the plugins and core the command line and bcfg2.conf name.
+
+    With ``-h``/``--help`` on the command line, those of every plugin and
+    core there is, so the help lists them all. ``plugins`` are added always
+    (a tool that reads a plugin's data).
+    """
+    from bcfg2.plugin.manager import component_options
+
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("-C", "--config", default=None)
+    peek.add_argument("--plugins", default=None)
+    peek.add_argument("--backend", default=None)
+    peek.add_argument("-h", "--help", action="store_true")
+    known, _ = peek.parse_known_args(argv)
+    if known.help:
+        opts = component_options(everything=True)
+    else:
+        names, backend = _components(known.config, known.plugins, known.backend)
+        opts = component_options([*names, *plugins], backend)
+    group = parser.add_argument_group("options of the plugins and cores")
+    _add_flags(group, opts, component=True)
+    return opts
+
+
+def _components(config: str | None, plugins: str | None,
+                backend: str | None) -> tuple[list[str], str]:
+    """The plugin names and core a command line and its bcfg2.conf choose (no checks)."""
+    raw = configparser.RawConfigParser()
+    path = config if config is not None else (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG)
+                                              else None)
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                raw.read_file(fh, source=path)
+        except (configparser.Error, UnicodeDecodeError, OSError):
+            pass  # build() reports it
+    by_name = {opt.dest: opt for opt in OPTIONS}
+
+    def value(dest: str, given: str | None) -> str:
+        opt = by_name[dest]
+        if given is not None:
+            return given
+        if raw.has_option(opt.section, opt.name):
+            return raw.get(opt.section, opt.name)
+        return opt.default
+
+    names = convert(by_name["server.plugins"], value("server.plugins", plugins), "peek")
+    return list(names), value("server.backend", backend).strip()
 
 
 def load(
@@ -318,6 +354,7 @@ def load(
     invalid value raises ConfigError naming the file, section and option.
     """
     parser = make_parser(prog, description)
+    add_component_options(parser, argv)
     if daemon_flag:
         parser.add_argument("-D", "--daemon", dest="daemon", default=None, metavar="PIDFILE",
                             help="daemonize, writing the pid to PIDFILE")
@@ -327,8 +364,13 @@ def load(
     return build(ns.config, vars(ns))
 
 
-def build(config_file: str | None, cli: dict[str, Any] | None = None) -> Setup:
-    """Build a Setup from a bcfg2.conf path (None: the default, if it exists)."""
+def build(config_file: str | None, cli: dict[str, Any] | None = None,
+          plugins: Sequence[str] = ()) -> Setup:
+    """Build a Setup from a bcfg2.conf path (None: the default, if it exists).
+
+    The options of the plugins in ``[server] plugins`` (and of ``plugins``)
+    and of the ``[server] backend`` core are read too.
+    """
     cli = cli or {}
     setup = Setup()
     setup.daemon = cli.get("daemon")
@@ -345,7 +387,17 @@ def build(config_file: str | None, cli: dict[str, Any] | None = None) -> Setup:
         except (configparser.Error, UnicodeDecodeError, OSError) as err:
             raise ConfigError(f"{path}: cannot be parsed: {err}".replace("\n", " ")) from None
         setup.config_file = os.path.abspath(path)
-    for opt in OPTIONS:
+    _apply(setup, OPTIONS, path, cli)
+    from bcfg2.plugin.manager import component_options
+
+    extra = component_options([*setup.server.plugins, *plugins], setup.server.backend)
+    _apply(setup, extra, path, cli)
+    setup.options = list(OPTIONS) + extra
+    return setup
+
+
+def _apply(setup: Setup, opts: Sequence[Option], path: str | None, cli: dict[str, Any]) -> None:
+    for opt in opts:
         value: Any = opt.default
         if path is not None and setup.raw.has_option(opt.section, opt.name):
             value = convert(opt, setup.raw.get(opt.section, opt.name), path)
@@ -354,7 +406,6 @@ def build(config_file: str | None, cli: dict[str, Any] | None = None) -> Setup:
         if cli.get(opt.dest) is not None:
             value = convert(opt, cli[opt.dest], "command line")
         setup.set(opt.section, opt.name, value)
-    return setup
 
 
 def require(setup: Setup, section: str, name: str, why: str) -> Any:
@@ -376,21 +427,33 @@ def _format_default(opt: Option) -> str:
     return str(opt.default)
 
 
+def all_options() -> list[Option]:
+    """The whole table: OPTIONS and the options of every plugin and core there is."""
+    from bcfg2.plugin.manager import component_options
+
+    return list(OPTIONS) + component_options(everything=True)
+
+
 def example() -> str:
-    """The text of bcfg2.conf.example: every option, commented, with its default."""
+    """The text of bcfg2.conf.example: every option, the plugins' and cores' too, commented."""
     out = [
         "# bcfg2.conf: every option the server reads, with its default.",
         "# Uncomment a line to change it. Command-line flags are noted where they exist.",
         "# Generated from src/bcfg2/options.py: python -m bcfg2.options > bcfg2.conf.example",
     ]
     section = None
-    for opt in OPTIONS:
+    table = all_options()
+    order = {}
+    for opt in table:
+        order.setdefault(opt.section, len(order))
+    for opt in sorted(table, key=lambda o: order[o.section]):
         if opt.section != section:
             section = opt.section
             out.extend(["", f"[{section}]"])
         help_text = opt.help
-        if opt.flags:
-            help_text += f" (command line: {', '.join(opt.flags)})"
+        flags = opt.flags if opt in OPTIONS else component_flags(opt)
+        if flags:
+            help_text += f" (command line: {', '.join(flags)})"
         out.extend("# " + line for line in textwrap.wrap(help_text, 76))
         default = _format_default(opt)
         out.append(f"#{opt.name} = {default}".rstrip())

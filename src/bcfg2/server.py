@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -11,37 +10,12 @@ from bcfg2 import options
 from bcfg2.core import NetworkCore
 from bcfg2.errors import ConfigError, CoreInitError
 from bcfg2.logger import setup_logging
-
-#: core name -> "module:Class"; imported only when chosen
-CORES = {
-    "builtin": "bcfg2.cores.builtin:BuiltinCore",
-    "multiprocessing": "bcfg2.cores.multiprocessing:MultiprocessingCore",
-    "cherrypy": "bcfg2.cores.cherrypy:CherrypyCore",
-}
-def best_core() -> str:
-    """The recommended core: rendering in parallel where there is more than one CPU."""
-    return "multiprocessing" if (os.cpu_count() or 1) > 1 else "builtin"
+from bcfg2.plugin.manager import find_core
 
 
 def load_core(name: str) -> type[NetworkCore]:
-    """The network core class for a ``[server] backend`` name."""
-    if name == "best":
-        name = best_core()
-    target = CORES.get(name)
-    if target is None:
-        from importlib import metadata  # only for third-party cores: a heavy import
-
-        for ep in metadata.entry_points(group="bcfg2.cores"):
-            if ep.name == name:
-                target = ep.value
-                break
-    if target is None:
-        raise CoreInitError(f"[server] backend: no core named {name!r}")
-    module, _, cls = target.partition(":")
-    try:
-        return getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError) as err:
-        raise CoreInitError(f"[server] backend: core {name} cannot be loaded: {err}") from err
+    """The network core class for a ``[server] backend`` name (see bcfg2.plugin.manager)."""
+    return find_core(name)
 
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter

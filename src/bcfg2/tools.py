@@ -32,15 +32,18 @@ class ToolError(Exception):
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
-          prog: str) -> tuple[options.Setup, argparse.Namespace]:
+          prog: str, plugins: Sequence[str] = ()) -> tuple[options.Setup, argparse.Namespace]:
     """Parse the command line and bcfg2.conf; set up console logging.
 
-    Raises ToolError (status 2) for a bad bcfg2.conf; argparse itself exits
-    with status 2 on a bad command line.
+    The options of the plugins in use (and of ``plugins``, whose data the
+    tool reads) join the command line and the Setup. Raises ToolError
+    (status 2) for a bad bcfg2.conf; argparse itself exits with status 2 on
+    a bad command line.
     """
-    ns = parser.parse_args(argv)
     try:
-        setup = options.build(ns.config, vars(ns))
+        options.add_component_options(parser, argv, plugins)
+        ns = parser.parse_args(argv)
+        setup = options.build(ns.config, vars(ns), plugins)
     except ConfigError as err:
         raise ToolError(str(err), status=2) from None
     # what a tool does is not a server event: keep it out of syslog

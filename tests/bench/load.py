@@ -645,9 +645,9 @@ def server_argv() -> list[str]:
 def core_available(core: str) -> str | None:
     """None if the core's module exists; otherwise why it is not available."""
     try:
-        from bcfg2.server import CORES as SERVER_CORES
+        from bcfg2.plugin.manager import BUILTIN_CORES as SERVER_CORES
     except ImportError as err:
-        return f"bcfg2.server cannot be imported: {err}"
+        return f"bcfg2.plugin.manager cannot be imported: {err}"
     target = SERVER_CORES.get(core)
     if target is None:
         return f"bcfg2.server knows no core {core!r}"
@@ -662,7 +662,7 @@ def core_available(core: str) -> str | None:
 
 def best_core() -> str:
     """The core ``--backend best`` chooses on this machine."""
-    from bcfg2.server import best_core as chosen
+    from bcfg2.plugin.manager import best_core as chosen
 
     return chosen()
 

@@ -7,15 +7,14 @@ import itertools
 import logging
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import lxml.etree
 import pytest
-from conftest import make_setup
+from conftest import make_distribution, make_setup
 
-from bcfg2 import plugins as plugin_package
 from bcfg2.core import Core, CoreInitError, LocalCore, sort_xml
 from bcfg2.errors import CriticalError, PluginInitError
 from bcfg2.identity import Caller
@@ -28,14 +27,6 @@ ADMIN_METHODS = ["get_statistics", "expire_metadata_cache", "toggle_debug", "set
                  "toggle_core_debug", "set_core_debug", "toggle_fam_debug", "set_fam_debug",
                  "listMethods", "methodHelp", "Metadata.list_clients",
                  "Metadata.toggle_debug", "Metadata.remove_client"]
-
-
-def register(monkeypatch: pytest.MonkeyPatch, *classes: type[Plugin]) -> None:
-    """Make plugin classes importable as bcfg2.plugins.<lowercase name>."""
-    for cls in classes:
-        module = types.ModuleType(f"bcfg2.plugins.{cls.name.lower()}")
-        setattr(module, cls.name, cls)
-        monkeypatch.setitem(sys.modules, module.__name__, module)
 
 
 def plugin_list(*names: str) -> str:
@@ -87,8 +78,8 @@ def test_without_a_metadata_plugin_the_core_does_not_start(repo, local_core):
         local_core(repo, server__plugins="Bundler,Rules")
 
 
-def test_a_plugin_lacking_a_method_of_its_interface_is_refused(repo, local_core, monkeypatch):
-    register(monkeypatch, Halfprobe)
+def test_a_plugin_lacking_a_method_of_its_interface_is_refused(repo, local_core, register):
+    register(Halfprobe)
     with pytest.raises(CoreInitError) as excinfo:
         local_core(repo, server__plugins=plugin_list("Halfprobe"))
     assert "Halfprobe" in str(excinfo.value)
@@ -96,15 +87,14 @@ def test_a_plugin_lacking_a_method_of_its_interface_is_refused(repo, local_core,
 
 
 @pytest.fixture
-def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A directory searched for bcfg2.plugins modules, for this test only."""
-    directory = tmp_path / "more-plugins"
-    directory.mkdir()
-    monkeypatch.setattr(plugin_package, "__path__", [*plugin_package.__path__, str(directory)])
-    monkeypatch.setattr(sys, "path_importer_cache", dict(sys.path_importer_cache))
-    yield directory
-    for module in directory.glob("*.py"):
-        sys.modules.pop(f"bcfg2.plugins.{module.stem}", None)
+def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Factory: install a distribution with one plugin module, on sys.path for this test."""
+    def install(module: str, source: str, plugin: str) -> None:
+        make_distribution(tmp_path / "site", f"{module}_dist", {f"{module}.py": source},
+                          plugins={plugin: f"{module}:{plugin}"})
+        monkeypatch.syspath_prepend(str(tmp_path / "site"))
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    return install
 
 
 @pytest.mark.parametrize(("source", "reported"), [
@@ -115,8 +105,8 @@ def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     ("def broken(:\n", "invalid syntax"),
 ])
 def test_a_plugin_that_fails_to_import_stops_the_core_with_the_error(
-        repo, local_core, plugin_dir, source, reported):
-    (plugin_dir / "brokenplug.py").write_text(source)
+        repo, local_core, installed, source, reported):
+    installed("brokenplug", source, "Brokenplug")
     with pytest.raises(CoreInitError) as excinfo:
         local_core(repo, server__plugins=plugin_list("Brokenplug"))
     assert "Brokenplug" in str(excinfo.value)
@@ -125,8 +115,8 @@ def test_a_plugin_that_fails_to_import_stops_the_core_with_the_error(
 
 
 @pytest.mark.parametrize("order", [("Peace", "War"), ("War", "Peace")])
-def test_of_two_conflicting_plugins_the_first_loaded_wins(repo, local_core, monkeypatch, order):
-    register(monkeypatch, Peace, War)
+def test_of_two_conflicting_plugins_the_first_loaded_wins(repo, local_core, register, order):
+    register(Peace, War)
     core = local_core(repo, server__plugins=plugin_list(*order))
     first, second = order
     assert first in core.plugins
@@ -134,9 +124,9 @@ def test_of_two_conflicting_plugins_the_first_loaded_wins(repo, local_core, monk
     assert core.plugin_blacklist == {second: [first]}
 
 
-def test_plugins_by_type_orders_by_sort_order_then_name(repo, local_core, monkeypatch):
+def test_plugins_by_type_orders_by_sort_order_then_name(repo, local_core, register):
     classes = [Alpha, Zeta, Beta]
-    register(monkeypatch, *classes)
+    register(*classes)
     core = local_core(repo, server__plugins=plugin_list(*(c.name for c in classes)))
     expected = [c.name for c in sorted(classes, key=lambda c: (c.sort_order, c.name))]
     assert expected != [c.name for c in classes]  # the loading order is not the answer
@@ -159,9 +149,9 @@ class Counter(Plugin, Connector):
 
 
 @pytest.fixture
-def counted(repo, local_core, monkeypatch):
+def counted(repo, local_core, monkeypatch, register):
     """Factory: a core with the Counter connector and a count of Metadata builds."""
-    register(monkeypatch, Counter)
+    register(Counter)
 
     def factory(mode: str) -> tuple[Any, Counter, list[str]]:
         core = local_core(repo, server__plugins=plugin_list("Counter"),
@@ -316,9 +306,9 @@ FILES_BUNDLE = """\
 
 
 @pytest.fixture
-def bound(repo, local_core, monkeypatch) -> dict[str, lxml.etree._Element]:
+def bound(repo, local_core, register) -> dict[str, lxml.etree._Element]:
     """client1's configuration over the Listed and Dynamic generators, entries by name."""
-    register(monkeypatch, Listed, AlsoListed, Dynamic)
+    register(Listed, AlsoListed, Dynamic)
     repo.write("Metadata/groups.xml", BIND_GROUPS)
     repo.write("Bundler/files.xml", FILES_BUNDLE)
     repo.write("Bundler/packages.xml", '<Bundle><Package name="zsh"/></Bundle>')
@@ -381,8 +371,8 @@ class Pinger(Plugin):
         return "pong"
 
 
-def test_list_methods_names_core_methods_and_plugin_rmi(repo, local_core, monkeypatch):
-    register(monkeypatch, Pinger)
+def test_list_methods_names_core_methods_and_plugin_rmi(repo, local_core, register):
+    register(Pinger)
     core = local_core(repo, server__plugins=plugin_list("Pinger"))
     methods = core.listMethods(ADDRESS)
     for name in AGENT_METHODS + ADMIN_METHODS + ["Pinger.ping", "Metadata.get_all_group_names"]:
@@ -392,8 +382,8 @@ def test_list_methods_names_core_methods_and_plugin_rmi(repo, local_core, monkey
     assert core.rmi["Pinger.ping"]() == "pong"
 
 
-def test_method_help_returns_the_docstring(repo, local_core, monkeypatch):
-    register(monkeypatch, Pinger)
+def test_method_help_returns_the_docstring(repo, local_core, register):
+    register(Pinger)
     core = local_core(repo, server__plugins=plugin_list("Pinger"))
     assert core.methodHelp(ADDRESS, "Pinger.ping") == inspect.getdoc(Pinger.ping)
     assert core.methodHelp(ADDRESS, "GetConfig") == inspect.getdoc(Core.GetConfig)
@@ -469,8 +459,8 @@ class DenyClient2(Plugin, ClientACLs):
         return metadata.hostname != "client2"
 
 
-def test_an_acl_plugin_that_defers_still_gets_its_say(repo, local_core, monkeypatch):
-    register(monkeypatch, AllowByAddress, DenyClient2)
+def test_an_acl_plugin_that_defers_still_gets_its_say(repo, local_core, register):
+    register(AllowByAddress, DenyClient2)
     core = local_core(repo, server__plugins=plugin_list("AllowByAddress", "DenyClient2"))
     assert "DefaultACL" not in core.plugins
     first = authenticate(core, "uuid-client1", "pw1", ("127.0.0.1", 40011))
@@ -555,8 +545,8 @@ class Tidy(Plugin):
 
 
 def test_a_plugin_failing_to_start_stops_start_up_and_shuts_down_the_others(
-        repo, monkeypatch) -> None:
-    register(monkeypatch, Tidy, Fragile)
+        repo, monkeypatch, register) -> None:
+    register(Tidy, Fragile)
     monkeypatch.setattr(Tidy, "stopped", [])
     with pytest.raises(CoreInitError, match="Fragile.*database is unreachable"):
         LocalCore(make_setup(repo, server__plugins=plugin_list("Tidy", "Fragile")))

@@ -224,7 +224,12 @@ def test_the_example_lists_every_option_of_the_table_in_its_section():
         setting = re.fullmatch(r"#(\w+) =.*", line)
         if setting:
             listed.add((section, setting.group(1)))
-    assert listed == {(opt.section, opt.name) for opt in options.OPTIONS}
+    table = options.all_options()
+    assert listed == {(opt.section, opt.name) for opt in table}
+    # the plugins' and cores' own options are in it, each in its section
+    assert {("probes", "allowed_groups"), ("rules", "regex"), ("server", "children")} <= listed
+    assert not {("probes", "allowed_groups"), ("server", "children")} & {
+        (opt.section, opt.name) for opt in options.OPTIONS}
 
 
 def test_uncommenting_the_example_gives_the_defaults(tmp_path):
@@ -232,7 +237,7 @@ def test_uncommenting_the_example_gives_the_defaults(tmp_path):
     conf = write_conf(tmp_path, text)
     from_example = options.load(["-C", str(conf)])
     defaults = options.build("/dev/null")
-    for opt in options.OPTIONS:
+    for opt in options.OPTIONS + [o for o in defaults.options if o not in options.OPTIONS]:
         got = from_example.get(opt.section, opt.name)
         want = defaults.get(opt.section, opt.name)
         if want is None:  # options without a default are written empty

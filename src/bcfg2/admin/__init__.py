@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sub = modes.add_parser(name, help=doc, description=doc)
             module.add_arguments(sub)
             modules[name] = module
-        setup, args = tools.parse(parser, argv, PROG)
+        setup, args = tools.parse(parser, argv, PROG, plugins=("Reporting",))  # reports
         state["debug"] = bool(setup.logging.debug)
         return modules[args.mode].run(setup, args)
 

@@ -16,9 +16,9 @@ import urllib.parse
 from dataclasses import dataclass
 
 from bcfg2 import options
-from bcfg2.core import find_plugin
 from bcfg2.errors import Bcfg2Error, ConfigError
 from bcfg2.options import Setup
+from bcfg2.plugin.manager import find_plugin
 from bcfg2.tools import ToolError
 from bcfg2.xml import atomic_write
 

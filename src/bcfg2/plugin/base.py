@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from bcfg2.options import Option
+
 if TYPE_CHECKING:
     from bcfg2.core import Core
 
@@ -62,6 +64,8 @@ class Plugin(Debuggable):
     conflicts: ClassVar[list[str]] = []
     #: order among plugins of the same interface (lower first, then by name)
     sort_order: ClassVar[int] = 500
+    #: the plugin's own options (bcfg2.conf, ``--section-name``), joining the options table
+    options: ClassVar[tuple[Option, ...]] = ()
     #: methods callable as ``Name.method`` over XML-RPC besides @exposed ones
     __rmi__: ClassVar[list[str]] = ["toggle_debug", "set_debug"]
 
