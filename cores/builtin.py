@@ -161,12 +161,13 @@ class BuiltinCore(NetworkCore):
     name = "bcfg2-server"
 
     def __init__(self, setup: Setup) -> None:
-        super().__init__(setup)
-        #: built here, so an unusable key or certificate stops the start before daemonizing
-        self.ssl_context = server_context(setup)
+        # before the core loads plugins: a failed start shuts down what exists so far
         self.server: TLSServer | None = None
         self.context: Any = None
         self._serve_thread: threading.Thread | None = None
+        super().__init__(setup)
+        #: built here, so an unusable key or certificate stops the start before daemonizing
+        self.ssl_context = server_context(setup)
 
     def _run(self) -> bool:
         # before "Listening on" is logged: a SIGTERM from then on is a clean shutdown

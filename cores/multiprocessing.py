@@ -197,7 +197,7 @@ class MultiprocessingCore(BuiltinCore):
     )
 
     def __init__(self, setup: Setup) -> None:
-        super().__init__(setup)
+        # before the core loads plugins: a failed start shuts down what exists so far
         self.shutdown_timeout = setup.server.shutdown_timeout
         self.pool_size = setup.server.children or os.cpu_count() or 1
         self.children: dict[str, Child] = {}
@@ -208,6 +208,7 @@ class MultiprocessingCore(BuiltinCore):
         self._stopping = False
         self._watch_r, self._watch_w = os.pipe()
         self._watcher: threading.Thread | None = None
+        super().__init__(setup)
         self.metadata_cache.subscribe(self._publish_expiry)
 
     def _publish_expiry(self, expiry: Expiry) -> None:

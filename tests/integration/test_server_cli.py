@@ -255,6 +255,17 @@ def test_unusable_tls_key_fails_with_one_line(example_repo, tls, tmp_path, start
     assert str(bad_key) in line
 
 
+@pytest.mark.parametrize("backend", ["builtin", "multiprocessing", "cherrypy"])
+def test_a_plugin_that_cannot_load_fails_with_one_line(example_repo, tls, tmp_path,
+                                                        start_server, backend):
+    conf = write_conf(tmp_path / "bcfg2.conf", example_repo, tls,
+                      server_extra=f"backend = {backend}\n")
+    conf.write_text(conf.read_text().replace("Rules, Defaults", "Rules, Defaults, Nonexistent"))
+    status, lines = start_server("-C", str(conf)).finish()
+    assert status == 1
+    assert error_lines(lines) == ["bcfg2-server: no plugin named 'Nonexistent'\n"]
+
+
 # -- daemon mode ---------------------------------------------------------------------
 
 def test_daemon_writes_pidfile_serves_and_stops(example_repo, tls, tmp_path, start_server,
