@@ -60,9 +60,44 @@ class MetadataCache:
         self._listeners: list[Listener] = []
         #: bumped by every expiry, so a value computed before it is not stored after it
         self.generation = 0
-        #: builds a client's metadata as the mode caches it, bypassing the cache
-        #: (set by the core; used by expire_changed)
-        self.rebuild: Callable[[str], ClientMetadata] | None = None
+        #: how metadata is built (``bind``): the Metadata plugin's part, then the connectors'
+        self._initial: Callable[[str], ClientMetadata] | None = None
+        self._complete: Callable[[ClientMetadata], ClientMetadata] | None = None
+
+    def bind(self, initial: Callable[[str], ClientMetadata],
+             complete: Callable[[ClientMetadata], ClientMetadata]) -> None:
+        """Say how metadata is built: ``initial(name)``, then ``complete(initial)``."""
+        self._initial, self._complete = initial, complete
+
+    def fetch(self, client: str) -> ClientMetadata:
+        """A client's metadata: kept, or built (and kept) as the mode says."""
+        if self._initial is None or self._complete is None:
+            raise RuntimeError("the metadata cache is not bound to a builder")
+        if self.keeps_complete:
+            cached = self.get(client)
+            if cached is not None:
+                return cached
+        generation = self.generation
+        imd = None
+        if self.keeps_initial:
+            cached = self.get(client)
+            if cached is not None:
+                imd = cached.copy()
+        if imd is None:
+            imd = self._initial(client)
+            if self.keeps_initial:
+                self.store(client, imd.copy(), generation)
+        meta = self._complete(imd)
+        if self.keeps_complete:
+            self.store(client, meta, generation)
+        return meta
+
+    def rebuild(self, client: str) -> ClientMetadata:
+        """A client's metadata built anew, as the mode keeps it (initial or complete)."""
+        if self._initial is None or self._complete is None:
+            raise RuntimeError("the metadata cache is not bound to a builder")
+        imd = self._initial(client)
+        return imd if self.keeps_initial else self._complete(imd)
 
     # -- the core's side -------------------------------------------------------
 
@@ -178,12 +213,11 @@ class MetadataCache:
         Each kept client's metadata is built again (uncached) and compared
         with the kept one; call it after the change is in service.
         """
-        rebuild = self.rebuild
-        if rebuild is None:
+        if self._initial is None:
             return self.expire_where(lambda name, value: True, tag)
 
         def changed(name: str, value: ClientMetadata) -> bool:
-            new = rebuild(name)
+            new = self.rebuild(name)
             return (new.profile, new.groups, new.bundles, new.categories) != (
                 value.profile, value.groups, value.bundles, value.categories)
 

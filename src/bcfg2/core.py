@@ -113,7 +113,7 @@ class Core:
         self.db_write_lock = threading.RLock()
         self.debug_flag = bool(setup.logging.debug)
         self.metadata_cache = MetadataCache(setup.caching.client_metadata)
-        self.metadata_cache.rebuild = self._rebuild_for_cache
+        self.metadata_cache.bind(self._initial_metadata, self._complete_metadata)
         self.fam = load_backend(setup.server.filemonitor)(
             ignore=setup.server.ignore_files, debug=self.debug_flag)
         self.fam_thread: threading.Thread | None = None
@@ -301,25 +301,10 @@ class Core:
         """The full metadata of a client (Metadata plugin plus Connectors), as the cache allows."""
         if self.metadata is None:
             raise MetadataRuntimeError("metadata is not available yet")
-        cache = self.metadata_cache
-        if cache.keeps_complete:
-            cached = cache.get(client_name)
-            if cached is not None:
-                return cached
-        generation = cache.generation
-        imd = None
-        if cache.keeps_initial:
-            cached = cache.get(client_name)
-            if cached is not None:
-                imd = cached.copy()
-        if imd is None:
-            imd = self.metadata.get_initial_metadata(client_name)
-            if cache.keeps_initial:
-                cache.store(client_name, imd.copy(), generation)
-        meta = self._complete_metadata(imd)
-        if cache.keeps_complete:
-            cache.store(client_name, meta, generation)
-        return meta
+        return self.metadata_cache.fetch(client_name)
+
+    def _initial_metadata(self, client_name: str) -> ClientMetadata:
+        return self.metadata.get_initial_metadata(client_name)
 
     def _complete_metadata(self, imd: ClientMetadata) -> ClientMetadata:
         """Add every Connector's groups, then their data, to the Metadata plugin's part."""
@@ -336,11 +321,6 @@ class Core:
         imd.query.by_name = self.build_metadata
         statistics.stats.add_value("build_metadata", time.monotonic() - start)
         return imd
-
-    def _rebuild_for_cache(self, client_name: str) -> ClientMetadata:
-        """A client's metadata as the cache keeps it, built anew (for ``expire_changed``)."""
-        imd = self.metadata.get_initial_metadata(client_name)
-        return imd if self.metadata_cache.keeps_initial else self._complete_metadata(imd)
 
     def expire_caches_by_type(self, base_cls: type, key: str | None = None) -> None:
         """Expire the caches of every Caching plugin that is also a ``base_cls``."""

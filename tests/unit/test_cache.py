@@ -77,7 +77,7 @@ def test_a_predicate_that_fails_expires_its_client(cache):
 
 
 def test_expire_changed_rebuilds_and_expires_exactly_the_clients_whose_groups_change(cache):
-    cache.rebuild = lambda name: meta(name, {"db"} if name == "b" else {"web"})
+    cache.bind(lambda name: meta(name, {"db"} if name == "b" else {"web"}), lambda imd: imd)
     expiries = heard(cache)
     generation = cache.generation
     assert cache.expire_changed(tag="Metadata") == {"b"}
@@ -91,7 +91,8 @@ def test_expire_changed_rebuilds_and_expires_exactly_the_clients_whose_groups_ch
 
 
 def test_a_profile_change_is_a_change(cache):
-    cache.rebuild = lambda name: meta(name, {"web"}, profile="other" if name == "c" else "basic")
+    cache.bind(lambda name: meta(name, {"web"}, profile="other" if name == "c" else "basic"),
+               lambda imd: imd)
     assert cache.expire_changed() == {"c"}
 
 
