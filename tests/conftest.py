@@ -45,6 +45,18 @@ def tool_argv(repository: Path | Repo | str, tmp_path: Path, *words: str,
             "--plugins", plugins, *words]
 
 
+def probe_groups_repo(repo: Repo) -> None:
+    """Groups alpha and beta, each bringing a bundle of its name, joined by probe output."""
+    groups = repo.path / "Metadata/groups.xml"
+    groups.write_text(groups.read_text().replace(
+        "</Groups>", '<Group name="alpha"><Bundle name="alpha"/></Group>'
+                     '<Group name="beta"><Bundle name="beta"/></Group></Groups>'))
+    for name in ("alpha", "beta"):
+        repo.write(f"Bundler/{name}.xml", f'<Bundle><Path name="/etc/{name}"/></Bundle>')
+        repo.write(f"Cfg/etc/{name}/{name}", name)
+    repo.write("Probes/role", "#!/bin/sh\necho group:alpha\n")
+
+
 def make_distribution(root: Path, name: str, modules: dict[str, str],
                       plugins: dict[str, str] | None = None,
                       cores: dict[str, str] | None = None) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import lxml.etree
 import pytest
-from conftest import CORES, RunningServer
+from conftest import CORES, RunningServer, probe_groups_repo
 
 AGENT = ("uuid-client1", "pw1")
 
@@ -59,14 +59,7 @@ def test_each_request_builds_metadata_once(repo, network_server, core_name, mode
 
 def test_a_render_right_after_probe_data_sees_the_new_groups_1000_times(repo, network_server):
     """RecvProbeData runs in the parent, GetConfig in a child: the expiry must arrive first."""
-    groups = repo.path / "Metadata/groups.xml"
-    groups.write_text(groups.read_text().replace(
-        "</Groups>", '<Group name="alpha"><Bundle name="alpha"/></Group>'
-                     '<Group name="beta"><Bundle name="beta"/></Group></Groups>'))
-    for name in ("alpha", "beta"):
-        repo.write(f"Bundler/{name}.xml", f'<Bundle><Path name="/etc/{name}"/></Bundle>')
-        repo.write(f"Cfg/etc/{name}/{name}", name)
-    repo.write("Probes/role", "#!/bin/sh\necho group:alpha\n")
+    probe_groups_repo(repo)
     server = network_server(repo, core="multiprocessing", caching__client_metadata="aggressive",
                             server__plugins="Metadata,Bundler,Cfg,Rules,Probes",
                             server__children="2")

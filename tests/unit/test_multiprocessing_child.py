@@ -12,20 +12,14 @@ import threading
 
 import lxml.etree
 import pytest
-from conftest import make_setup
+from conftest import make_setup, probe_groups_repo
 
 from bcfg2.cores.multiprocessing import ChildCore
 
 
 @pytest.fixture
 def child(repo, tmp_path):
-    groups = repo.path / "Metadata/groups.xml"
-    groups.write_text(groups.read_text().replace(
-        "</Groups>", '<Group name="alpha"><Bundle name="alpha"/></Group>'
-                     '<Group name="beta"><Bundle name="beta"/></Group></Groups>'))
-    for name in ("alpha", "beta"):
-        repo.write(f"Bundler/{name}.xml", f'<Bundle><Path name="/etc/{name}"/></Bundle>')
-    repo.write("Probes/role", "#!/bin/sh\necho group:alpha\n")
+    probe_groups_repo(repo)
     setup = make_setup(repo, caching__client_metadata="aggressive",
                        server__plugins="Metadata,Bundler,Cfg,Rules,Probes")
     parent_rpc, child_rpc = multiprocessing.Pipe()
