@@ -183,7 +183,7 @@ class SSHbase(Plugin, Generator, Caching):
     def _shared_known_hosts(self) -> str:
         """Every host's public keys and the static files; cached until they change."""
         version = self._keys_version
-        generation = self.core.metadata_cache.generation
+        generation = self.metadata_generation
         cached = self._known_hosts
         if cached is not None and cached[:2] == (version, generation):
             return cached[2]

@@ -100,6 +100,11 @@ class Plugin(Debuggable):
         """
         self.core.metadata_cache.expire(clients, tag=self.name)
 
+    @property
+    def metadata_generation(self) -> int:
+        """A number that changes with every expiry of client metadata (to key caches by)."""
+        return self.core.metadata_cache.generation
+
     def expire_metadata_if_groups_change(self) -> None:
         """Have the metadata cache forget every client whose groups (or bundles) now change.
 
