@@ -32,8 +32,7 @@ import lxml.etree
 from bcfg2.errors import RepositoryError
 from bcfg2.filemonitor import FileMonitor
 from bcfg2.metadata import ClientMetadata
-from bcfg2.plugin import Caching, Connector, Plugin, StructFile, as_bool
-from bcfg2.plugin.helpers import Condition, condition_holds
+from bcfg2.plugin import Caching, Condition, Connector, Plugin, StructFile, as_bool, condition_holds
 from bcfg2.plugins.cfg.templates import GenshiLookup, bounded_range
 from bcfg2.xml import parse_repository_file
 

@@ -32,7 +32,15 @@ import lxml.etree
 import yaml
 
 from bcfg2.errors import RepositoryError
-from bcfg2.plugin import Connector, DirectoryBacked, FileBacked, Plugin, StructFile, as_bool
+from bcfg2.plugin import (
+    Connector,
+    DirectoryBacked,
+    FileBacked,
+    Plugin,
+    StructFile,
+    as_bool,
+    match_element,
+)
 
 if TYPE_CHECKING:
     from bcfg2.filemonitor import Event, FileMonitor
@@ -138,7 +146,7 @@ class XMLProperties:
 
     def Match(self, metadata: ClientMetadata) -> list[lxml.etree._Element]:  # noqa: N802
         """The elements that apply to the client, Group/Client tags flattened (copies)."""
-        return [el for child in self._root for el in self._source._match(child, metadata)]
+        return [el for child in self._root for el in match_element(child, metadata)]
 
     def XMLMatch(self, metadata: ClientMetadata) -> lxml.etree._Element:  # noqa: N802
         """A copy of the document with only what applies to the client."""
@@ -154,7 +162,7 @@ def xml_match(source: XMLPropertyFile, root: lxml.etree._Element,
     out = lxml.etree.Element(root.tag, attrib=dict(root.attrib))
     out.text = root.text
     for child in root:
-        out.extend(source._match(child, metadata))
+        out.extend(match_element(child, metadata))
     return out
 
 

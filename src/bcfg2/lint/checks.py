@@ -13,7 +13,7 @@ import lxml.etree
 
 from bcfg2.lint import schemas
 from bcfg2.lint.base import Context, Finding, check, has_fallback, includes, is_genshi, shorten
-from bcfg2.plugin.helpers import SPECIFIC_SUFFIX, flatten_conditions
+from bcfg2.plugin import SPECIFIC_SUFFIX, flatten_conditions
 from bcfg2.plugins.cfg.templates import GenshiLookup, TemplateContext, sandboxed_environment
 from bcfg2.xml import XI_INCLUDE
 
