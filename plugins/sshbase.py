@@ -40,8 +40,8 @@ from bcfg2.plugin import (
     SpecificData,
     bind_info,
     default_path_metadata,
+    set_content,
 )
-from bcfg2.plugins.cfg import set_content
 
 __all__ = ["KEY_TYPES", "SSHbase"]
 

@@ -9,8 +9,8 @@ import lxml.etree
 import pytest
 from conftest import Repo, rewrite
 
+from bcfg2 import templates
 from bcfg2.core import LocalCore
-from bcfg2.plugins.cfg import templates
 
 Factory = Callable[..., LocalCore]
 

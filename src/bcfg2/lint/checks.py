@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from collections.abc import Iterable, Iterator
 
-import genshi.template
-import jinja2
 import lxml.etree
 
 from bcfg2.lint import schemas
 from bcfg2.lint.base import Context, Finding, check, has_fallback, includes, is_genshi, shorten
 from bcfg2.plugin import SPECIFIC_SUFFIX, flatten_conditions
-from bcfg2.plugins.cfg.templates import GenshiLookup, TemplateContext, sandboxed_environment
+from bcfg2.templates import TemplateSyntaxError, compile_genshi, compile_jinja2, sandboxed_environment
 from bcfg2.xml import XI_INCLUDE
 
 JINJA2_BUNDLE = ".xml.jinja2"
@@ -334,7 +331,7 @@ def infoxml(ctx: Context) -> Iterator[Finding]:
 def genshi_templates(ctx: Context) -> Iterator[Finding]:
     """Genshi templates compile: Cfg .genshi files, Genshi bundles, GroupLogic."""
     for path in ctx.files("Cfg", lambda p: p.endswith(".genshi")):
-        yield from _genshi(ctx, path, genshi.template.NewTextTemplate, text=True)
+        yield from _genshi(ctx, path, markup=False)
     markup = [p for p in bundle_files(ctx) if not p.endswith(JINJA2_BUNDLE)]
     logic = os.path.join(ctx.repository, "GroupLogic", "groups.xml")
     if ctx.enabled("GroupLogic") and os.path.isfile(logic):
@@ -342,29 +339,24 @@ def genshi_templates(ctx: Context) -> Iterator[Finding]:
     for path in markup:
         tree = ctx.xml(path)
         if tree is not None and is_genshi(tree, path):
-            yield from _genshi(ctx, path, genshi.template.MarkupTemplate, text=False)
+            yield from _genshi(ctx, path, markup=True)
 
 
-def _genshi(ctx: Context, path: str, cls: type, text: bool) -> Iterator[Finding]:
+def _genshi(ctx: Context, path: str, markup: bool) -> Iterator[Finding]:
     with open(path, "rb") as fh:
         data = fh.read()
     try:
-        source = data.decode("utf-8") if text else io.BytesIO(data)
-        template = cls(source, filepath=path, filename=os.path.basename(path),
-                       lookup=GenshiLookup)
-        template.stream  # noqa: B018 - compiles the directives
-    except UnicodeDecodeError as err:
-        yield ctx.finding(path, None, "genshi-syntax-error", f"not UTF-8: {err}")
-    except genshi.template.TemplateError as err:
-        yield ctx.finding(path, err.lineno or None, "genshi-syntax-error",
-                          f"Genshi template does not compile: {err.msg}")
+        compile_genshi(path, data, markup=markup)
+    except TemplateSyntaxError as err:
+        yield ctx.finding(path, err.line, "genshi-syntax-error",
+                          f"Genshi template does not compile: {err.reason}")
 
 
 @check("Jinja2", jinja2_syntax_error="error")
 def jinja2_templates(ctx: Context) -> Iterator[Finding]:
     """Jinja2 templates compile: Cfg .jinja2 files and .xml.jinja2 bundles."""
     cfg = os.path.join(ctx.repository, "Cfg")
-    cfg_env = TemplateContext(ctx.repository, cfg).jinja2
+    cfg_env = sandboxed_environment(cfg, relative_includes=True)
     bundle_env = sandboxed_environment(os.path.join(ctx.repository, "Bundler"), autoescape=True)
     paths = [(p, cfg_env) for p in ctx.files("Cfg", lambda p: p.endswith(".jinja2"))]
     paths += [(p, bundle_env) for p in bundle_files(ctx) if p.endswith(JINJA2_BUNDLE)]
@@ -372,12 +364,10 @@ def jinja2_templates(ctx: Context) -> Iterator[Finding]:
         with open(path, "rb") as fh:
             data = fh.read()
         try:
-            env.parse(data.decode("utf-8"), name=os.path.basename(path), filename=path)
-        except UnicodeDecodeError as err:
-            yield ctx.finding(path, None, "jinja2-syntax-error", f"not UTF-8: {err}")
-        except jinja2.TemplateSyntaxError as err:
-            yield ctx.finding(path, err.lineno or None, "jinja2-syntax-error",
-                              f"Jinja2 template does not compile: {err.message}")
+            compile_jinja2(env, path, data)
+        except TemplateSyntaxError as err:
+            yield ctx.finding(path, err.line, "jinja2-syntax-error",
+                              f"Jinja2 template does not compile: {err.reason}")
 
 
 # -- GroupNames ----------------------------------------------------------------

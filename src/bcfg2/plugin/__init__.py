@@ -31,6 +31,7 @@ from bcfg2.plugin.entryset import (
     Specificity,
     bind_info,
     default_path_metadata,
+    set_content,
 )
 from bcfg2.plugin.filebacked import DirectoryBacked, FileBacked, XMLDirectoryBacked, XMLFileBacked
 from bcfg2.plugin.interfaces import (
@@ -71,5 +72,5 @@ __all__ = [
     "SpecificityError", "Statistics", "StructFile", "Structure", "StructureValidator",
     "ThreadedStatistics", "ValidationError", "Version", "XMLDirectoryBacked", "XMLFileBacked",
     "as_bool", "bind_info", "condition_holds", "conditions_hold", "default_path_metadata",
-    "exposed", "flatten_conditions", "match_element", "missing_methods",
+    "exposed", "flatten_conditions", "match_element", "missing_methods", "set_content",
 ]

@@ -7,10 +7,12 @@
   with the choice of the best one for a client.
 - InfoXML / bind_info / default_path_metadata: ``info.xml`` attributes
   (owner, group, mode...) for Path entries, over the ``[mdata]`` defaults.
+- set_content: a file's content into a Path entry (text, base64 or empty).
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Callable
@@ -148,6 +150,24 @@ def bind_info(entry: lxml.etree._Element, metadata: ClientMetadata,
     entry.attrib.update(default)
     if infoxml is not None:
         infoxml.BindEntry(entry, metadata)
+
+
+def set_content(entry: lxml.etree._Element, data: bytes | str) -> None:
+    """Put file content into an entry: text, base64 or empty."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if not data:
+        entry.text = None
+        entry.set("empty", "true")
+        return
+    if entry.get("encoding") != "base64":
+        try:
+            entry.text = data.decode("utf-8")
+            return
+        except (UnicodeDecodeError, ValueError):
+            pass  # binary, or characters XML cannot hold
+    entry.set("encoding", "base64")
+    entry.text = base64.b64encode(data).decode("ascii")
 
 
 class EntrySet(Debuggable):
