@@ -26,7 +26,7 @@ import lxml.etree
 
 from bcfg2.errors import MetadataConsistencyError, MetadataRuntimeError, RepositoryError
 from bcfg2.metadata import ClientMetadata, MetadataQuery
-from bcfg2.plugin import Caching, ClientRunHooks, Plugin, XMLFileBacked, as_bool, exposed
+from bcfg2.plugin import Caching, ClientRunHooks, Connector, Plugin, XMLFileBacked, as_bool, exposed
 from bcfg2.plugin import Metadata as MetadataInterface
 from bcfg2.xml import atomic_write, included_files
 
@@ -422,6 +422,7 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
             all_clients=self.list_clients,
             all_groups=self.get_all_group_names,
             all_groups_in_category=self.get_all_groups_in_category,
+            all_connectors=self.connector_names,
         )
         repo_clients = os.path.join(self.data, "clients.xml")
         state_dir = core.setup.server.state_dir or self.core.repository
@@ -749,6 +750,10 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
     def get_client_names_by_profiles(self, profiles: Iterable[str]) -> list[str]:
         wanted = set(profiles)
         return sorted(n for n, r in self.clients_model.clients.items() if r.profile in wanted)
+
+    def connector_names(self) -> list[str]:
+        """Names of the Connector plugins the server runs (``metadata.<Name>``)."""
+        return [plugin.name for plugin in self.core.plugins_by_type(Connector)]
 
     def get_client_names_by_groups(self, groups: Iterable[str]) -> list[str]:
         wanted = set(groups)
