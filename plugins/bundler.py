@@ -27,6 +27,7 @@ attribute fails with the key and the type of the object it was looked up in.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from typing import Any
@@ -37,7 +38,7 @@ import lxml.etree
 
 from bcfg2.errors import PluginExecutionError, RepositoryError
 from bcfg2.metadata import ClientMetadata
-from bcfg2.plugin import Plugin, StructFile, Structure, XMLDirectoryBacked, as_bool
+from bcfg2.plugin import BundleInfo, Plugin, StructFile, Structure, XMLDirectoryBacked, as_bool
 from bcfg2.templates import (
     bounded_join,
     bounded_range,
@@ -128,6 +129,31 @@ class Bundler(Plugin, Structure, XMLDirectoryBacked):
         """Bundle files by bundle name."""
         return {entry.bundle_name: entry for _, entry in sorted(self.entries.items())
                 if isinstance(entry, BundleFile)}
+
+    def list_bundles(self) -> list[str]:
+        """Names of every bundle file, sorted."""
+        return sorted(self.bundles)
+
+    def bundle_info(self, bundle: str) -> BundleInfo | None:
+        """The file of a bundle, whether it is in service and whether it is a template."""
+        found = self.bundles.get(bundle)
+        if found is None:
+            return None
+        return BundleInfo(bundle, found.name, found.in_service, found.error,
+                          found.template is not None)
+
+    def render_bundle(self, bundle: str, metadata: ClientMetadata,
+                      resolve_conditionals: bool = True) -> lxml.etree._Element:
+        """A bundle rendered for a client (conditionals resolved unless told not to)."""
+        found = self.bundles.get(bundle)
+        if found is None:
+            raise PluginExecutionError(f"Bundle {bundle} does not exist")
+        if not found.in_service:
+            raise PluginExecutionError(f"Bundle {bundle} cannot be used: {found.error}")
+        if not resolve_conditionals:
+            return found.render(metadata) if found.template is not None \
+                else copy.deepcopy(found.xdata)
+        return found.XMLMatch(metadata)
 
     def BuildStructures(self, metadata: ClientMetadata) -> list[lxml.etree._Element]:  # noqa: N802
         bundles = self.bundles

@@ -26,7 +26,16 @@ import lxml.etree
 
 from bcfg2.errors import MetadataConsistencyError, MetadataRuntimeError, RepositoryError
 from bcfg2.metadata import ClientMetadata, MetadataQuery
-from bcfg2.plugin import Caching, ClientRunHooks, Connector, Plugin, XMLFileBacked, as_bool, exposed
+from bcfg2.plugin import (
+    Caching,
+    ClientRunHooks,
+    Connector,
+    GroupInfo,
+    Plugin,
+    XMLFileBacked,
+    as_bool,
+    exposed,
+)
 from bcfg2.plugin import Metadata as MetadataInterface
 from bcfg2.xml import atomic_write, included_files
 
@@ -743,6 +752,12 @@ class Metadata(Plugin, MetadataInterface, Caching, ClientRunHooks):
     def get_all_group_names(self) -> list[str]:
         """Names of every group declared in groups.xml."""
         return sorted(self._groups().groups)
+
+    def list_groups(self) -> list[GroupInfo]:
+        """Every group declared in groups.xml with its flags, sorted by name."""
+        groups = self._groups().groups
+        return [GroupInfo(g.name, g.profile, g.public, g.default, g.category)
+                for g in (groups[name] for name in sorted(groups))]
 
     def get_all_groups_in_category(self, category: str) -> list[str]:
         return sorted(g.name for g in self._groups().groups.values() if g.category == category)

@@ -37,6 +37,8 @@ from bcfg2.plugin import (
     DirectoryBacked,
     FileBacked,
     Plugin,
+    PluginExecutionError,
+    PropertyFiles,
     StructFile,
     as_bool,
     match_element,
@@ -126,7 +128,6 @@ class XMLProperties:
 
     def __init__(self, source: XMLPropertyFile, root: lxml.etree._Element, text: str) -> None:
         self.name = source.name
-        self._source = source
         self._root = root
         self.data = text
 
@@ -150,14 +151,13 @@ class XMLProperties:
 
     def XMLMatch(self, metadata: ClientMetadata) -> lxml.etree._Element:  # noqa: N802
         """A copy of the document with only what applies to the client."""
-        return xml_match(self._source, self._root, metadata)
+        return xml_match(self._root, metadata)
 
     def __repr__(self) -> str:
         return f"<{self.__class__.__name__} {self.name}>"
 
 
-def xml_match(source: XMLPropertyFile, root: lxml.etree._Element,
-              metadata: ClientMetadata) -> lxml.etree._Element:
+def xml_match(root: lxml.etree._Element, metadata: ClientMetadata) -> lxml.etree._Element:
     """A new root like ``root`` holding only what applies to the client."""
     out = lxml.etree.Element(root.tag, attrib=dict(root.attrib))
     out.text = root.text
@@ -166,7 +166,7 @@ def xml_match(source: XMLPropertyFile, root: lxml.etree._Element,
     return out
 
 
-class Properties(Plugin, Connector, DirectoryBacked):
+class Properties(Plugin, Connector, PropertyFiles, DirectoryBacked):
     """Property files from ``Properties/`` as ``metadata.Properties``."""
 
     patterns = re.compile(r"^[^.].*\.(xml|json" + "".join(
@@ -191,6 +191,22 @@ class Properties(Plugin, Connector, DirectoryBacked):
         if event.action != "endExist":
             self.core.metadata_cache.expire()
 
+    def list_property_files(self) -> list[str]:
+        """Names of the property files, relative to Properties/, sorted."""
+        return sorted(self.entries)
+
+    def match_property_file(self, name: str,
+                            metadata: ClientMetadata) -> tuple[lxml.etree._Element, bool]:
+        """An XML file with its conditionals resolved for a client, and whether automatch is on."""
+        entry = self.entries.get(name)
+        if not isinstance(entry, XMLPropertyFile):
+            raise PluginExecutionError(f"unknown XML property file {name!r} in {self.data}")
+        snapshot = entry.snapshot
+        if snapshot is None:
+            raise PluginExecutionError(f"{name} cannot be used: {entry.error or 'not read yet'}")
+        root, auto, _text = snapshot
+        return xml_match(root, metadata), self.automatch if auto is None else auto
+
     def get_additional_data(self, metadata: ClientMetadata) -> dict[str, Any]:
         """File name -> property data for this client (see the module docstring)."""
         out: dict[str, Any] = {}
@@ -198,7 +214,7 @@ class Properties(Plugin, Connector, DirectoryBacked):
             if isinstance(entry, XMLPropertyFile) and entry.snapshot is not None:
                 root, auto, text = entry.snapshot
                 if self.automatch if auto is None else auto:
-                    out[name] = xml_match(entry, root, metadata)
+                    out[name] = xml_match(root, metadata)
                 else:
                     out[name] = XMLProperties(entry, root, text)
             elif isinstance(entry, DataPropertyFile) and entry.snapshot is not None:

@@ -38,7 +38,7 @@ from bcfg2 import options, tools
 from bcfg2.core import LocalCore
 from bcfg2.errors import Bcfg2Error
 from bcfg2.metadata import ClientMetadata
-from bcfg2.plugin import Generator, Structure
+from bcfg2.plugin import Generator, PropertyFiles, Structure
 from bcfg2.testrun import build_client, config_failures, find_bundle, quiet_builds
 from bcfg2.xml import tostring
 
@@ -310,16 +310,15 @@ class InfoShell(cmd.Cmd):
         if kind == "client":
             return self.core.metadata.list_clients()
         if kind == "group":
-            return self.core.metadata.get_all_group_names()
+            return self.group_names()
         if kind == "target":  # a client or a group
             return self.candidates("client", previous) + self.candidates("group", previous)
         if kind == "bundle":
             return sorted({name for plugin in self.core.plugins_by_type(Structure)
-                           for name in (getattr(plugin, "bundles", None) or {})})
+                           for name in plugin.list_bundles()})
         if kind == "property":
-            plugin = self.core.plugins.get("Properties")
-            return sorted(name for name in getattr(plugin, "entries", {})
-                          if name.endswith(".xml"))
+            return sorted({name for plugin in self.core.plugins_by_type(PropertyFiles)
+                           for name in plugin.list_property_files() if name.endswith(".xml")})
         if kind == "path":
             return sorted({name for tag, name in self.mapped() if tag == "Path"})
         if kind == "type":
@@ -389,12 +388,16 @@ class InfoShell(cmd.Cmd):
     def metadata(self, name: str) -> ClientMetadata:
         return self.core.build_metadata(self.client(name))
 
+    def group_names(self) -> list[str]:
+        """Names of every group the Metadata plugin declares."""
+        return [group.name for group in self.core.metadata.list_groups()]
+
     def targets(self, words: Sequence[str]) -> list[str]:
         """The clients named, or members of the groups named; every client if none."""
         clients = self.core.metadata.list_clients()
         if not words:
             return clients
-        groups = set(self.core.metadata.get_all_group_names())
+        groups = set(self.group_names())
         chosen: set[str] = set()
         wanted_groups = []
         for word in words:
@@ -554,14 +557,15 @@ class InfoShell(cmd.Cmd):
         """Show a bundle as rendered for a client: templates rendered and Group/Client
         conditionals applied, entries not bound."""
         name, client = words
-        bundle = find_bundle(self.core, name)
-        if bundle is None:
+        found = find_bundle(self.core, name)
+        if found is None:
             raise CommandError(f"unknown bundle {name!r}; 'bundles' lists them")
+        plugin, bundle = found
         metadata = self.metadata(client)
-        if not getattr(bundle, "in_service", True):
+        if not bundle.in_service:
             raise CommandError(f"bundle {name} cannot be used: {bundle.error}")
         try:
-            rendered = bundle.XMLMatch(metadata)
+            rendered = plugin.render_bundle(bundle.name, metadata)
         except Exception as err:
             logger.debug("rendering bundle %s failed", name, exc_info=True)
             raise CommandError(f"cannot render bundle {name} for {metadata.hostname}: "
@@ -579,22 +583,15 @@ class InfoShell(cmd.Cmd):
         if len(positional) != 2 or any(w.startswith("-") for w in positional):
             raise CommandError(f"usage: {usage}")
         name, client = positional
-        plugin = self.core.plugins.get("Properties")
-        if plugin is None:
-            raise CommandError("the Properties plugin is not loaded")
-        entry = plugin.entries.get(name)
-        snapshot = getattr(entry, "snapshot", None)
-        if entry is None or not name.endswith(".xml"):
-            raise CommandError(f"unknown XML property file {name!r} in {plugin.data}")
-        if snapshot is None:
-            raise CommandError(f"{name} cannot be used: {entry.error or 'not read yet'}")
-        root, auto, _text = snapshot
-        enabled = plugin.automatch if auto is None else auto
+        plugins = self.core.plugins_by_type(PropertyFiles)
+        if not plugins:
+            raise CommandError("no plugin serving property files (Properties) is loaded")
+        plugin = next((p for p in plugins if name in p.list_property_files()), plugins[0])
+        matched, enabled = plugin.match_property_file(name, self.metadata(client))
         if not (enabled or force):
             raise CommandError(f"automatch is off for {name} ([properties] automatch, or "
                                f"automatch= on the file); -f forces it")
-        metadata = self.metadata(client)
-        self.out(tostring(xml_match(entry, root, metadata), pretty=True))
+        self.out(tostring(matched, pretty=True))
         return False
 
     # -- the repository ------------------------------------------------------
@@ -604,8 +601,11 @@ class InfoShell(cmd.Cmd):
         """List every bundle the structure plugins know, with its file."""
         rows = []
         for plugin in self.core.plugins_by_type(Structure):
-            for name, bundle in sorted(getattr(plugin, "bundles", {}).items()):
-                rows.append((name, plugin.name, os.path.relpath(bundle.name, self.core.repository)))
+            for name in plugin.list_bundles():
+                info = plugin.bundle_info(name)
+                path = info.path if info is not None else None
+                rows.append((name, plugin.name,
+                             os.path.relpath(path, self.core.repository) if path else ""))
         self.out(table(rows, ("Bundle", "Plugin", "File")))
         return False
 
@@ -630,10 +630,8 @@ class InfoShell(cmd.Cmd):
     @command("groups")
     def do_groups(self, words: list[str]) -> bool:
         """List every group with its flags: profile, public, default, category."""
-        names = self.core.metadata.get_all_group_names()
-        groups = self.core.metadata.groups_model.groups
         rows = [(g.name, yes(g.profile), yes(g.public), yes(g.default), g.category or "")
-                for g in (groups[name] for name in names)]
+                for g in self.core.metadata.list_groups()]
         self.out(table(rows, ("Group", "Profile", "Public", "Default", "Category")))
         return False
 
@@ -849,12 +847,6 @@ class InfoShell(cmd.Cmd):
         """Leave on Ctrl-D."""
         self.out("")
         return True
-
-
-def xml_match(entry: Any, root: lxml.etree._Element, metadata: ClientMetadata) -> Any:
-    """The Properties plugin's XMLMatch of a property file for a client."""
-    from bcfg2.plugins.properties import xml_match as match
-    return match(entry, root, metadata)
 
 
 def profile_summary(profiler: cProfile.Profile, top: int = 25) -> str:

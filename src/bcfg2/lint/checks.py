@@ -10,7 +10,7 @@ import lxml.etree
 
 from bcfg2.lint import schemas
 from bcfg2.lint.base import Context, Finding, check, has_fallback, includes, is_genshi, shorten
-from bcfg2.plugin import SPECIFIC_SUFFIX, flatten_conditions
+from bcfg2.plugin import SPECIFIC_SUFFIX, BundleInfo, Generator, Structure, flatten_conditions
 from bcfg2.templates import TemplateSyntaxError, compile_genshi, compile_jinja2, sandboxed_environment
 from bcfg2.xml import XI_INCLUDE
 
@@ -55,6 +55,17 @@ def metadata_files(ctx: Context, name: str) -> list[tuple[str, lxml.etree._Eleme
     if not ctx.enabled("Metadata") or not os.path.isfile(path):
         return []
     return ctx.with_includes(path)
+
+
+def known_bundles(ctx: Context) -> dict[str, tuple[Structure, BundleInfo]]:
+    """Every bundle the structure plugins know, with the plugin that builds it."""
+    out: dict[str, tuple[Structure, BundleInfo]] = {}
+    for plugin in ctx.core.plugins_by_type(Structure):
+        for name in plugin.list_bundles():
+            info = plugin.bundle_info(name)
+            if info is not None:
+                out.setdefault(name, (plugin, info))
+    return out
 
 
 def line_of(tree: lxml.etree._ElementTree | None, tag: str, name: str) -> int | None:
@@ -162,10 +173,7 @@ def generators(ctx: Context) -> Iterator[Finding]:
     if not ctx.enabled("Bundler"):
         return
     core = ctx.core
-    bundler = core.plugins.get("Bundler")
-    if bundler is None:
-        return
-    files = bundler.bundles
+    files = known_bundles(ctx)
     problems: dict[tuple[str, str, str, str], set[str]] = {}
     failures: dict[str, tuple[str, set[str]]] = {}
     for client in sorted(core.metadata.list_clients()):
@@ -174,15 +182,15 @@ def generators(ctx: Context) -> Iterator[Finding]:
         except Exception:  # reported by the Metadata checks (or the core's log with -v)
             continue
         for name in sorted(metadata.bundles):
-            bundle = files.get(name)
-            if bundle is not None and bundle.template is not None:
+            plugin, bundle = files.get(name, (None, None))
+            if plugin is not None and bundle.template and bundle.in_service and bundle.path:
                 try:
-                    bundle.render(metadata)
+                    plugin.render_bundle(name, metadata, resolve_conditionals=False)
                 except Exception as err:
-                    failures.setdefault(bundle.name, (str(err), set()))[1].add(client)
+                    failures.setdefault(bundle.path, (str(err), set()))[1].add(client)
         for structure in core.GetStructures(metadata):
-            bundle = files.get(structure.get("name", ""))
-            source = bundle.name if bundle is not None else ""
+            bundle = files.get(structure.get("name", ""), (None, None))[1]
+            source = (bundle.path or "") if bundle is not None else ""
             for entry in structure:
                 if not isinstance(entry.tag, str) or entry.tag.startswith("Bound") \
                         or entry.tag == "Bundle":
@@ -447,10 +455,10 @@ def cfg_unused(ctx: Context) -> Iterator[Finding]:
     if not ctx.enabled("Cfg"):
         return
     cfg = ctx.core.plugins.get("Cfg")
-    if cfg is None:
+    if not isinstance(cfg, Generator):
         return
     used = set(used_paths(ctx))
-    for name in sorted(cfg.entries):
+    for name in sorted({name for tag, name in cfg.list_entries() if tag == "Path"}):
         if name not in used:
             path = os.path.join(ctx.repository, "Cfg", name.lstrip("/"))
             yield ctx.finding(path, None, "unused-cfg-entry",
@@ -467,10 +475,10 @@ def used_paths(ctx: Context) -> Iterator[str]:
         tree = ctx.xml(path)
         if tree is not None and not is_genshi(tree, path):
             yield from of(tree.getroot())
-    bundler = ctx.core.plugins.get("Bundler") if ctx.enabled("Bundler") else None
-    if bundler is None:
+    if not ctx.enabled("Bundler"):
         return
-    templated = [b for b in bundler.bundles.values() if b.template is not None]
+    templated = [(plugin, name) for name, (plugin, info) in known_bundles(ctx).items()
+                 if info.template and info.in_service]
     if not templated:
         return
     for client in ctx.core.metadata.list_clients():
@@ -478,9 +486,9 @@ def used_paths(ctx: Context) -> Iterator[str]:
             metadata = ctx.core.build_metadata(client)
         except Exception:
             continue
-        for bundle in templated:
+        for plugin, name in templated:
             try:
-                yield from of(bundle.render(metadata))
+                yield from of(plugin.render_bundle(name, metadata, resolve_conditionals=False))
             except Exception:  # reported by the Generators check
                 continue
 

@@ -36,6 +36,7 @@ from bcfg2.plugin.entryset import (
 from bcfg2.plugin.filebacked import DirectoryBacked, FileBacked, XMLDirectoryBacked, XMLFileBacked
 from bcfg2.plugin.interfaces import (
     INTERFACES,
+    BundleInfo,
     Caching,
     ClientACLs,
     ClientRunHooks,
@@ -43,8 +44,10 @@ from bcfg2.plugin.interfaces import (
     Decision,
     Generator,
     GoalValidator,
+    GroupInfo,
     Metadata,
     Probing,
+    PropertyFiles,
     Statistics,
     Structure,
     StructureValidator,
@@ -64,11 +67,11 @@ from bcfg2.plugin.structfile import (
 )
 
 __all__ = [
-    "INTERFACES", "SPECIFIC_SUFFIX", "Caching", "ClientACLs", "ClientRunHooks", "Condition",
+    "INTERFACES", "SPECIFIC_SUFFIX", "BundleInfo", "Caching", "ClientACLs", "ClientRunHooks", "Condition",
     "Connector", "Debuggable", "Decision", "DirectoryBacked", "EntrySet", "FileBacked",
-    "Generator", "GoalValidator", "InfoXML", "Metadata", "MetadataConsistencyError",
+    "Generator", "GoalValidator", "GroupInfo", "InfoXML", "Metadata", "MetadataConsistencyError",
     "MetadataRuntimeError", "Plugin", "PluginExecutionError", "PluginInitError", "PrioDir",
-    "PriorityStructFile", "Probing", "RepositoryError", "SpecificData", "Specificity",
+    "PriorityStructFile", "Probing", "PropertyFiles", "RepositoryError", "SpecificData", "Specificity",
     "SpecificityError", "Statistics", "StructFile", "Structure", "StructureValidator",
     "ThreadedStatistics", "ValidationError", "Version", "XMLDirectoryBacked", "XMLFileBacked",
     "as_bool", "bind_info", "condition_holds", "conditions_hold", "default_path_metadata",
