@@ -60,6 +60,7 @@ from bcfg2.plugin.structfile import (
     Condition,
     PriorityStructFile,
     StructFile,
+    admitted,
     condition_holds,
     conditions_hold,
     flatten_conditions,
@@ -67,13 +68,22 @@ from bcfg2.plugin.structfile import (
 )
 
 __all__ = [
-    "INTERFACES", "SPECIFIC_SUFFIX", "BundleInfo", "Caching", "ClientACLs", "ClientRunHooks", "Condition",
-    "Connector", "Debuggable", "Decision", "DirectoryBacked", "EntrySet", "FileBacked",
-    "Generator", "GoalValidator", "GroupInfo", "InfoXML", "Metadata", "MetadataConsistencyError",
-    "MetadataRuntimeError", "Plugin", "PluginExecutionError", "PluginInitError", "PrioDir",
-    "PriorityStructFile", "Probing", "PropertyFiles", "RepositoryError", "SpecificData", "Specificity",
-    "SpecificityError", "Statistics", "StructFile", "Structure", "StructureValidator",
-    "ThreadedStatistics", "ValidationError", "Version", "XMLDirectoryBacked", "XMLFileBacked",
-    "as_bool", "bind_info", "condition_holds", "conditions_hold", "default_path_metadata",
-    "exposed", "flatten_conditions", "match_element", "missing_methods", "set_content",
+    # base
+    "Debuggable", "Plugin", "as_bool", "exposed",
+    # interfaces and what their queries return
+    "INTERFACES", "BundleInfo", "Caching", "ClientACLs", "ClientRunHooks", "Connector",
+    "Decision", "Generator", "GoalValidator", "GroupInfo", "Metadata", "Probing",
+    "PropertyFiles", "Statistics", "Structure", "StructureValidator", "ThreadedStatistics",
+    "Version", "missing_methods",
+    # files and directories
+    "DirectoryBacked", "FileBacked", "XMLDirectoryBacked", "XMLFileBacked",
+    # conditionals
+    "Condition", "PriorityStructFile", "StructFile", "admitted", "condition_holds",
+    "conditions_hold", "flatten_conditions", "match_element",
+    # entries
+    "SPECIFIC_SUFFIX", "EntrySet", "InfoXML", "PrioDir", "SpecificData", "Specificity",
+    "bind_info", "default_path_metadata", "set_content",
+    # the errors a plugin raises
+    "MetadataConsistencyError", "MetadataRuntimeError", "PluginExecutionError",
+    "PluginInitError", "RepositoryError", "SpecificityError", "ValidationError",
 ]
