@@ -10,6 +10,10 @@ completion of commands, clients, bundles and entries.
 
 Repository changes are not picked up on their own: ``update`` reads them,
 so a session keeps a stable view while the admin edits files.
+
+Layout: ``shell`` runs command lines (errors, output, help); the commands
+are grouped in ``build``, ``query`` and ``debug``, the interactive loop
+and tab completion in ``completion``; ``InfoShell`` puts them together.
 """
 
 from __future__ import annotations
