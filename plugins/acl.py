@@ -34,8 +34,15 @@ from bcfg2.errors import RepositoryError
 from bcfg2.filemonitor import Event, FileMonitor
 from bcfg2.identity import is_loopback
 from bcfg2.metadata import ClientMetadata
-from bcfg2.plugin import ClientACLs, Plugin, StructFile, XMLFileBacked, as_bool
-from bcfg2.plugin.helpers import Condition, conditions_hold
+from bcfg2.plugin import (
+    ClientACLs,
+    Condition,
+    Plugin,
+    StructFile,
+    XMLFileBacked,
+    as_bool,
+    conditions_hold,
+)
 
 logger = logging.getLogger(__name__)
 

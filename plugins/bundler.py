@@ -13,21 +13,21 @@ Templates see ``metadata`` (the ClientMetadata) and ``repo`` (the repository
 path). They are compiled once per change to the file and rendered per client
 before the ``<Group>``/``<Client>`` conditionals are resolved. A syntax error
 keeps the last good version in service; an error while rendering (or output
-larger than ``bcfg2.plugins.cfg.templates.MAX_RENDERED`` characters, or output that is not XML) leaves that
+larger than ``bcfg2.templates.MAX_RENDERED`` characters, or output that is not XML) leaves that
 bundle out of the client's configuration, logged with the file and line, and
 the other bundles are served. Output is streamed and rendering stops as soon
 as it passes the cap.
 
-The limits are those of Cfg templates (see ``bcfg2.plugins.cfg.templates``):
-Jinja2 bundles are rendered in Jinja2's sandbox, whose ``range()`` refuses
-more than 100,000 items; Genshi bundles get the same bounded ``range`` but
-no sandbox, so any other Python in them is not bounded. A missing key or
+The limits are those of every template (see ``bcfg2.templates``): Jinja2
+bundles are rendered in Jinja2's sandbox, whose ``range()`` refuses more
+than 100,000 items; Genshi bundles get the same bounded ``range`` but no
+sandbox, so any other Python in them is not bounded. A missing key or
 attribute fails with the key and the type of the object it was looked up in.
 """
 
 from __future__ import annotations
 
-import io
+import copy
 import os
 import re
 from typing import Any
@@ -38,13 +38,14 @@ import lxml.etree
 
 from bcfg2.errors import PluginExecutionError, RepositoryError
 from bcfg2.metadata import ClientMetadata
-from bcfg2.plugin import Plugin, StructFile, Structure, XMLDirectoryBacked, as_bool
-from bcfg2.plugins.cfg.templates import (
-    GenshiLookup,
+from bcfg2.plugin import BundleInfo, Plugin, StructFile, Structure, XMLDirectoryBacked, as_bool
+from bcfg2.templates import (
     bounded_join,
     bounded_range,
+    compile_genshi,
+    compile_jinja2,
+    render_error,
     sandboxed_environment,
-    template_location,
 )
 from bcfg2.xml import parse_repository_file
 
@@ -74,28 +75,13 @@ class BundleFile(StructFile):
         if not self.name.endswith(JINJA2_SUFFIX):
             super().Index()
             return
-        env = self.jinja2_env
-        try:
-            code = env.compile(self.data.decode("utf-8"), name=os.path.basename(self.name),
-                               filename=self.name)
-        except UnicodeDecodeError as err:
-            raise RepositoryError(f"{self.name}: not UTF-8: {err}") from None
-        except jinja2.TemplateSyntaxError as err:
-            raise RepositoryError(f"{self.name}:{err.lineno}: {err.message}") from None
-        self.template = env.template_class.from_code(env, code, env.make_globals(None))
+        self.template = compile_jinja2(self.jinja2_env, self.name, self.data)
 
     def load_xml(self, root: lxml.etree._Element) -> None:
         if not (self.name.endswith(".genshi") or GENSHI_NS in root.nsmap.values()):
             self.template = None
             return
-        try:
-            template = genshi.template.MarkupTemplate(
-                io.BytesIO(self.data), filepath=self.name, filename=os.path.basename(self.name),
-                lookup=GenshiLookup)
-            template.stream  # noqa: B018 - compiles the directives now, not at first render
-        except genshi.template.TemplateError as err:
-            raise RepositoryError(f"{self.name}:{err.lineno}: {err.msg}") from None
-        self.template = template
+        self.template = compile_genshi(self.name, self.data, markup=True)
 
     def render(self, metadata: ClientMetadata) -> lxml.etree._Element:
         """The bundle's XML for one client, conditionals not yet resolved."""
@@ -107,12 +93,8 @@ class BundleFile(StructFile):
             else:
                 chunks = template.generate(metadata=metadata, repo=self.repo)
             text = bounded_join(chunks, self.name)
-        except PluginExecutionError:
-            raise
         except Exception as err:
-            message = err.msg if isinstance(err, genshi.template.TemplateError) else str(err)
-            where = template_location(err.__traceback__, os.path.dirname(self.name), self.name)
-            raise PluginExecutionError(f"{where}: {type(err).__name__}: {message}") from None
+            raise render_error(err, os.path.dirname(self.name), self.name) from None
         try:
             return parse_repository_file(self.name, text.encode("utf-8"))[0]
         except RepositoryError as err:
@@ -147,6 +129,31 @@ class Bundler(Plugin, Structure, XMLDirectoryBacked):
         """Bundle files by bundle name."""
         return {entry.bundle_name: entry for _, entry in sorted(self.entries.items())
                 if isinstance(entry, BundleFile)}
+
+    def list_bundles(self) -> list[str]:
+        """Names of every bundle file, sorted."""
+        return sorted(self.bundles)
+
+    def bundle_info(self, bundle: str) -> BundleInfo | None:
+        """The file of a bundle, whether it is in service and whether it is a template."""
+        found = self.bundles.get(bundle)
+        if found is None:
+            return None
+        return BundleInfo(bundle, found.name, found.in_service, found.error,
+                          found.template is not None)
+
+    def render_bundle(self, bundle: str, metadata: ClientMetadata,
+                      resolve_conditionals: bool = True) -> lxml.etree._Element:
+        """A bundle rendered for a client (conditionals resolved unless told not to)."""
+        found = self.bundles.get(bundle)
+        if found is None:
+            raise PluginExecutionError(f"Bundle {bundle} does not exist")
+        if not found.in_service:
+            raise PluginExecutionError(f"Bundle {bundle} cannot be used: {found.error}")
+        if not resolve_conditionals:
+            return found.render(metadata) if found.template is not None \
+                else copy.deepcopy(found.xdata)
+        return found.XMLMatch(metadata)
 
     def BuildStructures(self, metadata: ClientMetadata) -> list[lxml.etree._Element]:  # noqa: N802
         bundles = self.bundles

@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Any
 import lxml.etree
 
 from bcfg2.errors import PluginExecutionError, RepositoryError, SpecificityError
-from bcfg2.plugin import Decision, DirectoryBacked, Plugin, Specificity, StructFile
-from bcfg2.plugin.helpers import SPECIFIC_SUFFIX
+from bcfg2.plugin import SPECIFIC_SUFFIX, Decision, DirectoryBacked, Plugin, Specificity, StructFile
 
 if TYPE_CHECKING:
     from bcfg2.filemonitor import FileMonitor

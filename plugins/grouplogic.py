@@ -9,8 +9,9 @@ the connectors before this one (GroupPatterns, Probes...) made it, so a
 group declared here does not satisfy a conditional of this same file, as
 in Bcfg2. A file whose root declares the Genshi namespace
 (``xmlns:py="http://genshi.edgewall.org/"``) is a Genshi template, rendered
-for each client with ``metadata`` before its conditionals are read; a
-render error gives that client no GroupLogic groups and is logged.
+for each client with ``metadata`` before its conditionals are read, within
+the limits of ``bcfg2.templates``; a render error gives that client no
+GroupLogic groups and is logged.
 
 The file is reread when it changes. After a change, the cached metadata
 of exactly the clients whose GroupLogic groups change is expired: the
@@ -20,7 +21,6 @@ output may depend on anything in the metadata: its change expires all).
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -31,9 +31,8 @@ import lxml.etree
 from bcfg2.errors import RepositoryError
 from bcfg2.filemonitor import FileMonitor
 from bcfg2.metadata import ClientMetadata
-from bcfg2.plugin import Connector, Plugin, StructFile, as_bool
-from bcfg2.plugin.helpers import Condition, condition_holds
-from bcfg2.plugins.cfg.templates import GenshiLookup, bounded_range
+from bcfg2.plugin import Condition, Connector, Plugin, StructFile, as_bool, condition_holds
+from bcfg2.templates import bounded_join, bounded_range, compile_genshi
 from bcfg2.xml import parse_repository_file
 
 GENSHI_NS = "http://genshi.edgewall.org/"
@@ -67,7 +66,7 @@ class GroupLogicFile(StructFile):
     def __init__(self, name: str, fam: FileMonitor | None, plugin: GroupLogic) -> None:
         self.plugin = plugin
         self.declarations: tuple[Declaration, ...] = ()
-        self.template: genshi.template.MarkupTemplate | None = None
+        self.template: genshi.template.Template | None = None
         super().__init__(name, fam, should_monitor=True)
 
     def removed(self) -> None:
@@ -82,13 +81,7 @@ class GroupLogicFile(StructFile):
             self.template = None
             self._swap(tuple(self._declarations(root, ())))
             return
-        try:
-            template = genshi.template.MarkupTemplate(
-                io.BytesIO(self.data), filepath=self.name, lookup=GenshiLookup)
-            template.stream  # noqa: B018 - compiles the directives now, not at first render
-        except genshi.template.TemplateError as err:
-            raise RepositoryError(f"{self.name}:{err.lineno}: {err.msg}") from None
-        self.template = template
+        self.template = compile_genshi(self.name, self.data, markup=True)
         self.declarations = ()
         self.plugin.logic_changed()
 
@@ -98,7 +91,8 @@ class GroupLogicFile(StructFile):
         if template is None:
             return self.declarations
         try:
-            text = template.generate(metadata=metadata, range=bounded_range).render("xml")
+            stream = template.generate(metadata=metadata, range=bounded_range)
+            text = bounded_join(stream.serialize("xml"), self.name)
             root = parse_repository_file(self.name, text.encode("utf-8"))[0]
             return tuple(self._declarations(root, ()))
         except Exception as err:  # a template may raise anything: only this client's groups

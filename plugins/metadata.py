@@ -26,7 +26,15 @@ import lxml.etree
 from bcfg2.errors import MetadataConsistencyError, MetadataRuntimeError, RepositoryError
 from bcfg2.identity import common_name
 from bcfg2.metadata import ClientMetadata, MetadataQuery
-from bcfg2.plugin import ClientRunHooks, Plugin, XMLFileBacked, as_bool, exposed
+from bcfg2.plugin import (
+    ClientRunHooks,
+    Connector,
+    GroupInfo,
+    Plugin,
+    XMLFileBacked,
+    as_bool,
+    exposed,
+)
 from bcfg2.plugin import Metadata as MetadataInterface
 from bcfg2.xml import atomic_write, included_files
 
@@ -438,6 +446,7 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
             all_clients=self.list_clients,
             all_groups=self.get_all_group_names,
             all_groups_in_category=self.get_all_groups_in_category,
+            all_connectors=self.connector_names,
         )
         repo_clients = os.path.join(self.data, "clients.xml")
         state_dir = core.setup.server.state_dir or self.core.repository
@@ -757,12 +766,22 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
         """Names of every group declared in groups.xml."""
         return sorted(self._groups().groups)
 
+    def list_groups(self) -> list[GroupInfo]:
+        """Every group declared in groups.xml with its flags, sorted by name."""
+        groups = self._groups().groups
+        return [GroupInfo(g.name, g.profile, g.public, g.default, g.category)
+                for g in (groups[name] for name in sorted(groups))]
+
     def get_all_groups_in_category(self, category: str) -> list[str]:
         return sorted(g.name for g in self._groups().groups.values() if g.category == category)
 
     def get_client_names_by_profiles(self, profiles: Iterable[str]) -> list[str]:
         wanted = set(profiles)
         return sorted(n for n, r in self.clients_model.clients.items() if r.profile in wanted)
+
+    def connector_names(self) -> list[str]:
+        """Names of the Connector plugins the server runs (``metadata.<Name>``)."""
+        return [plugin.name for plugin in self.core.plugins_by_type(Connector)]
 
     def get_client_names_by_groups(self, groups: Iterable[str]) -> list[str]:
         wanted = set(groups)

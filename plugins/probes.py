@@ -27,6 +27,7 @@ import bcfg2.sqlite
 from bcfg2.errors import UntrustedInputError
 from bcfg2.options import Option
 from bcfg2.plugin import (
+    SPECIFIC_SUFFIX,
     Caching,
     Connector,
     EntrySet,
@@ -38,7 +39,6 @@ from bcfg2.plugin import (
     SpecificData,
     SpecificityError,
 )
-from bcfg2.plugin.helpers import SPECIFIC_SUFFIX
 from bcfg2.xml import atomic_write, parse_untrusted, tostring
 
 if TYPE_CHECKING:

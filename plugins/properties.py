@@ -33,7 +33,17 @@ import yaml
 
 from bcfg2.errors import RepositoryError
 from bcfg2.options import Option
-from bcfg2.plugin import Connector, DirectoryBacked, FileBacked, Plugin, StructFile, as_bool
+from bcfg2.plugin import (
+    Connector,
+    DirectoryBacked,
+    FileBacked,
+    Plugin,
+    PluginExecutionError,
+    PropertyFiles,
+    StructFile,
+    as_bool,
+    match_element,
+)
 
 if TYPE_CHECKING:
     from bcfg2.filemonitor import Event, FileMonitor
@@ -119,7 +129,6 @@ class XMLProperties:
 
     def __init__(self, source: XMLPropertyFile, root: lxml.etree._Element, text: str) -> None:
         self.name = source.name
-        self._source = source
         self._root = root
         self.data = text
 
@@ -139,27 +148,26 @@ class XMLProperties:
 
     def Match(self, metadata: ClientMetadata) -> list[lxml.etree._Element]:  # noqa: N802
         """The elements that apply to the client, Group/Client tags flattened (copies)."""
-        return [el for child in self._root for el in self._source._match(child, metadata)]
+        return [el for child in self._root for el in match_element(child, metadata)]
 
     def XMLMatch(self, metadata: ClientMetadata) -> lxml.etree._Element:  # noqa: N802
         """A copy of the document with only what applies to the client."""
-        return xml_match(self._source, self._root, metadata)
+        return xml_match(self._root, metadata)
 
     def __repr__(self) -> str:
         return f"<{self.__class__.__name__} {self.name}>"
 
 
-def xml_match(source: XMLPropertyFile, root: lxml.etree._Element,
-              metadata: ClientMetadata) -> lxml.etree._Element:
+def xml_match(root: lxml.etree._Element, metadata: ClientMetadata) -> lxml.etree._Element:
     """A new root like ``root`` holding only what applies to the client."""
     out = lxml.etree.Element(root.tag, attrib=dict(root.attrib))
     out.text = root.text
     for child in root:
-        out.extend(source._match(child, metadata))
+        out.extend(match_element(child, metadata))
     return out
 
 
-class Properties(Plugin, Connector, DirectoryBacked):
+class Properties(Plugin, Connector, PropertyFiles, DirectoryBacked):
     """Property files from ``Properties/`` as ``metadata.Properties``."""
 
     options = (
@@ -190,6 +198,22 @@ class Properties(Plugin, Connector, DirectoryBacked):
         if event.action != "endExist":
             self.expire_metadata()
 
+    def list_property_files(self) -> list[str]:
+        """Names of the property files, relative to Properties/, sorted."""
+        return sorted(self.entries)
+
+    def match_property_file(self, name: str,
+                            metadata: ClientMetadata) -> tuple[lxml.etree._Element, bool]:
+        """An XML file with its conditionals resolved for a client, and whether automatch is on."""
+        entry = self.entries.get(name)
+        if not isinstance(entry, XMLPropertyFile):
+            raise PluginExecutionError(f"unknown XML property file {name!r} in {self.data}")
+        snapshot = entry.snapshot
+        if snapshot is None:
+            raise PluginExecutionError(f"{name} cannot be used: {entry.error or 'not read yet'}")
+        root, auto, _text = snapshot
+        return xml_match(root, metadata), self.automatch if auto is None else auto
+
     def get_additional_data(self, metadata: ClientMetadata) -> dict[str, Any]:
         """File name -> property data for this client (see the module docstring)."""
         out: dict[str, Any] = {}
@@ -197,7 +221,7 @@ class Properties(Plugin, Connector, DirectoryBacked):
             if isinstance(entry, XMLPropertyFile) and entry.snapshot is not None:
                 root, auto, text = entry.snapshot
                 if self.automatch if auto is None else auto:
-                    out[name] = xml_match(entry, root, metadata)
+                    out[name] = xml_match(root, metadata)
                 else:
                     out[name] = XMLProperties(entry, root, text)
             elif isinstance(entry, DataPropertyFile) and entry.snapshot is not None:

@@ -29,6 +29,7 @@ import lxml.etree
 from bcfg2.filemonitor import Event
 from bcfg2.metadata import ClientMetadata
 from bcfg2.plugin import (
+    SPECIFIC_SUFFIX,
     Caching,
     EntrySet,
     FileBacked,
@@ -39,9 +40,8 @@ from bcfg2.plugin import (
     SpecificData,
     bind_info,
     default_path_metadata,
+    set_content,
 )
-from bcfg2.plugin.helpers import SPECIFIC_SUFFIX
-from bcfg2.plugins.cfg import set_content
 
 __all__ = ["KEY_TYPES", "SSHbase"]
 

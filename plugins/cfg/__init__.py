@@ -11,12 +11,11 @@ client (see ``bcfg2.plugins.cfg.templates``); fragments they include
 
 Content that is not UTF-8 text (or that holds characters XML cannot carry)
 is sent base64-encoded with ``encoding="base64"``; an empty file is sent as
-``empty="true"``.
+``empty="true"`` (``bcfg2.plugin.set_content``, which SSHbase shares).
 """
 
 from __future__ import annotations
 
-import base64
 import os
 from typing import Any
 
@@ -24,13 +23,13 @@ import lxml.etree
 
 from bcfg2.errors import SpecificityError
 from bcfg2.metadata import ClientMetadata
-from bcfg2.plugin import EntrySet, Generator, Plugin, SpecificData, Specificity
+from bcfg2.plugin import EntrySet, Generator, Plugin, SpecificData, Specificity, set_content
 from bcfg2.plugins.cfg.templates import TEMPLATE_EXTENSIONS, TemplateContext
 
 #: template fragments for include/extends, never served on their own
 INCLUDE_SUFFIXES = tuple(ext + "_include" for ext in TEMPLATE_EXTENSIONS)
 
-__all__ = ["Cfg", "CfgEntrySet", "CfgPlaintextGenerator", "set_content"]
+__all__ = ["Cfg", "CfgEntrySet", "CfgPlaintextGenerator"]
 
 
 class CfgPlaintextGenerator(SpecificData):
@@ -38,24 +37,6 @@ class CfgPlaintextGenerator(SpecificData):
 
     def get_data(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> bytes:
         return self.data
-
-
-def set_content(entry: lxml.etree._Element, data: bytes | str) -> None:
-    """Put file content into an entry: text, base64 or empty."""
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    if not data:
-        entry.text = None
-        entry.set("empty", "true")
-        return
-    if entry.get("encoding") != "base64":
-        try:
-            entry.text = data.decode("utf-8")
-            return
-        except (UnicodeDecodeError, ValueError):
-            pass  # binary, or characters XML cannot hold
-    entry.set("encoding", "base64")
-    entry.text = base64.b64encode(data).decode("ascii")
 
 
 class CfgEntrySet(EntrySet):

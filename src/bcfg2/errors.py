@@ -18,6 +18,7 @@
     +-- MetadataConsistencyError      client or group data contradicts itself
     +-- MetadataRuntimeError          the metadata system cannot answer now
     +-- RepositoryError               a repository file cannot be used
+    |   +-- TemplateSyntaxError       a template does not compile (file, line, reason)
     +-- UntrustedInputError           data from the network was refused
 
 The codes are stable: agents and admin tools may rely on them. Each class
@@ -117,6 +118,20 @@ class MetadataRuntimeError(Bcfg2Error):
 
 class RepositoryError(Bcfg2Error):
     """A repository file cannot be parsed or used."""
+
+
+class TemplateSyntaxError(RepositoryError):
+    """A Genshi or Jinja2 template does not compile; ``line`` is None when unknown."""
+
+    def __init__(self, path: str, line: int | None, reason: str) -> None:
+        self.path = path
+        self.line = line if line is not None and line > 0 else None
+        self.reason = reason
+        where = path if self.line is None else f"{path}:{self.line}"
+        super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, int | None, str]]:
+        return (type(self), (self.path, self.line, self.reason))
 
 
 class UntrustedInputError(Bcfg2Error):

@@ -18,6 +18,7 @@ class MetadataQuery:
         all_clients: Callable[[], list[str]] | None = None,
         all_groups: Callable[[], list[str]] | None = None,
         all_groups_in_category: Callable[[str], list[str]] | None = None,
+        all_connectors: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         self.by_name = by_name
         self.names_by_groups = names_by_groups
@@ -25,6 +26,8 @@ class MetadataQuery:
         self.all_clients = all_clients
         self.all_groups = all_groups
         self.all_groups_in_category = all_groups_in_category
+        #: names of the Connector plugins the server runs
+        self.all_connectors = all_connectors
 
     def by_groups(self, groups: Iterable[str]) -> list[ClientMetadata]:
         return [self.by_name(name) for name in self.names_by_groups(groups)]
@@ -41,6 +44,10 @@ class ClientMetadata:
 
     Connector plugins add data under their own name: ``metadata.Probes``,
     ``metadata.Properties``...; their names are listed in ``connectors``.
+    A connector the server runs that has merged nothing yet (while the
+    connectors' groups are gathered) reads as ``{}``, as upstream templates
+    expect; any other missing attribute, a misspelt ``metadata.Probse``, is
+    an AttributeError, so the template using it fails instead of rendering "".
     """
 
     def __init__(
@@ -97,11 +104,13 @@ class ClientMetadata:
         return f"ClientMetadata({self.hostname!r}, profile={self.profile!r})"
 
     def __getattr__(self, name: str) -> Any:
-        # connector data that was never merged reads as an empty dict, as
-        # templates written for upstream expect (``metadata.Probes``)
-        if name[:1].isupper():
+        # only called for what is not an attribute; vars() keeps a half-built copy from recursing
+        query = vars(self).get("query")
+        connectors = getattr(query, "all_connectors", None)
+        if connectors is not None and name[:1].isupper() and name in connectors():
             return {}
-        raise AttributeError(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}",
+                             name=name, obj=self)
 
 
 def _version_tuple(version: str | None) -> tuple[int, ...] | None:

@@ -37,7 +37,7 @@ from bcfg2 import options, tools
 from bcfg2.core import Core
 from bcfg2.errors import Bcfg2Error
 from bcfg2.metadata import ClientMetadata
-from bcfg2.plugin import Structure
+from bcfg2.plugin import BundleInfo, Structure
 
 PROG = "bcfg2-test"
 
@@ -63,27 +63,33 @@ def quiet_builds() -> Iterator[None]:
         bcfg2_logger.setLevel(before)
 
 
-def find_bundle(core: Core, name: str) -> Any:
-    """The bundle file of a structure plugin called ``name`` (or named by file), or None."""
-    for plugin in core.plugins_by_type(Structure):
-        bundles = getattr(plugin, "bundles", None) or {}
-        if name in bundles:
-            return bundles[name]
-        entries = getattr(plugin, "entries", None) or {}
-        if name in entries:
-            return entries[name]
+def find_bundle(core: Core, name: str) -> tuple[Structure, BundleInfo] | None:
+    """The structure plugin with a bundle called ``name`` (or read from that file) and the
+    bundle, or None."""
+    plugins = core.plugins_by_type(Structure)
+    for plugin in plugins:
+        info = plugin.bundle_info(name)
+        if info is not None:
+            return plugin, info
+    suffix = os.sep + name.lstrip(os.sep)
+    for plugin in plugins:
+        for bundle in plugin.list_bundles():
+            info = plugin.bundle_info(bundle)
+            if info is not None and info.path and info.path.endswith(suffix):
+                return plugin, info
     return None
 
 
 def bundle_problem(core: Core, name: str, metadata: ClientMetadata) -> str:
     """Why a bundle the client should get is not in its configuration."""
-    bundle = find_bundle(core, name)
-    if bundle is None:
+    found = find_bundle(core, name)
+    if found is None:
         return "no such bundle"
-    if not getattr(bundle, "in_service", True):
-        return getattr(bundle, "error", None) or "cannot be used"
+    plugin, info = found
+    if not info.in_service:
+        return info.error or "cannot be used"
     try:
-        bundle.XMLMatch(metadata)
+        plugin.render_bundle(info.name, metadata)
     except Exception as err:
         return str(err) or err.__class__.__name__
     return "not built (-v shows why)"
@@ -136,7 +142,7 @@ def select_clients(core: Core, patterns: Sequence[str], groups: Sequence[str] = 
         if not found:
             raise tools.ToolError(f"no client matches {pattern!r}", status=2)
         chosen.update(found)
-    known_groups = set(core.metadata.get_all_group_names())
+    known_groups = {group.name for group in core.metadata.list_groups()}
     for group in groups:
         if group not in known_groups:
             raise tools.ToolError(f"unknown group {group!r}", status=2)

@@ -179,10 +179,10 @@ def test_a_bundle_whose_file_never_parsed_is_reported_with_its_error(
     caplog.set_level(logging.ERROR)
     config = core.BuildConfiguration("client1")
     assert config.xpath("Bundle/@name") == ["good"]
-    messages = [r.getMessage() for r in caplog.records if r.name == "bcfg2.Bundler"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "bcfg2.plugins.Bundler"]
     assert any("broken cannot be used" in m and f"{broken}:3:" in m for m in messages)
     assert not any("does not exist" in m for m in messages)
-    parse_errors = [r.getMessage() for r in caplog.records if r.name != "bcfg2.Bundler"
+    parse_errors = [r.getMessage() for r in caplog.records if r.name != "bcfg2.plugins.Bundler"
                     and f"{broken}:3:" in r.getMessage()]
     assert parse_errors and "not in service until it is fixed" in parse_errors[0]
 

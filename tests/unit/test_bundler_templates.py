@@ -8,7 +8,7 @@ import pytest
 from conftest import Repo, rewrite
 from test_bundler import Factory, children, groups, structures
 
-from bcfg2.plugins.cfg import templates
+from bcfg2 import templates
 
 GENSHI_BUNDLE = """\
     <Bundle xmlns:py="http://genshi.edgewall.org/">

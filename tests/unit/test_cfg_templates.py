@@ -9,8 +9,8 @@ import lxml.etree
 import pytest
 from conftest import Repo, rewrite
 
+from bcfg2 import templates
 from bcfg2.core import LocalCore
-from bcfg2.plugins.cfg import templates
 
 Factory = Callable[..., LocalCore]
 
@@ -65,6 +65,25 @@ def test_source_path_repo_and_probe_data(repo: Repo, local_core: Factory) -> Non
     got = paths(core, "client1")
     assert got["/etc/a"].text == f"{repo.path}/Cfg/etc/a/a.jinja2|{repo.path}|Debian 12\n"
     assert got["/etc/b"].text == f"{repo.path}/Cfg/etc/b/b.genshi|{repo.path}|Debian 12\n"
+
+
+@pytest.mark.parametrize("fname, text", [
+    ("typo.genshi", "os: ${metadata.Probse}\n"),
+    ("typo.jinja2", "os: {{ metadata.Probse['os'] }}\n"),
+])
+def test_a_misspelt_connector_fails_the_entry_instead_of_rendering_empty(
+        repo: Repo, local_core: Factory, fname: str, text: str) -> None:
+    # a Connector plugin that is loaded reads as {} while it has merged nothing (Probes
+    # here, before any probe data); a name that is no loaded connector's is an error
+    bundle(repo, "/etc/typo", "/etc/known")
+    typo = repo.write(f"Cfg/etc/typo/{fname}", text)
+    repo.write("Cfg/etc/known/known.genshi", "${metadata.Probes.get('os', 'none')}\n")
+    core = local_core(repo, server__plugins="Metadata,Bundler,Cfg,Probes")
+    got = paths(core, "client1")
+    assert got["/etc/known"].text == "none\n"
+    failure = got["/etc/typo"].get("failure")
+    assert failure is not None and f"{typo}:1:" in failure and "'Probse'" in failure
+    assert got["/etc/typo"].text is None
 
 
 def test_templates_compete_with_plain_files_by_specificity(repo: Repo,

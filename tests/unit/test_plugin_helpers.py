@@ -17,7 +17,7 @@ from bcfg2.errors import PluginExecutionError, SpecificityError
 from bcfg2.filemonitor import Event
 from bcfg2.filemonitor.pseudo import Pseudo
 from bcfg2.metadata import ClientMetadata, MetadataQuery
-from bcfg2.plugin.helpers import (
+from bcfg2.plugin import (
     EntrySet,
     InfoXML,
     SpecificData,
@@ -25,6 +25,7 @@ from bcfg2.plugin.helpers import (
     StructFile,
     XMLDirectoryBacked,
     XMLFileBacked,
+    match_element,
 )
 
 XI = 'xmlns:xi="http://www.w3.org/2001/XInclude"'
@@ -111,6 +112,22 @@ def test_structfile_client_matches_by_alias(tmp_path: Path) -> None:
     sf = load(StructFile, write(tmp_path / "b.xml", BUNDLE))
     by_alias = meta("host17.internal", ["deb"], aliases=["trust.example.com"])
     assert names(sf.Match(by_alias)) == ["common", "ssh", "/etc/ssh/shosts.equiv"]
+
+
+def test_match_element_resolves_one_element_for_a_client() -> None:
+    group = lxml.etree.fromstring(
+        '<Group name="web"><Path name="/a"/><Group name="db" negate="true">'
+        '<Package name="p"><!-- c --><Client name="h"><Option name="o"/></Client></Package>'
+        '</Group></Group>')
+    matched = match_element(group, meta("h", ["web"]))
+    assert [(el.tag, el.get("name")) for el in matched] == [("Path", "/a"), ("Package", "p")]
+    assert [child.tag for child in matched[1]] == ["Option"]  # comment dropped, Client resolved
+    assert match_element(group, meta("h", ["db"])) == []
+    assert [el.get("name") for el in match_element(group, meta("h", ["web", "db"]))] == ["/a"]
+    # admits decides every element; the original is never changed
+    no_paths = match_element(group, meta("h", ["web"]), admits=lambda el: el.tag != "Path")
+    assert [el.tag for el in no_paths] == ["Package"]
+    assert len(group) == 2
 
 
 def test_structfile_xmlmatch_flattens_into_a_copy(tmp_path: Path) -> None:

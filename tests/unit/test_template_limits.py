@@ -14,8 +14,8 @@ from conftest import Repo
 from unit.test_bundler_templates import children, groups, structures
 from unit.test_cfg_templates import bundle, paths
 
+from bcfg2 import templates
 from bcfg2.core import LocalCore
-from bcfg2.plugins.cfg import templates
 
 Factory = Callable[..., LocalCore]
 T = TypeVar("T")

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from collections.abc import Iterable, Iterator
 
-import genshi.template
-import jinja2
 import lxml.etree
 
 from bcfg2.lint import schemas
 from bcfg2.lint.base import Context, Finding, check, has_fallback, includes, is_genshi, shorten
-from bcfg2.plugin.helpers import SPECIFIC_SUFFIX, flatten_conditions
-from bcfg2.plugins.cfg.templates import GenshiLookup, TemplateContext, sandboxed_environment
+from bcfg2.plugin import SPECIFIC_SUFFIX, BundleInfo, Generator, Structure, flatten_conditions
+from bcfg2.templates import TemplateSyntaxError, compile_genshi, compile_jinja2, sandboxed_environment
 from bcfg2.xml import XI_INCLUDE
 
 JINJA2_BUNDLE = ".xml.jinja2"
@@ -58,6 +55,17 @@ def metadata_files(ctx: Context, name: str) -> list[tuple[str, lxml.etree._Eleme
     if not ctx.enabled("Metadata") or not os.path.isfile(path):
         return []
     return ctx.with_includes(path)
+
+
+def known_bundles(ctx: Context) -> dict[str, tuple[Structure, BundleInfo]]:
+    """Every bundle the structure plugins know, with the plugin that builds it."""
+    out: dict[str, tuple[Structure, BundleInfo]] = {}
+    for plugin in ctx.core.plugins_by_type(Structure):
+        for name in plugin.list_bundles():
+            info = plugin.bundle_info(name)
+            if info is not None:
+                out.setdefault(name, (plugin, info))
+    return out
 
 
 def line_of(tree: lxml.etree._ElementTree | None, tag: str, name: str) -> int | None:
@@ -165,10 +173,7 @@ def generators(ctx: Context) -> Iterator[Finding]:
     if not ctx.enabled("Bundler"):
         return
     core = ctx.core
-    bundler = core.plugins.get("Bundler")
-    if bundler is None:
-        return
-    files = bundler.bundles
+    files = known_bundles(ctx)
     problems: dict[tuple[str, str, str, str], set[str]] = {}
     failures: dict[str, tuple[str, set[str]]] = {}
     for client in sorted(core.metadata.list_clients()):
@@ -177,15 +182,15 @@ def generators(ctx: Context) -> Iterator[Finding]:
         except Exception:  # reported by the Metadata checks (or the core's log with -v)
             continue
         for name in sorted(metadata.bundles):
-            bundle = files.get(name)
-            if bundle is not None and bundle.template is not None:
+            plugin, bundle = files.get(name, (None, None))
+            if plugin is not None and bundle.template and bundle.in_service and bundle.path:
                 try:
-                    bundle.render(metadata)
+                    plugin.render_bundle(name, metadata, resolve_conditionals=False)
                 except Exception as err:
-                    failures.setdefault(bundle.name, (str(err), set()))[1].add(client)
+                    failures.setdefault(bundle.path, (str(err), set()))[1].add(client)
         for structure in core.GetStructures(metadata):
-            bundle = files.get(structure.get("name", ""))
-            source = bundle.name if bundle is not None else ""
+            bundle = files.get(structure.get("name", ""), (None, None))[1]
+            source = (bundle.path or "") if bundle is not None else ""
             for entry in structure:
                 if not isinstance(entry.tag, str) or entry.tag.startswith("Bound") \
                         or entry.tag == "Bundle":
@@ -334,7 +339,7 @@ def infoxml(ctx: Context) -> Iterator[Finding]:
 def genshi_templates(ctx: Context) -> Iterator[Finding]:
     """Genshi templates compile: Cfg .genshi files, Genshi bundles, GroupLogic."""
     for path in ctx.files("Cfg", lambda p: p.endswith(".genshi")):
-        yield from _genshi(ctx, path, genshi.template.NewTextTemplate, text=True)
+        yield from _genshi(ctx, path, markup=False)
     markup = [p for p in bundle_files(ctx) if not p.endswith(JINJA2_BUNDLE)]
     logic = os.path.join(ctx.repository, "GroupLogic", "groups.xml")
     if ctx.enabled("GroupLogic") and os.path.isfile(logic):
@@ -342,29 +347,24 @@ def genshi_templates(ctx: Context) -> Iterator[Finding]:
     for path in markup:
         tree = ctx.xml(path)
         if tree is not None and is_genshi(tree, path):
-            yield from _genshi(ctx, path, genshi.template.MarkupTemplate, text=False)
+            yield from _genshi(ctx, path, markup=True)
 
 
-def _genshi(ctx: Context, path: str, cls: type, text: bool) -> Iterator[Finding]:
+def _genshi(ctx: Context, path: str, markup: bool) -> Iterator[Finding]:
     with open(path, "rb") as fh:
         data = fh.read()
     try:
-        source = data.decode("utf-8") if text else io.BytesIO(data)
-        template = cls(source, filepath=path, filename=os.path.basename(path),
-                       lookup=GenshiLookup)
-        template.stream  # noqa: B018 - compiles the directives
-    except UnicodeDecodeError as err:
-        yield ctx.finding(path, None, "genshi-syntax-error", f"not UTF-8: {err}")
-    except genshi.template.TemplateError as err:
-        yield ctx.finding(path, err.lineno or None, "genshi-syntax-error",
-                          f"Genshi template does not compile: {err.msg}")
+        compile_genshi(path, data, markup=markup)
+    except TemplateSyntaxError as err:
+        yield ctx.finding(path, err.line, "genshi-syntax-error",
+                          f"Genshi template does not compile: {err.reason}")
 
 
 @check("Jinja2", jinja2_syntax_error="error")
 def jinja2_templates(ctx: Context) -> Iterator[Finding]:
     """Jinja2 templates compile: Cfg .jinja2 files and .xml.jinja2 bundles."""
     cfg = os.path.join(ctx.repository, "Cfg")
-    cfg_env = TemplateContext(ctx.repository, cfg).jinja2
+    cfg_env = sandboxed_environment(cfg, relative_includes=True)
     bundle_env = sandboxed_environment(os.path.join(ctx.repository, "Bundler"), autoescape=True)
     paths = [(p, cfg_env) for p in ctx.files("Cfg", lambda p: p.endswith(".jinja2"))]
     paths += [(p, bundle_env) for p in bundle_files(ctx) if p.endswith(JINJA2_BUNDLE)]
@@ -372,12 +372,10 @@ def jinja2_templates(ctx: Context) -> Iterator[Finding]:
         with open(path, "rb") as fh:
             data = fh.read()
         try:
-            env.parse(data.decode("utf-8"), name=os.path.basename(path), filename=path)
-        except UnicodeDecodeError as err:
-            yield ctx.finding(path, None, "jinja2-syntax-error", f"not UTF-8: {err}")
-        except jinja2.TemplateSyntaxError as err:
-            yield ctx.finding(path, err.lineno or None, "jinja2-syntax-error",
-                              f"Jinja2 template does not compile: {err.message}")
+            compile_jinja2(env, path, data)
+        except TemplateSyntaxError as err:
+            yield ctx.finding(path, err.line, "jinja2-syntax-error",
+                              f"Jinja2 template does not compile: {err.reason}")
 
 
 # -- GroupNames ----------------------------------------------------------------
@@ -457,10 +455,10 @@ def cfg_unused(ctx: Context) -> Iterator[Finding]:
     if not ctx.enabled("Cfg"):
         return
     cfg = ctx.core.plugins.get("Cfg")
-    if cfg is None:
+    if not isinstance(cfg, Generator):
         return
     used = set(used_paths(ctx))
-    for name in sorted(cfg.entries):
+    for name in sorted({name for tag, name in cfg.list_entries() if tag == "Path"}):
         if name not in used:
             path = os.path.join(ctx.repository, "Cfg", name.lstrip("/"))
             yield ctx.finding(path, None, "unused-cfg-entry",
@@ -477,10 +475,10 @@ def used_paths(ctx: Context) -> Iterator[str]:
         tree = ctx.xml(path)
         if tree is not None and not is_genshi(tree, path):
             yield from of(tree.getroot())
-    bundler = ctx.core.plugins.get("Bundler") if ctx.enabled("Bundler") else None
-    if bundler is None:
+    if not ctx.enabled("Bundler"):
         return
-    templated = [b for b in bundler.bundles.values() if b.template is not None]
+    templated = [(plugin, name) for name, (plugin, info) in known_bundles(ctx).items()
+                 if info.template and info.in_service]
     if not templated:
         return
     for client in ctx.core.metadata.list_clients():
@@ -488,9 +486,9 @@ def used_paths(ctx: Context) -> Iterator[str]:
             metadata = ctx.core.build_metadata(client)
         except Exception:
             continue
-        for bundle in templated:
+        for plugin, name in templated:
             try:
-                yield from of(bundle.render(metadata))
+                yield from of(plugin.render_bundle(name, metadata, resolve_conditionals=False))
             except Exception:  # reported by the Generators check
                 continue
 

@@ -1,4 +1,17 @@
-"""The plugin framework: the base Plugin, the interfaces, the file-backed helpers."""
+"""The plugin framework: what a plugin, ours or a third party's, may import.
+
+- ``base``: the Plugin class, ``exposed`` and ``Debuggable``.
+- ``interfaces``: what a plugin can do for the core (Generator, Structure,
+  Metadata, Connector...), checked when a plugin is loaded.
+- ``filebacked``: repository files and directories that reread themselves.
+- ``structfile``: XML files with ``<Group>``/``<Client>`` conditionals.
+- ``entryset``: the versions of one entry (``name.G50_group``,
+  ``name.H_host``) and info.xml.
+- ``priodir``: the Rules-style generator with priorities.
+
+Import from ``bcfg2.plugin`` itself; the modules are its layout, ``__all__``
+is the promise.
+"""
 
 from bcfg2.errors import (
     MetadataConsistencyError,
@@ -10,23 +23,20 @@ from bcfg2.errors import (
     ValidationError,
 )
 from bcfg2.plugin.base import Debuggable, Plugin, as_bool, exposed
-from bcfg2.plugin.helpers import (
-    DirectoryBacked,
+from bcfg2.plugin.entryset import (
+    SPECIFIC_SUFFIX,
     EntrySet,
-    FileBacked,
     InfoXML,
-    PrioDir,
-    PriorityStructFile,
     SpecificData,
     Specificity,
-    StructFile,
-    XMLDirectoryBacked,
-    XMLFileBacked,
     bind_info,
     default_path_metadata,
+    set_content,
 )
+from bcfg2.plugin.filebacked import DirectoryBacked, FileBacked, XMLDirectoryBacked, XMLFileBacked
 from bcfg2.plugin.interfaces import (
     INTERFACES,
+    BundleInfo,
     Caching,
     ClientACLs,
     ClientRunHooks,
@@ -34,8 +44,10 @@ from bcfg2.plugin.interfaces import (
     Decision,
     Generator,
     GoalValidator,
+    GroupInfo,
     Metadata,
     Probing,
+    PropertyFiles,
     Statistics,
     Structure,
     StructureValidator,
@@ -43,14 +55,35 @@ from bcfg2.plugin.interfaces import (
     Version,
     missing_methods,
 )
+from bcfg2.plugin.priodir import PrioDir
+from bcfg2.plugin.structfile import (
+    Condition,
+    PriorityStructFile,
+    StructFile,
+    admitted,
+    condition_holds,
+    conditions_hold,
+    flatten_conditions,
+    match_element,
+)
 
 __all__ = [
-    "INTERFACES", "Caching", "ClientACLs", "ClientRunHooks", "Connector", "Debuggable",
-    "Decision", "DirectoryBacked", "EntrySet", "FileBacked", "Generator", "GoalValidator",
-    "InfoXML", "Metadata", "MetadataConsistencyError", "MetadataRuntimeError", "Plugin",
-    "PluginExecutionError", "PluginInitError", "PrioDir", "PriorityStructFile", "Probing",
-    "RepositoryError", "SpecificData", "Specificity", "SpecificityError", "Statistics",
-    "StructFile", "Structure", "StructureValidator", "ThreadedStatistics",
-    "ValidationError", "Version", "XMLDirectoryBacked", "XMLFileBacked", "as_bool",
-    "bind_info", "default_path_metadata", "exposed", "missing_methods",
+    # base
+    "Debuggable", "Plugin", "as_bool", "exposed",
+    # interfaces and what their queries return
+    "INTERFACES", "BundleInfo", "Caching", "ClientACLs", "ClientRunHooks", "Connector",
+    "Decision", "Generator", "GoalValidator", "GroupInfo", "Metadata", "Probing",
+    "PropertyFiles", "Statistics", "Structure", "StructureValidator", "ThreadedStatistics",
+    "Version", "missing_methods",
+    # files and directories
+    "DirectoryBacked", "FileBacked", "XMLDirectoryBacked", "XMLFileBacked",
+    # conditionals
+    "Condition", "PriorityStructFile", "StructFile", "admitted", "condition_holds",
+    "conditions_hold", "flatten_conditions", "match_element",
+    # entries
+    "SPECIFIC_SUFFIX", "EntrySet", "InfoXML", "PrioDir", "SpecificData", "Specificity",
+    "bind_info", "default_path_metadata", "set_content",
+    # the errors a plugin raises
+    "MetadataConsistencyError", "MetadataRuntimeError", "PluginExecutionError",
+    "PluginInitError", "RepositoryError", "SpecificityError", "ValidationError",
 ]

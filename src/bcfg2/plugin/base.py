@@ -29,11 +29,22 @@ def as_bool(value: bool | str) -> bool:
 
 
 class Debuggable:
-    """An object with its own logger and a debug switch."""
+    """An object with its own logger (``bcfg2.<name>``) and a debug switch.
+
+    Both are set up once: a plugin that is also a DirectoryBacked runs both
+    constructors, and the second one must neither rename the plugin's logger
+    nor switch its debugging off.
+    """
 
     def __init__(self, name: str | None = None) -> None:
+        if "logger" in vars(self):
+            return
         self.debug_flag = False
-        self.logger = logging.getLogger(f"bcfg2.{name or self.__class__.__name__}")
+        self.logger = logging.getLogger(f"bcfg2.{name or self.logger_name()}")
+
+    def logger_name(self) -> str:
+        """The logger's name after ``bcfg2.`` when none is given: the class name."""
+        return self.__class__.__name__
 
     def set_debug(self, debug: bool | str) -> bool:
         self.debug_flag = as_bool(debug)
@@ -75,10 +86,14 @@ class Plugin(Debuggable):
             cls.name = cls.__name__
 
     def __init__(self, core: Core) -> None:
-        Debuggable.__init__(self, f"plugins.{self.name}")
+        Debuggable.__init__(self)
         self.core = core
         self.data = os.path.join(core.repository, self.name)
         self.running = True
+
+    def logger_name(self) -> str:
+        """Every plugin logs as ``bcfg2.plugins.<Name>``."""
+        return f"plugins.{self.name}"
 
     @classmethod
     def init_repo(cls, repo: str) -> None:

@@ -4,6 +4,13 @@ A plugin class inherits from Plugin and from one or more of these. Methods
 marked ``@abstractmethod`` are the interface's contract: the core refuses
 to load a plugin that claims an interface without implementing them
 (see ``missing_methods``).
+
+Besides what the core calls, some interfaces declare read-only queries
+(``list_clients``, ``list_groups``, ``list_bundles``...) for the tools:
+bcfg2-info, bcfg2-test and bcfg2-lint ask these, never a plugin's own
+attributes, so they work with any plugin that implements the interface.
+The queries have defaults (nothing known), so a plugin written before them
+still loads.
 """
 
 from __future__ import annotations
@@ -13,8 +20,10 @@ import queue
 import threading
 from abc import abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bcfg2.errors import PluginExecutionError
 from bcfg2.plugin.base import Plugin
 
 if TYPE_CHECKING:
@@ -54,12 +63,57 @@ class Generator:
         return entry
 
 
+@dataclass(frozen=True)
+class BundleInfo:
+    """What the tools show of one bundle of a Structure plugin."""
+
+    name: str
+    #: the repository file it is read from, if it has one
+    path: str | None = None
+    #: whether a version of it was ever read successfully
+    in_service: bool = True
+    #: the last error reading it (an older version may still be in service), or None
+    error: str | None = None
+    #: whether it is a template, rendered per client
+    template: bool = False
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """A group as the Metadata plugin declares it (what ``bcfg2-info groups`` prints)."""
+
+    name: str
+    profile: bool = False
+    public: bool = False
+    default: bool = False
+    category: str | None = None
+
+
 class Structure:
     """Provides the structures (bundles) that make up a client's configuration."""
 
     @abstractmethod
     def BuildStructures(self, metadata: ClientMetadata) -> list[lxml.etree._Element]:  # noqa: N802
         """The client's structures, with Group/Client conditionals resolved."""
+
+    def list_bundles(self) -> list[str]:
+        """Names of every bundle this plugin can build, sorted (for the tools)."""
+        return []
+
+    def bundle_info(self, bundle: str) -> BundleInfo | None:
+        """What is known of one bundle by its name, or None if there is no such bundle."""
+        return None
+
+    def render_bundle(self, bundle: str, metadata: ClientMetadata,
+                      resolve_conditionals: bool = True) -> lxml.etree._Element:
+        """One bundle as built for a client, templates rendered, entries not bound.
+
+        With ``resolve_conditionals`` false the Group/Client conditionals are
+        left in (every entry the bundle can give anyone). A bundle that cannot
+        be built is a PluginExecutionError saying why.
+        """
+        raise PluginExecutionError(
+            f"{getattr(self, 'name', type(self).__name__)} cannot build single bundles")
 
 
 class Metadata:
@@ -102,6 +156,18 @@ class Metadata:
     def set_version(self, client: str, version: str) -> None:
         """Record the version a client declared."""
 
+    def list_clients(self) -> list[str]:
+        """Names of every known client, sorted (for the tools)."""
+        return []
+
+    def resolve_name(self, name: str) -> str | None:
+        """The canonical name of a known client or alias, or None; never registers one."""
+        return name if name in self.list_clients() else None
+
+    def list_groups(self) -> list[GroupInfo]:
+        """Every declared group with its flags, sorted by name (for the tools)."""
+        return []
+
 
 class Connector:
     """Adds groups and data to client metadata."""
@@ -111,6 +177,24 @@ class Connector:
 
     def get_additional_data(self, metadata: ClientMetadata) -> Any:
         return {}
+
+
+class PropertyFiles:
+    """Serves property files to templates (Properties); lets the tools look at them."""
+
+    @abstractmethod
+    def list_property_files(self) -> list[str]:
+        """Names of the property files (relative to the plugin's directory), sorted."""
+
+    @abstractmethod
+    def match_property_file(self, name: str,
+                            metadata: ClientMetadata) -> tuple[lxml.etree._Element, bool]:
+        """An XML property file with its Group/Client conditionals resolved for a client,
+        and whether templates get it that way (automatch).
+
+        An unknown file, one that is not XML or one never read successfully is
+        a PluginExecutionError saying so.
+        """
 
 
 class Probing:
@@ -246,8 +330,9 @@ class Caching:
 
 
 INTERFACES: tuple[type, ...] = (
-    Generator, Structure, Metadata, Connector, Probing, Statistics, ThreadedStatistics,
-    Decision, StructureValidator, GoalValidator, Version, ClientRunHooks, ClientACLs, Caching,
+    Generator, Structure, Metadata, Connector, PropertyFiles, Probing, Statistics,
+    ThreadedStatistics, Decision, StructureValidator, GoalValidator, Version, ClientRunHooks,
+    ClientACLs, Caching,
 )
 
 
