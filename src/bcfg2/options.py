@@ -69,9 +69,9 @@ OPTIONS: list[Option] = [
            type="bool", flags=("--listen-all",), cli_value=True),
     Option("server", "backend", "best",
            "The network core that serves agents: builtin (threads), multiprocessing "
-           "(configurations rendered in child processes), cherrypy, or best "
-           "(multiprocessing on a machine with more than one CPU, else builtin).",
-           type="choice", choices=("best", "builtin", "multiprocessing", "cherrypy"),
+           "(configurations rendered in child processes), cherrypy, best "
+           "(multiprocessing on a machine with more than one CPU, else builtin), or the "
+           "name of a third-party core (a bcfg2.cores entry point).",
            flags=("--backend",)),
     Option("server", "user", "0", "User name or uid the daemon runs as (with -D)."),
     Option("server", "group", "0", "Group name or gid the daemon runs as (with -D)."),

@@ -71,3 +71,19 @@ def test_it_loads_by_name_and_sees_its_option(site, tmp_path, example_repo):
     done = run(site, "-C", str(conf), "--acme-greeting", "road-runner", "showclient",
                "web1.example.com", program="bcfg2-info")
     assert "road-runner" in done.stdout and "wile-e-coyote" not in done.stdout
+
+
+def test_a_third_party_core_is_chosen_by_name_and_an_unknown_one_is_one_line(tmp_path):
+    make_distribution(tmp_path / "site", "quiet_core",
+                      {"quiet_core.py": "from bcfg2.cores.builtin import BuiltinCore\n\n\n"
+                                        "class QuietCore(BuiltinCore):\n    pass\n"},
+                      cores={"quiet": "quiet_core:QuietCore"})
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
+    found = run(env, "-c", "from bcfg2.server import load_core; print(load_core('quiet'))")
+    assert found.returncode == 0, found.stderr
+    assert "quiet_core.QuietCore" in found.stdout
+    done = run(env, "-m", "bcfg2.server", "-C", "/dev/null", "--backend", "nonesuch",
+               "-Q", str(ROOT / "repo-example"), "-x", "pw")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "bcfg2-server: [server] backend: no core named 'nonesuch'"]
