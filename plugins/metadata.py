@@ -50,15 +50,8 @@ def valid_client_name(name: str) -> bool:
     return bool(CLIENT_NAME.match(name)) and ".." not in name
 
 
-@dataclass(frozen=True)
-class MetadataGroup:
-    """A group declared in groups.xml."""
-
-    name: str
-    profile: bool = False
-    public: bool = False
-    default: bool = False
-    category: str | None = None
+#: a group declared in groups.xml, as the Metadata interface describes groups to the tools
+MetadataGroup = GroupInfo
 
 
 @dataclass
@@ -769,8 +762,7 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
     def list_groups(self) -> list[GroupInfo]:
         """Every group declared in groups.xml with its flags, sorted by name."""
         groups = self._groups().groups
-        return [GroupInfo(g.name, g.profile, g.public, g.default, g.category)
-                for g in (groups[name] for name in sorted(groups))]
+        return [groups[name] for name in sorted(groups)]
 
     def get_all_groups_in_category(self, category: str) -> list[str]:
         return sorted(g.name for g in self._groups().groups.values() if g.category == category)
