@@ -36,6 +36,13 @@ def test_every_core_of_ours_is_found_by_name(name):
     assert manager.find_core(name).__name__ == manager.BUILTIN_CORES[name].split(":")[1]
 
 
+def test_an_unknown_plugin_suggests_the_name_it_resembles():
+    with pytest.raises(CoreInitError, match=r"no plugin named 'Bundlr' \(did you mean Bundler\?\)"):
+        manager.find_plugin("Bundlr")
+    with pytest.raises(CoreInitError, match=r"no plugin named 'Xyzzy'$"):
+        manager.find_plugin("Xyzzy")
+
+
 def test_an_unknown_core_is_a_one_line_error():
     with pytest.raises(CoreInitError, match="no core named 'nonesuch'"):
         manager.find_core("nonesuch")

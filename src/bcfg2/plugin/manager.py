@@ -18,6 +18,7 @@ error, since the core would never call it.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import inspect
 from collections.abc import Iterable, Iterator
@@ -116,7 +117,9 @@ def find_plugin(name: str) -> type[Plugin]:
         else:
             point = _entry_points(PLUGIN_GROUP).get(name)
             if point is None:
-                raise CoreInitError(f"no plugin named {name!r}")
+                close = difflib.get_close_matches(name, plugin_names(), n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise CoreInitError(f"no plugin named {name!r}{hint}")
             try:
                 cls = point.load()
             except Exception as err:
