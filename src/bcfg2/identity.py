@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bcfg2.metadata import ClientMetadata
     from bcfg2.options import Setup
-
-logger = logging.getLogger(__name__)
 
 #: what an agent calls during a run: open to every authenticated client
 AGENT_METHODS = frozenset({

@@ -10,11 +10,13 @@ import types
 
 import pytest
 
+import bcfg2.identity
 import bcfg2.plugin
+import bcfg2.plugin.manager
 import bcfg2.templates
 
 PLUGIN_API = [
-    "BundleInfo", "Caching", "ClientACLs", "ClientRunHooks", "Condition", "Connector",
+    "BundleInfo", "Caching", "Caller", "Option", "ClientACLs", "ClientRunHooks", "Condition", "Connector",
     "Debuggable", "Decision", "DirectoryBacked", "EntrySet", "FileBacked", "Generator",
     "GoalValidator", "GroupInfo", "INTERFACES", "InfoXML", "Metadata",
     "MetadataConsistencyError", "MetadataRuntimeError", "Plugin", "PluginExecutionError",
@@ -25,6 +27,16 @@ PLUGIN_API = [
     "bind_info", "condition_holds", "conditions_hold", "default_path_metadata", "exposed",
     "flatten_conditions", "match_element", "missing_methods", "set_content",
 ]
+
+MANAGER_API = [
+    "BUILTIN_CORES", "CORE_GROUP", "PLUGIN_GROUP", "BUILTIN_PLUGINS", "best_core",
+    "check_plugin", "component_options", "core_names", "find_core", "find_plugin",
+    "plugin_names", "register", "registered",
+    "unregister",
+]
+
+IDENTITY_API = ["AGENT_METHODS", "Caller", "admin_identity", "common_name", "identity_allows",
+                "is_loopback"]
 
 TEMPLATES_API = [
     "GenshiLookup", "MAX_RANGE", "MAX_RENDERED", "TemplateSyntaxError", "UndefinedError",
@@ -42,7 +54,7 @@ def public_attributes(module: types.ModuleType) -> set[str]:
     package = hasattr(module, "__path__")
     names = set()
     for name, value in vars(module).items():
-        if name.startswith("_") or isinstance(value, types.ModuleType) \
+        if name.startswith("_") or name == "TYPE_CHECKING" or isinstance(value, types.ModuleType) \
                 or type(value).__module__ == "__future__":  # from __future__ import annotations
             continue
         defined_in = getattr(value, "__module__", None) if callable(value) else None
@@ -54,7 +66,9 @@ def public_attributes(module: types.ModuleType) -> set[str]:
 @pytest.mark.parametrize("module, expected", [
     (bcfg2.plugin, PLUGIN_API),
     (bcfg2.templates, TEMPLATES_API),
-], ids=["bcfg2.plugin", "bcfg2.templates"])
+    (bcfg2.plugin.manager, MANAGER_API),
+    (bcfg2.identity, IDENTITY_API),
+], ids=["bcfg2.plugin", "bcfg2.templates", "bcfg2.plugin.manager", "bcfg2.identity"])
 def test_exported_members(module: types.ModuleType, expected: list[str]) -> None:
     exported = list(module.__all__)
     assert len(exported) == len(set(exported)), "a name is listed twice in __all__"

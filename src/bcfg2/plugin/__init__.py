@@ -22,6 +22,8 @@ from bcfg2.errors import (
     SpecificityError,
     ValidationError,
 )
+from bcfg2.identity import Caller
+from bcfg2.options import Option
 from bcfg2.plugin.base import Debuggable, Plugin, as_bool, exposed
 from bcfg2.plugin.entryset import (
     SPECIFIC_SUFFIX,
@@ -68,8 +70,8 @@ from bcfg2.plugin.structfile import (
 )
 
 __all__ = [
-    # base
-    "Debuggable", "Plugin", "as_bool", "exposed",
+    # base, the options a plugin declares, who calls (ClientACLs get a Caller)
+    "Caller", "Debuggable", "Option", "Plugin", "as_bool", "exposed",
     # interfaces and what their queries return
     "INTERFACES", "BundleInfo", "Caching", "ClientACLs", "ClientRunHooks", "Connector",
     "Decision", "Generator", "GoalValidator", "GroupInfo", "Metadata", "Probing",

@@ -297,6 +297,7 @@ def check_plugin(cls: type[Plugin]) -> None:
     _checked.add(cls)
 
 
-__all__ = ["BUILTIN_CORES", "BUILTIN_PLUGINS", "best_core", "check_plugin", "component_options",
-           "core_names", "find_core", "find_plugin", "plugin_names", "register", "registered",
+__all__ = ["BUILTIN_CORES", "BUILTIN_PLUGINS", "CORE_GROUP", "PLUGIN_GROUP", "best_core",
+           "check_plugin", "component_options", "core_names", "find_core", "find_plugin",
+           "plugin_names", "register", "registered",
            "unregister"]
