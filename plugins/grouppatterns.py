@@ -100,35 +100,30 @@ def host_groups(matchers: tuple[Matcher, ...], hostname: str) -> frozenset[str]:
     return frozenset(group for matcher in matchers for group in matcher.process(hostname))
 
 
-class PatternsFile(XMLFileBacked):
-    """GroupPatterns/config.xml; ``matchers`` is empty until it is parsed."""
+def parse_patterns(root: lxml.etree._Element, path: str) -> tuple[Matcher, ...]:
+    """The matchers of a GroupPatterns/config.xml (RepositoryError with path:line if wrong).
 
-    def __init__(self, name: str, fam: FileMonitor | None, plugin: GroupPatterns) -> None:
-        self.plugin = plugin
-        self.matchers: tuple[Matcher, ...] = ()
-        super().__init__(name, fam, should_monitor=True)
+    What the plugin serves and what bcfg2-lint checks, read the same way.
+    """
+    if root.tag != "GroupPatterns":
+        raise RepositoryError(f"{path}:{root.sourceline}: the root element must be "
+                              f"<GroupPatterns>, not <{root.tag}>")
+    return tuple(_PatternsReader(path).matchers(root))
 
-    def removed(self) -> None:
-        self.plugin.logger.info("%s was removed: no pattern groups now", self.name)
-        self._swap(())
 
-    def load_xml(self, root: lxml.etree._Element) -> None:
-        if root.tag != "GroupPatterns":
-            raise RepositoryError(f"{self.name}:{root.sourceline}: the root element must be "
-                                  f"<GroupPatterns>, not <{root.tag}>")
-        self._swap(tuple(self._matchers(root)))
+class _PatternsReader:
+    """Reads GroupPattern elements; errors name the file and the line."""
 
-    def _swap(self, matchers: tuple[Matcher, ...]) -> None:
-        self.matchers = matchers
-        self.plugin.patterns_changed()
+    def __init__(self, name: str) -> None:
+        self.name = name
 
-    def _matchers(self, node: lxml.etree._Element) -> list[Matcher]:
+    def matchers(self, node: lxml.etree._Element) -> list[Matcher]:
         out: list[Matcher] = []
         for child in node:
             if not isinstance(child.tag, str):
                 continue
             if child.tag == "GroupPatterns":
-                out.extend(self._matchers(child))
+                out.extend(self.matchers(child))
             elif child.tag == "GroupPattern":
                 out.extend(self._pattern(child))
             else:
@@ -186,6 +181,26 @@ class PatternsFile(XMLFileBacked):
         return NameRange(regex, tuple(ranges), groups)
 
 
+
+class PatternsFile(XMLFileBacked):
+    """GroupPatterns/config.xml; ``matchers`` is empty until it is parsed."""
+
+    def __init__(self, name: str, fam: FileMonitor | None, plugin: GroupPatterns) -> None:
+        self.plugin = plugin
+        self.matchers: tuple[Matcher, ...] = ()
+        super().__init__(name, fam, should_monitor=True)
+
+    def removed(self) -> None:
+        self.plugin.logger.info("%s was removed: no pattern groups now", self.name)
+        self._swap(())
+
+    def load_xml(self, root: lxml.etree._Element) -> None:
+        self._swap(parse_patterns(root, self.name))
+
+    def _swap(self, matchers: tuple[Matcher, ...]) -> None:
+        self.matchers = matchers
+        self.plugin.patterns_changed()
+
 class GroupPatterns(Plugin, Connector):
     """Groups from patterns on client host names (GroupPatterns/config.xml)."""
 
@@ -204,4 +219,5 @@ class GroupPatterns(Plugin, Connector):
         self.expire_metadata_if_groups_change()
 
 
-__all__ = ["GroupPatterns", "NamePattern", "NameRange", "host_groups", "parse_ranges"]
+__all__ = ["GroupPatterns", "NamePattern", "NameRange", "host_groups", "parse_patterns",
+           "parse_ranges"]

@@ -608,16 +608,14 @@ def probes(ctx: Context) -> Iterator[Finding]:
 def group_patterns(ctx: Context) -> Iterator[Finding]:
     """GroupPatterns/config.xml reads as the plugin reads it (regular expressions, ranges, $N)."""
     from bcfg2.errors import RepositoryError
-    from bcfg2.plugins.grouppatterns import PatternsFile
+    from bcfg2.plugins.grouppatterns import parse_patterns
 
     path = os.path.join(ctx.repository, "GroupPatterns", "config.xml")
     tree = ctx.xml(path) if ctx.enabled("GroupPatterns") and os.path.isfile(path) else None
     if tree is None:
         return
-    reader = PatternsFile.__new__(PatternsFile)  # the plugin's own reading, without a plugin
-    reader.name = path
     try:
-        reader._matchers(tree.getroot())
+        parse_patterns(tree.getroot(), path)
     except RepositoryError as err:
         where, _, message = str(err).partition(": ")
         line = where.rpartition(":")[2]
