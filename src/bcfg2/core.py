@@ -9,6 +9,7 @@ cores in ``bcfg2.cores`` implement ``_run``, ``_block`` and ``_daemonize``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import logging
@@ -17,7 +18,7 @@ import select
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import chain
 from typing import Any, ClassVar, NoReturn
 
@@ -188,10 +189,14 @@ class Core:
         return rmi
 
     def exposed_methods(self) -> dict[str, Callable[..., Any]]:
-        """The core's own XML-RPC methods, by name."""
-        return {name: getattr(self, name) for name in dir(self.__class__)
+        """The core's own XML-RPC methods, by name (found once: looked up per request)."""
+        methods = self.__dict__.get("_exposed")
+        if methods is None:
+            methods = self._exposed = {
+                name: getattr(self, name) for name in dir(self.__class__)
                 if not name.startswith("_")
                 and getattr(getattr(self.__class__, name, None), "exposed", False)}
+        return methods
 
     # -- the file monitor ----------------------------------------------------
 
@@ -560,12 +565,8 @@ class Core:
                 raise CriticalError(f"{address.admin} is an admin, not a client: this method "
                                     f"is for agents")
             return address.client
-        try:
+        with self._metadata_errors(address):
             return self.metadata.resolve_client(address)
-        except MetadataConsistencyError as err:
-            self.critical_error(f"Client metadata resolution error for {address[0]}: {err}")
-        except MetadataRuntimeError as err:
-            self.critical_error(f"Metadata system runtime failure for {address[0]}: {err}")
 
     def metadata_for(self, address: tuple[str, int], method: str = "") -> ClientMetadata:
         """The calling client's metadata, built at most once per request.
@@ -578,15 +579,21 @@ class Core:
             return address.metadata
         client = self.client_for(address)
         self.metadata_cache.before_call(method, client)
-        try:
+        with self._metadata_errors(address):
             meta = self.build_metadata(client)
+        if isinstance(address, Caller):
+            address.metadata = meta
+        return meta
+
+    @contextlib.contextmanager
+    def _metadata_errors(self, address: tuple[str, int]) -> Iterator[None]:
+        """The Metadata plugin's errors about a caller, as the caller's Fault."""
+        try:
+            yield
         except MetadataConsistencyError as err:
             self.critical_error(f"Client metadata resolution error for {address[0]}: {err}")
         except MetadataRuntimeError as err:
             self.critical_error(f"Metadata system runtime failure for {address[0]}: {err}")
-        if isinstance(address, Caller):
-            address.metadata = meta
-        return meta
 
     def resolve_client(self, address: tuple[str, int], cleanup_cache: bool = False,
                        metadata: bool = True) -> tuple[str, ClientMetadata | None]:

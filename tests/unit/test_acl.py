@@ -202,7 +202,6 @@ def test_nested_acl_elements_are_read_in_document_order(acl_core):
 ])
 def test_metadata_rules_apply_per_client(acl_core, address, method, allowed):
     core = acl_core(metadata=METADATA)
-    assert "DefaultACL" not in core.plugins
     assert core.check_acls(caller(core, address), method) is allowed
 
 

@@ -63,7 +63,7 @@ class Halfprobe(Plugin, Probing):
 
 def test_plugins_named_in_the_configuration_are_loaded(repo, local_core):
     core = local_core(repo, server__plugins="Metadata,Bundler,Rules")
-    loaded = set(core.plugins) - {"DefaultACL"}
+    loaded = set(core.plugins)
     assert loaded == {"Metadata", "Bundler", "Rules"}
     assert core.metadata is core.plugins["Metadata"]
 
@@ -462,7 +462,6 @@ class DenyClient2(Plugin, ClientACLs):
 def test_an_acl_plugin_that_defers_still_gets_its_say(repo, local_core, register):
     register(AllowByAddress, DenyClient2)
     core = local_core(repo, server__plugins=plugin_list("AllowByAddress", "DenyClient2"))
-    assert "DefaultACL" not in core.plugins
     first = authenticate(core, "uuid-client1", "pw1", ("127.0.0.1", 40011))
     second = authenticate(core, "uuid-client2", "pw2", ("127.0.0.1", 40012))
     assert core.check_acls(first, "GetConfig") is True

@@ -14,6 +14,7 @@ import lxml.etree
 import pytest
 from conftest import make_setup, probe_groups_repo
 
+from bcfg2.cores import multiprocessing as multiprocessing_core
 from bcfg2.cores.multiprocessing import ChildCore
 
 
@@ -64,3 +65,18 @@ def test_a_child_started_late_syncs_to_the_parents_generation(child, caplog):
     assert "alpha" in rendered_bundles(rpc)
     assert core.parent_generation == 41
     assert "did not arrive" not in caplog.text  # it did not wait out SYNC_WAIT
+
+
+def test_an_expiry_that_never_arrives_expires_everything_and_the_render_goes_on(
+        child, monkeypatch, caplog):
+    core, rpc, _control = child
+    monkeypatch.setattr(multiprocessing_core, "SYNC_WAIT", 0.05)
+    store = core.plugins["Probes"].store
+    store.save("client1", {"role": "group:alpha"}, ["alpha"])
+    rpc.send(("GetConfig", ("client1", 0)))
+    assert "alpha" in rendered_bundles(rpc)
+    store.save("client1", {"role": "group:beta"}, ["beta"])
+    rpc.send(("GetConfig", ("client1", 7)))  # generation 7's expiry is lost
+    bundles = rendered_bundles(rpc)
+    assert "beta" in bundles and "alpha" not in bundles
+    assert "expiries up to generation 7 did not arrive" in caplog.text
