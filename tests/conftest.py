@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import queue
+import re
 import shutil
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 import textwrap
 import threading
+import time
 import xmlrpc.client
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -371,3 +375,112 @@ def daemons() -> Iterator[list[int]]:
     for pid in pids:
         if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+WEB1 = ("5c3f7a62-9d0e-4c1b-8f53-web1", "web1-secret")
+STARTUP = 30.0
+LISTENING = re.compile(r"Listening on https://127\.0\.0\.1:(\d+)")
+DAEMONIZED = re.compile(r"Daemonized; pid (\d+)")
+
+
+def write_conf(path: Path, repo: Repo, tls, *, password: str | None = "globalpw",
+               server_extra: str = "", logging_extra: str = "") -> Path:
+    """A bcfg2.conf with the upstream section and option names."""
+    password_line = f"password = {password}\n" if password is not None else ""
+    path.write_text(
+        "[server]\n"
+        f"repository = {repo.path}\n"
+        "plugins = Metadata, Bundler, Cfg, Rules, Defaults\n"
+        f"state_dir = {repo.path.parent / 'state'}\n"
+        f"{server_extra}"
+        "\n[components]\n"
+        "bcfg2 = https://127.0.0.1:0\n"
+        "\n[communication]\n"
+        f"{password_line}"
+        f"key = {tls.key}\n"
+        f"certificate = {tls.cert}\n"
+        "\n[logging]\n"
+        "syslog = false\n"
+        f"{logging_extra}")
+    return path
+
+
+class ServerProcess:
+    """``python -m bcfg2.server`` with its stderr read line by line in a thread."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bcfg2.server", *args], cwd=ROOT,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True)
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, name="stderr-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, pattern: re.Pattern[str], timeout: float = STARTUP) -> re.Match[str]:
+        """The first (new) stderr line matching ``pattern``; fails at the deadline or EOF."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pytest.fail(f"no line matching {pattern.pattern!r} within {timeout}s; "
+                            f"stderr so far: {''.join(self.lines)}")
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                pytest.fail(f"stderr closed before {pattern.pattern!r} "
+                            f"(exit {self.proc.poll()}): {''.join(self.lines)}")
+            self.lines.append(line)
+            match = pattern.search(line)
+            if match:
+                return match
+
+    def port(self) -> int:
+        return int(self.wait_for(LISTENING).group(1))
+
+    def finish(self, timeout: float = 10.0) -> tuple[int, list[str]]:
+        """Wait for the exit; the exit status and every stderr line."""
+        status = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=timeout)
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.lines.append(line)
+        return status, self.lines
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        if self.proc.stderr is not None:
+            self._reader.join(timeout=10)
+            self.proc.stderr.close()
+
+
+@pytest.fixture(params=CORES)
+def hostile(request: pytest.FixtureRequest, network_server: Callable[..., RunningServer],
+            tmp_path: Path) -> Callable[..., RunningServer]:
+    """Factory, once per network core: a server over a copy of repo-example (or ``repository``)."""
+
+    def start(repository: Repo | Path | str | None = None, **overrides: Any) -> RunningServer:
+        if repository is None:
+            target = tmp_path / "repo"
+            if not target.exists():
+                shutil.copytree(REPO_EXAMPLE, target)
+            repository = target
+        return network_server(repository, core=request.param, **overrides)
+
+    start.core = request.param  # type: ignore[attr-defined]
+    return start
