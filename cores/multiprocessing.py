@@ -383,7 +383,7 @@ class MultiprocessingCore(BuiltinCore):
         try:
             self.metadata.get_initial_metadata(client)
         except (MetadataConsistencyError, MetadataRuntimeError) as err:
-            self.critical_error(f"Client metadata resolution error for {client}: {err}")
+            self.critical_error(f"Client metadata resolution error for {client}", err)
         generation = self.metadata_cache.generation
         for attempt in (1, 2):
             try:

@@ -32,7 +32,7 @@ import lxml.etree
 
 from bcfg2.errors import RepositoryError
 from bcfg2.filemonitor import Event, FileMonitor
-from bcfg2.identity import is_loopback
+from bcfg2.identity import RESERVED_CLIENT_NAMES, is_loopback
 from bcfg2.metadata import ClientMetadata
 from bcfg2.plugin import (
     ClientACLs,
@@ -49,8 +49,6 @@ logger = logging.getLogger(__name__)
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-#: what the metadata phase allows when no rule matches
-LOCALHOST_NAMES = ("localhost", "localhost.localdomain")
 VERDICTS = {True: "allow", False: "deny", None: "defer"}
 
 
@@ -245,7 +243,7 @@ class MetadataACLFile(ACLFile, StructFile):
         for rule in rules:
             if rule.matches(metadata, rmi):
                 return rule.allow, f"rule of line {rule.line} matches"
-        if trust_loopback and metadata.hostname in LOCALHOST_NAMES:
+        if trust_loopback and metadata.hostname in RESERVED_CLIENT_NAMES:
             return True, "no rule matches; localhost is allowed (trust_loopback)"
         return False, "no rule matches"
 

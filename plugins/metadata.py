@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hmac
 import os
-import re
 import socket
 import threading
 from collections.abc import Iterable
@@ -24,7 +23,7 @@ from typing import Any
 import lxml.etree
 
 from bcfg2.errors import MetadataConsistencyError, MetadataRuntimeError, RepositoryError
-from bcfg2.identity import common_name
+from bcfg2.identity import common_name, reserved_client_name, valid_client_name
 from bcfg2.metadata import ClientMetadata, MetadataQuery
 from bcfg2.plugin import (
     ClientRunHooks,
@@ -40,15 +39,8 @@ from bcfg2.xml import atomic_write, included_files
 
 #: the values of a client's ``auth`` attribute (and of [communication] authentication)
 AUTH_MODES = ("cert+password", "cert", "bootstrap")
-CLIENT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,252}$")
 
 Condition = tuple[str, str, bool]
-
-
-def valid_client_name(name: str) -> bool:
-    """Client names become parts of file names: no slashes, no '..', no oddities."""
-    return bool(CLIENT_NAME.match(name)) and ".." not in name
-
 
 #: a group declared in groups.xml, as the Metadata interface describes groups to the tools
 MetadataGroup = GroupInfo
@@ -506,6 +498,10 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
                     f"client {client} is not in clients.xml and no default profile is set")
             if not valid_client_name(client):
                 raise MetadataConsistencyError(f"refusing to register client name {client!r}")
+            if reserved_client_name(client):
+                raise MetadataConsistencyError(
+                    f"refusing to register the reserved name {client!r}: only an admin can "
+                    f"add it to clients.xml")
             self.set_profile(client, groups_model.default, None, require_public=False)
             record = self.clients_model.clients.get(client)
             if record is None:
@@ -689,6 +685,10 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
             return None
         client = model.aliases.get(client, client)
         record = model.clients.get(client)
+        if record is None and reserved_client_name(client):
+            self.logger.error("Refused connection from %s: %s is a reserved name that no "
+                              "client in clients.xml has", address[0], client)
+            return None
         auth = (record.auth if record and record.auth else self.default_auth)
         if id_method == "cert":
             if not self.validate_client_address(client, address):

@@ -45,6 +45,7 @@ from bcfg2.options import Option, Setup, require
 from bcfg2.plugin import interfaces
 from bcfg2.plugin.base import Plugin, as_bool, exposed
 from bcfg2.plugin.manager import check_plugin, find_plugin
+from bcfg2.untrusted import GROUP_NAME, MAX_GROUP_NAME, MAX_VERSION, VERSION, client_text
 from bcfg2.xml import parse_untrusted, tostring
 
 __all__ = [
@@ -52,6 +53,9 @@ __all__ = [
     "sort_xml",
 ]
 
+
+#: errors about what a caller sent: their text goes back to the caller in the Fault
+CLIENT_ERRORS = (MetadataConsistencyError, UntrustedInputError)
 
 def sort_xml(node: lxml.etree._Element, key: Callable[[Any], Any] | None = None) -> None:
     """Sort an XML tree recursively and in place into a deterministic order.
@@ -297,10 +301,22 @@ class Core:
 
     # -- building configurations ---------------------------------------------
 
-    def critical_error(self, message: str) -> NoReturn:
-        """Log the error with its traceback and raise it to the caller (a -32500 Fault)."""
-        self.logger.error(message, exc_info=True)
-        raise CriticalError(message)
+    def critical_error(self, message: str, err: BaseException | None = None) -> NoReturn:
+        """Log the error with its traceback and raise it to the caller (a -32500 Fault).
+
+        The caller learns what failed. How it failed reaches the caller only
+        when it is about what the caller sent (``CLIENT_ERRORS``); a failure
+        of the server's own (a state file it cannot write, a plugin's bug)
+        stays in the log, with the paths and OS errors that say where.
+        """
+        if err is None:
+            self.logger.error(message, exc_info=True)
+            raise CriticalError(message)
+        if isinstance(err, CLIENT_ERRORS):
+            self.logger.error("%s: %s", message, err)
+            raise CriticalError(f"{message}: {err}")
+        self.logger.error("%s: %s", message, err, exc_info=True)
+        raise CriticalError(f"{message}: a server-side error (see the server's log)")
 
     def build_metadata(self, client_name: str) -> ClientMetadata:
         """The full metadata of a client (Metadata plugin plus Connectors), as the cache allows."""
@@ -591,9 +607,9 @@ class Core:
         try:
             yield
         except MetadataConsistencyError as err:
-            self.critical_error(f"Client metadata resolution error for {address[0]}: {err}")
+            self.critical_error(f"Client metadata resolution error for {address[0]}", err)
         except MetadataRuntimeError as err:
-            self.critical_error(f"Metadata system runtime failure for {address[0]}: {err}")
+            self.critical_error(f"Metadata system runtime failure for {address[0]}", err)
 
     def resolve_client(self, address: tuple[str, int], cleanup_cache: bool = False,
                        metadata: bool = True) -> tuple[str, ClientMetadata | None]:
@@ -639,11 +655,12 @@ class Core:
     @exposed
     def DeclareVersion(self, address: tuple[str, int], version: str) -> bool:  # noqa: N802
         """Record the version of the client software."""
+        version = client_text(version, "version", VERSION, MAX_VERSION)
         client = self.client_for(address)
         try:
-            self.metadata.set_version(client, str(version))
+            self.metadata.set_version(client, version)
         except (MetadataConsistencyError, MetadataRuntimeError) as err:
-            self.critical_error(f"Unable to set version for {client}: {err}")
+            self.critical_error(f"Unable to set version for {client}", err)
         return True
 
     @exposed
@@ -657,7 +674,7 @@ class Core:
                     probes.append(probe)
             return tostring(probes)
         except Exception as err:
-            self.critical_error(f"Error determining probes for {meta.hostname}: {err}")
+            self.critical_error(f"Error determining probes for {meta.hostname}", err)
 
     @exposed
     def RecvProbeData(self, address: tuple[str, int], probedata: str) -> bool:  # noqa: N802
@@ -667,7 +684,7 @@ class Core:
         try:
             xpdata = parse_untrusted(probedata, "probe data")
         except UntrustedInputError as err:
-            self.critical_error(f"Failed to parse probe data from client {client}: {err}")
+            self.critical_error(f"Failed to parse probe data from client {client}", err)
         sources: dict[str, list[lxml.etree._Element]] = {}
         for data in xpdata:
             if isinstance(data.tag, str):
@@ -681,17 +698,18 @@ class Core:
             try:
                 plugin.ReceiveData(meta, items)
             except Exception as err:
-                self.critical_error(f"Failed to process probe data from {client}: {err}")
+                self.critical_error(f"Failed to process probe data from {client}", err)
         return True
 
     @exposed
     def AssertProfile(self, address: tuple[str, int], profile: str) -> bool:  # noqa: N802
         """Set the client's profile group (the group must be public)."""
+        profile = client_text(profile, "profile", GROUP_NAME, MAX_GROUP_NAME)
         client = self.client_for(address)
         try:
-            self.metadata.set_profile(client, str(profile), address)
+            self.metadata.set_profile(client, profile, address)
         except (MetadataConsistencyError, MetadataRuntimeError) as err:
-            self.critical_error(f"Unable to assert profile for {client}: {err}")
+            self.critical_error(f"Unable to assert profile for {client}", err)
         return True
 
     def catch_up(self) -> None:
@@ -727,7 +745,7 @@ class Core:
             sdata = parse_untrusted(stats, "statistics")
             self.process_statistics(meta.hostname, sdata, metadata=meta)
         except UntrustedInputError as err:
-            self.critical_error(f"Refused statistics from {meta.hostname}: {err}")
+            self.critical_error(f"Refused statistics from {meta.hostname}", err)
         return True
 
     @exposed

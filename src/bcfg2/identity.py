@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,6 +26,23 @@ AGENT_METHODS = frozenset({
     "DeclareVersion", "GetProbes", "RecvProbeData", "GetDecisionList", "GetConfig",
     "RecvStats", "AssertProfile",
 })
+
+
+#: a client name: it becomes part of file names (Cfg, SSHbase) and report rows
+CLIENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,252}")
+#: names that mean this machine to some part of the server (the ACL plugin with
+#: ``trust_loopback``); never registered on first contact, only by an admin in clients.xml
+RESERVED_CLIENT_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+def valid_client_name(name: str) -> bool:
+    """Whether a whole string is a client name: no slashes, no '..', no control characters."""
+    return CLIENT_NAME.fullmatch(name) is not None and ".." not in name
+
+
+def reserved_client_name(name: str) -> bool:
+    """Whether a name is reserved (``RESERVED_CLIENT_NAMES``, any case, trailing dot or not)."""
+    return name.lower().rstrip(".") in RESERVED_CLIENT_NAMES
 
 
 class Caller(tuple):
@@ -106,5 +124,6 @@ def identity_allows(caller: Caller, method: str) -> bool:
     return caller.client is not None and method in AGENT_METHODS
 
 
-__all__ = ["AGENT_METHODS", "Caller", "admin_identity", "common_name",
-           "identity_allows", "is_loopback"]
+__all__ = ["AGENT_METHODS", "CLIENT_NAME", "RESERVED_CLIENT_NAMES", "Caller", "admin_identity",
+           "common_name", "identity_allows", "is_loopback", "reserved_client_name",
+           "valid_client_name"]

@@ -34,6 +34,7 @@ from bcfg2.errors import (
     NoExposedMethod,
     RequestError,
 )
+from bcfg2.untrusted import escaped
 from bcfg2.xml import tostring
 
 if TYPE_CHECKING:
@@ -102,12 +103,6 @@ class Result:
 
 
 UNAUTHORIZED = Result("unauthorized")
-
-
-def escaped(text: str, limit: int = 512) -> str:
-    """Text a client sent, fit for one log line: control characters escaped, length bounded."""
-    out = text.encode("unicode_escape").decode("ascii")
-    return out if len(out) <= limit else out[:limit] + "..."
 
 
 def parse_request(body: bytes) -> tuple[tuple[Any, ...], str]:

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import shutil
+import socket
 import xmlrpc.client
+from pathlib import Path
 
 import pytest
 from attack import assert_served, call_body, fault_of, raw_call
 from conftest import REPO_EXAMPLE, WEB1
 
-from bcfg2.errors import ACCESS_DENIED, UNKNOWN_METHOD
+from bcfg2.errors import ACCESS_DENIED, INVALID_PARAMS, UNKNOWN_METHOD
+from bcfg2.identity import valid_client_name
+
+WEB2 = ("5c3f7a62-9d0e-4c1b-8f53-web2", "web2-secret")
+EXAMPLE_CLIENTS = ["web1.example.com", "web2.example.com", "db1.example.com",
+                   "desk1.example.com"]
 
 DENY_ASSERT_PROFILE = """\
 <ACL>
@@ -44,4 +52,105 @@ def test_denied_method_stays_denied_under_any_spelling(hostile, tmp_path) -> Non
     with pytest.raises(xmlrpc.client.Fault):
         server.proxy(*WEB1).AssertProfile("dbserver")
     assert server.core.build_metadata("web1.example.com").profile == "webserver"
+    assert_served(server)
+
+
+@pytest.mark.parametrize("name", ["localhost", "LOCALHOST", "localhost.", "localhost.localdomain"])
+def test_reserved_names_are_never_registered(hostile, name: str) -> None:
+    """A client naming itself localhost on first contact (global password) is not registered."""
+    server = hostile()
+    status, _ = raw_call(server, call_body("DeclareVersion", "1.4.0"), user=name,
+                         password="globalpw")
+    assert status == 401
+    clients = server.admin().Metadata.list_clients()
+    assert not [c for c in clients if c.startswith("localhost")]
+    assert_served(server)
+
+
+@pytest.mark.parametrize("name", ["db1.example.com\n", "db1.example.com\r", "web9.example.com\n",
+                                  "db1.example.com\x00", "db1.example.com/../x"])
+def test_lookalike_names_are_refused(hostile, name: str) -> None:
+    """A name with a trailing newline or other oddity neither registers nor authenticates."""
+    server = hostile()
+    status, _ = raw_call(server, call_body("DeclareVersion", "1.4.0"), user=name,
+                         password="globalpw")
+    assert status == 401
+    clients = server.admin().Metadata.list_clients()
+    assert all(valid_client_name(c) for c in clients)
+    assert sorted(clients) == sorted(EXAMPLE_CLIENTS)
+    assert_served(server)
+
+
+def call_from(server, source: tuple[str, int], body: bytes, user: str, password: str) -> int:
+    """POST one call from a fixed source (address, port); the HTTP status."""
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    raw.settimeout(30)
+    raw.bind(source)
+    raw.connect(("127.0.0.1", server.port))
+    with server.tls.client_context().wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+        auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+        conn.sendall(f"POST /RPC2 HTTP/1.0\r\nContent-Type: text/xml\r\n"
+                     f"Authorization: Basic {auth}\r\nContent-Length: {len(body)}\r\n\r\n"
+                     .encode() + body)
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    return int(reply.split(b" ", 2)[1])
+
+
+def test_no_identity_is_borrowed_from_a_reused_source_port(hostile) -> None:
+    """root-by-address from the (ip, port) web1 just used is not web1 (no session table)."""
+    server = hostile()
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    source = probe.getsockname()
+    probe.close()
+    assert call_from(server, source, call_body("DeclareVersion", "1.4.0"), *WEB1) == 200
+    # root: identified by address; 127.0.0.1 belongs to no client and resolves to localhost
+    status = call_from(server, source, call_body("GetConfig"), "root", "globalpw")
+    assert status == 401
+    assert_served(server)
+
+
+def test_an_oversized_version_is_refused_and_state_stays_writable(hostile, tmp_path) -> None:
+    """Ten million characters of version: refused; every client's state is still written."""
+    server = hostile()
+    status, body = raw_call(server, call_body("DeclareVersion", "1" * 10_000_000))
+    assert status == 200
+    fault = fault_of(body)
+    assert fault is not None and fault.faultCode == INVALID_PARAMS
+    assert len(fault.faultString) < 200
+    for bad in ("1.4.0\nClient web2.example.com declared version 9", "1.4 0", ""):
+        fault = fault_of(raw_call(server, call_body("DeclareVersion", bad))[1])
+        assert fault is not None and fault.faultCode == INVALID_PARAMS, bad
+    assert server.proxy(*WEB2).DeclareVersion("1.4.0pre2") is True
+    assert server.core.build_metadata("web2.example.com").version == "1.4.0pre2"
+    assert_served(server)
+
+
+def test_an_oversized_profile_is_refused(hostile) -> None:
+    """AssertProfile with a huge or control-character name is refused before any lookup."""
+    server = hostile()
+    for bad in ("w" * 100_000, "webserver\n", "web server"):
+        fault = fault_of(raw_call(server, call_body("AssertProfile", bad))[1])
+        assert fault is not None and fault.faultCode == INVALID_PARAMS
+    assert server.core.build_metadata("web1.example.com").profile == "webserver"
+    assert_served(server)
+
+
+def test_faults_say_what_failed_not_where(hostile) -> None:
+    """A state write that fails is a Fault naming no server path; the log has the path."""
+    server = hostile()
+    state = Path(server.core.setup.server.state_dir) / "Metadata"
+    shutil.rmtree(state, ignore_errors=True)
+    state.write_text("not a directory")  # every write below it now fails
+    try:
+        with pytest.raises(xmlrpc.client.Fault) as failed:
+            server.proxy(*WEB1).DeclareVersion("1.4.9")
+        assert str(state.parent) not in failed.value.faultString
+        assert "/" not in failed.value.faultString.split(":", 1)[1]
+        assert "server's log" in failed.value.faultString
+    finally:
+        state.unlink()
     assert_served(server)

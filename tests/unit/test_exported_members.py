@@ -35,8 +35,9 @@ MANAGER_API = [
     "unregister",
 ]
 
-IDENTITY_API = ["AGENT_METHODS", "Caller", "admin_identity", "common_name", "identity_allows",
-                "is_loopback"]
+IDENTITY_API = ["AGENT_METHODS", "CLIENT_NAME", "RESERVED_CLIENT_NAMES", "Caller", "admin_identity",
+                "common_name", "identity_allows", "is_loopback", "reserved_client_name",
+                "valid_client_name"]
 
 TEMPLATES_API = [
     "GenshiLookup", "MAX_RANGE", "MAX_RENDERED", "TemplateSyntaxError", "UndefinedError",
