@@ -14,6 +14,10 @@ a method beyond the agent methods. Upstream also allowed any caller from the
 loopback address (ip.xml) and any client named localhost (metadata.xml) when
 no rule matched; that holds here only with ``[communication] trust_loopback``.
 
+metadata.xml's Group rules see only the groups the repository gives a
+client (``Core.trusted_metadata``): never those of its probe output or of a
+profile it asserted itself.
+
 A file that does not exist has no opinion (the caller's identity decides).
 A file that exists but has never been parsed successfully refuses every call
 until it is fixed; a later error keeps the last good version in service.

@@ -180,6 +180,14 @@ class ClientRecord:
     secure: bool = False
     auth: str | None = None
     version: str | None = None
+    #: the profile the repository gave the client (clients.xml, or the default profile it
+    #: was registered with), which a profile it asserted itself does not change
+    trusted_profile: str = ""
+
+    @property
+    def acl_profile(self) -> str:
+        """The profile access checks go by (``trusted_profile``, else ``profile``)."""
+        return self.trusted_profile or self.profile
 
 
 def record_from_xml(node: lxml.etree._Element) -> ClientRecord:
@@ -239,6 +247,9 @@ def merge_records(repo: dict[str, ClientRecord], overlay: dict[str, dict[str, st
     profile in clients.xml when it was recorded ("" if the client was not
     there). Once an admin changes that profile in clients.xml, the recorded
     one no longer applies: the later change wins, as with upstream's single file.
+    A profile a client asserted never becomes its ``trusted_profile``: that
+    stays the one of clients.xml, or for a client the server registered, the
+    one it was registered with (the state file's ``trusted_profile``).
     ``auth="cert"`` records the end of a bootstrap; it applies only while the
     client's mode (its ``auth`` in clients.xml, else ``default_auth``) is bootstrap.
     """
@@ -250,13 +261,15 @@ def merge_records(repo: dict[str, ClientRecord], overlay: dict[str, dict[str, st
             base = attrs.get("repository_profile", out[name].profile)
             if attrs.get("profile") and base == out[name].profile:
                 changes["profile"] = attrs["profile"]
+                changes["trusted_profile"] = out[name].profile
             if bootstrapped and (out[name].auth or default_auth) == "bootstrap":
                 changes["auth"] = "cert"
             out[name] = replace(out[name], **changes)
         elif attrs.get("profile"):
             out[name] = ClientRecord(
                 name=name, profile=attrs["profile"], version=attrs.get("version"),
-                auth="cert" if bootstrapped and default_auth == "bootstrap" else None)
+                auth="cert" if bootstrapped and default_auth == "bootstrap" else None,
+                trusted_profile=attrs.get("trusted_profile", attrs["profile"]))
     return list(out.values())
 
 
@@ -327,8 +340,20 @@ class ClientsWriter:
         self.overlay: dict[str, dict[str, str]] = {}
         self.lock = threading.Lock()
 
+    #: attributes of the state file that the repository's clients.xml has no place for
+    STATE_ONLY = ("trusted_profile",)
+
     def update(self, name: str, **attrs: str) -> None:
-        """Set attributes of one client in the file, atomically."""
+        """Set attributes of one client in the file, atomically.
+
+        Written into the repository's clients.xml (upstream's way), a
+        profile carries no record of who chose it: from then on it is the
+        repository's.
+        """
+        attrs = {key: value for key, value in attrs.items() if key not in self.STATE_ONLY}
+        self._write(name, attrs)
+
+    def _write(self, name: str, attrs: dict[str, str]) -> None:
         with self.lock:
             path, root, node = self._locate(name)
             if node is None:
@@ -399,7 +424,7 @@ class StateFile(ClientsWriter, XMLFileBacked):
             records = self.plugin.clients_file.records if self.plugin.clients_file else None
             record = (records or {}).get(name)
             attrs["repository_profile"] = record.profile if record else ""
-        super().update(name, **attrs)
+        self._write(name, attrs)
 
     def removed(self) -> None:
         self.overlay = {}
@@ -489,6 +514,13 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
         return self.clients_model.aliases.get(client, client)
 
     def get_initial_metadata(self, client_name: str) -> ClientMetadata:
+        return self._initial_metadata(client_name, trusted=False)
+
+    def get_trusted_metadata(self, client_name: str) -> ClientMetadata:
+        """As get_initial_metadata, with the profile the repository gave the client."""
+        return self._initial_metadata(client_name, trusted=True)
+
+    def _initial_metadata(self, client_name: str, trusted: bool) -> ClientMetadata:
         groups_model = self._groups()
         client = self._canonical(client_name)
         record = self.clients_model.clients.get(client)
@@ -506,7 +538,7 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
             record = self.clients_model.clients.get(client)
             if record is None:
                 raise MetadataRuntimeError(f"client {client} could not be registered")
-        profile = record.profile
+        profile = record.acl_profile if trusted else record.profile
         if profile not in groups_model.groups:
             self.logger.warning("client %s has profile %s, which groups.xml does not declare",
                                 client, profile)
@@ -561,14 +593,21 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
             raise MetadataConsistencyError(
                 f"cannot set client {client} to private group {profile}")
         record = self.clients_model.clients.get(client)
+        if record is None and require_public:
+            # first contact asserting a profile: registered as any new client is (with the
+            # default profile, which access checks keep going by), or refused
+            self.get_initial_metadata(client)
+            record = self.clients_model.clients.get(client)
         if record is not None and record.profile == profile:
             return
         if record is None:
             self.logger.info("Registering new client %s with profile %s", client, profile)
+            self.state.update(client, profile=profile, trusted_profile=profile)
         else:
             self.logger.info("Changing profile of %s from %s to %s", client, record.profile,
                              profile)
-        self.state.update(client, profile=profile)
+            self.state.update(client, profile=profile,
+                              trusted_profile=record.acl_profile)
 
     def set_version(self, client: str, version: str) -> None:
         client = self._canonical(client)

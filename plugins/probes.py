@@ -250,6 +250,9 @@ class XMLStore:
 class Probes(Plugin, Probing, Connector, Caching):
     """Serves probe scripts and turns their output into groups and template data."""
 
+    #: probe output is what the client says: its groups never decide an access check
+    client_supplied = True
+
     options = (
         Option("probes", "allowed_groups", ".*",
                "Whitespace-separated regular expressions; a group a probe assigns must match "

@@ -343,6 +343,24 @@ class Core:
         statistics.stats.add_value("build_metadata", time.monotonic() - start)
         return imd
 
+    def trusted_metadata(self, client_name: str) -> ClientMetadata:
+        """A client's metadata from the repository alone: what access checks see.
+
+        The Metadata plugin's part without a profile the client asserted,
+        and the groups of every Connector that does not take them from the
+        client (``Connector.client_supplied``: probe output); GroupLogic and
+        the like then decide on those groups only. Built afresh each time:
+        only ACL checks with a metadata phase ask for it.
+        """
+        imd = self.metadata.get_trusted_metadata(client_name)
+        for conn in self.plugins_by_type(interfaces.Connector):
+            if conn.client_supplied:
+                continue
+            names = [getattr(group, "name", group) for group in conn.get_additional_groups(imd)]
+            if names:
+                self.metadata.merge_additional_groups(imd, names)
+        return imd
+
     def expire_caches_by_type(self, base_cls: type, key: str | None = None) -> None:
         """Expire the caches of every Caching plugin that is also a ``base_cls``."""
         for plugin in self.plugins_by_type(base_cls):
@@ -625,7 +643,9 @@ class Core:
         address and then by the client's metadata (built only if a plugin
         defers): any denial denies; a plugin's explicit allowance (True)
         grants the call even beyond what the identity permits; None is no
-        opinion. The metadata phase applies to clients only.
+        opinion. The metadata phase applies to clients only, and sees the
+        groups the repository gives the client (``trusted_metadata``), never
+        those its probes or its own AssertProfile produce.
         """
         caller = address if isinstance(address, Caller) else Caller(address)
         plugins = self.plugins_by_type(interfaces.ClientACLs)
@@ -639,7 +659,8 @@ class Core:
         granted = bool(plugins) and all(v is True for v in verdicts)
         if not granted and caller.client is not None and any(v is None for v in verdicts):
             try:
-                meta = self.metadata_for(caller, rmi)
+                with self._metadata_errors(caller):
+                    meta = self.trusted_metadata(caller.client)
                 verdicts = [p.check_acl_metadata(meta, rmi) for p in plugins]
             except Exception:
                 self.logger.exception("metadata ACL check failed for %s calling %s",

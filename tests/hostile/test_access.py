@@ -154,3 +154,70 @@ def test_faults_say_what_failed_not_where(hostile) -> None:
     finally:
         state.unlink()
     assert_served(server)
+
+
+ADMIN_GROUP_ACL = """\
+<ACL>
+  <Group name="admins"><Allow method="*.*"/></Group>
+  <Allow method="*"/>
+</ACL>
+"""
+ALL_PLUGINS = ("Metadata,Bundler,Cfg,Rules,Defaults,Probes,Properties,TemplateHelper,"
+               "GroupPatterns,Decisions,Reporting,ACL")
+
+
+def acl_repo(tmp_path: Path) -> Path:
+    """repo-example with a group ``admins`` that ACL/metadata.xml lets call plugin methods,
+    and a public profile ``ops`` that is a member of it."""
+    repo = tmp_path / "acl-groups"
+    shutil.copytree(REPO_EXAMPLE, repo)
+    groups = repo / "Metadata" / "groups.xml"
+    groups.write_text(groups.read_text().replace(
+        "</Groups>", '<Group name="ops" profile="true" public="true"><Group name="admins"/>'
+        '<Group name="linux"/></Group><Group name="admins"/></Groups>'))
+    (repo / "ACL").mkdir()
+    (repo / "ACL" / "metadata.xml").write_text(ADMIN_GROUP_ACL)
+    return repo
+
+
+def test_probe_groups_never_decide_access(hostile, tmp_path) -> None:
+    """Probe output group:admins puts web1 in admins for its configuration, not for the ACL."""
+    server = hostile(acl_repo(tmp_path), server__plugins=ALL_PLUGINS,
+                     probes__allowed_groups=".*")
+    agent = server.proxy(*WEB1)
+    assert agent.RecvProbeData('<ProbeData><probe name="virt" source="Probes">kvm\n'
+                               'group:admins</probe></ProbeData>') is True
+    assert "admins" in server.core.build_metadata("web1.example.com").groups
+    with pytest.raises(xmlrpc.client.Fault) as denied:
+        server.proxy(*WEB1).Metadata.remove_client("web2.example.com")
+    assert denied.value.faultCode == ACCESS_DENIED
+    assert "web2.example.com" in server.admin().Metadata.list_clients()
+    assert_served(server)
+
+
+def test_an_asserted_profile_never_decides_access(hostile, tmp_path) -> None:
+    """AssertProfile to public ops gives web1 ops's configuration, not the ACL rights of ops."""
+    server = hostile(acl_repo(tmp_path), server__plugins=ALL_PLUGINS)
+    assert server.proxy(*WEB1).AssertProfile("ops") is True
+    meta = server.core.build_metadata("web1.example.com")
+    assert meta.profile == "ops" and "admins" in meta.groups
+    with pytest.raises(xmlrpc.client.Fault) as denied:
+        server.proxy(*WEB1).Metadata.remove_client("web2.example.com")
+    assert denied.value.faultCode == ACCESS_DENIED
+    assert "web2.example.com" in server.admin().Metadata.list_clients()
+    assert_served(server)
+
+
+def test_repository_groups_still_decide_access(hostile, tmp_path) -> None:
+    """The same rule grants a client that clients.xml puts in ops (the control case)."""
+    repo = acl_repo(tmp_path)
+    clients = repo / "Metadata" / "clients.xml"
+    clients.write_text(clients.read_text().replace(
+        'name="desk1.example.com" profile="workstation"', 'name="desk1.example.com" profile="ops"'))
+    server = hostile(repo, server__plugins=ALL_PLUGINS)
+    desk1 = ("5c3f7a62-9d0e-4c1b-8f53-desk1", "desk1-secret")
+    assert "web2.example.com" in server.proxy(*desk1).Metadata.list_clients()
+    with pytest.raises(xmlrpc.client.Fault) as denied:
+        server.proxy(*WEB1).Metadata.list_clients()
+    assert denied.value.faultCode == ACCESS_DENIED
+    assert_served(server)

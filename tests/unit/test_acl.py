@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import lxml.etree
 import pytest
 from conftest import PLUGINS, rewrite
 
@@ -326,3 +327,76 @@ def test_decisions_are_logged_in_debug_mode(acl_core, caplog):
     with caplog.at_level(logging.INFO, logger="bcfg2.plugins.ACL"):
         core.check_acls(Caller(("192.168.2.7", 4000), client="client1"), "AssertProfile")
     assert "192.168.2.7 calls AssertProfile" in caplog.text and "deny" in caplog.text
+
+
+# -- which groups count -------------------------------------------------------------
+
+OPS_GROUPS = """\
+<Groups>
+  <Group name="basic" profile="true" public="true"><Group name="linux"/></Group>
+  <Group name="other" profile="true"/>
+  <Group name="ops" profile="true" public="true"><Group name="admins"/></Group>
+  <Group name="linux"/>
+  <Group name="admins"/>
+  <Group name="virtual"/>
+</Groups>
+"""
+ADMINS_ACL = """\
+<ACL>
+  <Group name="admins"><Allow method="Metadata.*"/></Group>
+  <Allow method="*"/>
+</ACL>
+"""
+
+
+def test_grouplogic_over_probe_groups_does_not_decide_access(repo, local_core, tmp_path):
+    """GroupLogic making a probe group's members admins counts for the configuration only."""
+    repo.write("Metadata/groups.xml", OPS_GROUPS)
+    repo.write("ACL/metadata.xml", ADMINS_ACL)
+    repo.write("Probes/virt", "#!/bin/sh\necho group:virtual\n")
+    repo.write("GroupLogic/groups.xml",
+               '<GroupLogic><Group name="virtual"><Group name="admins"/></Group></GroupLogic>')
+    core = local_core(repo, server__plugins=ACL_PLUGINS + ",Probes,GroupLogic",
+                      server__state_dir=str(tmp_path / "state"), probes__allowed_groups=".*")
+    meta = core.build_metadata("client1")
+    core.plugins["Probes"].ReceiveData(meta, [lxml.etree.fromstring(
+        '<probe name="virt" source="Probes">group:virtual</probe>')])
+    assert {"virtual", "admins"} <= core.build_metadata("client1").groups
+    trusted = core.trusted_metadata("client1")
+    assert "virtual" not in trusted.groups and "admins" not in trusted.groups
+    who = Caller(("10.0.0.5", 4000), client="client1")
+    assert core.check_acls(who, "Metadata.list_clients") is False
+    assert core.check_acls(who, "GetConfig") is True
+
+
+def test_grouplogic_over_repository_groups_decides_access(repo, local_core, tmp_path):
+    """GroupLogic on groups.xml's groups counts: linux members are made admins."""
+    repo.write("Metadata/groups.xml", OPS_GROUPS)
+    repo.write("ACL/metadata.xml", ADMINS_ACL)
+    repo.write("GroupLogic/groups.xml",
+               '<GroupLogic><Group name="linux"><Group name="admins"/></Group></GroupLogic>')
+    core = local_core(repo, server__plugins=ACL_PLUGINS + ",GroupLogic",
+                      server__state_dir=str(tmp_path / "state"))
+    assert core.check_acls(Caller(("10.0.0.5", 4000), client="client1"),
+                           "Metadata.list_clients") is True
+    assert core.check_acls(Caller(("10.0.0.6", 4000), client="client2"),
+                           "Metadata.list_clients") is False
+
+
+@pytest.mark.parametrize("registered", [False, True])
+def test_an_asserted_profile_stays_untrusted_after_a_restart(repo, local_core, tmp_path,
+                                                           registered):
+    """The state file keeps the profile the repository gave, for clients.xml's clients and for
+    clients the server registered with the default profile."""
+    repo.write("Metadata/groups.xml", OPS_GROUPS.replace(
+        '<Group name="other" profile="true"/>', '<Group name="other" profile="true" default="true"/>'))
+    repo.write("ACL/metadata.xml", ADMINS_ACL)
+    state = str(tmp_path / "state")
+    core = local_core(repo, server__plugins=ACL_PLUGINS, server__state_dir=state)
+    name = "newhost.example.com" if registered else "client1"
+    core.metadata.set_profile(name, "ops", None)
+    again = local_core(repo, server__plugins=ACL_PLUGINS, server__state_dir=state)
+    assert again.build_metadata(name).profile == "ops"
+    assert again.trusted_metadata(name).profile == ("other" if registered else "basic")
+    assert again.check_acls(Caller(("10.0.0.9", 4000), client=name),
+                            "Metadata.list_clients") is False

@@ -21,7 +21,7 @@ import threading
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from bcfg2.errors import PluginExecutionError
 from bcfg2.plugin.base import Plugin
@@ -132,6 +132,16 @@ class Metadata:
     def get_initial_metadata(self, client_name: str) -> ClientMetadata:
         """Metadata from this plugin alone, before connectors add to it."""
 
+    def get_trusted_metadata(self, client_name: str) -> ClientMetadata:
+        """Metadata from this plugin alone and from the repository alone: what ACLs see.
+
+        A profile the client asserted itself (AssertProfile) does not count
+        here: its profile is the one the repository gave it. A plugin that
+        lets no client choose its own groups needs nothing more than
+        ``get_initial_metadata``.
+        """
+        return self.get_initial_metadata(client_name)
+
     @abstractmethod
     def merge_additional_groups(self, imd: ClientMetadata, groups: list[str]) -> None:
         """Add groups from a connector (and what follows from them)."""
@@ -170,7 +180,14 @@ class Metadata:
 
 
 class Connector:
-    """Adds groups and data to client metadata."""
+    """Adds groups and data to client metadata.
+
+    ``client_supplied`` says the groups come from what the client itself sent
+    (probe output): they shape its configuration but never decide an access
+    check (``Core.trusted_metadata``).
+    """
+
+    client_supplied: ClassVar[bool] = False
 
     def get_additional_groups(self, metadata: ClientMetadata) -> list[Any]:
         return []
