@@ -352,6 +352,7 @@ class Core:
         the like then decide on those groups only. Built afresh each time:
         only ACL checks with a metadata phase ask for it.
         """
+        start = time.monotonic()
         imd = self.metadata.get_trusted_metadata(client_name)
         for conn in self.plugins_by_type(interfaces.Connector):
             if conn.client_supplied:
@@ -359,6 +360,7 @@ class Core:
             names = [getattr(group, "name", group) for group in conn.get_additional_groups(imd)]
             if names:
                 self.metadata.merge_additional_groups(imd, names)
+        statistics.stats.add_value("build_trusted_metadata", time.monotonic() - start)
         return imd
 
     def expire_caches_by_type(self, base_cls: type, key: str | None = None) -> None:
