@@ -8,8 +8,22 @@ import os
 import sys
 
 from bcfg2.options import Setup
+from bcfg2.untrusted import one_line
 
 FORMAT = "%(asctime)s %(name)s[%(process)d]: %(levelname)s %(message)s"
+
+
+class OneLineFormatter(logging.Formatter):
+    """A formatter that keeps each message on its line: control characters in it are escaped.
+
+    Messages carry what clients send (method names, profiles, entry names);
+    a newline there would otherwise forge a log line of its own. A
+    traceback, added after the message, keeps its lines.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
+        record.message = one_line(record.message)
+        return super().formatMessage(record)
 
 
 def setup_logging(setup: Setup, console: bool = True, prog: str = "bcfg2-server") -> None:
@@ -26,11 +40,11 @@ def setup_logging(setup: Setup, console: bool = True, prog: str = "bcfg2-server"
     root.setLevel(level)
     if console:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(message)s"))
         root.addHandler(handler)
     if setup.logging.path:
         handler = logging.handlers.WatchedFileHandler(setup.logging.path)
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(OneLineFormatter(FORMAT))
         root.addHandler(handler)
     if setup.logging.syslog and os.path.exists("/dev/log"):
         try:
@@ -40,5 +54,5 @@ def setup_logging(setup: Setup, console: bool = True, prog: str = "bcfg2-server"
         except OSError:
             pass
         else:
-            handler.setFormatter(logging.Formatter(prog + "[%(process)d]: %(message)s"))
+            handler.setFormatter(OneLineFormatter(prog + "[%(process)d]: %(message)s"))
             root.addHandler(handler)

@@ -23,6 +23,15 @@ GROUP_NAME = re.compile(r"[^\x00-\x20\x7f-\x9f]+")
 MAX_GROUP_NAME = 256
 
 
+#: what would break a log line or a row of output: C0 and C1 controls, Unicode line breaks
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """Text with every control character escaped (``\\n``, ``\\x1b``): one line, as data."""
+    return CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def escaped(text: str, limit: int = 512) -> str:
     """Text a client sent, fit for one log line: control characters escaped, length bounded."""
     out = text.encode("unicode_escape").decode("ascii")
@@ -36,8 +45,9 @@ def client_text(value: Any, what: str, pattern: re.Pattern[str], limit: int) -> 
     if len(value) > limit:
         raise InvalidParams(f"{what} of {len(value)} characters exceeds the limit of {limit}")
     if pattern.fullmatch(value) is None:
-        raise InvalidParams(f"{what} {escaped(value, 80)!r} is not valid")
+        raise InvalidParams(f"{what} '{escaped(value, 80)}' is not valid")
     return value
 
 
-__all__ = ["GROUP_NAME", "MAX_GROUP_NAME", "MAX_VERSION", "VERSION", "client_text", "escaped"]
+__all__ = ["CONTROL", "GROUP_NAME", "MAX_GROUP_NAME", "MAX_VERSION", "VERSION", "client_text", "escaped",
+           "one_line"]
