@@ -34,7 +34,7 @@ import time
 from typing import Any
 from xmlrpc.client import Fault
 
-from bcfg2.cache import Expiry
+from bcfg2.cache import Expiry, relayed
 from bcfg2.core import Core, exposed
 from bcfg2.cores.builtin import BuiltinCore
 from bcfg2.errors import CriticalError, MetadataConsistencyError, MetadataRuntimeError
@@ -84,7 +84,7 @@ class ChildCore(Core):
                      tag: str = "") -> None:
         """Apply an expiry the parent made (``sync``: none, only where the parent stands)."""
         if clients is None or clients:
-            self.metadata_cache.expire(clients, tag=f"parent:{tag}")
+            self.metadata_cache.expire(clients, tag=relayed(tag))
         with self._synced:
             self.parent_generation = max(self.parent_generation, generation)
             self._synced.notify_all()

@@ -4,10 +4,11 @@ Each edit of groups.xml or clients.xml builds a new immutable model that is
 swapped in whole; a file with an error keeps the last good model in service.
 
 What the server learns at run time (declared versions, clients registered on
-first contact, asserted profiles) is written to a clients.xml of the same
-format under ``[server] state_dir``, laid over the repository's clients.xml.
-When ``state_dir`` is the repository itself, the repository's clients.xml is
-rewritten in place, as upstream does. Writes are atomic.
+first contact, asserted profiles, ends of bootstraps) is kept in
+``[server] state_dir``/Metadata/state.sqlite (``bcfg2.clientstate``), one row
+per client, laid over the repository's clients.xml. When ``state_dir`` is
+the repository itself, the repository's clients.xml is rewritten in place
+(atomically), as upstream does.
 """
 
 from __future__ import annotations
@@ -15,16 +16,26 @@ from __future__ import annotations
 import hmac
 import os
 import socket
+import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import lxml.etree
 
-from bcfg2.errors import MetadataConsistencyError, MetadataRuntimeError, RepositoryError
+from bcfg2.clientstate import ClientState
+from bcfg2.clientstate import database_path as state_database
+from bcfg2.errors import (
+    MetadataConsistencyError,
+    MetadataRuntimeError,
+    PluginInitError,
+    RepositoryError,
+)
 from bcfg2.identity import common_name, reserved_client_name, valid_client_name
 from bcfg2.metadata import ClientMetadata, MetadataQuery
+from bcfg2.options import Option
 from bcfg2.plugin import (
     ClientRunHooks,
     Connector,
@@ -343,15 +354,21 @@ class ClientsWriter:
     #: attributes of the state file that the repository's clients.xml has no place for
     STATE_ONLY = ("trusted_profile",)
 
-    def update(self, name: str, **attrs: str) -> None:
-        """Set attributes of one client in the file, atomically.
+    def update(self, name: str, keep: bool = False, **attrs: str) -> None:
+        """Set attributes of one client in the file, atomically (``keep``: see StateStore).
 
         Written into the repository's clients.xml (upstream's way), a
         profile carries no record of who chose it: from then on it is the
         repository's.
         """
         attrs = {key: value for key, value in attrs.items() if key not in self.STATE_ONLY}
-        self._write(name, attrs)
+        try:
+            self._write(name, attrs)
+        except MetadataRuntimeError:
+            if keep:  # served from memory until a write goes through
+                self.overlay = {**self.overlay, name: {**self.overlay.get(name, {}), **attrs}}
+                self.plugin.rebuild_clients()
+            raise
 
     def _write(self, name: str, attrs: dict[str, str]) -> None:
         with self.lock:
@@ -409,31 +426,136 @@ class ClientsWriter:
         return self.name, top, None
 
 
-class StateFile(ClientsWriter, XMLFileBacked):
-    """The server's own clients.xml in the state directory, laid over the repository's."""
+class StateStore:
+    """The server's own client state (``bcfg2.clientstate``), laid over the repository's
+    clients.xml: one row written per change, never the whole file.
 
-    mode = 0o600
+    A change is written, then served. A write that fails leaves the client
+    as it was, except for a change made with ``keep`` (the end of a
+    bootstrap): that one is served anyway, from memory, and written with the
+    client's next change, so a failing disk never leaves a client's
+    authentication weaker than it should be.
+    """
 
-    def __init__(self, name: str, plugin: Metadata) -> None:
-        ClientsWriter.__init__(self, name, plugin)
-        XMLFileBacked.__init__(self, name, plugin.core.fam, should_monitor=True)
+    def __init__(self, path: str, plugin: Metadata) -> None:
+        self.name = path
+        self.plugin = plugin
+        self.lock = threading.Lock()
+        try:
+            self.db = ClientState(path)
+            self.overlay: dict[str, dict[str, str]] = self.db.load()
+        except (OSError, sqlite3.Error) as err:
+            raise PluginInitError(f"cannot open the client state {path}: {err}") from err
+        #: changes not written yet, by client
+        self.unsaved: dict[str, dict[str, str]] = {}
+        if plugin.core.fam is not None:
+            plugin.core.fam.AddMonitor(self.db.marker, self)
 
-    def update(self, name: str, **attrs: str) -> None:
-        """As ClientsWriter.update; a profile also records the repository's (see merge_records)."""
+    def HandleEvent(self, event: Any = None) -> None:  # noqa: N802
+        """A tool changed the state (``ClientState.mark_changed``): read all of it again."""
+        if event is not None and event.action in ("created", "changed"):
+            self.plugin.logger.info("%s changed outside the server: reading it again",
+                                    self.name)
+            self.reload(None)
+            self.plugin.expire_metadata()
+
+    def update(self, name: str, keep: bool = False, **attrs: str) -> None:
+        """Record attributes of one client; a profile also records the repository's
+        (see merge_records)."""
         if "profile" in attrs:
             records = self.plugin.clients_file.records if self.plugin.clients_file else None
             record = (records or {}).get(name)
             attrs["repository_profile"] = record.profile if record else ""
-        self._write(name, attrs)
+        try:
+            with self.lock:
+                kept = self.unsaved.pop(name, {})
+                pending = {**kept, **attrs}
+                try:
+                    self.db.update(name, pending)
+                except sqlite3.Error as err:
+                    if keep or kept:
+                        self.unsaved[name] = {**kept, **attrs} if keep else kept
+                        self.overlay = {**self.overlay,
+                                        name: {**self.overlay.get(name, {}), **self.unsaved[name]}}
+                    raise MetadataRuntimeError(
+                        f"{self.name}: cannot record the state of {name}: {err}") from err
+                self.overlay = {**self.overlay, name: {**self.overlay.get(name, {}), **pending}}
+        finally:
+            self.plugin.rebuild_clients()
 
-    def removed(self) -> None:
-        self.overlay = {}
+    def remove(self, name: str) -> bool:
+        """Forget one client's state; False if it had none."""
+        with self.lock:
+            try:
+                removed = self.db.remove(name)
+            except sqlite3.Error as err:
+                raise MetadataRuntimeError(
+                    f"{self.name}: cannot remove the state of {name}: {err}") from err
+            self.unsaved.pop(name, None)
+            removed = removed or name in self.overlay
+            self.overlay = {key: value for key, value in self.overlay.items() if key != name}
         self.plugin.rebuild_clients()
+        return removed
 
-    def load_xml(self, root: lxml.etree._Element) -> None:
-        self.overlay = {node.get("name").lower(): dict(node.attrib)
-                        for node in client_nodes(root)}
-        self.plugin.rebuild_clients()
+    def reload(self, names: list[str] | None) -> None:
+        """Read again what another process recorded about some clients (None: all)."""
+        try:
+            fresh = self.db.load(names)
+        except sqlite3.Error as err:
+            self.plugin.logger.error("%s: cannot read the client state: %s", self.name, err)
+            return
+        with self.lock:
+            kept = {} if names is None else {k: v for k, v in self.overlay.items()
+                                              if k not in names}
+            self.overlay = {**kept, **fresh}
+            for name, attrs in self.unsaved.items():
+                self.overlay[name] = {**self.overlay.get(name, {}), **attrs}
+        self.plugin.rebuild_clients(expire=False)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class Registrations:
+    """How many clients first contact may register: in all, and per minute (a token bucket).
+
+    A refusal is a MetadataConsistencyError the client sees; the first of a
+    burst is logged, then one line a minute at most says how many followed.
+    """
+
+    def __init__(self, limit: int, per_minute: float, logger: Any) -> None:
+        self.limit = limit
+        self.rate = per_minute / 60.0
+        self.burst = max(1.0, per_minute)
+        self.tokens = self.burst
+        self.stamp = time.monotonic()
+        self.logger = logger
+        self.refused = 0
+        self._logged = -1e9
+        self._lock = threading.Lock()
+
+    def admit(self, client: str, registered: int) -> None:
+        """Take one registration for ``client``, ``registered`` being how many there are."""
+        with self._lock:
+            now = time.monotonic()
+            if self.rate > 0:
+                self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.limit and registered >= self.limit:
+                why = (f"the server has registered {registered} clients, its limit "
+                       f"([metadata] max_registered); an admin must add {client} to clients.xml")
+            elif self.rate > 0 and self.tokens < 1:
+                why = ("too many new clients at once ([metadata] registrations_per_minute); "
+                       "try again later")
+            else:
+                self.tokens -= 1
+                return
+            self.refused += 1
+            if now - self._logged >= 60:
+                self._logged = now
+                self.logger.warning("Refusing to register %s: %s (%d refused so far)", client,
+                                    why, self.refused)
+        raise MetadataConsistencyError(f"refusing to register {client}: {why}")
 
 
 class Metadata(Plugin, MetadataInterface, ClientRunHooks):
@@ -441,9 +563,22 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
 
     sort_order = 500
     __rmi__ = Plugin.__rmi__ + ["list_clients", "get_all_group_names", "remove_client"]
+    options = (
+        Option("metadata", "max_registered", 10000,
+               "Most clients the server registers itself on first contact (clients.xml's own "
+               "do not count); beyond it, an admin adds clients to clients.xml. 0: no limit.",
+               type="int"),
+        Option("metadata", "registrations_per_minute", 60.0,
+               "First-contact registrations accepted per minute (in bursts of as many); a "
+               "client refused meanwhile is registered at its next run. 0: no limit.",
+               type="float"),
+    )
 
     def __init__(self, core: Any) -> None:
         Plugin.__init__(self, core)
+        self.registrations = Registrations(int(core.setup.metadata.max_registered),
+                                           float(core.setup.metadata.registrations_per_minute),
+                                           self.logger)
         self.password = core.setup.communication.password
         self.default_auth = core.setup.communication.authentication
         self.groups_model: GroupsModel | None = None
@@ -460,13 +595,13 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
         )
         repo_clients = os.path.join(self.data, "clients.xml")
         state_dir = core.setup.server.state_dir or self.core.repository
-        state_clients = os.path.join(state_dir, self.name, "clients.xml")
         self.clients_file: ClientsFile | None = None
-        self.state: ClientsWriter
-        if os.path.realpath(state_clients) == os.path.realpath(repo_clients):
+        self.state: ClientsWriter | StateStore
+        if os.path.realpath(state_dir) == os.path.realpath(self.core.repository):
             self.state = ClientsWriter(repo_clients, self)
         else:
-            self.state = StateFile(state_clients, self)
+            self.state = StateStore(state_database(state_dir), self)
+            self.on_metadata_expiry(self._relayed_expiry)
         self.clients_file = ClientsFile(repo_clients, self)
         self.groups_file = GroupsFile(os.path.join(self.data, "groups.xml"), self)
 
@@ -484,10 +619,21 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
         else:
             self.expire_metadata_if_groups_change()
 
-    def rebuild_clients(self) -> None:
+    def _relayed_expiry(self, expiry: Any) -> None:
+        """The parent process changed client state: read it (the cache is expired already)."""
+        if expiry.relayed_from(self.name) and isinstance(self.state, StateStore):
+            self.state.reload(None if expiry.clients is None else sorted(expiry.clients))
+
+    def shutdown(self) -> None:
+        Plugin.shutdown(self)
+        if isinstance(self.state, StateStore):
+            self.state.close()
+
+    def rebuild_clients(self, expire: bool = True) -> None:
         """Merge clients.xml and the runtime overlay into a new model.
 
-        Only the clients whose record changed are expired from the cache.
+        Only the clients whose record changed are expired from the cache
+        (unless ``expire`` is false: they are already).
         """
         if self.clients_file is None:
             return
@@ -498,7 +644,7 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
                 merge_records(repo, self.state.overlay, self.default_auth))
         changed = [name for name in set(old.clients) | set(new.clients)
                    if old.clients.get(name) != new.clients.get(name)]
-        if changed:
+        if changed and expire:
             self.expire_metadata(changed)
 
     def _groups(self) -> GroupsModel:
@@ -525,16 +671,7 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
         client = self._canonical(client_name)
         record = self.clients_model.clients.get(client)
         if record is None:
-            if not groups_model.default:
-                raise MetadataConsistencyError(
-                    f"client {client} is not in clients.xml and no default profile is set")
-            if not valid_client_name(client):
-                raise MetadataConsistencyError(f"refusing to register client name {client!r}")
-            if reserved_client_name(client):
-                raise MetadataConsistencyError(
-                    f"refusing to register the reserved name {client!r}: only an admin can "
-                    f"add it to clients.xml")
-            self.set_profile(client, groups_model.default, None, require_public=False)
+            self._register(client)
             record = self.clients_model.clients.get(client)
             if record is None:
                 raise MetadataRuntimeError(f"client {client} could not be registered")
@@ -582,6 +719,29 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
 
     # -- runtime changes -----------------------------------------------------
 
+    def _register(self, client: str, keep: bool = False, **attrs: str) -> None:
+        """Register a client on first contact with the default profile, or refuse it.
+
+        Refused: without a default profile, a name that is not a client name
+        or is reserved, and beyond ``[metadata] max_registered`` clients or
+        ``registrations_per_minute``. ``attrs`` are recorded with it (``keep``:
+        see StateStore.update).
+        """
+        default = self._groups().default
+        if not default:
+            raise MetadataConsistencyError(
+                f"client {client} is not in clients.xml and no default profile is set")
+        if not valid_client_name(client):
+            raise MetadataConsistencyError(f"refusing to register client name {client!r}")
+        if reserved_client_name(client):
+            raise MetadataConsistencyError(
+                f"refusing to register the reserved name {client!r}: only an admin can "
+                f"add it to clients.xml")
+        repo = (self.clients_file.records if self.clients_file else None) or {}
+        self.registrations.admit(client, len(set(self.clients_model.clients) - set(repo)))
+        self.logger.info("Registering new client %s with profile %s", client, default)
+        self.state.update(client, keep=keep, profile=default, trusted_profile=default, **attrs)
+
     def set_profile(self, client: str, profile: str, address: tuple[str, int] | None,
                     require_public: bool = True) -> None:
         groups_model = self._groups()
@@ -593,21 +753,17 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
             raise MetadataConsistencyError(
                 f"cannot set client {client} to private group {profile}")
         record = self.clients_model.clients.get(client)
-        if record is None and require_public:
+        if record is None:
             # first contact asserting a profile: registered as any new client is (with the
             # default profile, which access checks keep going by), or refused
-            self.get_initial_metadata(client)
+            self._register(client)
             record = self.clients_model.clients.get(client)
-        if record is not None and record.profile == profile:
+            if record is None:
+                raise MetadataRuntimeError(f"client {client} could not be registered")
+        if record.profile == profile:
             return
-        if record is None:
-            self.logger.info("Registering new client %s with profile %s", client, profile)
-            self.state.update(client, profile=profile, trusted_profile=profile)
-        else:
-            self.logger.info("Changing profile of %s from %s to %s", client, record.profile,
-                             profile)
-            self.state.update(client, profile=profile,
-                              trusted_profile=record.acl_profile)
+        self.logger.info("Changing profile of %s from %s to %s", client, record.profile, profile)
+        self.state.update(client, profile=profile, trusted_profile=record.acl_profile)
 
     def set_version(self, client: str, version: str) -> None:
         client = self._canonical(client)
@@ -771,9 +927,10 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
     def _end_bootstrap(self, client: str) -> None:
         """A bootstrap client presented its certificate: from now on it is ``cert``."""
         try:
-            if client not in self.clients_model.clients:
-                self.get_initial_metadata(client)  # registers it, or refuses it
-            self.state.update(client, auth="cert")
+            if client in self.clients_model.clients:
+                self.state.update(client, keep=True, auth="cert")
+            else:  # registered and switched in one write, kept even if the write fails
+                self._register(client, keep=True, auth="cert")
         except (MetadataConsistencyError, MetadataRuntimeError) as err:
             self.logger.error("Client %s presented its certificate, but the end of its "
                               "bootstrap cannot be recorded: %s", client, err)

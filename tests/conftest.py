@@ -484,3 +484,17 @@ def hostile(request: pytest.FixtureRequest, network_server: Callable[..., Runnin
 
     start.core = request.param  # type: ignore[attr-defined]
     return start
+
+
+def state_clients(state_dir: Path | str) -> dict[str, dict[str, str]]:
+    """What the server recorded about clients in a state directory (bcfg2.clientstate)."""
+    from bcfg2.clientstate import ClientState, database_path
+
+    path = database_path(str(state_dir))
+    if not os.path.exists(path):
+        return {}
+    store = ClientState(path)
+    try:
+        return store.load()
+    finally:
+        store.close()

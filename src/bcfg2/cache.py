@@ -35,6 +35,15 @@ MODES = ("off", "initial", "cautious", "aggressive")
 CAUTIOUS_METHODS = frozenset({"GetProbes", "RecvProbeData"})
 
 
+#: how the tag of an expiry made in another process (or server) and relayed here begins
+RELAYED = "relayed:"
+
+
+def relayed(tag: str) -> str:
+    """The tag of an expiry another process made with ``tag``, as it is applied here."""
+    return RELAYED + tag
+
+
 @dataclass(frozen=True)
 class Expiry:
     """One expiry, as listeners receive it: who (None: everyone), why, and its generation."""
@@ -42,6 +51,10 @@ class Expiry:
     clients: frozenset[str] | None
     tag: str
     generation: int
+
+    def relayed_from(self, tag: str) -> bool:
+        """Whether another process made this expiry with ``tag`` (a plugin's name)."""
+        return self.tag == relayed(tag)
 
 
 Listener = Callable[[Expiry], None]

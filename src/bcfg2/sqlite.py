@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import threading
+from collections.abc import Iterator
 
 
 def connect(path: str, synchronous: str = "FULL") -> sqlite3.Connection:
@@ -18,3 +21,17 @@ def connect(path: str, synchronous: str = "FULL") -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     return conn
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection, lock: threading.Lock,
+                write: bool = False) -> Iterator[sqlite3.Connection]:
+    """The caller's lock and one transaction on ``conn``: committed, or rolled back on error."""
+    with lock:
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")

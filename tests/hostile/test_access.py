@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import shutil
 import socket
+import sqlite3
 import xmlrpc.client
 from pathlib import Path
 
@@ -139,20 +140,23 @@ def test_an_oversized_profile_is_refused(hostile) -> None:
     assert_served(server)
 
 
-def test_faults_say_what_failed_not_where(hostile) -> None:
+def test_faults_say_what_failed_not_where(hostile, monkeypatch) -> None:
     """A state write that fails is a Fault naming no server path; the log has the path."""
     server = hostile()
-    state = Path(server.core.setup.server.state_dir) / "Metadata"
-    shutil.rmtree(state, ignore_errors=True)
-    state.write_text("not a directory")  # every write below it now fails
-    try:
-        with pytest.raises(xmlrpc.client.Fault) as failed:
-            server.proxy(*WEB1).DeclareVersion("1.4.9")
-        assert str(state.parent) not in failed.value.faultString
-        assert "/" not in failed.value.faultString.split(":", 1)[1]
-        assert "server's log" in failed.value.faultString
-    finally:
-        state.unlink()
+    state = server.core.metadata.state
+    where = f"{state.name}: disk I/O error"
+
+    def broken(*args: object) -> None:
+        raise sqlite3.OperationalError(where)
+
+    monkeypatch.setattr(state.db, "update", broken)
+    with pytest.raises(xmlrpc.client.Fault) as failed:
+        server.proxy(*WEB1).DeclareVersion("1.4.9")
+    assert "Unable to set version for web1.example.com" in failed.value.faultString
+    assert "server's log" in failed.value.faultString
+    assert state.name not in failed.value.faultString
+    assert "/" not in failed.value.faultString
+    monkeypatch.undo()
     assert_served(server)
 
 

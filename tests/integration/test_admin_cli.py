@@ -12,7 +12,7 @@ from pathlib import Path
 
 import lxml.etree
 import pytest
-from conftest import PLUGINS, ROOT, Repo, make_setup
+from conftest import PLUGINS, ROOT, Repo, make_setup, state_clients
 
 from bcfg2 import admin
 from bcfg2.core import LocalCore
@@ -142,19 +142,18 @@ def test_client_del_and_list_see_the_runtime_overlay(example_repo, tmp_path, cap
         core.metadata.set_version("web1.example.com", "1.4.0")
     finally:
         core.shutdown()
-    overlay = state / "Metadata/clients.xml"
-    assert "fresh.example.com" in overlay.read_text()
+    assert "fresh.example.com" in state_clients(state)
     args = repo_args(example_repo, tmp_path)
     status, out, _ = admin_run(capsys, *args, "client", "list")
     assert "fresh.example.com" in out.split()
     repo_before = (example_repo.path / "Metadata/clients.xml").read_bytes()
     status, _, err = admin_run(capsys, *args, "client", "del", "fresh.example.com")
     assert status == 0, err
-    assert "fresh.example.com" not in overlay.read_text()
+    assert "fresh.example.com" not in state_clients(state)
     assert (example_repo.path / "Metadata/clients.xml").read_bytes() == repo_before
     status, _, err = admin_run(capsys, *args, "client", "del", "web1.example.com")
     assert status == 0, err
-    assert "web1.example.com" not in overlay.read_text()
+    assert "web1.example.com" not in state_clients(state)
     assert "web1.example.com" not in (example_repo.path / "Metadata/clients.xml").read_text()
     status, out, _ = admin_run(capsys, *args, "client", "list")
     assert out.split() == ["db1.example.com", "desk1.example.com", "web2.example.com"]

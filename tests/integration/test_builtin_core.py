@@ -21,7 +21,7 @@ from typing import Any
 
 import lxml.etree
 import pytest
-from conftest import REPO_EXAMPLE, Repo
+from conftest import REPO_EXAMPLE, Repo, state_clients
 
 GLOBAL_PASSWORD = "globalpw"
 TIMEOUT = 15.0
@@ -285,8 +285,8 @@ def test_declared_version_is_recorded_in_state_dir_not_in_repository(example_rep
     before = clients_xml.read_bytes()
     server = served_by(example_repo)
     assert client_agent(server, BY_NAME["desk1.example.com"]).DeclareVersion("1.4.0") is True
-    state = lxml.etree.parse(str(example_repo.path.parent / "state/Metadata/clients.xml"))
-    assert state.xpath("//Client[@name='desk1.example.com']/@version") == ["1.4.0"]
+    assert state_clients(example_repo.path.parent / "state")["desk1.example.com"]["version"] == \
+        "1.4.0"
     assert clients_xml.read_bytes() == before
 
 
@@ -340,13 +340,12 @@ def test_unknown_client_without_default_profile_is_refused(repo, served_by):
     assert [b.get("name") for b in config] == ["base"]
     assert [(e.tag, e.get("name"), e.get("status")) for e in config[0]] == [
         ("Service", "cron", "on")]
-    state = repo.path.parent / "state/Metadata/clients.xml"
-    assert not state.exists() or b"stranger" not in state.read_bytes()
+    assert "stranger" not in state_clients(repo.path.parent / "state")
 
 
-def _state_client(example_repo: Repo, name: str) -> list[Any]:
-    path = example_repo.path.parent / "state/Metadata/clients.xml"
-    return lxml.etree.parse(str(path)).xpath(f"//Client[@name='{name}']")
+def _state_client(example_repo: Repo, name: str) -> list[dict[str, str]]:
+    recorded = state_clients(example_repo.path.parent / "state")
+    return [recorded[name]] if name in recorded else []
 
 
 def test_unknown_client_is_registered_with_the_default_profile(example_repo, served_by):
@@ -427,8 +426,8 @@ def test_oversized_request_is_413_unread(example_repo, served_by):
     # sent in full, it is not processed either: the version is not recorded
     status, _ = raw_post(server, call)
     assert status == 413
-    state = example_repo.path.parent / "state/Metadata/clients.xml"
-    assert not state.exists() or b"9.9.9" not in state.read_bytes()
+    assert state_clients(example_repo.path.parent / "state").get(
+        "web1.example.com", {}).get("version") != "9.9.9"
     # a request under the limit is served
     assert client_agent(server, BY_NAME["web1.example.com"]).DeclareVersion("1.4.0") is True
 

@@ -22,6 +22,7 @@ from conftest import (
     Repo,
     ServerProcess,
     pid_alive,
+    state_clients,
     write_conf,
 )
 
@@ -115,8 +116,8 @@ def test_request_in_flight_at_sigterm_is_answered(example_repo, tls, tmp_path, s
         assert xmlrpc.client.loads(resp.read())[0] == (True,)
     status, _ = server.finish(timeout=10)
     assert status == 0
-    state = lxml.etree.parse(str(example_repo.path.parent / "state/Metadata/clients.xml"))
-    assert state.xpath("//Client[@name='web1.example.com']/@version") == ["1.4.0pre2"]
+    assert state_clients(example_repo.path.parent / "state")["web1.example.com"]["version"] == \
+        "1.4.0pre2"
 
 
 def test_silent_connection_does_not_delay_sigterm(example_repo, tls, tmp_path, start_server):

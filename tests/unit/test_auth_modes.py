@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import socket
+import sqlite3
 import xmlrpc.client
 from pathlib import Path
 
 import lxml.etree
 import pytest
 from conftest import BASIC_GROUPS, rewrite
+from conftest import state_clients as recorded_state
 
 GLOBAL_PW = "globalpw"
 
@@ -80,8 +82,7 @@ def connect(make_core):
 
 
 def state_clients(tmp_path: Path) -> dict[str, dict[str, str]]:
-    path = tmp_path / "state" / "Metadata" / "clients.xml"
-    return {n.get("name"): dict(n.attrib) for n in lxml.etree.parse(str(path)).iter("Client")}
+    return recorded_state(tmp_path / "state")
 
 
 # -- password identification (no certificate) ---------------------------------------------
@@ -197,6 +198,32 @@ def test_bootstrap_ends_with_the_first_certificate(repo, make_core, tmp_path):
     assert connect(cert_for("boot"), "root", "") == "boot"
 
 
+def test_a_bootstrap_ends_even_when_the_state_cannot_be_written(repo, make_core, tmp_path,
+                                                                monkeypatch):
+    """A failing disk never lets the password work again after the certificate was shown;
+    the switch is written with the client's next change once the disk works."""
+    repo.write("Metadata/groups.xml", BASIC_GROUPS.replace(
+        '<Group name="other" profile="true"/>', '<Group name="other" profile="true" default="true"/>'))
+    core = make_core(communication__authentication="bootstrap")
+    connect = Connections(core)
+    assert connect(None, "uuid-boot", "bootpw") == "boot"
+
+    def full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(core.metadata.state.db, "update", full)
+        assert connect(cert_for("boot"), "root", "") == "boot"
+        assert connect(None, "uuid-boot", "bootpw") is None
+        # a client the server has not met yet: registered and switched, in memory
+        core.metadata._end_bootstrap("newboot")
+        assert connect(None, "newboot", GLOBAL_PW) is None
+    assert "auth" not in state_clients(tmp_path).get("boot", {})
+    core.metadata.set_version("boot", "1.4.0")  # the next change writes the switch too
+    assert state_clients(tmp_path)["boot"]["auth"] == "cert"
+    assert connect(None, "uuid-boot", "bootpw") is None
+
+
 def test_bootstrap_writes_through_when_the_state_is_the_repository(repo, make_core):
     core = make_core(server__state_dir=str(repo.path))
     connect = Connections(core)
@@ -297,4 +324,4 @@ def test_bootstrap_over_tls(tls_server, tls, tmp_path):
     assert tls_server.proxy("uuid-boot", "bootpw").DeclareVersion("1.3") is True
     assert tls_server.proxy("root", "", cert=tls.client_cert("boot")).DeclareVersion("1.4")
     assert refused(lambda: tls_server.proxy("uuid-boot", "bootpw").DeclareVersion("1.5"))
-    assert state_clients(tmp_path)["boot"] == {"name": "boot", "version": "1.4", "auth": "cert"}
+    assert state_clients(tmp_path)["boot"] == {"version": "1.4", "auth": "cert"}

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
+import sqlite3
 from pathlib import Path
 
 import lxml.etree
 import pytest
-from conftest import rewrite
+from conftest import rewrite, state_clients
 
+from bcfg2.clientstate import ClientState
+from bcfg2.clientstate import database_path as state_database
 from bcfg2.errors import CriticalError, MetadataConsistencyError
 from bcfg2.identity import Caller
 
@@ -21,8 +23,9 @@ XI = "http://www.w3.org/2001/XInclude"
 
 
 
-def state_file(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "Metadata" / "clients.xml"
+def recorded(tmp_path: Path) -> dict[str, dict[str, str]]:
+    """What the server recorded about clients in the state directory under tmp_path."""
+    return state_clients(tmp_path / "state")
 
 
 def clients_in(path: Path) -> dict[str, dict[str, str]]:
@@ -410,7 +413,7 @@ def test_an_unknown_client_gets_the_default_profile(example_repo, local_core, tm
     assert name == "new1.example.com"
     assert meta.profile == default_profile(example_repo)
     assert "new1.example.com" in core.metadata.list_clients()
-    assert clients_in(state_file(tmp_path))["new1.example.com"]["profile"] == meta.profile
+    assert recorded(tmp_path)["new1.example.com"]["profile"] == meta.profile
     assert (example_repo.path / "Metadata" / "clients.xml").read_bytes() == before
     # still known after the state file is reread
     core.refresh()
@@ -439,14 +442,14 @@ def test_without_a_default_profile_an_unknown_client_is_refused(make_core, tmp_p
     with pytest.raises(CriticalError):
         core.DeclareVersion(address, "1.4.0")
     assert "stranger" not in core.metadata.list_clients()
-    assert not state_file(tmp_path).exists()
+    assert recorded(tmp_path) == {}
 
 
 def test_a_bad_name_is_never_registered(example_repo, local_core, tmp_path):
     core = local_core(example_repo, server__state_dir=str(tmp_path / "state"))
     with pytest.raises(MetadataConsistencyError):
         core.build_metadata("../../etc/passwd")
-    assert not state_file(tmp_path).exists()
+    assert recorded(tmp_path) == {}
 
 
 # -- AssertProfile and DeclareVersion --------------------------------------------
@@ -486,7 +489,7 @@ def test_assert_profile_changes_the_profile_in_state_not_in_the_repository(
     assert core.AssertProfile(address, "desktop") is True
     meta = core.build_metadata("client2")
     assert meta.profile == "desktop" and "gui" in meta.groups
-    assert clients_in(state_file(tmp_path))["client2"]["profile"] == "desktop"
+    assert recorded(tmp_path)["client2"]["profile"] == "desktop"
     assert repo_clients.read_bytes() == before
     core.refresh()
     assert core.build_metadata("client2").profile == "desktop"
@@ -499,35 +502,30 @@ def test_only_public_profile_groups_can_be_asserted(profiles, tmp_path, profile)
     with pytest.raises(CriticalError):
         core.AssertProfile(address, profile)
     assert core.build_metadata("client2").profile == "other"
-    assert not state_file(tmp_path).exists()
+    assert recorded(tmp_path) == {}
 
 
-@pytest.mark.parametrize("failing", ["replace", "fsync"])
-def test_an_interrupted_state_write_keeps_the_previous_state(profiles, tmp_path, monkeypatch,
-                                                             failing):
+def test_a_failed_state_write_keeps_the_previous_state(profiles, tmp_path, monkeypatch):
     core, address = profiles()
     assert core.AssertProfile(address, "desktop") is True
-    core.refresh()
-    state = state_file(tmp_path)
-    before = state.read_bytes()
 
     def interrupted(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+        raise sqlite3.OperationalError("database or disk is full")
 
     with monkeypatch.context() as patch:
-        patch.setattr(os, failing, interrupted)
-        with pytest.raises(CriticalError):
+        patch.setattr(core.metadata.state.db, "update", interrupted)
+        with pytest.raises(CriticalError) as failed:
             core.AssertProfile(address, "basic")
+        assert "server's log" in str(failed.value)
+        assert core.build_metadata("client2").profile == "desktop"
 
-    assert state.read_bytes() == before
-    assert clients_in(state)["client2"]["profile"] == "desktop"
-    assert sorted(os.listdir(state.parent)) == ["clients.xml"]
-    assert core.build_metadata("client2").profile == "desktop"
+    assert recorded(tmp_path)["client2"]["profile"] == "desktop"
     core.refresh()
     assert core.build_metadata("client2").profile == "desktop"
     # once the disk is fine again, the change goes through
     assert core.AssertProfile(address, "basic") is True
     assert core.build_metadata("client2").profile == "basic"
+    assert recorded(tmp_path)["client2"]["profile"] == "basic"
 
 
 def test_declare_version_is_recorded_in_state(repo, make_core, tmp_path):
@@ -538,7 +536,7 @@ def test_declare_version_is_recorded_in_state(repo, make_core, tmp_path):
     assert address is not None
     assert core.DeclareVersion(address, "1.4.0pre2") is True
     assert core.build_metadata("client1").version == "1.4.0pre2"
-    assert clients_in(state_file(tmp_path))["client1"]["version"] == "1.4.0pre2"
+    assert recorded(tmp_path)["client1"]["version"] == "1.4.0pre2"
     assert repo_clients.read_bytes() == before
     core.refresh()
     assert core.build_metadata("client1").version == "1.4.0pre2"
@@ -685,16 +683,17 @@ def test_a_broken_clients_xml_keeps_the_last_good_one(repo, make_core, caplog):
     assert core.metadata.clients_model.uuids == {}
 
 
-def test_removing_clients_xml_and_the_state_file_forgets_what_they_said(repo, make_core,
-                                                                        tmp_path):
+def test_removing_clients_xml_and_the_state_forgets_what_they_said(repo, make_core, tmp_path):
     core = make_core(caching__client_metadata="aggressive")
     address = auth(core, None, "uuid-client1", "pw1", ("127.0.0.1", 42002))
     assert address is not None
     assert core.DeclareVersion(address, "1.4.0") is True
-    core.refresh()  # the monitor notices the state file the server wrote
     assert core.build_metadata("client1").version == "1.4.0"
-    state = tmp_path / "state" / "Metadata" / "clients.xml"
-    state.unlink()
+    # as bcfg2-admin client del does it behind the running server's back
+    store = ClientState(state_database(str(tmp_path / "state")))
+    assert store.remove("client1")
+    store.mark_changed()
+    store.close()
     core.refresh()
     assert core.build_metadata("client1").version is None  # the cached copy is gone too
     (repo.path / "Metadata/clients.xml").unlink()

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import sqlite3
 
 import lxml.etree
 
+from bcfg2.clientstate import ClientState
+from bcfg2.clientstate import database_path as state_database
 from bcfg2.errors import Bcfg2Error
 from bcfg2.identity import valid_client_name
 from bcfg2.options import Setup
@@ -67,12 +70,21 @@ def _metadata_dir(setup: Setup) -> str:
 
 
 def _state_file(setup: Setup, clients: str) -> str | None:
-    """The server's runtime overlay (as plugins/metadata.py places it), if it is another file."""
+    """The server's runtime state (``bcfg2.clientstate``), unless it writes clients.xml itself."""
     state_dir = setup.server.state_dir or setup.server.repository
-    path = os.path.join(state_dir, "Metadata", "clients.xml")
-    if os.path.realpath(path) == os.path.realpath(clients):
+    if os.path.realpath(state_dir) == os.path.realpath(setup.server.repository):
         return None
-    return path
+    return state_database(state_dir)
+
+
+def _state(path: str | None) -> ClientState | None:
+    """The runtime state, if the server has recorded any (never created by a tool)."""
+    if path is None or not os.path.exists(path):
+        return None
+    try:
+        return ClientState(path)
+    except (OSError, sqlite3.Error) as err:
+        raise ToolError(f"cannot read the server's client state {path}: {err}") from None
 
 
 def parse_attributes(words: list[str]) -> dict[str, str]:
@@ -239,14 +251,16 @@ def delete_client(clients: str, state: str | None, name: str) -> None:
         _remove(node)
         _write(path, tree)
     in_state = False
-    if state is not None and os.path.exists(state):
-        tree = _parse(state)
-        for node in client_nodes(tree.getroot()):
-            if node.get("name").lower() == name:
-                _remove(node)
-                in_state = True
-        if in_state:
-            _write(state, tree)
+    store = _state(state)
+    if store is not None:
+        try:
+            in_state = store.remove(name)
+            if in_state:
+                store.mark_changed()  # a running server reads the state again
+        except (OSError, sqlite3.Error) as err:
+            raise ToolError(f"cannot remove {name} from {state}: {err}") from None
+        finally:
+            store.close()
     if found is None and not in_state:
         raise ToolError(f"no such client: {name}")
 
@@ -263,7 +277,12 @@ def list_clients(clients: str, state: str | None, default_auth: str) -> list[str
             record = record_from_xml(node)
             records[record.name] = record
     overlay: dict[str, dict[str, str]] = {}
-    if state is not None and os.path.exists(state):
-        overlay = {node.get("name").lower(): dict(node.attrib)
-                   for node in client_nodes(_parse(state).getroot())}
+    store = _state(state)
+    if store is not None:
+        try:
+            overlay = store.load()
+        except sqlite3.Error as err:
+            raise ToolError(f"cannot read the server's client state {state}: {err}") from None
+        finally:
+            store.close()
     return sorted(record.name for record in merge_records(records, overlay, default_auth))

@@ -127,6 +127,15 @@ class Plugin(Debuggable):
         """
         self.core.metadata_cache.expire_changed(tag=self.name)
 
+    def on_metadata_expiry(self, listener: Callable[[Any], None]) -> None:
+        """Have ``listener`` called with every expiry of client metadata, once it applies.
+
+        It gets a ``bcfg2.cache.Expiry``; ``expiry.relayed_from(self.name)``
+        says another process (the multiprocessing core's parent) changed
+        what this plugin knows, e.g. the state it keeps in a database.
+        """
+        self.core.metadata_cache.subscribe(listener)
+
     def rmi(self) -> dict[str, Callable[..., Any]]:
         """The plugin's methods callable over XML-RPC, by name."""
         methods: dict[str, Callable[..., Any]] = {}
