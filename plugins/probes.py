@@ -293,7 +293,7 @@ class Probes(Plugin, Probing, Connector, Caching):
         if event.action == "endExist" or os.path.dirname(event.path) != self.data:
             return
         fname = os.path.basename(event.path)
-        if fname == STORE_FILE or fname.startswith(".") or EntrySet.ignore.match(fname) \
+        if fname == STORE_FILE or fname.startswith(".") or EntrySet.ignore.fullmatch(fname) \
                 or os.path.isdir(event.path):
             return
         name = SPECIFIC_SUFFIX.sub("", fname)

@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
+
+#: the characters and length of a client name; matched against the whole name
+CLIENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,252}")
+
+
+def valid_client_name(name: str) -> bool:
+    """Whether all of ``name`` (a trailing newline too) is client-name characters, no '..'.
+
+    Client names become parts of file names (``.H_<client>``), hence the strictness.
+    """
+    return CLIENT_NAME.fullmatch(name) is not None and ".." not in name
 
 
 class MetadataQuery:

@@ -9,6 +9,7 @@ import os
 import lxml.etree
 
 from bcfg2.errors import Bcfg2Error
+from bcfg2.metadata import valid_client_name
 from bcfg2.options import Setup
 from bcfg2.plugins.metadata import (
     AUTH_MODES,
@@ -16,7 +17,6 @@ from bcfg2.plugins.metadata import (
     client_nodes,
     merge_records,
     record_from_xml,
-    valid_client_name,
 )
 from bcfg2.tools import ToolError
 from bcfg2.xml import atomic_write, included_files, parse_repository_file
