@@ -55,8 +55,10 @@ def test_no_repository_file_with_a_line_end_in_its_name_is_a_version_for_anyone(
     repo.write("Decisions/whitelist.xml.H_client1\n",
                '<Decisions><Decision type="Path" name="/etc/shadow"/></Decisions>')
     repo.write("TemplateHelper/evil.py\n", "X = 1\n")
+    repo.write("Probes/os", "uname -s\n")
+    repo.write("Probes/os.H_client1\n", "echo impostor\n")
     core = local_core(repo, server__plugins="Metadata,Bundler,Cfg,Rules,Defaults,Decisions,"
-                                            "TemplateHelper")
+                                            "TemplateHelper,Probes")
     config = core.BuildConfiguration("client1")
     paths = {el.get("name"): el for el in config.iter("Path")}
     assert set(paths) == {"/etc/motd"}
@@ -65,6 +67,8 @@ def test_no_repository_file_with_a_line_end_in_its_name_is_a_version_for_anyone(
     meta = core.build_metadata("client1")
     assert core.GetDecisions(meta, "whitelist") == [("Service", "sshd")]
     assert dict(meta.TemplateHelper) == {}
+    [probe] = core.plugins["Probes"].GetProbes(meta)
+    assert (probe.get("name"), probe.text) == ("os", "uname -s\n")
 
 
 @pytest.mark.parametrize("client, group", [("web1.example.com\n", None),
