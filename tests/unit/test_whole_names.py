@@ -17,7 +17,7 @@ from conftest import Repo, make_setup
 from bcfg2.admin.pull import target
 from bcfg2.core import LocalCore
 from bcfg2.metadata import valid_client_name
-from bcfg2.plugin import SPECIFIC_SUFFIX
+from bcfg2.plugin import SPECIFIC_SUFFIX, EntrySet, XMLDirectoryBacked
 from bcfg2.tools import ToolError
 
 Factory = Callable[..., LocalCore]
@@ -40,6 +40,16 @@ def test_a_specificity_suffix_with_a_line_end_is_none(fname: str) -> None:
     assert SPECIFIC_SUFFIX.fullmatch(fname, len("motd")) is None
     assert SPECIFIC_SUFFIX.search(fname) is None
     assert SPECIFIC_SUFFIX.sub("", fname) == fname
+
+
+def test_public_file_name_patterns_look_at_the_whole_name_even_with_match() -> None:
+    """Third-party code may still call match(): the patterns end in \\Z themselves."""
+    assert EntrySet.ignore.match("motd~") and EntrySet.ignore.match(".motd.swp")
+    for fname in ("motd~\n", "motd~x", ".motd.swp\n"):
+        assert EntrySet.ignore.match(fname) is None
+    assert XMLDirectoryBacked.patterns.match("a.xml")
+    assert XMLDirectoryBacked.patterns.match("a.xml\n") is None
+    assert XMLDirectoryBacked.patterns.match("a.xmlx") is None
 
 
 def test_no_repository_file_with_a_line_end_in_its_name_is_a_version_for_anyone(

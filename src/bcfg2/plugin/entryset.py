@@ -179,8 +179,8 @@ class EntrySet(Debuggable):
     beats all, and two equally specific matches are an error.
     """
 
-    #: editor files, matched against the whole file name
-    ignore = re.compile(r"\.#.*|.*~|\..*\.sw[px]|.*\.swx|#.*#")
+    #: editor files; \Z so that match() too looks at the whole file name
+    ignore = re.compile(r"(?:\.#.*|.*~|\..*\.sw[px]|.*\.swx|#.*#)\Z")
 
     def __init__(self, basename: str, path: str, entry_type: type[SpecificData],
                  setup: Setup, fam: FileMonitor | None = None) -> None:

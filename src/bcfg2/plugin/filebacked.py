@@ -206,4 +206,4 @@ class XMLDirectoryBacked(DirectoryBacked):
     """Every ``*.xml`` file below a directory."""
 
     __child__ = XMLFileBacked
-    patterns = re.compile(r".*\.xml")
+    patterns = re.compile(r".*\.xml\Z")
