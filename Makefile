@@ -31,7 +31,8 @@ run: $(STAMP) $(RUN)/server.crt
 		--state-dir $(RUN)/state \
 		-S https://127.0.0.1:6789 \
 		--ssl-cert $(RUN)/server.crt --ssl-key $(RUN)/server.key \
-		-x bcfg2-example --admin-user admin --admin-password bcfg2-admin
+		-x bcfg2-example --admin-user admin --admin-password bcfg2-admin \
+		--probes-allowed-groups virtual
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

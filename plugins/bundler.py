@@ -111,7 +111,7 @@ class Bundler(Plugin, Structure, XMLDirectoryBacked):
     """Builds the client's bundles with Group/Client conditionals resolved."""
 
     __child__ = BundleFile
-    patterns = re.compile(r"^.*\.(?:xml|genshi|xml\.jinja2)$")
+    patterns = re.compile(r".*\.(?:xml|genshi|xml\.jinja2)")
 
     def __init__(self, core: Any) -> None:
         Plugin.__init__(self, core)

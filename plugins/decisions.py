@@ -23,7 +23,7 @@ def specificity_of(basename: str, mode: str) -> Specificity:
     base = f"{mode}.xml"
     if basename == base:
         return Specificity(all=True)
-    match = SPECIFIC_SUFFIX.match(basename, len(base))
+    match = SPECIFIC_SUFFIX.fullmatch(basename, len(base))
     if match is None:
         raise SpecificityError(f"cannot tell which clients {basename} is for from its name")
     if match.group("hostname"):
@@ -65,7 +65,7 @@ class Decisions(Plugin, Decision, DirectoryBacked):
     """
 
     __child__ = DecisionFile
-    patterns = re.compile(r"^(?:whitelist|blacklist)\.xml(?:\.(?:H_\S+|G\d+_\S+))?$")
+    patterns = re.compile(r"(?:whitelist|blacklist)\.xml(?:\.(?:H_\S+|G\d+_\S+))?")
 
     def __init__(self, core: Any) -> None:
         Plugin.__init__(self, core)

@@ -57,7 +57,7 @@ class Deps(Plugin, StructureValidator, XMLDirectoryBacked):
     """
 
     __child__ = DepsFile
-    patterns = re.compile(r"^.*\.xml$")
+    patterns = re.compile(r".*\.xml")
 
     def __init__(self, core: Any) -> None:
         Plugin.__init__(self, core)

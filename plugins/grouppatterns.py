@@ -31,7 +31,7 @@ from bcfg2.plugin import Connector, Plugin, XMLFileBacked
 #: ``[[1-5,7]]`` in a NameRange
 RANGE = re.compile(r"\[\[([^\]]*)\]\]")
 #: one part of a range list: ``7`` or ``1-5``
-RANGE_PART = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+RANGE_PART = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
 #: ``$1`` in a group name
 SUBSTITUTION = re.compile(r"\$(\d+)")
 
@@ -84,7 +84,7 @@ def parse_ranges(spec: str) -> tuple[tuple[int, int], ...] | None:
     """``1-5,7`` as ((1, 5), (7, 7)); None if it is not a range list."""
     out = []
     for part in spec.split(","):
-        match = RANGE_PART.match(part)
+        match = RANGE_PART.fullmatch(part)
         if match is None:
             return None
         low = int(match.group(1))

@@ -12,6 +12,7 @@ document, or None when the output is not one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -32,7 +33,6 @@ from bcfg2.plugin import (
     Connector,
     EntrySet,
     Plugin,
-    PluginExecutionError,
     PluginInitError,
     Probing,
     RepositoryError,
@@ -45,15 +45,49 @@ if TYPE_CHECKING:
     from bcfg2.filemonitor import Event
     from bcfg2.metadata import ClientMetadata
 
-#: probe and group names: they may end up in file names and templates
-SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+-]{0,254}$")
-GROUP_LINE = re.compile(r"^\s*group\s*:(.*)$")
+#: the longest probe or group name a client may send
+MAX_NAME = 128
+#: probe and group names (matched whole): they may end up in file names and templates
+SAFE_NAME = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9_.:@+-]{{0,{MAX_NAME - 1}}}")
+#: one line of probe output that names a group (matched whole, with its line end)
+GROUP_LINE = re.compile(r"\s*group\s*:\s*(.*?)\s*")
 STORE_FILE = "probed.xml"
+#: names of every shape a group can have; a pattern admitting all of them admits any group
+ANY_GROUP_SAMPLES = ("a", "Z", "0", "admins", "web-01.example.com", "x_y:z@w+v", "x" * MAX_NAME)
 
 
 def safe_name(name: str) -> bool:
-    """No slashes, no '..', no shell or XML metacharacters."""
-    return bool(SAFE_NAME.match(name)) and ".." not in name
+    """All of it name characters, at most MAX_NAME: no slashes, '..', newlines or markup."""
+    return SAFE_NAME.fullmatch(name) is not None and ".." not in name
+
+
+def admits_any_group(pattern: re.Pattern[str]) -> bool:
+    """Whether an allowed_groups pattern lets a client's probe join any group (like ``.*``)."""
+    return all(pattern.fullmatch(name) for name in ANY_GROUP_SAMPLES)
+
+
+def shown(text: str, limit: int = 64) -> str:
+    """A client-supplied name fit for a log line: quoted, control characters escaped, bounded."""
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")
+
+
+class Refusals:
+    """What one upload had refused, by reason: logged as one warning per reason, not per item."""
+
+    def __init__(self, client: str) -> None:
+        self.client = client
+        #: reason -> (count, first example)
+        self.found: dict[str, tuple[int, str]] = {}
+
+    def add(self, reason: str, example: str) -> None:
+        count, first = self.found.get(reason, (0, example))
+        self.found[reason] = (count + 1, first)
+
+    def log(self, logger: logging.Logger) -> None:
+        """One warning per reason: how many, and the first name refused (escaped)."""
+        for reason, (count, first) in self.found.items():
+            logger.warning("probe data from %s: %d %s (the first: %s)",
+                           self.client, count, reason, shown(first))
 
 
 class ProbeData(str):
@@ -248,21 +282,41 @@ class XMLStore:
 
 
 class Probes(Plugin, Probing, Connector, Caching):
-    """Serves probe scripts and turns their output into groups and template data."""
+    """Serves probe scripts and turns their output into groups and template data.
+
+    Everything a client uploads is bounded: only the probes it was offered,
+    names of at most MAX_NAME name characters, [probes] max_probe_size per
+    probe and max_data_size in all (each upload replaces the last, so that is
+    all a client keeps), at most max_groups groups, each one allowed_groups
+    admits (none by default).
+    """
+
+    #: the groups come from what a client says about itself: never a reason to trust it
+    client_supplied = True
 
     #: probe output is what the client says: its groups never decide an access check
     client_supplied = True
 
     options = (
-        Option("probes", "allowed_groups", ".*",
+        Option("probes", "allowed_groups", "",
                "Whitespace-separated regular expressions; a group a probe assigns must match "
-               "one of them completely."),
+               "one of them completely. Empty (the default): probes assign no groups. "
+               "Upstream's default, .*, lets a client's probe put it in any group (and get "
+               "that group's bundles and files); it is accepted with a warning at start-up."),
         Option("probes", "storage", "sqlite",
                "Where probe data is kept: sqlite (state_dir/Probes/probes.sqlite) or xml "
                "(the upstream Probes/probed.xml).",
                type="choice", choices=("sqlite", "xml")),
         Option("probes", "max_data_size", 1024 * 1024,
-               "Largest probe upload accepted from one client, in bytes.", type="int"),
+               "Largest probe upload accepted from one client (all its probes), in bytes; "
+               "a larger one is refused whole and the client's previous data stays.",
+               type="int"),
+        Option("probes", "max_probe_size", 256 * 1024,
+               "Largest output of one probe, in bytes; a larger one is dropped (with its "
+               "group lines) and the rest of the upload is kept.", type="int"),
+        Option("probes", "max_groups", 100,
+               "Most groups the probes of one client may assign; the excess is dropped "
+               "with a warning.", type="int"),
     )
 
     def __init__(self, core: Any) -> None:
@@ -273,7 +327,17 @@ class Probes(Plugin, Probing, Connector, Caching):
                                    in str(setup.probes.allowed_groups).split()]
         except re.error as err:
             raise PluginInitError(f"[probes] allowed_groups: bad regex: {err}") from err
+        for pattern in self.allowed_groups:
+            if admits_any_group(pattern):
+                self.logger.warning(
+                    "[probes] allowed_groups = %s admits any group: a client's probe output "
+                    "can put it in any group, with that group's bundles and files", pattern.pattern)
         self.max_data_size = int(setup.probes.max_data_size)
+        self.max_probe_size = int(setup.probes.max_probe_size)
+        self.max_groups = int(setup.probes.max_groups)
+        for name in ("max_data_size", "max_probe_size", "max_groups"):
+            if getattr(self, name) < 0:
+                raise PluginInitError(f"[probes] {name} must not be negative")
         self.store: SQLiteStore | XMLStore
         if setup.probes.storage == "xml":
             self.store = XMLStore(os.path.join(self.data, STORE_FILE))
@@ -296,10 +360,16 @@ class Probes(Plugin, Probing, Connector, Caching):
         if event.action == "endExist" or os.path.dirname(event.path) != self.data:
             return
         fname = os.path.basename(event.path)
-        if fname == STORE_FILE or fname.startswith(".") or EntrySet.ignore.match(fname) \
+        if fname == STORE_FILE or fname.startswith(".") or EntrySet.ignore.fullmatch(fname) \
                 or os.path.isdir(event.path):
             return
         name = SPECIFIC_SUFFIX.sub("", fname)
+        if not safe_name(name):
+            if event.action != "deleted":
+                self.logger.warning("%s: %r is no probe name an agent could send data back "
+                                    "for (at most %d letters, digits and _.:@+-); ignoring it",
+                                    self.data, fname, MAX_NAME)
+            return
         probes = dict(self.probes)
         entry_set = probes.get(name)
         if entry_set is None:
@@ -313,9 +383,9 @@ class Probes(Plugin, Probing, Connector, Caching):
             probes.pop(name, None)
         self.probes = probes
 
-    def GetProbes(self, metadata: ClientMetadata) -> list[lxml.etree._Element]:  # noqa: N802
-        """The most specific version of every probe that applies to the client."""
-        result = []
+    def offered(self, metadata: ClientMetadata) -> dict[str, ProbeScript]:
+        """Probe name -> the most specific version of every probe that applies to the client."""
+        result = {}
         for name, entry_set in sorted(self.probes.items()):
             matching = [m for m in entry_set.get_matching(metadata)
                         if isinstance(m, ProbeScript) and m.in_service]
@@ -327,43 +397,60 @@ class Probes(Plugin, Probing, Connector, Caching):
                 self.logger.error("probe %s not sent to %s: %s", name, metadata.hostname, err)
                 continue
             assert isinstance(best, ProbeScript)
-            result.append(best.element(name))
+            result[name] = best
         return result
+
+    def GetProbes(self, metadata: ClientMetadata) -> list[lxml.etree._Element]:  # noqa: N802
+        """The ``<probe>`` elements of the probes the client is offered."""
+        return [script.element(name) for name, script in self.offered(metadata).items()]
 
     # -- probe data -------------------------------------------------------------
 
-    def group_allowed(self, client: str, group: str) -> bool:
-        """Whether a group a probe names may be assigned; refusals are logged."""
+    def group_allowed(self, group: str, refused: Refusals) -> bool:
+        """Whether a group a probe names may be assigned; a refusal is noted in ``refused``."""
         if not safe_name(group):
-            self.logger.warning("probe data from %s: unsafe group name %r refused",
-                                client, group)
+            refused.add("unsafe group name(s) refused", group)
             return False
         if not any(p.fullmatch(group) for p in self.allowed_groups):
-            self.logger.warning("probe data from %s: group %s is not in "
-                                "[probes] allowed_groups; ignored", client, group)
+            refused.add("group(s) not in [probes] allowed_groups ignored", group)
             return False
         return True
 
-    def parse(self, client: str, datalist: Iterable[lxml.etree._Element],
-              ) -> tuple[dict[str, str], list[str]]:
-        """(probe name -> output without group lines, allowed groups) of an upload."""
+    def parse(self, metadata: ClientMetadata, datalist: Iterable[lxml.etree._Element],
+              refused: Refusals) -> tuple[dict[str, str], list[str]]:
+        """(probe name -> output without group lines, allowed groups) of an upload.
+
+        Only probes offered to the client count; everything refused is noted
+        in ``refused``, to be logged once per reason.
+        """
+        offered = self.offered(metadata)
         data: dict[str, str] = {}
-        groups: set[str] = set()
+        groups: dict[str, None] = {}  # in the order the client names them
         for item in datalist:
             name = item.get("name", "")
             if not safe_name(name):
-                self.logger.warning("probe data from %s: unsafe probe name %r refused",
-                                    client, name)
+                refused.add("unsafe probe name(s) refused", name)
+                continue
+            if name not in offered:
+                refused.add("probe(s) not offered to this client ignored", name)
+                continue
+            text = item.text or ""
+            if len(text.encode("utf-8")) > self.max_probe_size:
+                refused.add(f"probe output(s) over [probes] max_probe_size "
+                            f"({self.max_probe_size} bytes) dropped", name)
                 continue
             kept = []
-            for line in (item.text or "").splitlines(keepends=True):
-                match = GROUP_LINE.match(line)
+            for line in text.splitlines(keepends=True):
+                match = GROUP_LINE.fullmatch(line)
                 if match is None:
                     kept.append(line)
-                elif self.group_allowed(client, match.group(1).strip()):
-                    groups.add(match.group(1).strip())
+                elif self.group_allowed(match.group(1), refused):
+                    groups[match.group(1)] = None
             data[name] = "".join(kept)
-        return data, sorted(groups)
+        allowed = list(groups)
+        for group in allowed[self.max_groups:]:
+            refused.add(f"group(s) over [probes] max_groups ({self.max_groups}) dropped", group)
+        return data, sorted(allowed[:self.max_groups])
 
     def ReceiveData(self, metadata: ClientMetadata,  # noqa: N802
                     datalist: list[lxml.etree._Element]) -> None:
@@ -375,17 +462,22 @@ class Probes(Plugin, Probing, Connector, Caching):
             self.logger.warning("probe data from %s refused: %d bytes, more than "
                                 "[probes] max_data_size (%d)", client, size,
                                 self.max_data_size)
-            raise PluginExecutionError(f"probe data from {client} is too large "
+            raise UntrustedInputError(f"probe data from {client} is too large "
                                        f"({size} bytes)")
-        data, groups = self.parse(client, datalist)
+        refused = Refusals(client)
+        data, groups = self.parse(metadata, datalist, refused)
+        refused.log(self.logger)
         if self.store.save(client, data, groups):
             self.expire_metadata(client)
 
     # -- Connector --------------------------------------------------------------
 
     def get_additional_groups(self, metadata: ClientMetadata) -> list[Any]:
-        """The groups the client's probes assigned (read from the store)."""
-        return self.store.load(metadata.hostname)[1]
+        """The groups the client's probes assigned (read from the store).
+
+        Capped at max_groups here too: state an older version stored may hold more.
+        """
+        return self.store.load(metadata.hostname)[1][:self.max_groups]
 
     def get_additional_data(self, metadata: ClientMetadata) -> Any:
         """The client's probe output: probe name -> ProbeData."""

@@ -176,8 +176,8 @@ class Properties(Plugin, Connector, PropertyFiles, DirectoryBacked):
                "(XMLMatch) unless the file says automatch=\"false\".", type="bool"),
     )
 
-    patterns = re.compile(r"^[^.].*\.(xml|json" + "".join(
-        f"|{suffix[1:]}" for suffix in YAML_SUFFIXES) + r")$")
+    patterns = re.compile(r"[^.].*\.(xml|json" + "".join(
+        f"|{suffix[1:]}" for suffix in YAML_SUFFIXES) + r")")
 
     def __init__(self, core: Any) -> None:
         Plugin.__init__(self, core)

@@ -27,6 +27,7 @@ from typing import Any
 import lxml.etree
 
 from bcfg2.filemonitor import Event
+from bcfg2.identity import valid_client_name
 from bcfg2.metadata import ClientMetadata
 from bcfg2.plugin import (
     SPECIFIC_SUFFIX,
@@ -98,11 +99,20 @@ class SSHbase(Plugin, Generator, Caching):
     # -- the repository --------------------------------------------------------
 
     def _entry_set_for(self, fname: str) -> str | None:
-        """The served file a repository file is a version of (longest name first)."""
+        """The served file a repository file is a version of (longest name first).
+
+        A host-specific version must name a valid client, all of its name: a
+        key file of a client that registered as "victim.example.com" plus a
+        newline is no key of victim.example.com and is ignored.
+        """
         for base in sorted(self.entry_sets, key=len, reverse=True):
-            if fname == base or (fname.startswith(base)
-                                 and SPECIFIC_SUFFIX.match(fname, len(base))):
+            if fname == base:
                 return base
+            match = SPECIFIC_SUFFIX.fullmatch(fname, len(base)) \
+                if fname.startswith(base) else None
+            if match is not None:
+                host = match.group("hostname")
+                return base if host is None or valid_client_name(host) else None
         return None
 
     def HandleEvent(self, event: Event) -> None:  # noqa: N802
@@ -110,7 +120,7 @@ class SSHbase(Plugin, Generator, Caching):
         if event.action == "endExist" or event.path == self.data:
             return
         fname = os.path.basename(event.path)
-        if fname.startswith(".") or EntrySet.ignore.match(fname) or os.path.isdir(event.path):
+        if fname.startswith(".") or EntrySet.ignore.fullmatch(fname) or os.path.isdir(event.path):
             return
         if fname == "info.xml":
             if event.action == "deleted":
@@ -131,7 +141,8 @@ class SSHbase(Plugin, Generator, Caching):
             return
         base = self._entry_set_for(fname)
         if base is None:
-            self.logger.warning("%s: not a file SSHbase serves; ignoring it", event.path)
+            self.logger.warning("%r: not a file SSHbase serves (for a valid client name); "
+                                "ignoring it", event.path)
             return
         self.entry_sets[base].handle_event(event)
         if base.endswith(".pub"):
@@ -230,7 +241,7 @@ class SSHbase(Plugin, Generator, Caching):
         processes) make concurrent requests generate a single pair; keys that
         appear on disk meanwhile are loaded instead.
         """
-        if not hostname or "/" in hostname or hostname.startswith("."):
+        if not valid_client_name(hostname):
             raise PluginExecutionError(f"SSHbase: refusing to store keys for {hostname!r}")
         fname = KEY_TYPES[key_type]
         private = os.path.join(self.data, f"{fname}.H_{hostname}")

@@ -118,7 +118,7 @@ class HelperFile(FileBacked):
 class TemplateHelper(Plugin, Connector, DirectoryBacked):
     """Helper modules from ``TemplateHelper/*.py`` as ``metadata.TemplateHelper``."""
 
-    patterns = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.py$")
+    patterns = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\.py")
 
     def __init__(self, core: Any) -> None:
         Plugin.__init__(self, core)

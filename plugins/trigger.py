@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from bcfg2.metadata import ClientMetadata
 
 #: editor leftovers and hidden files, never run
-IGNORE = re.compile(r"^(\..*|.*~|#.*#)$")
+#: hidden, backup and editor files (the whole name must match)
+IGNORE = re.compile(r"\..*|.*~|#.*#")
 
 
 class Trigger(Plugin, ClientRunHooks):
@@ -46,7 +47,7 @@ class Trigger(Plugin, ClientRunHooks):
         out = []
         for name in names:
             path = os.path.join(self.data, name)
-            if IGNORE.match(name) or not os.path.isfile(path):
+            if IGNORE.fullmatch(name) or not os.path.isfile(path):
                 continue
             if not os.access(path, os.X_OK):
                 self.logger.warning("Trigger: %s is not executable; not running it", path)

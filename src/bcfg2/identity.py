@@ -36,7 +36,10 @@ RESERVED_CLIENT_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
 def valid_client_name(name: str) -> bool:
-    """Whether a whole string is a client name: no slashes, no '..', no control characters."""
+    """Whether a whole string is a client name: no slashes, no '..', no control characters.
+
+    Client names become parts of file names (``.H_<client>``), hence the strictness.
+    """
     return CLIENT_NAME.fullmatch(name) is not None and ".." not in name
 
 

@@ -72,7 +72,7 @@ def text_of(config: lxml.etree._Element, path: str) -> str:
 
 
 def test_probe_output_drives_groups_bundles_and_templates(example_repo: Repo, network_server):
-    server = network_server(example_repo)
+    server = network_server(example_repo, probes__allowed_groups="virtual")
     web1 = Agent(server, "web1.example.com")
     before = web1.config()
     assert "guest-agent" not in bundles(before)
@@ -125,7 +125,7 @@ def test_probe_output_drives_groups_bundles_and_templates(example_repo: Repo, ne
 
 
 def test_a_virtual_time_server_gets_its_own_sources(example_repo: Repo, network_server):
-    server = network_server(example_repo)
+    server = network_server(example_repo, probes__allowed_groups="virtual")
     db1 = Agent(server, "db1.example.com")
     assert db1.proxy.RecvProbeData(upload("vmware\ngroup:virtual\n")) is True
     groups = db1.groups()
@@ -148,7 +148,7 @@ def test_a_virtual_time_server_gets_its_own_sources(example_repo: Repo, network_
 
 def test_what_the_server_learns_stays_out_of_the_repository(example_repo: Repo, network_server):
     before = {p: p.read_bytes() for p in example_repo.path.rglob("*") if p.is_file()}
-    server = network_server(example_repo)
+    server = network_server(example_repo, probes__allowed_groups="virtual")
     web1 = Agent(server, "web1.example.com")
     assert web1.proxy.RecvProbeData(upload("kvm\ngroup:virtual\n")) is True
     assert "guest-agent" in bundles(web1.config())

@@ -39,6 +39,7 @@ def test_each_request_builds_metadata_once(repo, network_server, core_name, mode
     repo.write("Probes/role", "#!/bin/sh\necho group:basic\n")
     server = network_server(repo, core=core_name, caching__client_metadata=mode,
                             server__plugins="Metadata,Bundler,Cfg,Rules,Probes,ACL",
+                            probes__allowed_groups="basic linux",
                             server__children="1")
     agent = server.proxy(*AGENT)
     assert agent.DeclareVersion("1.4.0") is True
@@ -66,6 +67,7 @@ def test_a_render_right_after_probe_data_sees_the_new_groups_1000_times(repo, ne
     probe_groups_repo(repo)
     server = network_server(repo, core="multiprocessing", caching__client_metadata="aggressive",
                             server__plugins="Metadata,Bundler,Cfg,Rules,Probes",
+                            probes__allowed_groups="alpha beta",
                             server__children="2")
     core = server.core
     wrong = []

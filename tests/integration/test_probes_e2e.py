@@ -44,7 +44,8 @@ def bundles(agent) -> set[str]:
 def test_probe_groups_decide_the_bundles_of_the_next_config(probes_repo: Repo, network_server,
                                                             core: str) -> None:
     server = network_server(probes_repo, core=core, server__plugins=PLUGINS,
-                            server__children="2", caching__client_metadata="aggressive")
+                            probes__allowed_groups="webserver", server__children="2",
+                            caching__client_metadata="aggressive")
     agent = server.proxy(*CLIENT1)
     assert bundles(agent) == set()  # also fills the metadata caches
     probes = lxml.etree.fromstring(agent.GetProbes().encode())
@@ -69,7 +70,8 @@ def test_probe_data_survives_sigkill_of_the_server(probes_repo: Repo, tls, tmp_p
     conf = write_conf(tmp_path / "bcfg2.conf", probes_repo, tls)
     conf.write_text(conf.read_text().replace(
         "plugins = Metadata, Bundler, Cfg, Rules, Defaults",
-        "plugins = Metadata, Bundler, Cfg, Rules, Defaults, Probes"))
+        "plugins = Metadata, Bundler, Cfg, Rules, Defaults, Probes") +
+        "\n[probes]\nallowed_groups = webserver\n")
     server = ServerProcess(["-C", str(conf), "-v"])
     server_processes.append(server)
     agent = proxy(tls, server.port(), *CLIENT1)
@@ -90,7 +92,7 @@ def test_fifty_agents_sending_probe_data_at_once_each_keep_their_own(probes_repo
         f'<Client name="{name}" profile="basic" uuid="{uuid}" password="{pw}"/>'
         for name, uuid, pw in clients) + "</Clients>")
     server = network_server(probes_repo, core=core, server__plugins=PLUGINS,
-                            server__children="2")
+                            probes__allowed_groups="webserver", server__children="2")
     errors: list[BaseException] = []
 
     def agent(name: str, uuid: str, pw: str) -> None:

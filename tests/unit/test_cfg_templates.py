@@ -58,6 +58,7 @@ def test_source_path_repo_and_probe_data(repo: Repo, local_core: Factory) -> Non
     bundle(repo, "/etc/a", "/etc/b")
     repo.write("Cfg/etc/a/a.jinja2", "{{ source_path }}|{{ repo }}|{{ metadata.Probes['os'] }}\n")
     repo.write("Cfg/etc/b/b.genshi", "${source_path}|${repo}|${metadata.Probes['os']}\n")
+    repo.write("Probes/os", "uname -s\n")  # data is kept only for a probe the client ran
     core = local_core(repo, server__plugins="Metadata,Bundler,Cfg,Probes")
     datum = lxml.etree.Element("probe-data", name="os", source="Probes")
     datum.text = "Debian 12"

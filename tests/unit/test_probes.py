@@ -9,7 +9,8 @@ import lxml.etree
 import pytest
 from conftest import Repo
 
-from bcfg2.errors import PluginExecutionError
+from bcfg2.errors import CoreInitError, UntrustedInputError
+from bcfg2.plugins.probes import GROUP_LINE, MAX_NAME, safe_name
 
 PLUGINS = "Metadata,Bundler,Cfg,Rules,Defaults,Probes"
 STORAGES = ("sqlite", "xml")
@@ -25,7 +26,11 @@ def probe_data(**outputs: str) -> list[lxml.etree._Element]:
     return items
 
 
-def make(local_core, repo: Repo, storage: str = "sqlite", **overrides):
+def make(local_core, repo: Repo, storage: str = "sqlite", offer: tuple[str, ...] = (),
+         **overrides):
+    """A core with Probes; ``offer`` names probes (``true``) to write into Probes/ first."""
+    for name in offer:
+        repo.write(f"Probes/{name}", "true\n")
     core = local_core(repo, server__plugins=PLUGINS, probes__storage=storage, **overrides)
     return core, core.plugins["Probes"]
 
@@ -70,7 +75,8 @@ def test_probe_edits_take_effect_live(local_core, repo: Repo) -> None:
 @pytest.mark.parametrize("storage", STORAGES)
 def test_group_lines_become_groups_and_are_removed_from_the_value(local_core, repo: Repo,
                                                                    storage: str) -> None:
-    core, plugin = make(local_core, repo, storage)
+    core, plugin = make(local_core, repo, storage, offer=("os", "empty"),
+                        probes__allowed_groups="debian amd64")
     plugin.ReceiveData(core.build_metadata("client1"), probe_data(
         os="group:debian\n  group: amd64  \nDebian 12\n", empty=""))
     meta = core.build_metadata("client1")
@@ -81,7 +87,7 @@ def test_group_lines_become_groups_and_are_removed_from_the_value(local_core, re
 
 
 def test_allowed_groups_filters_dynamic_groups(local_core, repo: Repo) -> None:
-    core, plugin = make(local_core, repo,
+    core, plugin = make(local_core, repo, offer=("os",),
                         probes__allowed_groups="debian-(wheezy|sid) i386")
     plugin.ReceiveData(core.build_metadata("client1"), probe_data(
         os="group:debian-wheezy\ngroup:amd64\ngroup:debian-wheezyx\ngroup:i386\n"))
@@ -92,7 +98,8 @@ def test_allowed_groups_filters_dynamic_groups(local_core, repo: Repo) -> None:
 
 def test_new_groups_expire_the_cached_metadata_of_that_client_only(local_core,
                                                                    repo: Repo) -> None:
-    core, plugin = make(local_core, repo, caching__client_metadata="aggressive")
+    core, plugin = make(local_core, repo, offer=("os",), probes__allowed_groups="dyn",
+                        caching__client_metadata="aggressive")
     first = core.build_metadata("client1")
     core.build_metadata("client2")
     plugin.ReceiveData(first, probe_data(os="group:dyn\n"))
@@ -101,7 +108,7 @@ def test_new_groups_expire_the_cached_metadata_of_that_client_only(local_core,
 
 
 def test_json_yaml_and_xml_output_is_available_parsed(local_core, repo: Repo) -> None:
-    core, plugin = make(local_core, repo)
+    core, plugin = make(local_core, repo, offer=("js", "xml", "text"))
     plugin.ReceiveData(core.build_metadata("client1"), probe_data(
         js='{"disks": [1, 2]}\n', xml="<disks><disk name='sda'/></disks>\n",
         text="just words: here\n"))
@@ -117,7 +124,7 @@ def test_entities_in_probe_output_are_never_expanded(local_core, repo: Repo,
                                                      tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("TOPSECRET")
-    core, plugin = make(local_core, repo)
+    core, plugin = make(local_core, repo, offer=("x",))
     plugin.ReceiveData(core.build_metadata("client1"), probe_data(
         x=f'<!DOCTYPE r [<!ENTITY e SYSTEM "file://{secret}">]><r>&e;</r>'))
     value = core.build_metadata("client1").Probes["x"]
@@ -127,7 +134,8 @@ def test_entities_in_probe_output_are_never_expanded(local_core, repo: Repo,
 
 def test_hostile_names_and_oversized_uploads_are_refused(local_core, repo: Repo,
                                                          caplog) -> None:
-    core, plugin = make(local_core, repo, probes__max_data_size="1000")
+    core, plugin = make(local_core, repo, offer=("ok", "big"), probes__max_data_size="1000",
+                        probes__allowed_groups=".*")
     meta = core.build_metadata("client1")
     items = probe_data(ok="group:../../etc\ngroup:a;rm -rf /\ngroup:$(id)\ngroup:good\n")
     bad = lxml.etree.Element("probe-data", name="../evil", source="Probes")
@@ -138,7 +146,7 @@ def test_hostile_names_and_oversized_uploads_are_refused(local_core, repo: Repo,
     assert "good" in meta.groups
     assert not {"../../etc", "a;rm -rf /", "$(id)"} & meta.groups
     assert "unsafe group name" in caplog.text and "unsafe probe name" in caplog.text
-    with pytest.raises(PluginExecutionError):
+    with pytest.raises(UntrustedInputError):
         plugin.ReceiveData(meta, probe_data(big="x" * 2000))
     assert core.build_metadata("client1").Probes == {"ok": ""}  # the old data stays
     assert "max_data_size" in caplog.text
@@ -147,10 +155,10 @@ def test_hostile_names_and_oversized_uploads_are_refused(local_core, repo: Repo,
 @pytest.mark.parametrize("storage", STORAGES)
 def test_data_survives_a_new_core_on_the_same_state(local_core, repo: Repo,
                                                     storage: str) -> None:
-    core, plugin = make(local_core, repo, storage)
+    core, plugin = make(local_core, repo, storage, offer=("os",), probes__allowed_groups="dyn")
     plugin.ReceiveData(core.build_metadata("client1"), probe_data(os="group:dyn\nDebian\n"))
     core.shutdown()
-    again, _ = make(local_core, repo, storage)
+    again, _ = make(local_core, repo, storage, probes__allowed_groups="dyn")
     meta = again.build_metadata("client1")
     assert "dyn" in meta.groups
     assert meta.Probes["os"] == "Debian\n"
@@ -164,7 +172,7 @@ def test_data_survives_a_new_core_on_the_same_state(local_core, repo: Repo,
 
 
 def test_a_new_upload_replaces_the_previous_one(local_core, repo: Repo) -> None:
-    core, plugin = make(local_core, repo)
+    core, plugin = make(local_core, repo, offer=("a", "b"), probes__allowed_groups="g[0-9]")
     plugin.ReceiveData(core.build_metadata("client1"), probe_data(a="group:g1\n", b="1"))
     plugin.ReceiveData(core.build_metadata("client1"), probe_data(a="group:g2\n"))
     meta = core.build_metadata("client1")
@@ -177,7 +185,8 @@ def test_concurrent_uploads_from_50_threads_are_all_stored_unmixed(local_core, r
                                                                    storage: str) -> None:
     clients = "".join(f'<Client name="host{n}" profile="basic"/>' for n in range(50))
     repo.write("Metadata/clients.xml", f'<Clients version="3.0">{clients}</Clients>')
-    core, plugin = make(local_core, repo, storage)
+    core, plugin = make(local_core, repo, storage, offer=("who", "size"),
+                        probes__allowed_groups="g[0-9]+")
     metas = [core.build_metadata(f"host{n}") for n in range(50)]
     barrier = threading.Barrier(50)
     errors: list[BaseException] = []
@@ -197,9 +206,122 @@ def test_concurrent_uploads_from_50_threads_are_all_stored_unmixed(local_core, r
         thread.join()
     assert errors == []
     core.shutdown()
-    again, _ = make(local_core, repo, storage)
+    again, _ = make(local_core, repo, storage, probes__allowed_groups="g[0-9]+")
     for n in range(50):
         meta = again.build_metadata(f"host{n}")
         assert meta.Probes["who"] == f"host{n}\n"
         assert meta.Probes["size"] == str(n) * n
         assert {g for g in meta.groups if g.startswith("g")} == {f"g{n}"}
+
+
+# -- bounds on what a client sends ----------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["os\n", "os\r", "x" * (MAX_NAME + 1), "a..b", "a/b",
+                                  "a b", "<x>", ""])
+def test_probe_and_group_names_must_be_whole_and_short(name: str) -> None:
+    assert not safe_name(name)
+    assert safe_name("x" * MAX_NAME) and safe_name("debian-12:amd64@site+1")
+
+
+def test_a_group_line_is_one_whole_line() -> None:
+    assert GROUP_LINE.fullmatch("  group: web \n").group(1) == "web"
+    assert GROUP_LINE.fullmatch("group:web\r\n").group(1) == "web"
+    assert GROUP_LINE.fullmatch("say group:web\n") is None
+
+
+def warnings_of(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.endswith("Probes")
+            and r.levelname == "WARNING"]
+
+
+def test_by_default_probes_assign_no_groups(local_core, repo: Repo, caplog) -> None:
+    core, plugin = make(local_core, repo, offer=("os",))
+    plugin.ReceiveData(core.build_metadata("client1"), probe_data(
+        os="group:admins\ngroup:other\nDebian\n"))
+    meta = core.build_metadata("client1")
+    assert meta.groups == {"basic", "linux"}
+    assert meta.Probes["os"] == "Debian\n"
+    [warning] = warnings_of(caplog)
+    assert "2 group(s) not in [probes] allowed_groups" in warning and "'admins'" in warning
+
+
+@pytest.mark.parametrize("pattern", [".*", ".+", r"\S+", "x admins|.*"])
+def test_a_pattern_admitting_any_group_is_accepted_with_a_warning(local_core, repo: Repo,
+                                                                 caplog, pattern: str) -> None:
+    core, plugin = make(local_core, repo, offer=("os",), probes__allowed_groups=pattern)
+    assert any("admits any group" in w for w in warnings_of(caplog))
+    plugin.ReceiveData(core.build_metadata("client1"), probe_data(os="group:admins\n"))
+    assert "admins" in core.build_metadata("client1").groups
+
+
+def test_a_specific_pattern_gives_no_start_up_warning(local_core, repo: Repo, caplog) -> None:
+    make(local_core, repo, probes__allowed_groups="debian-.* i386 [a-z]+")
+    assert warnings_of(caplog) == []
+
+
+def test_data_only_for_probes_offered_to_the_client(local_core, repo: Repo, caplog) -> None:
+    repo.write("Probes/os", "uname -s\n")
+    repo.write("Probes/only2.H_client2", "true\n")
+    core, plugin = make(local_core, repo)
+    plugin.ReceiveData(core.build_metadata("client1"), probe_data(
+        os="Debian\n", only2="x", **{f"extra{n}": "y" for n in range(500)}))
+    assert core.build_metadata("client1").Probes == {"os": "Debian\n"}
+    [warning] = warnings_of(caplog)
+    assert "501 probe(s) not offered to this client ignored (the first: 'only2')" in warning
+
+
+def test_probe_names_over_the_length_or_with_a_line_end_are_refused(local_core, repo: Repo,
+                                                                    caplog) -> None:
+    core, plugin = make(local_core, repo, offer=("x" * MAX_NAME, "os"))
+    items = probe_data(**{"x" * MAX_NAME: "kept", "os": "Debian"})
+    for name in ("x" * (MAX_NAME + 1), "os\n", "y" * 100_000 + "\n"):
+        item = lxml.etree.Element("probe-data", name=name, source="Probes")
+        item.text = "refused"
+        items.append(item)
+    plugin.ReceiveData(core.build_metadata("client1"), items)
+    assert core.build_metadata("client1").Probes == {"x" * MAX_NAME: "kept", "os": "Debian"}
+    [warning] = warnings_of(caplog)
+    assert "3 unsafe probe name(s) refused" in warning
+    assert "\n" not in warning and len(warning) < 300  # one bounded line
+
+
+def test_one_probe_over_max_probe_size_is_dropped_with_its_groups(local_core, repo: Repo,
+                                                                  caplog) -> None:
+    core, plugin = make(local_core, repo, offer=("big", "small"), probes__max_probe_size="100",
+                        probes__allowed_groups="g[0-9]")
+    plugin.ReceiveData(core.build_metadata("client1"), probe_data(
+        big="group:g1\n" + "x" * 100, small="group:g2\n" + "y" * 90))
+    meta = core.build_metadata("client1")
+    assert meta.Probes == {"small": "y" * 90}
+    assert "g2" in meta.groups and "g1" not in meta.groups
+    assert "1 probe output(s) over [probes] max_probe_size (100 bytes) dropped" in \
+        " ".join(warnings_of(caplog))
+
+
+def test_70000_group_lines_are_capped_with_one_warning(local_core, repo: Repo, caplog) -> None:
+    core, plugin = make(local_core, repo, offer=("many",), probes__allowed_groups="g[0-9]+",
+                        probes__max_probe_size=str(1024 * 1024))
+    plugin.ReceiveData(core.build_metadata("client1"), probe_data(
+        many="".join(f"group:g{n}\n" for n in range(70_000))))
+    groups = core.build_metadata("client1").groups
+    assert groups - {"basic", "linux"} == {f"g{n}" for n in range(100)}  # the first 100 sent
+    [warning] = warnings_of(caplog)
+    assert "69900 group(s) over [probes] max_groups (100) dropped (the first: 'g100')" in warning
+
+
+def test_groups_stored_before_the_cap_are_capped_when_read(local_core, repo: Repo) -> None:
+    core, plugin = make(local_core, repo, probes__max_groups="10")
+    plugin.store.save("client1", {}, [f"g{n:03d}" for n in range(500)])
+    assert len(core.build_metadata("client1").groups - {"basic", "linux"}) == 10
+
+
+@pytest.mark.parametrize("option", ["max_groups", "max_probe_size", "max_data_size"])
+def test_negative_bounds_stop_start_up(local_core, repo: Repo, option: str) -> None:
+    with pytest.raises(CoreInitError, match=option):
+        make(local_core, repo, **{f"probes__{option}": "-1"})
+
+
+def test_probe_groups_are_marked_as_client_supplied(local_core, repo: Repo) -> None:
+    _, plugin = make(local_core, repo)
+    assert plugin.client_supplied is True

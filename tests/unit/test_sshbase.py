@@ -13,6 +13,7 @@ import pytest
 from conftest import PLUGINS, Repo, rewrite
 
 from bcfg2.core import LocalCore
+from bcfg2.errors import PluginExecutionError
 
 Factory = Callable[..., LocalCore]
 
@@ -204,4 +205,42 @@ def test_missing_keygen_fails_only_key_entries(ssh_repo: Repo, local_core: Facto
         assert "ssh-keygen is not installed" in served[name].get("failure")
     assert "failure" not in served["/etc/ssh/ssh_known_hosts"].attrib
     assert served["/etc/motd"].text == "hello\n"
+    assert os.listdir(ssh_repo.path / "SSHbase") == []
+
+
+#: host names that only look like client1's: a trailing newline, a control character
+LOOKALIKES = ("client1\n", "client1\x7f", "client1\n\n")
+
+
+def test_key_files_of_a_lookalike_name_are_no_keys_of_the_victim(
+        ssh_repo: Repo, local_core: Factory, caplog: pytest.LogCaptureFixture) -> None:
+    """``ssh_host_*.H_client1\\n`` (a file name may hold a newline) is ignored, not client1's."""
+    ssh_repo.write("SSHbase/ssh_host_ed25519_key.H_client1", "VICTIM-PRIVATE\n")
+    ssh_repo.write("SSHbase/ssh_host_ed25519_key.pub.H_client1", "ssh-ed25519 AAAAvictim\n")
+    ssh_repo.write("SSHbase/ssh_host_ed25519_key.pub.H_client2", "ssh-ed25519 AAAAtwo\n")
+    ssh_repo.write("SSHbase/ssh_host_ed25519_key.H_client2", "TWO-PRIVATE\n")
+    for n, name in enumerate(LOOKALIKES):
+        ssh_repo.write(f"SSHbase/ssh_host_ed25519_key.H_{name}", f"IMPOSTOR{n}-PRIVATE\n")
+        ssh_repo.write(f"SSHbase/ssh_host_ed25519_key.pub.H_{name}",
+                       f"ssh-ed25519 AAAAimpostor{n}\n")
+    core = make_core(local_core, ssh_repo)
+    victim = paths(core, "client1")
+    assert all("failure" not in victim[name].attrib for name in SSH_PATHS)
+    assert victim["/etc/ssh/ssh_host_ed25519_key"].text == "VICTIM-PRIVATE\n"
+    assert victim["/etc/ssh/ssh_host_ed25519_key.pub"].text == "ssh-ed25519 AAAAvictim\n"
+    for client in ("client1", "client2"):
+        known = paths(core, client)["/etc/ssh/ssh_known_hosts"].text
+        assert "impostor" not in known.lower()
+        assert [line for line in known.splitlines() if "AAAAvictim" in line
+                and not line.startswith("localhost,")] == [
+            "client1,www.example.com,10.0.0.1,10.0.0.80 ssh-ed25519 AAAAvictim"]
+    assert "ssh_host_ed25519_key.H_client1\\n" in caplog.text  # logged escaped, on one line
+
+
+@pytest.mark.parametrize("name", LOOKALIKES)
+def test_no_keys_are_generated_for_a_lookalike_name(ssh_repo: Repo, local_core: Factory,
+                                                    name: str) -> None:
+    core = make_core(local_core, ssh_repo)
+    with pytest.raises(PluginExecutionError, match="refusing to store keys"):
+        core.plugins["SSHbase"].generate_keys(name, "ed25519")
     assert os.listdir(ssh_repo.path / "SSHbase") == []

@@ -12,12 +12,14 @@ import re
 import sys
 
 from bcfg2.admin.reports import latest_run
+from bcfg2.identity import valid_client_name
 from bcfg2.options import Setup
 from bcfg2.reportdb import Entry
 from bcfg2.tools import ToolError
 from bcfg2.xml import atomic_write
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9_.@+-]+$")
+#: a group name fit for a Cfg file name (matched whole: no trailing newline)
+SAFE_NAME = re.compile(r"[A-Za-z0-9_.@+-]+")
 PERMISSIONS = ("owner", "group", "mode")
 
 
@@ -74,12 +76,12 @@ def target(setup: Setup, args: argparse.Namespace) -> str:
     if args.all:
         return os.path.join(directory, base)
     if args.group:
-        if not SAFE_NAME.match(args.group):
+        if not SAFE_NAME.fullmatch(args.group):
             raise ToolError(f"{args.group!r} is not a valid group name")
         if not 0 <= args.priority <= 99:
             raise ToolError("--priority must be between 0 and 99")
         return os.path.join(directory, f"{base}.G{args.priority:02d}_{args.group}")
-    if not SAFE_NAME.match(args.client):
+    if not valid_client_name(args.client):
         raise ToolError(f"{args.client!r} is not a valid client name")
     return os.path.join(directory, f"{base}.H_{args.client}")
 

@@ -37,8 +37,9 @@ if TYPE_CHECKING:
     from bcfg2.metadata import ClientMetadata
     from bcfg2.options import Setup
 
-#: what follows an entry's name in the file name of a group- or host-specific version
-SPECIFIC_SUFFIX = re.compile(r"\.(?:H_(?P<hostname>\S+)|G(?P<prio>\d+)_(?P<group>\S+))$")
+#: what follows an entry's name in the file name of a group- or host-specific version;
+#: ``\Z``, not ``$``, so that ``motd.H_host\n`` is no version for ``host``
+SPECIFIC_SUFFIX = re.compile(r"\.(?:H_(?P<hostname>\S+)|G(?P<prio>\d+)_(?P<group>\S+))\Z")
 
 
 class Specificity:
@@ -178,7 +179,8 @@ class EntrySet(Debuggable):
     beats all, and two equally specific matches are an error.
     """
 
-    ignore = re.compile(r"^(\.#.*|.*~|\..*\.sw[px]|.*\.swx|#.*#)$")
+    #: editor files; \Z so that match() too looks at the whole file name
+    ignore = re.compile(r"(?:\.#.*|.*~|\..*\.sw[px]|.*\.swx|#.*#)\Z")
 
     def __init__(self, basename: str, path: str, entry_type: type[SpecificData],
                  setup: Setup, fam: FileMonitor | None = None) -> None:
@@ -198,7 +200,7 @@ class EntrySet(Debuggable):
             return Specificity(all=True)
         match = None
         if fname.startswith(self.basename):
-            match = SPECIFIC_SUFFIX.match(fname, len(self.basename))
+            match = SPECIFIC_SUFFIX.fullmatch(fname, len(self.basename))
         if match is None:
             raise SpecificityError(f"{os.path.join(self.path, fname)}: cannot tell which "
                                    f"clients it is for from its name")
@@ -213,7 +215,7 @@ class EntrySet(Debuggable):
         if fname == "info.xml":
             self.update_metadata(event)
             return
-        if self.ignore.match(fname):
+        if self.ignore.fullmatch(fname):
             return
         if event.action == "deleted":
             self.entries.pop(fname, None)

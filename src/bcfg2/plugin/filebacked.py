@@ -137,7 +137,8 @@ class DirectoryBacked(Debuggable):
     """Every file below a directory, as ``__child__`` objects keyed by relative path.
 
     Subdirectories are watched recursively. ``patterns`` selects the file
-    names to load; ``ignore`` names files to skip silently.
+    names to load; ``ignore`` names files to skip silently. Both must match
+    the whole file name (``fullmatch``: "x.xml" and a newline is no XML file).
     """
 
     __child__: type[FileBacked] = FileBacked
@@ -183,8 +184,8 @@ class DirectoryBacked(Debuggable):
             if action in ("exists", "created"):
                 self.add_directory_monitor(relative)
             return
-        if (self.ignore is not None and self.ignore.match(basename)) or \
-                not self.patterns.match(basename):
+        if (self.ignore is not None and self.ignore.fullmatch(basename)) or \
+                not self.patterns.fullmatch(basename):
             return
         if relative in self.entries and action == "changed":
             self.entries[relative].HandleEvent(event)
@@ -205,4 +206,4 @@ class XMLDirectoryBacked(DirectoryBacked):
     """Every ``*.xml`` file below a directory."""
 
     __child__ = XMLFileBacked
-    patterns = re.compile(r"^.*\.xml$")
+    patterns = re.compile(r".*\.xml\Z")
