@@ -39,6 +39,7 @@ from bcfg2.plugin import (
     SpecificData,
     SpecificityError,
 )
+from bcfg2.untrusted import escaped
 from bcfg2.xml import atomic_write, parse_untrusted, tostring
 
 if TYPE_CHECKING:
@@ -66,11 +67,6 @@ def admits_any_group(pattern: re.Pattern[str]) -> bool:
     return all(pattern.fullmatch(name) for name in ANY_GROUP_SAMPLES)
 
 
-def shown(text: str, limit: int = 64) -> str:
-    """A client-supplied name fit for a log line: quoted, control characters escaped, bounded."""
-    return repr(text[:limit]) + ("..." if len(text) > limit else "")
-
-
 class Refusals:
     """What one upload had refused, by reason: logged as one warning per reason, not per item."""
 
@@ -86,8 +82,8 @@ class Refusals:
     def log(self, logger: logging.Logger) -> None:
         """One warning per reason: how many, and the first name refused (escaped)."""
         for reason, (count, first) in self.found.items():
-            logger.warning("probe data from %s: %d %s (the first: %s)",
-                           self.client, count, reason, shown(first))
+            logger.warning("probe data from %s: %d %s (the first: '%s')",
+                           self.client, count, reason, escaped(first, 64))
 
 
 class ProbeData(str):
@@ -290,9 +286,6 @@ class Probes(Plugin, Probing, Connector, Caching):
     all a client keeps), at most max_groups groups, each one allowed_groups
     admits (none by default).
     """
-
-    #: the groups come from what a client says about itself: never a reason to trust it
-    client_supplied = True
 
     #: probe output is what the client says: its groups never decide an access check
     client_supplied = True
