@@ -101,23 +101,27 @@ def iterparse_untrusted(data: str | bytes, what: str = "XML",
     """
     _check_untrusted(data, what, max_attributes)
     parser = lxml.etree.XMLPullParser(events=("start", "end"), **_UNTRUSTED)
-    checked = False
 
-    def events() -> Iterator[tuple[str, lxml.etree._Element]]:
-        nonlocal checked
-        for event, element in parser.read_events():
-            if not checked:
-                _refuse_dtd(element.getroottree(), what)
-                checked = True
-            yield event, element
-
-    try:
+    def fed() -> Iterator[None]:
+        """Hand the parser one chunk at a time (the end after the last)."""
         for offset in range(0, len(data), FEED_CHUNK):
             piece = data[offset:offset + FEED_CHUNK]
             parser.feed(piece.encode("utf-8") if isinstance(piece, str) else piece)
-            yield from events()
+            yield
         parser.close()
-        yield from events()
+        yield
+
+    checked = False
+    try:
+        for _ in fed():
+            events = parser.read_events()
+            if not checked:
+                for first in events:
+                    _refuse_dtd(first[1].getroottree(), what)
+                    checked = True
+                    yield first
+                    break
+            yield from events
     except lxml.etree.XMLSyntaxError as err:
         raise UntrustedInputError(f"malformed {what}: {err}") from None
     except UnicodeEncodeError:
