@@ -1,9 +1,10 @@
 """Statistics uploads (``RecvStats``) read into a bounded document.
 
 An agent's ``<upload-statistics>`` may hold hundreds of thousands of
-entries; a whole lxml tree of them costs forty times the upload. The upload
-is parsed incrementally instead (``bcfg2.xml.iterparse_untrusted``) and only
-what a Statistics plugin uses is kept:
+entries; as a whole lxml tree, 8 MB of empty ones took 130 MB, and 400 MB
+once stored. The upload is parsed incrementally instead
+(``bcfg2.xml.iterparse_untrusted``) and only what a Statistics plugin uses
+is kept:
 
 - the ``<Statistics>`` element's attributes, its ``<Flags>`` and
   ``<OpStamps>``;
