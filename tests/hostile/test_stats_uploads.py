@@ -29,7 +29,7 @@ from bcfg2.errors import APPLICATION_ERROR
 from bcfg2.reportdb import MARKER, RunStore
 
 MB = 1024 * 1024
-#: the issue's example: 360,000 empty entries, 9 MB once escaped into an XML-RPC body
+#: the issue's example: 360,000 empty entries, 8 MB once escaped into an XML-RPC body
 ENTRIES = 360_000
 
 
