@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 import lxml.etree
 
 from bcfg2.errors import RepositoryError, UntrustedInputError
+from bcfg2.untrusted import escaped
 
 XI_NAMESPACE = "http://www.w3.org/2001/XInclude"
 XI_INCLUDE = f"{{{XI_NAMESPACE}}}include"
@@ -82,7 +83,7 @@ def parse_untrusted(data: str | bytes, what: str = "XML",
     try:
         root = lxml.etree.fromstring(data, parser=untrusted_parser())
     except lxml.etree.XMLSyntaxError as err:
-        raise UntrustedInputError(f"malformed {what}: {err}") from None
+        raise UntrustedInputError(f"malformed {what}: {escaped(str(err), 200)}") from None
     if root is None:
         raise UntrustedInputError(f"empty {what}")
     _refuse_dtd(root.getroottree(), what)
@@ -123,7 +124,7 @@ def iterparse_untrusted(data: str | bytes, what: str = "XML",
                     break
             yield from events
     except lxml.etree.XMLSyntaxError as err:
-        raise UntrustedInputError(f"malformed {what}: {err}") from None
+        raise UntrustedInputError(f"malformed {what}: {escaped(str(err), 200)}") from None
     except UnicodeEncodeError:
         raise UntrustedInputError(f"{what} is not valid Unicode") from None
 

@@ -15,7 +15,7 @@ from typing import Any
 from bcfg2.options import Setup
 from bcfg2.reportdb import Run, RunStore, database_path
 from bcfg2.tools import ToolError, local_core
-from bcfg2.xmlrpc import escaped
+from bcfg2.untrusted import one_line
 
 #: the longest client-reported value printed on a report line
 SHOWN = 300
@@ -87,8 +87,9 @@ def as_dict(run: Run, entries: bool = True) -> dict[str, Any]:
 
 
 def shown(value: str) -> str:
-    """A value a client reported, fit for one line of a report."""
-    return escaped(value, SHOWN)
+    """A value a client reported, fit for one line of a report: control characters escaped."""
+    line = one_line(value)
+    return line if len(line) <= SHOWN else line[:SHOWN] + "..."
 
 
 def not_stored(run: Run) -> str:
