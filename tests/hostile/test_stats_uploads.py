@@ -15,6 +15,7 @@ servers share the test's memory): its peak RSS (``VmHWM``, reset through
 from __future__ import annotations
 
 import functools
+import logging
 import shutil
 import threading
 import xmlrpc.client
@@ -205,6 +206,20 @@ def test_file_contents_and_runs_per_hour_are_capped(hostile, caplog) -> None:
 
 # -- client data as data -----------------------------------------------------------------
 
+def admin_main(argv: list[str]) -> int:
+    """bcfg2-admin in this process, the root logger's handlers (pytest's too) put back after."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        return bcfg2.admin.main(argv)
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+
+
 FORGED_ROW = "db1.example.com  2030-01-01 00:00:00  clean  99/99  0  0  0  0"
 
 
@@ -228,7 +243,7 @@ def test_client_strings_cannot_forge_report_rows_or_log_lines(hostile, capsys, c
     base = ["-C", "/dev/null", "-Q", setup.server.repository, "--state-dir",
             setup.server.state_dir, "reports"]
     for extra in ([], ["--dirty"], ["--client", "web1.example.com"]):
-        assert bcfg2.admin.main([*base, *extra]) == 0
+        assert admin_main([*base, *extra]) == 0
         out = capsys.readouterr().out
         assert not any(line.startswith(("db1.example.com  2030", "2030")) for line in
                        out.splitlines()), out
