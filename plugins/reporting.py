@@ -8,6 +8,11 @@ kept however old), when the first run is recorded and then at most once an
 hour. The database is opened at that first run too, so tools that load the
 plugin without receiving statistics (bcfg2-info, bcfg2-lint) never touch it.
 
+What one client can store is bounded (``[reporting] max_entry_content``,
+``max_run_content``, ``max_runs_per_hour``; see ``bcfg2.reportdb``): a run
+over the hourly cap is counted, not stored, and logged once per burst; the
+agent's call succeeds all the same.
+
 Upstream's ``[reporting] transport`` and Django settings are not needed:
 the database is local and always there.
 """
@@ -25,7 +30,7 @@ from bcfg2.errors import PluginExecutionError
 from bcfg2.metadata import ClientMetadata
 from bcfg2.options import Option
 from bcfg2.plugin import Statistics
-from bcfg2.reportdb import RunStore, database_path
+from bcfg2.reportdb import RunStore, StoreLimits, database_path
 
 PRUNE_INTERVAL = 3600.0
 
@@ -37,12 +42,26 @@ class Reporting(Statistics):
         Option("reporting", "keep_days", 90,
                "Client runs stored by the Reporting plugin are pruned after this many days "
                "(each client's latest run is always kept); 0 keeps every run.", type="int"),
+        Option("reporting", "max_entry_content", 64 * 1024,
+               "Longest file content (current_bfile, current_bdiff, current_diff) stored per "
+               "entry, in characters of base64 or text: longer ones are cut and marked, and "
+               "bcfg2-admin pull refuses them; 0: no limit.", type="int"),
+        Option("reporting", "max_run_content", 4 * 1024 * 1024,
+               "Most characters one run may store (names, reasons, attributes, contents); "
+               "entries beyond it are counted as dropped, bad ones kept first; 0: no "
+               "limit.", type="int"),
+        Option("reporting", "max_runs_per_hour", 12,
+               "Runs stored per client within any hour; more are counted, not stored (the "
+               "agent's call still succeeds); 0: no limit.", type="int"),
     )
 
     def __init__(self, core: Any) -> None:
         Statistics.__init__(self, core)
         self.keep_days = float(core.setup.reporting.keep_days)
         self.path = database_path(core.setup)
+        reporting = core.setup.reporting
+        self.limits = StoreLimits(reporting.max_entry_content, reporting.max_run_content,
+                                  reporting.max_runs_per_hour)
         self._lock = threading.Lock()
         self._store: RunStore | None = None
         self._next_prune = 0.0
@@ -71,8 +90,13 @@ class Reporting(Statistics):
         return removed
 
     def process_statistics(self, metadata: ClientMetadata, data: lxml.etree._Element) -> None:
-        """Record the run; prune at the first run and then hourly."""
-        self.store.record(metadata.hostname, data)
+        """Record the run (or count it, over the hourly cap); prune at the first run and hourly."""
+        client = metadata.hostname
+        recorded = self.store.record(client, data, limits=self.limits)
+        if recorded.burst:
+            self.logger.warning("%s reports more than %d runs an hour; the others are counted, "
+                                "not stored, until it slows down", client,
+                                self.limits.max_runs_per_hour)
         with self._lock:
             now = time.monotonic()
             due = now >= self._next_prune

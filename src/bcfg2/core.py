@@ -45,7 +45,8 @@ from bcfg2.options import Option, Setup, require
 from bcfg2.plugin import interfaces
 from bcfg2.plugin.base import Plugin, as_bool, exposed
 from bcfg2.plugin.manager import check_plugin, find_plugin
-from bcfg2.untrusted import GROUP_NAME, MAX_GROUP_NAME, MAX_VERSION, VERSION, client_text
+from bcfg2.statsupload import UploadGate, read_statistics, statistics_element
+from bcfg2.untrusted import GROUP_NAME, MAX_GROUP_NAME, MAX_VERSION, VERSION, client_text, escaped
 from bcfg2.xml import parse_untrusted, tostring
 
 __all__ = [
@@ -119,6 +120,7 @@ class Core:
         self.debug_flag = bool(setup.logging.debug)
         self.metadata_cache = MetadataCache(setup.caching.client_metadata)
         self.metadata_cache.bind(self._initial_metadata, self._complete_metadata)
+        self.upload_gate = UploadGate.from_setup(setup)
         self.fam = load_backend(setup.server.filemonitor)(
             ignore=setup.server.ignore_files, debug=self.debug_flag)
         self.fam_thread: threading.Thread | None = None
@@ -546,17 +548,15 @@ class Core:
                            metadata: ClientMetadata | None = None) -> None:
         """Hand uploaded statistics to every Statistics plugin."""
         meta = metadata if metadata is not None else self.build_metadata(client_name)
-        state = statistics_doc.find(".//Statistics")
-        if state is None or (state.get("version") or "") < "2.0":
-            raise UntrustedInputError("statistics without a <Statistics> element of "
-                                      "version 2.0 or later")
+        state = statistics_element(statistics_doc)
         for plugin in self.plugins_by_type(interfaces.Statistics):
             try:
                 plugin.process_statistics(meta, statistics_doc)
             except Exception:
                 self.logger.exception("plugin %s failed to process statistics for %s",
                                       plugin.name, client_name)
-        self.logger.info("Client %s reported state %s", client_name, state.get("state"))
+        self.logger.info("Client %s reported state %s", client_name,
+                         escaped(state.get("state", ""), 64))
         self.client_run_hook("end_statistics", meta)
 
     # -- who is calling --------------------------------------------------------
@@ -762,11 +762,12 @@ class Core:
 
     @exposed
     def RecvStats(self, address: tuple[str, int], stats: str) -> bool:  # noqa: N802
-        """Receive the statistics of a client run."""
+        """Receive the statistics of a client run (read incrementally, a few large ones at once)."""
         meta = self.metadata_for(address, "RecvStats")
         try:
-            sdata = parse_untrusted(stats, "statistics")
-            self.process_statistics(meta.hostname, sdata, metadata=meta)
+            with self.upload_gate.turn() as turn:
+                sdata = read_statistics(stats, self.setup.reporting.max_entries, turn)
+                self.process_statistics(meta.hostname, sdata, metadata=meta)
         except UntrustedInputError as err:
             self.critical_error(f"Refused statistics from {meta.hostname}", err)
         return True

@@ -132,6 +132,19 @@ OPTIONS: list[Option] = [
            "Default authentication mode of clients without an auth attribute in "
            "clients.xml: cert+password, cert or bootstrap.",
            type="choice", choices=("cert+password", "cert", "bootstrap")),
+    # [reporting]: what the server reads of a statistics upload (RecvStats)
+    Option("reporting", "max_entries", 50_000,
+           "Bad, modified and extra entries of one run that are read and handed to the "
+           "Statistics plugins (bad first, then modified, then extra); the others, and every "
+           "good entry, are only counted.", type="int"),
+    Option("reporting", "large_upload_entries", 5_000,
+           "A statistics upload is large once more than this many of its bad, modified and "
+           "extra entries are read (about 2 MB of memory).", type="int"),
+    Option("reporting", "large_uploads", 2,
+           "How many large statistics uploads are read at once; another waits up to "
+           "large_upload_wait seconds, then the agent is told to try later.", type="int"),
+    Option("reporting", "large_upload_wait", 5.0,
+           "Seconds a large statistics upload waits for its turn.", type="float"),
     # [caching]
     Option("caching", "client_metadata", "off",
            "Client metadata caching: off, initial, cautious (or on), aggressive.",

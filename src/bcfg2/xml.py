@@ -3,52 +3,130 @@
 Two kinds of XML reach the server: repository files, written by admins and
 trusted (XInclude allowed, local files only), and data from the network
 (probe data, statistics), which is untrusted: no entities, no DTD, no
-network access, bounded size.
+network access, bounded size, a bounded number of attributes per element
+(libxml2 holds all of one start tag's attributes at once), and for large
+documents an incremental parse (``iterparse_untrusted``) whose caller keeps
+only what it needs.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
+import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import lxml.etree
 
 from bcfg2.errors import RepositoryError, UntrustedInputError
+from bcfg2.untrusted import escaped
 
 XI_NAMESPACE = "http://www.w3.org/2001/XInclude"
 XI_INCLUDE = f"{{{XI_NAMESPACE}}}include"
 XI_FALLBACK = f"{{{XI_NAMESPACE}}}fallback"
 
 
+#: the most attributes one element of untrusted XML may have
+MAX_ATTRIBUTES = 256
+#: characters of untrusted text handed to the incremental parser at a time
+FEED_CHUNK = 1 << 16
+
+_UNTRUSTED = {
+    "resolve_entities": False,
+    "no_network": True,
+    "load_dtd": False,
+    "dtd_validation": False,
+    "huge_tree": False,
+    "remove_comments": True,
+    "remove_pis": True,
+}
+
+
 def untrusted_parser() -> lxml.etree.XMLParser:
     """A parser for data from clients: nothing outside the bytes is read."""
-    return lxml.etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_comments=True,
-        remove_pis=True,
-    )
+    return lxml.etree.XMLParser(**_UNTRUSTED)
 
 
-def parse_untrusted(data: str | bytes, what: str = "XML") -> lxml.etree._Element:
-    """Parse XML received from the network; refuse DTDs and entities."""
+@functools.lru_cache(maxsize=8)
+def _attribute_flood(limit: int, binary: bool) -> re.Pattern:
+    """A start tag with more than ``limit`` attributes.
+
+    A literal ``<`` starts markup everywhere but in comments and CDATA, so a
+    match is a start tag (or, refused all the same, one quoted in a comment);
+    no repetition in the pattern is ambiguous, so it runs in linear time.
+    """
+    attribute = r"""\s+[^\s=<>]+\s*=\s*(?:"[^"<]*"|'[^'<]*')"""
+    pattern = rf"<[^\s<>/!?=]+(?:{attribute}){{{limit + 1}}}"
+    return re.compile(pattern.encode() if binary else pattern)
+
+
+def _check_untrusted(data: str | bytes, what: str, max_attributes: int) -> None:
+    """Refuse what the parser would hold in memory unbounded before any check."""
+    if _attribute_flood(max_attributes, isinstance(data, bytes)).search(data):
+        raise UntrustedInputError(f"{what} with an element of more than {max_attributes} "
+                                  "attributes is refused")
+
+
+def _refuse_dtd(tree: lxml.etree._ElementTree, what: str) -> None:
+    if tree.docinfo.internalDTD is not None or tree.docinfo.doctype:
+        raise UntrustedInputError(f"{what} with a DTD is refused")
+
+
+def parse_untrusted(data: str | bytes, what: str = "XML",
+                    max_attributes: int = MAX_ATTRIBUTES) -> lxml.etree._Element:
+    """Parse XML received from the network; refuse DTDs, entities and attribute floods."""
+    _check_untrusted(data, what, max_attributes)
     if isinstance(data, str):
         data = data.encode("utf-8")
     try:
         root = lxml.etree.fromstring(data, parser=untrusted_parser())
     except lxml.etree.XMLSyntaxError as err:
-        raise UntrustedInputError(f"malformed {what}: {err}") from None
+        raise UntrustedInputError(f"malformed {what}: {escaped(str(err), 200)}") from None
     if root is None:
         raise UntrustedInputError(f"empty {what}")
-    doc = root.getroottree()
-    if doc.docinfo.internalDTD is not None or doc.docinfo.doctype:
-        raise UntrustedInputError(f"{what} with a DTD is refused")
+    _refuse_dtd(root.getroottree(), what)
     return root
+
+
+def iterparse_untrusted(data: str | bytes, what: str = "XML",
+                        max_attributes: int = MAX_ATTRIBUTES
+                        ) -> Iterator[tuple[str, lxml.etree._Element]]:
+    """The ``start`` and ``end`` events of network XML, parsed a chunk at a time.
+
+    The refusals of ``parse_untrusted`` apply (the DTD check before the
+    first event). The parser builds the tree as it goes: the caller keeps
+    memory bounded by clearing each element it is done with and deleting
+    its earlier siblings (never an element that is still open).
+    """
+    _check_untrusted(data, what, max_attributes)
+    parser = lxml.etree.XMLPullParser(events=("start", "end"), **_UNTRUSTED)
+
+    def fed() -> Iterator[None]:
+        """Hand the parser one chunk at a time (the end after the last)."""
+        for offset in range(0, len(data), FEED_CHUNK):
+            piece = data[offset:offset + FEED_CHUNK]
+            parser.feed(piece.encode("utf-8") if isinstance(piece, str) else piece)
+            yield
+        parser.close()
+        yield
+
+    checked = False
+    try:
+        for _ in fed():
+            events = parser.read_events()
+            if not checked:
+                for first in events:
+                    _refuse_dtd(first[1].getroottree(), what)
+                    checked = True
+                    yield first
+                    break
+            yield from events
+    except lxml.etree.XMLSyntaxError as err:
+        raise UntrustedInputError(f"malformed {what}: {escaped(str(err), 200)}") from None
+    except UnicodeEncodeError:
+        raise UntrustedInputError(f"{what} is not valid Unicode") from None
 
 
 def repository_parser() -> lxml.etree.XMLParser:

@@ -19,58 +19,120 @@ SECRET = "s3cr3t-c0ntent-of-a-local-file"
 # -- untrusted input -----------------------------------------------------------
 
 
-def test_untrusted_plain_document_is_parsed() -> None:
-    root = xml.parse_untrusted('<probe-data><probe name="os" source="Probes">linux</probe>'
-                               "</probe-data>")
+def iterparse_all(data: str | bytes, what: str = "XML") -> lxml.etree._Element:
+    """Every event of iterparse_untrusted; the root, as the parser built it (nothing freed)."""
+    events = list(xml.iterparse_untrusted(data, what))
+    assert events[0][0] == "start" and events[-1] == ("end", events[0][1])
+    return events[0][1]
+
+
+#: both ways of parsing network data refuse the same things
+UNTRUSTED = pytest.mark.parametrize("parse", [xml.parse_untrusted, iterparse_all],
+                                    ids=["whole", "incremental"])
+
+
+@UNTRUSTED
+def test_untrusted_plain_document_is_parsed(parse) -> None:
+    root = parse('<probe-data><probe name="os" source="Probes">linux</probe>'
+                 "</probe-data>")
     assert root.tag == "probe-data"
     assert root[0].get("name") == "os"
     assert root[0].text == "linux"
 
 
-def test_untrusted_document_with_dtd_is_refused() -> None:
+@UNTRUSTED
+def test_untrusted_document_with_dtd_is_refused(parse) -> None:
     with pytest.raises(UntrustedInputError, match="DTD"):
-        xml.parse_untrusted('<!DOCTYPE stats SYSTEM "stats.dtd"><stats/>')
+        parse('<!DOCTYPE stats SYSTEM "stats.dtd"><stats/>')
 
 
-def test_untrusted_billion_laughs_is_refused() -> None:
+@UNTRUSTED
+def test_untrusted_billion_laughs_is_refused(parse) -> None:
     levels = ['<!ENTITY lol0 "lol">'] + [
         f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10)]
     doc = f'<?xml version="1.0"?><!DOCTYPE lolz [{"".join(levels)}]><lolz>&lol9;</lolz>'
     with pytest.raises(UntrustedInputError) as info:
-        xml.parse_untrusted(doc, "statistics")
+        parse(doc, "statistics")
     assert "lol" not in str(info.value)  # nothing was expanded into the message
 
 
+@UNTRUSTED
 @pytest.mark.parametrize("template", [
     '<!DOCTYPE a [<!ENTITY leak SYSTEM "file://{secret}">]><a>&leak;</a>',
     '<!DOCTYPE a [<!ENTITY % ext SYSTEM "file://{dtd}"> %ext;]><a>&leak;</a>',
     '<!DOCTYPE a SYSTEM "file://{dtd}"><a>&leak;</a>',
 ])
-def test_untrusted_external_entity_never_reads_the_file(tmp_path: Path, template: str) -> None:
+def test_untrusted_external_entity_never_reads_the_file(tmp_path: Path, template: str,
+                                                        parse) -> None:
     secret = tmp_path / "secret"
     secret.write_text(SECRET)
     dtd = tmp_path / "evil.dtd"
     dtd.write_text(f'<!ENTITY leak "{SECRET}">')
     doc = template.format(secret=secret, dtd=dtd).encode()
     with pytest.raises(UntrustedInputError) as info:
-        xml.parse_untrusted(doc)
+        parse(doc)
     assert SECRET not in str(info.value)
     # the parser itself never loads the file either (not only the check after it)
     parsed = lxml.etree.fromstring(doc, parser=xml.untrusted_parser())
     assert SECRET not in lxml.etree.tostring(parsed, encoding="unicode")
 
 
-def test_untrusted_malformed_input_names_what_was_refused() -> None:
+@UNTRUSTED
+def test_untrusted_malformed_input_names_what_was_refused(parse) -> None:
     with pytest.raises(UntrustedInputError) as info:
-        xml.parse_untrusted(b"<stats><unclosed></stats>", "statistics")
+        parse(b"<stats><unclosed></stats>", "statistics")
     message = str(info.value)
     assert "malformed statistics" in message
     assert "unclosed" in message
 
 
-def test_untrusted_empty_input_is_refused() -> None:
+@UNTRUSTED
+@pytest.mark.parametrize("data", [b"", "", "<a>", "<a/><b/>"])
+def test_untrusted_empty_or_unfinished_input_is_refused(parse, data: str | bytes) -> None:
     with pytest.raises(UntrustedInputError):
-        xml.parse_untrusted(b"", "probe data")
+        parse(data, "probe data")
+
+
+@UNTRUSTED
+def test_untrusted_attribute_flood_is_refused_before_parsing(parse) -> None:
+    """libxml2 holds one start tag's attributes at once: too many are refused unparsed."""
+    def element(count: int, quote: str = '"') -> str:
+        return "<a " + " ".join(f"x{i}={quote}{quote}" for i in range(count)) + "/>"
+
+    assert len(parse(f"<r>{element(xml.MAX_ATTRIBUTES)}</r>")[0].attrib) == xml.MAX_ATTRIBUTES
+    for flood in (element(xml.MAX_ATTRIBUTES + 1), element(5000, "'"),
+                  f"<r>{element(10, chr(39))}{element(xml.MAX_ATTRIBUTES + 1)}</r>"):
+        with pytest.raises(UntrustedInputError, match="more than 256 attributes"):
+            parse(flood, "statistics")
+        with pytest.raises(UntrustedInputError, match="more than 256 attributes"):
+            parse(flood.encode(), "statistics")
+    # many equals signs inside one value are no attributes
+    assert parse(f'<a d="{"k=v " * 1000}"/>').get("d").count("=") == 1000
+
+
+def test_incremental_parsing_reads_across_chunks_as_a_whole_parse_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(xml, "FEED_CHUNK", 3)
+    doc = '<r><e n="&lt;&amp;&quot;é€" m=\'x\'>t&#233;xt</e><e/>tail</r>'
+    whole = xml.parse_untrusted(doc)
+    root = iterparse_all(doc)
+    assert lxml.etree.tostring(root) == lxml.etree.tostring(whole)
+    assert root[0].get("n") == '<&"é€'
+
+
+def test_incremental_parsing_lets_the_caller_free_what_it_read() -> None:
+    """Clearing each ended element and its earlier siblings keeps the tree to one chunk's worth."""
+    one = '<e a="1"><c/></e>'
+    doc = "<r>" + one * 20_000 + "</r>"
+    widest = 0
+    for event, element in xml.iterparse_untrusted(doc):
+        if event == "end" and element.tag == "e":
+            parent = element.getparent()
+            widest = max(widest, len(parent))
+            element.clear()
+            while element.getprevious() is not None:
+                del parent[0]
+    assert widest <= xml.FEED_CHUNK // len(one) + 2 < 20_000
 
 
 # -- repository files ----------------------------------------------------------

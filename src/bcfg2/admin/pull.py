@@ -14,7 +14,7 @@ import sys
 from bcfg2.admin.reports import latest_run
 from bcfg2.identity import valid_client_name
 from bcfg2.options import Setup
-from bcfg2.reportdb import Entry
+from bcfg2.reportdb import CONTENT_ATTRS, Entry
 from bcfg2.tools import ToolError
 from bcfg2.xml import atomic_write
 
@@ -46,8 +46,13 @@ def current_content(entry: Entry) -> bytes:
 
     Agents send binary files whole (``current_bfile``) and text files as an
     ndiff from their copy to the wanted one (``current_bdiff``), both in
-    base64; nothing for sensitive files.
+    base64; nothing for sensitive files. Content the server cut at
+    ``[reporting] max_entry_content`` cannot be restored.
     """
+    if any(attr in entry.truncated for attr in CONTENT_ATTRS):
+        raise ToolError(f"{entry.tag}:{entry.name}: the reported content was cut at "
+                        "[reporting] max_entry_content when it was stored; cannot restore "
+                        "the file")
     try:
         if "current_bfile" in entry.attrs:
             return base64.b64decode(entry.attrs["current_bfile"], validate=True)

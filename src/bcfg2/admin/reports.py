@@ -1,4 +1,8 @@
-"""Client runs: who is clean, who is dirty and why, who has not checked in."""
+"""Client runs: who is clean, who is dirty and why, who has not checked in.
+
+What clients reported is printed with control characters escaped (a newline
+in an entry name cannot forge a line); ``--json`` gives the stored values.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,10 @@ from typing import Any
 from bcfg2.options import Setup
 from bcfg2.reportdb import Run, RunStore, database_path
 from bcfg2.tools import ToolError, local_core
+from bcfg2.untrusted import one_line
+
+#: the longest client-reported value printed on a report line
+SHOWN = 300
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,17 +78,33 @@ def as_dict(run: Run, entries: bool = True) -> dict[str, Any]:
         "client": run.client, "timestamp": run.timestamp, "time": when(run.timestamp),
         "state": run.state, "revision": run.revision, "total": run.total, "good": run.good,
         "bad": run.bad, "modified": run.modified, "extra": run.extra,
-        "dry_run": run.dry_run}
+        "dry_run": run.dry_run, "dropped": run.dropped, "truncated": run.truncated}
     if entries:
         record["entries"] = [{"kind": e.kind.lower(), "tag": e.tag, "name": e.name,
-                              "reason": e.reason} for e in run.entries]
+                              "reason": e.reason, "truncated": list(e.truncated)}
+                             for e in run.entries]
     return record
+
+
+def shown(value: str) -> str:
+    """A value a client reported, fit for one line of a report: control characters escaped."""
+    line = one_line(value)
+    return line if len(line) <= SHOWN else line[:SHOWN] + "..."
+
+
+def not_stored(run: Run) -> str:
+    """What the server did not keep of a run, as a note for its line ('' if nothing)."""
+    parts = [f"{run.dropped} entries not stored"] if run.dropped else []
+    if run.truncated:
+        parts.append(f"{run.truncated} values cut")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def run_lines(run: Run) -> list[str]:
     """The bad, modified and extra entries of a run, one line each."""
-    return [f"  {entry.kind.lower():8}  {entry.tag}:{entry.name}: {entry.reason}"
-            for kind in ("Bad", "Modified", "Extra") for entry in run.of_kind(kind)]
+    return [f"  {entry.kind.lower():8}  {shown(entry.tag)}:{shown(entry.name)}: "
+            f"{shown(entry.reason)}" for kind in ("Bad", "Modified", "Extra")
+            for entry in run.of_kind(kind)]
 
 
 def run(setup: Setup, args: argparse.Namespace) -> int:
@@ -90,35 +114,45 @@ def run(setup: Setup, args: argparse.Namespace) -> int:
     store = open_store(setup)
     try:
         latest = {r.client: r for r in store.latest_runs()} if store else {}
+        dropped = store.dropped_runs() if store else {}
         if args.client:
-            return one_client(store, clients, latest, args)
+            return one_client(store, clients, latest, dropped, args)
         if args.dirty:
             dirty = [store.latest(r.client) for r in latest.values() if r.state != "clean"] \
                 if store else []
             return dirty_report([r for r in dirty if r is not None], args)
         if args.stale is not None:
             return stale_report(clients, latest, args)
-        return overview(clients, latest, args)
+        return overview(clients, latest, dropped, args)
     finally:
         if store:
             store.close()
 
 
-def overview(clients: list[str], latest: dict[str, Run], args: argparse.Namespace) -> int:
-    """Every client, known or reporting, with its last run and state."""
+def overview(clients: list[str], latest: dict[str, Run],
+             dropped: dict[str, tuple[int, float]], args: argparse.Namespace) -> int:
+    """Every client, known or reporting, with its last run and state.
+
+    The last column counts the client's runs not stored over ``[reporting]
+    max_runs_per_hour``.
+    """
     names = sorted(set(clients) | set(latest))
     if args.json:
-        print(json.dumps([as_dict(latest[n], entries=False) if n in latest
-                          else {"client": n, "state": "never"} for n in names], indent=1))
+        print(json.dumps([dict(as_dict(latest[n], entries=False) if n in latest
+                               else {"client": n, "state": "never"},
+                               dropped_runs=dropped.get(n, (0, 0.0))[0]) for n in names],
+                         indent=1))
         return 0
-    rows = [("Client", "Last run", "State", "Good/Total", "Bad", "Modified", "Extra")]
+    rows = [("Client", "Last run", "State", "Good/Total", "Bad", "Modified", "Extra",
+             "Over cap")]
     for name in names:
         r = latest.get(name)
+        over = str(dropped.get(name, (0, 0.0))[0])
         if r is None:
-            rows.append((name, "never", "-", "-", "-", "-", "-"))
+            rows.append((shown(name), "never", "-", "-", "-", "-", "-", over))
         else:
-            rows.append((name, when(r.timestamp), r.state, f"{r.good}/{r.total}", str(r.bad),
-                         str(r.modified), str(r.extra)))
+            rows.append((shown(name), when(r.timestamp), shown(r.state), f"{r.good}/{r.total}",
+                         str(r.bad), str(r.modified), str(r.extra), over))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -138,8 +172,8 @@ def dirty_report(dirty: list[Run], args: argparse.Namespace) -> int:
         print("no dirty clients")
         return 0
     for r in dirty:
-        print(f"{r.client}: {r.state} at {when(r.timestamp)} ({r.bad} bad, "
-              f"{r.modified} modified, {r.extra} extra of {r.total})")
+        print(f"{shown(r.client)}: {shown(r.state)} at {when(r.timestamp)} ({r.bad} bad, "
+              f"{r.modified} modified, {r.extra} extra of {r.total}){not_stored(r)}")
         for line in run_lines(r):
             print(line)
     return 0
@@ -159,36 +193,40 @@ def stale_report(clients: list[str], latest: dict[str, Run], args: argparse.Name
     if not stale:
         print(f"every client has checked in within {args.stale:g} hours")
         return 0
-    width = max(len(name) for name, _ in stale)
+    width = max(len(shown(name)) for name, _ in stale)
     for name, r in stale:
         if r is None:
-            print(f"{name.ljust(width)}  never reported")
+            print(f"{shown(name).ljust(width)}  never reported")
         else:
-            print(f"{name.ljust(width)}  last run {when(r.timestamp)} "
+            print(f"{shown(name).ljust(width)}  last run {when(r.timestamp)} "
                   f"({(now - r.timestamp) / 3600:.1f} hours ago)")
     return 0
 
 
 def one_client(store: RunStore | None, clients: list[str], latest: dict[str, Run],
-               args: argparse.Namespace) -> int:
+               dropped: dict[str, tuple[int, float]], args: argparse.Namespace) -> int:
     """One client's recent runs, the latest with its entries."""
     name = args.client
     if name not in clients and name not in latest:
-        raise ToolError(f"unknown client {name}")
+        raise ToolError(f"unknown client {shown(name)}")
     runs = store.runs(name, limit=max(args.runs, 1)) if store else []
+    over, last_over = dropped.get(name, (0, 0.0))
     if args.json:
-        print(json.dumps([as_dict(r) for r in runs], indent=1))
+        print(json.dumps([dict(as_dict(r), dropped_runs=over) for r in runs], indent=1))
         return 0
     if not runs:
-        print(f"{name}: no run recorded")
+        print(f"{shown(name)}: no run recorded")
         return 0
     for r in runs:
-        print(f"{when(r.timestamp)}  {r.state:5}  good {r.good}/{r.total}  bad {r.bad}  "
+        print(f"{when(r.timestamp)}  {shown(r.state):5}  good {r.good}/{r.total}  bad {r.bad}  "
               f"modified {r.modified}  extra {r.extra}"
-              + ("  (dry run)" if r.dry_run else ""))
+              + ("  (dry run)" if r.dry_run else "") + not_stored(r))
+    if over:
+        print(f"{over} runs not stored over [reporting] max_runs_per_hour, the last at "
+              f"{when(last_over)}")
     lines = run_lines(runs[0])
     if lines:
-        print(f"latest run of {name}:")
+        print(f"latest run of {shown(name)}:")
         for line in lines:
             print(line)
     return 0
