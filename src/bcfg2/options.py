@@ -90,6 +90,32 @@ OPTIONS: list[Option] = [
     Option("server", "connection_timeout", 30.0,
            "Seconds a connection may stay silent (TLS handshake, request) before it is "
            "closed.", type="float"),
+    Option("server", "max_connections", 512,
+           "Most connections open at once; more are closed as they arrive, before any TLS. "
+           "A few thousand agents, each making one short connection at a time every half "
+           "hour or so, rarely hold more than a few dozen; 512 leaves room for every agent "
+           "started at once by a site-wide cron job, and stays within the common default "
+           "limit of 1024 open files if it cannot be raised.", type="int"),
+    Option("server", "max_connections_per_source", 64,
+           "Most connections open at once from one source (an IPv4 address or an IPv6 /64). "
+           "An agent makes one connection at a time, so 64 is room for a NAT gateway or "
+           "proxy in front of dozens of agents, and takes eight sources to fill "
+           "max_connections; at that cap a newcomer takes the place of the oldest connection "
+           "still being read of the source holding the most.", type="int"),
+    Option("server", "request_deadline", 60.0,
+           "Seconds from accepting a connection until its whole request (TLS handshake, "
+           "headers, body) is received, and again for its response to be sent; a connection "
+           "past it is cut however steadily it trickles. 60 s carries a 10 MB body over "
+           "1.5 Mbit/s; connection_timeout still bounds each silence.", type="float"),
+    Option("server", "auth_failure_limit", 10,
+           "Failed authentications one source may have within auth_failure_backoff seconds; "
+           "beyond them its attempts are refused unchecked (the right password too) until "
+           "the oldest of them is that old. An agent with a wrong password fails once per "
+           "run; 10 leaves room for a few retries and typos. 0 turns throttling off.",
+           type="int"),
+    Option("server", "auth_failure_backoff", 60.0,
+           "The window, in seconds, of auth_failure_limit: a throttled source is checked "
+           "again at most this long after its last checked failure.", type="float"),
     # [components]
     Option("components", "bcfg2", "https://localhost:6789",
            "The server URL; the server listens on its host and port.",
