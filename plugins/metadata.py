@@ -905,7 +905,8 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
             return None
         allowed = [own] if secure else [p for p in (self.password, own) if p]
         if not any(hmac.compare_digest(password.encode(), p.encode()) for p in allowed):
-            self.logger.error("Client %s (%s) failed to authenticate: wrong password",
+            # the door logs failures once per burst (bcfg2.limits.AuthThrottle)
+            self.logger.debug("Client %s (%s) failed to authenticate: wrong password",
                               client, address[0])
             return None
         return client

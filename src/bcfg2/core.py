@@ -574,7 +574,8 @@ class Core:
             user = user.decode("utf-8", "replace")
         admin = admin_identity(self.setup, cert, user, password)
         if admin is False:
-            self.logger.error("Admin %r at %s failed to authenticate: wrong password",
+            # the door logs failures once per burst (bcfg2.limits.AuthThrottle)
+            self.logger.debug("Admin %r at %s failed to authenticate: wrong password",
                               user[:64], address[0])
             return None
         if admin:

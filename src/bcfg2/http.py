@@ -1,15 +1,23 @@
-"""What the HTTP cores share: reading a request body within limits, and the 401 challenge.
+"""What the HTTP cores share: credentials before the body, body limits, and the 401 challenge.
 
 Agents send one XML-RPC call per connection as an HTTP/1.0 POST with a
-Content-Length. A refusal here is a ``Refused`` carrying the HTTP status
-and one line of text for the client; each core sends it its own way.
+Content-Length. ``answer`` takes a call from its headers to its result:
+the caller is authenticated from the headers first, and only then is the
+body read. A refusal here is a ``Refused`` carrying the HTTP status and one
+line of text for the client; each core sends it its own way.
 """
 
 from __future__ import annotations
 
-from typing import BinaryIO
+import dataclasses
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from bcfg2.xmlrpc import Request, parse_basic_auth
+from bcfg2 import xmlrpc
+from bcfg2.xmlrpc import Request, Result, parse_basic_auth
+
+if TYPE_CHECKING:
+    from bcfg2.connections import Ticket
+    from bcfg2.core import NetworkCore
 
 #: the WWW-Authenticate header agents expect with a 401
 CHALLENGE = 'Basic realm="Bcfg2 Server"'
@@ -59,5 +67,26 @@ def make_request(body: bytes, address: tuple[str, int], cert: dict | None,
                    user=user, password=password)
 
 
-__all__ = ["CHALLENGE", "UNAUTHORIZED_TEXT", "Refused", "content_length", "make_request",
-           "read_body"]
+def answer(core: NetworkCore, ticket: Ticket, rfile: BinaryIO, length: int,
+           address: tuple[str, int], cert: dict[str, Any] | None,
+           authorization: str | None) -> Result:
+    """Authenticate from the headers, then read the body and take the call through the door.
+
+    An unauthenticated caller gets ``xmlrpc.UNAUTHORIZED`` with its body
+    left unread; a body that does not arrive raises ``Refused``. The ticket
+    learns when the request is read and when the response starts.
+    """
+    request = make_request(b"", address, cert, authorization)
+    caller = xmlrpc.authenticate(core, request)
+    if caller is None:
+        ticket.writing()
+        return xmlrpc.UNAUTHORIZED
+    body = read_body(rfile, length)
+    ticket.processing()
+    result = xmlrpc.handle(core, dataclasses.replace(request, body=body), caller)
+    ticket.writing()
+    return result
+
+
+__all__ = ["CHALLENGE", "UNAUTHORIZED_TEXT", "Refused", "answer", "content_length",
+           "make_request", "read_body"]

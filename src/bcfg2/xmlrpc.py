@@ -1,13 +1,16 @@
-"""The one door between transport and core: ``handle(core, request) -> Result``.
+"""The one door between transport and core: ``authenticate`` then ``handle``.
 
 A network core turns bytes into a ``Request`` (the body, the peer's address
 and certificate, the basic-auth credentials) and a ``Result`` back into
 bytes; HTTP status codes stay in the cores. Everything in between is here,
-once: authentication (which yields the caller's identity), the method's one
-canonical name, the access check, dispatch with the caller prepended, and
-turning errors into Faults (``fault_for``; the codes are on the error tree
-in ``bcfg2.errors``). Request bodies are parsed with DTDs and entities
-refused.
+once: authentication (which yields the caller's identity, and is throttled
+per source), the method's one canonical name, the access check, dispatch
+with the caller prepended, and turning errors into Faults (``fault_for``;
+the codes are on the error tree in ``bcfg2.errors``). A core authenticates
+from the headers before it reads a body, so nobody unauthenticated makes
+the server read megabytes; ``handle(core, request)`` alone does both steps.
+Request bodies are parsed with DTDs and entities refused, and nested no
+deeper than ``MAX_XML_DEPTH``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import base64
 import binascii
 import inspect
 import logging
+import threading
+import weakref
 import xmlrpc.client
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,11 +39,13 @@ from bcfg2.errors import (
     NoExposedMethod,
     RequestError,
 )
+from bcfg2.limits import AuthThrottle
 from bcfg2.untrusted import escaped
 from bcfg2.xml import tostring
 
 if TYPE_CHECKING:
     from bcfg2.core import NetworkCore
+    from bcfg2.identity import Caller
 
 logger = logging.getLogger("bcfg2.xmlrpc")
 
@@ -46,14 +53,17 @@ logger = logging.getLogger("bcfg2.xmlrpc")
 INTROSPECTION = frozenset({"listMethods", "methodHelp", "methodSignature"})
 #: longest method name accepted (logged and matched against ACLs)
 MAX_METHOD_NAME = 128
+#: deepest element nesting of a request: an array or struct costs three levels, so about
+#: 80 nested containers (agents send a few), far from what recursion in the server risks
+MAX_XML_DEPTH = 256
 
 
 class RefusedXML(ValueError):
-    """A request declared a DTD or an entity: refused, never expanded."""
+    """A request declared a DTD or an entity, or nests too deep: refused, never expanded."""
 
 
 class HardenedParser(xmlrpc.client.ExpatParser):
-    """The stdlib XML-RPC parser with every DTD and entity declaration refused.
+    """The stdlib XML-RPC parser with every DTD and entity declaration refused, depth bounded.
 
     (defusedxml.xmlrpc does the same, but imports xmlrpc.server and pydoc,
     megabytes of memory for a monkey patch we do not use.)
@@ -70,6 +80,20 @@ class HardenedParser(xmlrpc.client.ExpatParser):
         # object (a 9 MB escaped document became a list of a million)
         expat.buffer_text = True
         expat.buffer_size = 1 << 16
+        start, end = expat.StartElementHandler, expat.EndElementHandler
+        self.depth = 0
+
+        def enter(tag: str, attrs: Any) -> None:
+            self.depth += 1
+            if self.depth > MAX_XML_DEPTH:
+                raise RefusedXML(f"elements nested deeper than {MAX_XML_DEPTH}")
+            start(tag, attrs)
+
+        def leave(tag: str) -> None:
+            self.depth -= 1
+            end(tag)
+
+        expat.StartElementHandler, expat.EndElementHandler = enter, leave
 
     @staticmethod
     def _refuse(what: str) -> Any:
@@ -178,8 +202,13 @@ def marshal(value: Any) -> Any:
     return value
 
 
+#: what marshalling raises for a result XML-RPC cannot carry (too deep, an int over 32 bits,
+#: an object of no XML-RPC type)
+UNMARSHALLABLE = (TypeError, OverflowError, RecursionError, ValueError)
+
+
 def response(result: Any) -> bytes:
-    """An XML-RPC method response."""
+    """An XML-RPC method response (raises one of ``UNMARSHALLABLE`` if it cannot be one)."""
     return xmlrpc.client.dumps((marshal(result),), methodresponse=True, allow_none=True,
                                encoding="utf-8").encode("utf-8")
 
@@ -220,13 +249,45 @@ def call(func: Callable[..., Any], with_caller: bool, caller: Any, method: str,
     return func(*args)
 
 
-def handle(core: NetworkCore, request: Request) -> Result:
-    """Authenticate, parse, check access and dispatch one request."""
-    caller = core.authenticate(request.cert, request.user, request.password, request.address)
+_throttles: weakref.WeakKeyDictionary[Any, AuthThrottle] = weakref.WeakKeyDictionary()
+_throttles_lock = threading.Lock()
+
+
+def throttle_for(core: NetworkCore) -> AuthThrottle:
+    """The failed-authentication throttle of a core, made from its ``[server]`` options."""
+    with _throttles_lock:
+        throttle = _throttles.get(core)
+        if throttle is None:
+            server = core.setup.server
+            throttle = _throttles[core] = AuthThrottle(
+                server.auth_failure_limit, server.auth_failure_backoff, logger)
+        return throttle
+
+
+def authenticate(core: NetworkCore, request: Request) -> Caller | None:
+    """Who is calling, from credentials, certificate and address alone; None if refused.
+
+    The body is not looked at, so a core calls this before reading it. A
+    source past ``[server] auth_failure_limit`` is refused unchecked; each
+    failure is logged once per burst (``bcfg2.limits.AuthThrottle``).
+    """
+    throttle = throttle_for(core)
     ip = request.address[0]
+    if throttle.refused(ip):
+        return None
+    caller = core.authenticate(request.cert, request.user, request.password, request.address)
     if caller is None:
-        logger.warning("Authentication failure from %s (user %r)", ip, request.user[:64])
-        return UNAUTHORIZED
+        throttle.failed(ip, request.user)
+    return caller
+
+
+def handle(core: NetworkCore, request: Request, caller: Caller | None = None) -> Result:
+    """Parse, check access and dispatch one request of ``caller`` (authenticated here if None)."""
+    if caller is None:
+        caller = authenticate(core, request)
+        if caller is None:
+            return UNAUTHORIZED
+    ip = request.address[0]
     method = ""
     try:
         params, raw_name = parse_request(request.body)
@@ -241,15 +302,21 @@ def handle(core: NetworkCore, request: Request) -> Result:
         return Result("fault", fault_response(fault_for(err)))
     except xmlrpc.client.Fault as fault:
         return Result("fault", fault_response(fault))
+    except RecursionError:  # a traceback thousands of frames deep would tell nothing more
+        logger.error("%s failed for %s: its parameters nest too deep", method, ip)
+        return Result("fault", fault_response(fault_for(CriticalError(
+            f"{method}: parameters nested too deep"))))
     except Exception as err:
         logger.exception("%s failed for %s", method, ip)
         return Result("fault", fault_response(fault_for(err)))
     try:
         return Result("ok", response(result))
-    except (TypeError, OverflowError) as err:  # a method returned what XML-RPC cannot carry
-        logger.exception("%s returned a result that cannot be marshalled", method)
-        return Result("fault", fault_response(fault_for(CriticalError(str(err)))))
+    except UNMARSHALLABLE as err:  # a method returned what XML-RPC cannot carry
+        what = "nests too deep" if isinstance(err, RecursionError) else escaped(str(err), 200)
+        logger.error("%s for %s returned a result that cannot be sent: %s", method, ip, what)
+        return Result("fault", fault_response(fault_for(CriticalError(
+            f"{method} returned a result XML-RPC cannot carry: {what}"))))
 
 
-__all__ = ["Request", "Result", "call", "canonical_name", "fault_for", "handle",
-           "parse_basic_auth", "parse_request"]
+__all__ = ["Request", "Result", "authenticate", "call", "canonical_name", "fault_for", "handle",
+           "parse_basic_auth", "parse_request", "throttle_for"]
