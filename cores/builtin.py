@@ -1,8 +1,9 @@
 """The builtin core: threaded XML-RPC over TLS with the standard library.
 
-The accept loop only accepts; each connection's TLS handshake, request and
+The accept loop (``bcfg2.connections``) only accepts and admits within the
+connection caps; each admitted connection's TLS handshake, request and
 response happen in a worker thread of its own, so one slow client never
-holds up the others.
+holds up the others, and the request deadline cuts one that trickles.
 """
 
 from __future__ import annotations
@@ -10,17 +11,18 @@ from __future__ import annotations
 import http.server as http_server
 import logging
 import os
-import selectors
 import signal
 import socket
 import socketserver
 import ssl
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
-from bcfg2 import http, xmlrpc
+from bcfg2 import http
+from bcfg2.connections import AcceptLoop, Connections, Ticket
 from bcfg2.core import NetworkCore
 from bcfg2.daemonize import daemon_context
+from bcfg2.limits import raise_fd_limit
 from bcfg2.options import Setup
 from bcfg2.tls import Handshakes, server_context
 
@@ -34,6 +36,11 @@ class RequestHandler(http_server.BaseHTTPRequestHandler):
     server_version = "bcfg2-server"
     sys_version = ""
     server: TLSServer
+
+    def __init__(self, request: Any, client_address: Any, server: TLSServer,
+                 ticket: Ticket) -> None:
+        self.ticket = ticket
+        super().__init__(request, client_address, server)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         logger.debug("%s: " + format, self.client_address[0], *args)
@@ -50,6 +57,8 @@ class RequestHandler(http_server.BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _refuse(self, refusal: http.Refused) -> None:
+        if self.ticket.cut:
+            return  # cut by the server, which logged why
         logger.warning("Refused request from %s: %s", self.client_address[0], refusal.message)
         self._reply(refusal.status, (refusal.message + "\n").encode(), "text/plain")
 
@@ -58,13 +67,11 @@ class RequestHandler(http_server.BaseHTTPRequestHandler):
         try:
             length = http.content_length(self.headers.get("Content-Length"),
                                          core.setup.server.max_request_size)
-            body = http.read_body(self.rfile, length)
+            result = http.answer(core, self.ticket, self.rfile, length, self.client_address,
+                                 self.connection.getpeercert(), self.headers.get("Authorization"))
         except http.Refused as refusal:
             self._refuse(refusal)
             return
-        request = http.make_request(body, self.client_address, self.connection.getpeercert(),
-                                    self.headers.get("Authorization"))
-        result = xmlrpc.handle(core, request)
         if result.unauthorized:
             self._reply(401, http.UNAUTHORIZED_TEXT, "text/plain",
                         {"WWW-Authenticate": http.CHALLENGE})
@@ -73,6 +80,13 @@ class RequestHandler(http_server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         self._refuse(http.Refused(405, "only XML-RPC POST requests are served"))
+
+
+class Accepted(NamedTuple):
+    """A connection the accept loop admitted, as the server's threads get it."""
+
+    sock: ssl.SSLSocket
+    ticket: Ticket
 
 
 class TLSServer(socketserver.ThreadingMixIn, http_server.HTTPServer):
@@ -89,26 +103,19 @@ class TLSServer(socketserver.ThreadingMixIn, http_server.HTTPServer):
         self.ssl_context = context
         self.timeout_seconds = core.setup.server.connection_timeout
         self.handshakes = Handshakes()
+        self.connections = Connections.from_setup(core.setup)
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        self._wake_r, self._wake_w = os.pipe()
-        self._stopping = False
         super().__init__(address, RequestHandler)
+        self.acceptor = AcceptLoop(self.socket, self.connections, self._serve)
 
     def serve_until_stopped(self) -> None:
         """Accept connections until ``stop``; sleeps while nobody connects."""
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.socket, selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
-            while not self._stopping:
-                for key, _ in selector.select():
-                    if key.fileobj is self.socket and not self._stopping:
-                        self._handle_request_noblock()
+        self.acceptor.run()
 
     def stop(self) -> None:
         """Make serve_until_stopped return."""
-        self._stopping = True
-        os.write(self._wake_w, b"x")
+        self.acceptor.stop()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks up the FQDN, a DNS query we do not need
@@ -117,26 +124,44 @@ class TLSServer(socketserver.ThreadingMixIn, http_server.HTTPServer):
         self.server_name = host
         self.server_port = port
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        request.settimeout(self.timeout_seconds)
+    def _serve(self, sock: socket.socket, client_address: Any, ticket: Ticket) -> None:
+        """Wrap an admitted connection (no handshake yet) and serve it in a thread of its own."""
+        sock.settimeout(self.timeout_seconds)
         try:
-            conn = self.ssl_context.wrap_socket(request, server_side=True,
+            conn = self.ssl_context.wrap_socket(sock, server_side=True,
                                                 do_handshake_on_connect=False)
         except OSError as err:
             logger.info("connection from %s failed: %s", client_address[0], err)
+            ticket.release()
+            sock.close()
             return
+        ticket.attach(conn)
+        try:
+            self.process_request(Accepted(conn, ticket), client_address)
+        except Exception:  # no thread could be started
+            ticket.release()
+            conn.close()
+            raise
+
+    def finish_request(self, request: Accepted, client_address: Any) -> None:
+        conn, ticket = request
         try:
             if not self.handshakes.run(conn, client_address[0]):
                 return
-            self.RequestHandlerClass(conn, client_address, self)
+            self.RequestHandlerClass(conn, client_address, self, ticket)
         except (ssl.SSLError, OSError) as err:
-            logger.info("connection from %s failed: %s", client_address[0], err)
+            if not ticket.cut:
+                logger.info("connection from %s failed: %s", client_address[0], err)
         finally:
+            ticket.release()
             try:
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
             conn.close()
+
+    def shutdown_request(self, request: Accepted) -> None:
+        """Nothing left to do: finish_request closed the connection."""
 
     def server_close(self) -> None:
         """Stop listening and cut connections that do not complete a TLS handshake.
@@ -148,8 +173,8 @@ class TLSServer(socketserver.ThreadingMixIn, http_server.HTTPServer):
         """
         self.handshakes.close()
         super().server_close()
-        for fd in (self._wake_r, self._wake_w):
-            os.close(fd)
+        self.acceptor.close()
+        self.connections.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.exception("error serving %s", client_address[0])
@@ -174,6 +199,7 @@ class BuiltinCore(NetworkCore):
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, self._on_signal)
+        raise_fd_limit(self.setup.server.max_connections, logger)
         try:
             self.server = TLSServer((self.host, self.port), self, self.ssl_context)
         except OSError as err:

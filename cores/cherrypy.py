@@ -1,13 +1,18 @@
 """The CherryPy core: XML-RPC over TLS with CherryPy and its cheroot HTTP server.
 
-CherryPy runs the request pipeline: a tool that reads the request, a tool
-that authenticates it, and one handler for every XML-RPC call. The core's own
+CherryPy runs the request pipeline: a tool that checks the request line and
+its length, and one handler for every XML-RPC call, which authenticates the
+caller from the headers before it reads the body. The core's own
 CherryPy engine (a private bus, not the global ``cherrypy.engine``) runs the
 HTTP server, the signal handlers and daemonization.
 
 cheroot does the TLS handshake in its accept loop, so one silent client would
-hold up every other; here the handshake happens in the worker thread that
-serves the connection.
+hold up every other; here the accept loop is ``bcfg2.connections``'s, as in
+the builtin core, and the handshake happens in the thread that serves the
+connection. cheroot's pool of workers is replaced by a thread per admitted
+connection (``ConnectionThreads``): with a fixed pool, as many slow clients
+as workers, each trickling its handshake or headers, would stop the server;
+the connection caps bound the threads instead.
 """
 
 from __future__ import annotations
@@ -15,12 +20,12 @@ from __future__ import annotations
 import html
 import logging
 import os
-import selectors
 import signal
 import socket
 import ssl
 import sys
 import threading
+import time
 from functools import partial
 from typing import Any
 
@@ -34,21 +39,23 @@ from cherrypy.process.plugins import Daemonizer, DropPrivileges, PIDFile, Signal
 from cherrypy.process.wspbus import Bus, states
 
 from bcfg2 import http, xmlrpc
+from bcfg2.connections import AcceptLoop, Connections, Ticket, cut_socket
 from bcfg2.core import NetworkCore
 from bcfg2.daemonize import daemon_ids, prepare_pidfile
+from bcfg2.limits import raise_fd_limit
 from bcfg2.options import Setup
 from bcfg2.tls import Handshakes, server_context
 
 logger = logging.getLogger("bcfg2.cores.cherrypy")
 
-#: worker threads; each serves one connection (handshake, request, response) at a time
-THREADS = 32
 #: the listen() backlog
 REQUEST_QUEUE = 256
 #: the largest request line and headers accepted, in bytes
 MAX_HEADER_SIZE = 64 * 1024
 #: the WSGI environ key of the verified peer certificate, as ssl.SSLSocket.getpeercert() gives it
 PEERCERT = "bcfg2.peercert"
+#: the WSGI environ key of the connection's ``bcfg2.connections.Ticket``
+TICKET = "bcfg2.ticket"
 
 
 class Refusal(cherrypy.HTTPError):
@@ -105,11 +112,18 @@ class XMLRPCRoot:
 
     @cherrypy.expose
     def default(self, *args: str, **params: str) -> bytes:
-        """Handle all XML-RPC calls: the body the read_request tool read goes through the door."""
+        """Handle all XML-RPC calls: authenticated from the headers, then the body is read."""
         request = cherrypy.serving.request
-        result = xmlrpc.handle(self.core, http.make_request(
-            request.xmlrpc_body, (request.remote.ip, request.remote.port),
-            request.wsgi_environ.get(PEERCERT), request.headers.get("Authorization")))
+        ticket = request.wsgi_environ[TICKET]
+        try:
+            result = http.answer(self.core, ticket, request.rfile, request.xmlrpc_length,
+                                 (request.remote.ip, request.remote.port),
+                                 request.wsgi_environ.get(PEERCERT),
+                                 request.headers.get("Authorization"))
+        except http.Refused as refused:
+            if ticket.cut:  # cut by the server, which logged why
+                raise Refusal(refused.status, refused.message) from None
+            raise refuse(refused) from None
         if result.unauthorized:
             raise unauthorized()
         cherrypy.serving.response.headers["Content-Type"] = "text/xml"
@@ -159,6 +173,7 @@ class TLSConnection(cheroot.server.HTTPConnection):
     RequestHandlerClass = Request
     handshaken = False
     server: TLSServer
+    ticket: Ticket
 
     def communicate(self) -> bool:
         """Handshake (once), then read the request and answer it; False closes the connection."""
@@ -169,12 +184,82 @@ class TLSConnection(cheroot.server.HTTPConnection):
         return super().communicate()
 
 
-class TLSServer(cheroot.wsgi.Server):
-    """cheroot's WSGI server: HTTP/1.0 as agents speak it, handshakes in the workers.
+class ConnectionThreads:
+    """Stands in for cheroot's worker pool: each admitted connection is served in a thread of its own.
 
-    Its accept loop is our own: cheroot's wakes up twice a second to expire
-    idle keep-alive connections, and a stop waits for that; agents make one
-    request per connection, so there are none to expire.
+    cheroot asks its pool for ``start``, ``put`` and ``stop``. A fixed pool
+    would let as many trickling clients as workers stop the server; here
+    ``[server] max_connections`` bounds the threads, and the request
+    deadline how long a connection holds one.
+    """
+
+    def __init__(self, server: TLSServer) -> None:
+        self.server = server
+        self._serving: dict[threading.Thread, TLSConnection] = {}
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    def start(self) -> None:
+        """Nothing to start: threads come with connections."""
+        self._stopping = False
+
+    def put(self, conn: TLSConnection) -> None:
+        """Serve a connection in a new thread."""
+        thread = threading.Thread(target=self._serve, args=(conn,), daemon=True,
+                                  name=f"connection {conn.remote_addr}")
+        with self._lock:
+            if not self._stopping:
+                self._serving[thread] = conn
+        if thread not in self._serving:
+            self._close(conn)
+            return
+        try:
+            thread.start()
+        except RuntimeError:  # no thread can be started
+            with self._lock:
+                del self._serving[thread]
+            self._close(conn)
+            raise
+
+    @staticmethod
+    def _close(conn: TLSConnection) -> None:
+        conn.ticket.release()
+        conn.close()
+
+    def _serve(self, conn: TLSConnection) -> None:
+        try:
+            conn.communicate()
+        except (KeyboardInterrupt, SystemExit) as interrupt:
+            self.server.interrupt = interrupt  # cheroot's way: the server stops
+        except Exception:
+            logger.exception("Error serving %s", conn.remote_addr)
+        finally:
+            self._close(conn)
+            with self._lock:
+                self._serving.pop(threading.current_thread(), None)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Wait up to ``timeout`` seconds for the connections being served, then cut them."""
+        with self._lock:
+            self._stopping = True
+            serving = [(t, c) for t, c in self._serving.items()
+                       if t is not threading.current_thread()]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread, _ in serving:
+            thread.join(None if deadline is None else max(deadline - time.monotonic(), 0))
+        for thread, conn in serving:
+            if thread.is_alive():
+                cut_socket(conn.socket)
+                thread.join()
+
+
+class TLSServer(cheroot.wsgi.Server):
+    """cheroot's WSGI server: HTTP/1.0 as agents speak it, handshakes in the connections' threads.
+
+    Its accept loop is ``bcfg2.connections.AcceptLoop``: cheroot's wakes up
+    twice a second to expire idle keep-alive connections, and a stop waits
+    for that; agents make one request per connection, so there are none to
+    expire.
     """
 
     ConnectionClass = TLSConnection
@@ -185,48 +270,41 @@ class TLSServer(cheroot.wsgi.Server):
                  setup: Setup) -> None:
         timeout = setup.server.connection_timeout
         # requests in flight at shutdown get the connection timeout to finish
-        super().__init__(address, app, numthreads=THREADS, server_name="bcfg2-server",
+        super().__init__(address, app, numthreads=1, server_name="bcfg2-server",
                          request_queue_size=REQUEST_QUEUE, timeout=timeout,
                          shutdown_timeout=timeout)
+        self.requests = ConnectionThreads(self)
         self.ssl_adapter = adapter
         self.max_request_body_size = setup.server.max_request_size
         self.handshakes = Handshakes()
+        self.connections = Connections.from_setup(setup)
+        self.acceptor: AcceptLoop | None = None
 
     def prepare(self) -> None:
-        """Bind, listen and start the worker threads."""
+        """Bind and listen."""
         super().prepare()
-        self._wake_r, self._wake_w = socket.socketpair()  # stop() wakes the accept loop
+        self.acceptor = AcceptLoop(self.socket, self.connections, self._accept)
 
     def serve(self) -> None:
         """Accept connections until stop(); sleeps while nobody connects."""
-        try:
-            with selectors.DefaultSelector() as selector:
-                selector.register(self.socket, selectors.EVENT_READ)
-                selector.register(self._wake_r, selectors.EVENT_READ)
-                while not self.handshakes.closing:
-                    for key, _ in selector.select():
-                        if key.fileobj is self.socket and not self.handshakes.closing:
-                            self._accept()
-        finally:
-            self._wake_r.close()
+        if self.acceptor is not None:
+            self.acceptor.run()
 
-    def _accept(self) -> None:
-        """Hand a new connection, not yet handshaken, to the worker threads."""
-        try:
-            sock, address = self.socket.accept()
-        except OSError as err:  # the client is gone already, or out of file descriptors
-            logger.debug("accept failed: %s", err)
-            return
+    def _accept(self, sock: socket.socket, address: Any, ticket: Ticket) -> None:
+        """Hand an admitted connection, not yet handshaken, to a thread of its own."""
         sock.settimeout(self.timeout)
         try:
             conn_sock, ssl_env = self.ssl_adapter.wrap(sock)
         except cheroot_errors.FatalSSLAlert as err:
             logger.info("connection from %s failed: %s", address[0], err)
+            ticket.release()
             sock.close()
             return
+        ticket.attach(conn_sock)
         conn = self.ConnectionClass(self, conn_sock, self.ssl_adapter.makefile)
         conn.remote_addr, conn.remote_port = address[:2]
         conn.ssl_env = ssl_env
+        conn.ticket = ticket
         self.process_conn(conn)
 
     def handshake(self, conn: TLSConnection) -> bool:
@@ -234,7 +312,7 @@ class TLSServer(cheroot.wsgi.Server):
         sock = conn.socket
         if not self.handshakes.run(sock, conn.remote_addr):
             return False
-        conn.ssl_env = self.ssl_adapter.get_environ(sock)
+        conn.ssl_env = {**self.ssl_adapter.get_environ(sock), TICKET: conn.ticket}
         return True
 
     def stop(self) -> None:
@@ -243,14 +321,12 @@ class TLSServer(cheroot.wsgi.Server):
         A silent connection would otherwise hold up the shutdown for a whole
         connection timeout. Requests under way are waited for.
         """
-        self.handshakes.closing = True  # before the wake-up: the accept loop then ends
-        try:
-            self._wake_w.send(b"x")
-        except OSError:
-            pass  # the accept loop is gone already
+        self.handshakes.closing = True
+        if self.acceptor is not None:
+            self.acceptor.stop()
         self.handshakes.close()
         super().stop()
-        self._wake_w.close()
+        self.connections.close()
 
     def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
         """cheroot's messages go to our logger: errors as errors, the rest at debug level."""
@@ -359,18 +435,18 @@ class CherrypyCore(NetworkCore):
     # -- the request pipeline ------------------------------------------------
 
     def read_request(self) -> None:
-        """Refuse what is not an XML-RPC request, then read its body (a CherryPy tool).
+        """Refuse what is not an XML-RPC request, and check its length (a CherryPy tool).
 
         cheroot has already refused a body over [server] max_request_size (413)
-        from its Content-Length, before reading it.
+        from its Content-Length, before reading it; the handler reads the
+        body once the caller is authenticated.
         """
         request = cherrypy.serving.request
         try:
             if request.method != "POST":
                 raise http.Refused(405, "only XML-RPC POST requests are served")
-            length = http.content_length(request.headers.get("Content-Length"),
-                                         self.setup.server.max_request_size)
-            request.xmlrpc_body = http.read_body(request.rfile, length)
+            request.xmlrpc_length = http.content_length(request.headers.get("Content-Length"),
+                                                        self.setup.server.max_request_size)
         except http.Refused as refused:
             raise refuse(refused) from None
 
@@ -395,6 +471,7 @@ class CherrypyCore(NetworkCore):
             signals = SignalHandler(self.engine)
             signals.handlers = handlers
             signals.subscribe()
+        raise_fd_limit(self.setup.server.max_connections, logger)
         with self._engine_lock:
             self.engine.start()
         if not self.http.listening:
