@@ -208,9 +208,10 @@ class ConnectionThreads:
         thread = threading.Thread(target=self._serve, args=(conn,), daemon=True,
                                   name=f"connection {conn.remote_addr}")
         with self._lock:
-            if not self._stopping:
+            taken = not self._stopping
+            if taken:
                 self._serving[thread] = conn
-        if thread not in self._serving:
+        if not taken:  # the server is stopping
             self._close(conn)
             return
         try:
