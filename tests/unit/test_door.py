@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import xmlrpc.client
 
 import pytest
@@ -27,13 +28,29 @@ class Odd(Plugin):
     def unmarshallable(self) -> object:
         return object()
 
+    @exposed
+    def too_big(self) -> int:
+        return 2**40
+
+    @exposed
+    def too_deep(self) -> list:
+        nested: list = []
+        for _ in range(5000):
+            nested = [nested]
+        return nested
+
+    @exposed
+    def recurses(self, value: object) -> str:
+        return repr(value)
+
 
 @pytest.fixture
 def core(repo, local_core, register):
     register(Odd)
     return local_core(repo, server__plugins="Metadata,Bundler,Odd",
                       communication__admin_user=ADMIN[0],
-                      communication__admin_password=ADMIN[1])
+                      communication__admin_password=ADMIN[1],
+                      server__auth_failure_limit=3)
 
 
 def call(core, credentials, method: str, *params, body: bytes | None = None) -> door.Result:
@@ -62,8 +79,64 @@ def test_each_refusal_has_its_fault_code(core):
     assert fault_code(call(core, AGENT, "Odd.unmarshallable")) == ACCESS_DENIED
 
 
-def test_a_result_that_cannot_be_marshalled_is_a_fault_not_a_broken_response(core):
-    assert fault_code(call(core, ADMIN, "Odd.unmarshallable")) == APPLICATION_ERROR
+def test_a_result_that_cannot_be_marshalled_is_a_fault_not_a_broken_response(core, caplog):
+    for method in ("Odd.unmarshallable", "Odd.too_big", "Odd.too_deep"):
+        assert fault_code(call(core, ADMIN, method)) == APPLICATION_ERROR
+    assert not [r for r in caplog.records if r.exc_info], "one line each, no traceback"
+
+
+def nested(depth: int) -> bytes:
+    value = "<value><array><data>" * depth + "<value><int>1</int></value>" \
+        + "</data></array></value>" * depth
+    return (f"<methodCall><methodName>Odd.recurses</methodName><params><param>{value}"
+            f"</param></params></methodCall>").encode()
+
+
+def test_parameters_nested_too_deep_are_refused_before_any_method_sees_them(core, caplog):
+    assert fault_code(call(core, ADMIN, "", body=nested(door.MAX_XML_DEPTH))) == PARSE_ERROR
+    assert fault_code(call(core, ADMIN, "", body=nested(100_000))) == PARSE_ERROR
+    assert call(core, ADMIN, "", body=nested(50)).outcome == "ok"
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_a_method_that_recurses_too_deep_is_a_fault_without_a_traceback(core, caplog,
+                                                                        monkeypatch):
+    monkeypatch.setattr(door, "MAX_XML_DEPTH", 10**6)  # let a deep value reach the method
+    assert fault_code(call(core, ADMIN, "", body=nested(5000))) == APPLICATION_ERROR
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_authentication_needs_no_body_and_its_caller_is_handed_on(core, monkeypatch):
+    request = door.Request(b"", ("127.0.0.1", 40000), None, *AGENT)
+    caller = door.authenticate(core, request)
+    assert caller is not None and caller.client == "client1"
+    assert door.authenticate(core, door.Request(b"", ("127.0.0.1", 1), None, "uuid-client1",
+                                                "wrong")) is None
+    monkeypatch.setattr(core, "authenticate", lambda *args: pytest.fail("authenticated twice"))
+    body = xmlrpc.client.dumps((), "GetProbes").encode()
+    result = door.handle(core, door.Request(body, ("127.0.0.1", 40000), None, *AGENT), caller)
+    assert result.outcome == "ok"
+
+
+def test_failed_authentications_are_throttled_per_source(core, caplog, monkeypatch):
+    caplog.set_level(logging.DEBUG, logger="bcfg2")
+    checked = []
+    authenticate = core.authenticate
+    monkeypatch.setattr(core, "authenticate",
+                        lambda *args: checked.append(args[3][0]) or authenticate(*args))
+
+    def attempt(ip: str, password: str) -> bool:
+        request = door.Request(b"", (ip, 40000), None, "uuid-client1", password)
+        return door.authenticate(core, request) is not None
+
+    for n in range(10):
+        assert not attempt("192.0.2.9", f"guess-{n}")
+    assert checked.count("192.0.2.9") == 3  # auth_failure_limit = 3
+    assert not attempt("192.0.2.9", "pw1")  # the right password too, unchecked
+    assert attempt("192.0.2.10", "pw1")  # another source is unaffected
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelno >= logging.WARNING and "192.0.2.9" in r.getMessage()]
+    assert len(warnings) == 2, warnings  # the burst's first failure, and the throttling
 
 
 def test_an_ok_call_is_a_method_response(core):
