@@ -408,11 +408,12 @@ def write_conf(path: Path, repo: Repo, tls, *, password: str | None = "globalpw"
 class ServerProcess:
     """``python -m bcfg2.server`` with its stderr read line by line in a thread."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], **popen: Any) -> None:
+        """``popen``: more subprocess.Popen arguments (e.g. a preexec_fn setting rlimits)."""
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bcfg2.server", *args], cwd=ROOT,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True)
+            text=True, **popen)
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, name="stderr-reader", daemon=True)
