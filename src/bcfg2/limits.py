@@ -18,6 +18,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from bcfg2.untrusted import escaped
+
 #: seconds a burst of like log events lasts: its first is logged, the rest counted
 BURST_WINDOW = 10.0
 #: sources with an open burst at once; events of further sources are counted together
@@ -174,8 +176,7 @@ class AuthThrottle:
     def failed(self, ip: str, user: str) -> None:
         """Record one failed authentication from a source (and log it once per burst)."""
         source = source_of(ip)
-        self.log.note(source, "Authentication failure from %s (user %r)", ip,
-                      user[:64].encode("unicode_escape").decode("ascii"))
+        self.log.note(source, "Authentication failure from %s (user '%s')", ip, escaped(user, 64))
         if self.limit <= 0:
             return
         now = time.monotonic()
