@@ -18,7 +18,7 @@ import ssl
 import threading
 from typing import Any, NamedTuple
 
-from bcfg2 import http
+from bcfg2 import http, xmlrpc
 from bcfg2.connections import AcceptLoop, Connections, Ticket
 from bcfg2.core import NetworkCore
 from bcfg2.daemonize import daemon_context
@@ -146,7 +146,7 @@ class TLSServer(socketserver.ThreadingMixIn, http_server.HTTPServer):
     def finish_request(self, request: Accepted, client_address: Any) -> None:
         conn, ticket = request
         try:
-            if not self.handshakes.run(conn, client_address[0]):
+            if not self.handshakes.run(conn, client_address[0], ticket):
                 return
             self.RequestHandlerClass(conn, client_address, self, ticket)
         except (ssl.SSLError, OSError) as err:
@@ -230,6 +230,7 @@ class BuiltinCore(NetworkCore):
                 self._serve_thread.join(timeout=10)
             self.server.server_close()
             self.server = None
+        xmlrpc.forget_throttle(self)
 
     def _daemonize(self) -> None:
         """Detach with python-daemon: pidfile, user and group, umask."""

@@ -311,7 +311,7 @@ class TLSServer(cheroot.wsgi.Server):
     def handshake(self, conn: TLSConnection) -> bool:
         """The connection's TLS handshake, which stop() may cut short."""
         sock = conn.socket
-        if not self.handshakes.run(sock, conn.remote_addr):
+        if not self.handshakes.run(sock, conn.remote_addr, conn.ticket):
             return False
         conn.ssl_env = {**self.ssl_adapter.get_environ(sock), TICKET: conn.ticket}
         return True
@@ -505,6 +505,7 @@ class CherrypyCore(NetworkCore):
         """Stop the engine (the HTTP server finishes the requests in flight), then the core."""
         self.terminate.set()
         self._exit_engine()
+        xmlrpc.forget_throttle(self)
         super().shutdown()
 
     def _daemonize(self) -> None:

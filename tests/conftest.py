@@ -470,6 +470,27 @@ class ServerProcess:
             self.proc.stderr.close()
 
 
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
+    """Poll an explicit condition until it holds; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ServerProcess]]:
+    """bcfg2-server processes a test starts; killed at teardown."""
+    started: list[ServerProcess] = []
+    yield started
+    for process in started:
+        process.kill()
+
+
 @pytest.fixture(params=CORES)
 def hostile(request: pytest.FixtureRequest, network_server: Callable[..., RunningServer],
             tmp_path: Path) -> Callable[..., RunningServer]:

@@ -7,9 +7,13 @@ import socket
 import ssl
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from bcfg2.errors import CoreInitError
 from bcfg2.options import Setup
+
+if TYPE_CHECKING:
+    from bcfg2.connections import Ticket
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +100,12 @@ class Handshakes:
         self._pending: set[ssl.SSLSocket] = set()
         self._cond = threading.Condition()
 
-    def run(self, sock: ssl.SSLSocket, peer: str) -> bool:
-        """Do the handshake of one connection; False if it failed or the server stops."""
+    def run(self, sock: ssl.SSLSocket, peer: str, ticket: Ticket | None = None) -> bool:
+        """Do the handshake of one connection; False if it failed or the server stops.
+
+        A failure is not logged when the server cut the connection (``ticket.cut``):
+        the cut was logged, once per burst.
+        """
         with self._cond:
             if self.closing:
                 return False
@@ -107,7 +115,8 @@ class Handshakes:
                 return False
             sock.do_handshake()
         except (ssl.SSLError, OSError) as err:
-            logger.info("TLS handshake with %s failed: %s", peer, err)
+            if ticket is None or not ticket.cut:
+                logger.info("TLS handshake with %s failed: %s", peer, err)
             return False
         finally:
             with self._cond:

@@ -264,6 +264,14 @@ def throttle_for(core: NetworkCore) -> AuthThrottle:
         return throttle
 
 
+def forget_throttle(core: NetworkCore) -> None:
+    """Drop a stopping core's throttle, logging the summaries of its open bursts now."""
+    with _throttles_lock:
+        throttle = _throttles.pop(core, None)
+    if throttle is not None:
+        throttle.log.flush()
+
+
 def authenticate(core: NetworkCore, request: Request) -> Caller | None:
     """Who is calling, from credentials, certificate and address alone; None if refused.
 
@@ -318,5 +326,5 @@ def handle(core: NetworkCore, request: Request, caller: Caller | None = None) ->
             f"{method} returned a result XML-RPC cannot carry: {what}"))))
 
 
-__all__ = ["Request", "Result", "authenticate", "call", "canonical_name", "fault_for", "handle",
-           "parse_basic_auth", "parse_request", "throttle_for"]
+__all__ = ["Request", "Result", "authenticate", "call", "canonical_name", "fault_for",
+           "forget_throttle", "handle", "parse_basic_auth", "parse_request", "throttle_for"]

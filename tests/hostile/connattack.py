@@ -12,32 +12,18 @@ import os
 import select
 import socket
 import ssl
-import time
 import xmlrpc.client
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import TLSMaterial
 
 #: the second source address of the hostile tests (a peer that is not 127.0.0.1)
 OTHER = "127.0.0.2"
 #: a third source, for attacks from more than one address
 THIRD = "127.0.0.3"
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``condition`` until it is true; fail the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 class SourceTransport(xmlrpc.client.SafeTransport):

@@ -15,7 +15,7 @@ import time
 
 import pytest
 from attack import AGENT_DEADLINE, assert_served, call_body, fault_of, raw_call, tls_socket
-from conftest import ADMIN_PASSWORD, ADMIN_USER, WEB1
+from conftest import ADMIN_PASSWORD, ADMIN_USER, WEB1, wait_until
 from connattack import (
     OTHER,
     THIRD,
@@ -27,7 +27,6 @@ from connattack import (
     flood,
     nested_arrays,
     request_head,
-    wait_for,
 )
 
 from bcfg2.errors import APPLICATION_ERROR, PARSE_ERROR
@@ -48,7 +47,7 @@ def test_an_idle_flood_is_capped_per_source_while_another_source_is_served(hosti
     server = hostile(server__max_connections_per_source=20)
     caplog.set_level(logging.WARNING, logger="bcfg2")
     with closing(flood(server.port, 60)) as idle:
-        wait_for(lambda: sum(map(closed_by_server, idle)) == 40, 10,
+        wait_until(lambda: sum(map(closed_by_server, idle)) == 40, 10,
                  "40 connections over the cap to be closed")
         assert registry(server).count("127.0.0.1") == 20
         assert_served(FromSource(server.port, server.tls, OTHER))
@@ -64,10 +63,10 @@ def test_at_the_global_cap_no_source_starves_the_others(hostile):
     conns = registry(server)
     with closing(flood(server.port, 30)) as first, \
             closing([]) as second:
-        wait_for(lambda: conns.count("127.0.0.1") == 20, 10, "the first source at its cap")
+        wait_until(lambda: conns.count("127.0.0.1") == 20, 10, "the first source at its cap")
         second.extend(flood(server.port, 30, THIRD))
         # the second source takes the first's places until both hold as many
-        wait_for(lambda: conns.count(THIRD) == 15 and conns.count("127.0.0.1") == 15, 10,
+        wait_until(lambda: conns.count(THIRD) == 15 and conns.count("127.0.0.1") == 15, 10,
                  "the two sources to hold 15 connections each")
         assert conns.total == 30
         assert_served(FromSource(server.port, server.tls, OTHER))
@@ -122,7 +121,7 @@ def test_trickled_requests_are_cut_at_the_deadline_and_never_hold_up_an_agent(ho
     for thread in threads:
         thread.start()
     try:
-        wait_for(lambda: registry(server).total >= len(kinds), 10, "every slow client to connect")
+        wait_until(lambda: registry(server).total >= len(kinds), 10, "every slow client to connect")
         assert_served(server)
         for thread in threads:
             thread.join(timeout=deadline + 10)
@@ -163,7 +162,7 @@ def test_password_guessing_is_throttled_per_source_and_logged_once_per_burst(hos
     lines = [r for r in caplog.records if "127.0.0.2" in r.getMessage()
              and r.levelno >= logging.WARNING]
     assert 1 <= len(lines) <= 3, [r.getMessage() for r in lines]
-    wait_for(lambda: raw_call(server, body, source=OTHER)[0] == 200, 5,
+    wait_until(lambda: raw_call(server, body, source=OTHER)[0] == 200, 5,
              "127.0.0.2 to be served after its back-off")
 
 

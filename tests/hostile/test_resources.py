@@ -13,11 +13,10 @@ from __future__ import annotations
 import re
 import resource
 import time
-from collections.abc import Iterator
 
 import pytest
 from attack import assert_served
-from conftest import CORES, STARTUP, ServerProcess, write_conf
+from conftest import CORES, STARTUP, ServerProcess, wait_until, write_conf
 from connattack import (
     OTHER,
     FromSource,
@@ -28,7 +27,6 @@ from connattack import (
     fd_limits,
     flood,
     status_field,
-    wait_for,
 )
 
 from bcfg2.limits import FD_CEILING
@@ -36,15 +34,6 @@ from bcfg2.limits import FD_CEILING
 #: descriptors and threads a server may add, beyond one per connection, under a flood
 #: (the deadline and log-summary threads, a log file rotating...)
 MARGIN = 8
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ServerProcess]]:
-    """Server processes a test starts; killed at teardown."""
-    started: list[ServerProcess] = []
-    yield started
-    for process in started:
-        process.kill()
 
 
 def start(core: str, repo, tls, tmp_path, processes: list[ServerProcess], nofile: tuple[int, int],
@@ -80,7 +69,7 @@ def test_a_flood_holds_no_more_descriptors_or_threads_than_max_connections(
     assert_served(agent)
     fds, threads, rss = fd_count(pid), status_field(pid, "Threads"), status_field(pid, "VmRSS")
     with closing(flood(port, 300)) as idle:
-        wait_for(lambda: sum(map(closed_by_server, idle)) == 200, 20,
+        wait_until(lambda: sum(map(closed_by_server, idle)) == 200, 20,
                  "the 200 connections over max_connections to be closed")
         assert fd_count(pid) <= fds + 100 + MARGIN
         assert status_field(pid, "Threads") <= threads + 100 + MARGIN

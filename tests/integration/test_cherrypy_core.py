@@ -12,7 +12,7 @@ import re
 import signal
 import socket
 import xmlrpc.client
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import lxml.etree
 import pytest
@@ -169,15 +169,6 @@ def test_port_in_use_fails_the_start_and_the_process_lives_on(example_repo, netw
 
 
 # -- bcfg2-server --backend cherrypy as a process --------------------------------------
-
-@pytest.fixture
-def processes() -> Iterator[list[ServerProcess]]:
-    """bcfg2-server processes a test starts; killed at teardown."""
-    started: list[ServerProcess] = []
-    yield started
-    for process in started:
-        process.kill()
-
 
 def test_server_process_serves_and_exits_0_on_sigterm(example_repo, tls, tmp_path, processes):
     conf = write_conf(tmp_path / "bcfg2.conf", example_repo, tls,

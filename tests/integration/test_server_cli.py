@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import socket
-import time
 import xmlrpc.client
 from collections.abc import Callable, Iterator
 
@@ -23,20 +22,9 @@ from conftest import (
     ServerProcess,
     pid_alive,
     state_clients,
+    wait_until,
     write_conf,
 )
-
-
-def wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll an explicit condition until it holds; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -8,16 +8,10 @@ import threading
 import time
 
 import pytest
+from conftest import wait_until
 
 from bcfg2 import connections as conns
 from bcfg2.connections import AcceptLoop, Connections
-
-
-def wait_for(condition, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -86,6 +80,7 @@ def test_at_the_cap_a_newcomer_evicts_the_oldest_connection_being_read_of_the_gr
     assert greedy[1][0].cut == "evicted" and registry.count("192.0.2.1") == 1
     # now every source holds one: nobody is evicted for a fifth
     assert registry.admit(("192.0.2.5", 1)) is None
+    registry.close()
 
 
 def test_a_connection_still_read_at_its_deadline_is_cut(pairs) -> None:
@@ -97,12 +92,12 @@ def test_a_connection_still_read_at_its_deadline_is_cut(pairs) -> None:
     slow.attach(slow_server)
     served.attach(served_server)
     served.processing()  # its request was read in time: no deadline while it runs
-    wait_for(lambda: closed(slow_client))
+    wait_until(lambda: closed(slow_client), 5, "the slow connection to be cut")
     assert time.monotonic() - started >= 0.25
     assert slow.cut == "deadline"
     assert not closed(served_client) and not served.cut
     served.writing()  # the response has a deadline of its own
-    wait_for(lambda: closed(served_client))
+    wait_until(lambda: closed(served_client), 5, "the slow response to be cut")
     assert served.cut == "deadline"
     registry.close()
 
@@ -137,7 +132,8 @@ def test_out_of_descriptors_the_accept_loop_pauses_instead_of_spinning(caplog) -
     started = time.monotonic()
     thread.start()
     try:
-        wait_for(lambda: time.monotonic() - started > 1.0 and ExhaustedListener.calls)
+        wait_until(lambda: time.monotonic() - started > 1.0 and ExhaustedListener.calls, 5,
+                   "a second of accept attempts")
     finally:
         loop.stop()
         thread.join(timeout=5)

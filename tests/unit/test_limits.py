@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import logging
 import resource
-import time
 
 import pytest
+from conftest import wait_until
 
 from bcfg2 import limits
 from bcfg2.limits import AuthThrottle, BurstLog, raise_fd_limit, source_of
 
 logger = logging.getLogger("bcfg2.test-limits")
-
-
-def wait_for(condition, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 def messages(caplog) -> list[str]:
@@ -45,7 +38,7 @@ def test_a_burst_is_logged_once_and_summarised_when_it_ends(caplog) -> None:
         assert log.note("a", "first from %s", "a") is False
     assert log.note("b", "first from %s", "b") is True
     assert messages(caplog) == ["first from a", "first from b"]
-    wait_for(lambda: len(messages(caplog)) == 3)
+    wait_until(lambda: len(messages(caplog)) == 3, 5, "the burst's summary")
     assert messages(caplog)[2].startswith("a: 4 more in")  # b had nothing more: no summary
     assert log.note("a", "again from %s", "a") is True  # a new burst
 
@@ -69,11 +62,12 @@ def test_failures_past_the_limit_are_refused_unchecked_until_the_window_passes(c
     assert throttle.refused("192.0.2.1")
     assert throttle.refused("192.0.2.1")  # refusals do not extend the back-off
     assert not throttle.refused("192.0.2.2")  # another source is not concerned
-    wait_for(lambda: not throttle.refused("192.0.2.1"))
+    wait_until(lambda: not throttle.refused("192.0.2.1"), 5, "the back-off to end")
     lines = messages(caplog)
     assert lines[0] == "Authentication failure from 192.0.2.1 (user 'guess')"
     assert any(line.startswith("Throttling authentication from 192.0.2.1") for line in lines)
     assert len(lines) == 2, "one line per burst, one when throttling starts"
+    throttle.log.flush()
 
 
 def test_a_success_does_not_clear_the_failures_and_zero_turns_throttling_off() -> None:
@@ -85,6 +79,8 @@ def test_a_success_does_not_clear_the_failures_and_zero_turns_throttling_off() -
     for _ in range(100):
         off.failed("192.0.2.1", "x")
     assert not off.refused("192.0.2.1")
+    for each in (throttle, off):
+        each.log.flush()
 
 
 def test_the_throttle_forgets_sources_to_stay_bounded(monkeypatch) -> None:
@@ -93,6 +89,7 @@ def test_the_throttle_forgets_sources_to_stay_bounded(monkeypatch) -> None:
     for n in range(50):
         throttle.failed(f"192.0.2.{n}", "x")
     assert len(throttle._failures) <= 10
+    throttle.log.flush()
 
 
 class FakeLimits:
