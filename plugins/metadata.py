@@ -34,6 +34,7 @@ from bcfg2.errors import (
     RepositoryError,
 )
 from bcfg2.identity import common_name, reserved_client_name, valid_client_name
+from bcfg2.limits import BurstLog
 from bcfg2.metadata import ClientMetadata, MetadataQuery
 from bcfg2.options import Option
 from bcfg2.plugin import (
@@ -520,7 +521,7 @@ class Registrations:
     """How many clients first contact may register: in all, and per minute (a token bucket).
 
     A refusal is a MetadataConsistencyError the client sees; the first of a
-    burst is logged, then one line a minute at most says how many followed.
+    burst is logged, and one line at its end says how many followed.
     """
 
     def __init__(self, limit: int, per_minute: float, logger: Any) -> None:
@@ -529,9 +530,7 @@ class Registrations:
         self.burst = max(1.0, per_minute)
         self.tokens = self.burst
         self.stamp = time.monotonic()
-        self.logger = logger
-        self.refused = 0
-        self._logged = -1e9
+        self.refusals = BurstLog(logger, "%s: %d more first contacts refused in %.0f s")
         self._lock = threading.Lock()
 
     def admit(self, client: str, registered: int) -> None:
@@ -542,19 +541,17 @@ class Registrations:
                 self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
             self.stamp = now
             if self.limit and registered >= self.limit:
+                key = "max_registered"
                 why = (f"the server has registered {registered} clients, its limit "
                        f"([metadata] max_registered); an admin must add {client} to clients.xml")
             elif self.rate > 0 and self.tokens < 1:
+                key = "registrations_per_minute"
                 why = ("too many new clients at once ([metadata] registrations_per_minute); "
                        "try again later")
             else:
                 self.tokens -= 1
                 return
-            self.refused += 1
-            if now - self._logged >= 60:
-                self._logged = now
-                self.logger.warning("Refusing to register %s: %s (%d refused so far)", client,
-                                    why, self.refused)
+        self.refusals.note(key, "Refusing to register %s: %s", client, why)
         raise MetadataConsistencyError(f"refusing to register {client}: {why}")
 
 
