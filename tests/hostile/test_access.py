@@ -184,6 +184,15 @@ def acl_repo(tmp_path: Path) -> Path:
     return repo
 
 
+def assert_no_plugin_rights(server) -> None:
+    """web1 may not remove another client (admins may), and a real agent is served."""
+    with pytest.raises(xmlrpc.client.Fault) as denied:
+        server.proxy(*WEB1).Metadata.remove_client("web2.example.com")
+    assert denied.value.faultCode == ACCESS_DENIED
+    assert "web2.example.com" in server.admin().Metadata.list_clients()
+    assert_served(server)
+
+
 def test_probe_groups_never_decide_access(hostile, tmp_path) -> None:
     """Probe output group:admins puts web1 in admins for its configuration, not for the ACL."""
     server = hostile(acl_repo(tmp_path), server__plugins=ALL_PLUGINS,
@@ -192,11 +201,7 @@ def test_probe_groups_never_decide_access(hostile, tmp_path) -> None:
     assert agent.RecvProbeData('<ProbeData><probe name="virt" source="Probes">kvm\n'
                                'group:admins</probe></ProbeData>') is True
     assert "admins" in server.core.build_metadata("web1.example.com").groups
-    with pytest.raises(xmlrpc.client.Fault) as denied:
-        server.proxy(*WEB1).Metadata.remove_client("web2.example.com")
-    assert denied.value.faultCode == ACCESS_DENIED
-    assert "web2.example.com" in server.admin().Metadata.list_clients()
-    assert_served(server)
+    assert_no_plugin_rights(server)
 
 
 def test_an_asserted_profile_never_decides_access(hostile, tmp_path) -> None:
@@ -205,11 +210,7 @@ def test_an_asserted_profile_never_decides_access(hostile, tmp_path) -> None:
     assert server.proxy(*WEB1).AssertProfile("ops") is True
     meta = server.core.build_metadata("web1.example.com")
     assert meta.profile == "ops" and "admins" in meta.groups
-    with pytest.raises(xmlrpc.client.Fault) as denied:
-        server.proxy(*WEB1).Metadata.remove_client("web2.example.com")
-    assert denied.value.faultCode == ACCESS_DENIED
-    assert "web2.example.com" in server.admin().Metadata.list_clients()
-    assert_served(server)
+    assert_no_plugin_rights(server)
 
 
 def test_repository_groups_still_decide_access(hostile, tmp_path) -> None:
