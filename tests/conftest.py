@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REPO_EXAMPLE = ROOT / "repo-example"
 sys.path.insert(0, str(ROOT / "tests" / "bench"))
 import genrepo  # noqa: E402
+from connattack import WEB1 as WEB1  # noqa: E402  (web1 of repo-example, shared with the benchmarks)
 
 PLUGINS = ("Metadata,Bundler,Cfg,Rules,Defaults,Probes,Properties,TemplateHelper,GroupPatterns,"
            "Decisions,Reporting")
@@ -377,7 +378,6 @@ def daemons() -> Iterator[list[int]]:
             os.kill(pid, signal.SIGKILL)
 
 
-WEB1 = ("5c3f7a62-9d0e-4c1b-8f53-web1", "web1-secret")
 STARTUP = 30.0
 LISTENING = re.compile(r"Listening on https://127\.0\.0\.1:(\d+)")
 DAEMONIZED = re.compile(r"Daemonized; pid (\d+)")

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from attack import assert_served, call_body, fault_of, raw_call
 from conftest import REPO_EXAMPLE, WEB1
+from connattack import WEB2
 
 from bcfg2.errors import ACCESS_DENIED, INVALID_PARAMS, UNKNOWN_METHOD
 from bcfg2.identity import valid_client_name
 
-WEB2 = ("5c3f7a62-9d0e-4c1b-8f53-web2", "web2-secret")
 EXAMPLE_CLIENTS = ["web1.example.com", "web2.example.com", "db1.example.com",
                    "desk1.example.com"]
 

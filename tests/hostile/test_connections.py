@@ -23,16 +23,13 @@ from connattack import (
     basic_auth,
     closed_by_server,
     closing,
-    connect,
     flood,
     nested_arrays,
     request_head,
+    trickle,
 )
 
 from bcfg2.errors import APPLICATION_ERROR, PARSE_ERROR
-
-#: the first bytes of a TLS ClientHello record: a handshake that never goes on
-HELLO_PREFIX = bytes.fromhex("160301020001")
 
 
 def registry(server):
@@ -75,38 +72,6 @@ def test_at_the_global_cap_no_source_starves_the_others(hostile):
 
 
 # -- the request deadline ----------------------------------------------------------------
-
-def trickle(server, kind: str, every: float, results: list[float], stop: threading.Event) -> None:
-    """One slow client of a kind; appends the seconds after which the server cut it."""
-    started = time.monotonic()
-    raw = connect(server.port)
-    sock = raw
-    payload = b""
-    try:
-        if kind == "hello":
-            raw.sendall(HELLO_PREFIX)
-        elif kind in ("headers", "body"):
-            sock = server.tls.client_context().wrap_socket(raw, server_hostname="127.0.0.1")
-            head = request_head(1000, basic_auth(*WEB1))
-            payload = head[:-4] if kind == "headers" else head + b"<methodCall>"
-            if kind == "body":
-                sock.sendall(payload)
-                payload = b" " * 1000
-        for byte in payload * 100:
-            if stop.is_set() or time.monotonic() - started > 30:
-                return
-            try:
-                sock.sendall(bytes([byte]))
-            except OSError:
-                break
-            stop.wait(every)  # the attack's own pace: a byte every ``every`` seconds
-        else:
-            while not closed_by_server(sock) and not stop.is_set():
-                stop.wait(0.02)
-        results.append(time.monotonic() - started)
-    finally:
-        sock.close()
-
 
 def test_trickled_requests_are_cut_at_the_deadline_and_never_hold_up_an_agent(hostile):
     """40 slow clients (more than CherryPy's former 32 workers): silent, half a ClientHello,

@@ -11,8 +11,8 @@ import time
 import lxml.etree
 from attack import assert_served, call_body, fault_of, raw_call
 from conftest import RunningServer
+from connattack import WEB2
 
-WEB2 = ("5c3f7a62-9d0e-4c1b-8f53-web2", "web2-secret")
 ATTACKER = "web2.example.com"
 
 

@@ -14,7 +14,6 @@ servers share the test's memory): its peak RSS (``VmHWM``, reset through
 
 from __future__ import annotations
 
-import functools
 import logging
 import shutil
 import threading
@@ -24,29 +23,13 @@ from pathlib import Path
 import pytest
 from attack import STATS, assert_served, call_body, fault_of, raw_call
 from conftest import CORES, REPO_EXAMPLE, WEB1, Repo, ServerProcess, write_conf
+from connattack import flood_body, peak_growth, upload
 
 import bcfg2.admin
 from bcfg2.errors import APPLICATION_ERROR
 from bcfg2.reportdb import MARKER, RunStore
 
 MB = 1024 * 1024
-#: the issue's example: 360,000 empty entries, 8 MB once escaped into an XML-RPC body
-ENTRIES = 360_000
-
-
-def upload(section: str = "Bad", entries: str = "", **attrs: str) -> str:
-    """An <upload-statistics> document with ``entries`` in one section."""
-    head = {"total": "1", "version": "2.0", "revision": "-1", "good": "1", "state": "dirty",
-            **attrs}
-    attributes = " ".join(f'{k}="{v}"' for k, v in head.items())
-    return (f"<upload-statistics><Statistics {attributes}><Flags/><{section}>{entries}"
-            f"</{section}></Statistics></upload-statistics>")
-
-
-@functools.cache
-def flood_body(section: str) -> bytes:
-    """RecvStats with ENTRIES empty entries in ``section``, as the XML-RPC body."""
-    return call_body("RecvStats", upload(section, '<Path name="/x"/>' * ENTRIES))
 
 
 def store_of(server) -> RunStore:
@@ -55,24 +38,6 @@ def store_of(server) -> RunStore:
 
 
 # -- memory: one flood, four at once ---------------------------------------------------
-
-def status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process, in bytes."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(value.split()[0]) * 1024
-    return values
-
-
-def peak_growth(pid: int, attack) -> int:
-    """How far the process's peak RSS rises above its RSS while ``attack()`` runs."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak restarts from the RSS now
-    before = status(pid)["VmRSS"]
-    attack()
-    return status(pid)["VmHWM"] - before
-
 
 class Agent:
     """A bcfg2-server process as the attack helpers see a server: its port, TLS, proxies."""
