@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUN := .run
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-live bench-load bench-tools lint install clean
+.PHONY: run test bench bench-live bench-load bench-tools bench-hostile lint install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required")'
@@ -37,19 +37,23 @@ run: $(STAMP) $(RUN)/server.crt
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# the benchmarks (reports, not tests): `make bench` runs all three, bench-live, bench-load and
-# bench-tools (bcfg2-info buildall and bcfg2-test on 1,000 clients) one each.
-# BENCH_LIVE_ARGS, BENCH_LOAD_ARGS and BENCH_TOOLS_ARGS go to one benchmark each; BENCH_ARGS (kept for
-# compatibility) goes to the live-repository benchmark, e.g.
+# the benchmarks (reports, not tests): `make bench` runs all four, bench-live, bench-load,
+# bench-tools (bcfg2-info buildall and bcfg2-test on 1,000 clients) and bench-hostile (agent runs
+# under attack) one each. BENCH_LIVE_ARGS, BENCH_LOAD_ARGS, BENCH_TOOLS_ARGS and BENCH_HOSTILE_ARGS
+# go to one benchmark each; BENCH_ARGS (kept for compatibility) goes to the live-repository
+# benchmark, e.g.
 #   make bench-live BENCH_LIVE_ARGS="--idle-seconds 5"   make bench-load BENCH_LOAD_ARGS=--quick
+#   make bench-hostile BENCH_HOSTILE_ARGS="--quick --cores builtin"
 BENCH_LIVE_ARGS ?= $(BENCH_ARGS)
 BENCH_LOAD_ARGS ?=
 BENCH_TOOLS_ARGS ?=
+BENCH_HOSTILE_ARGS ?=
 
 bench: $(STAMP)
 	$(BIN)/python tests/bench/live_repository.py $(BENCH_LIVE_ARGS)
 	$(BIN)/python tests/bench/load.py $(BENCH_LOAD_ARGS)
 	$(BIN)/python tests/bench/tools.py $(BENCH_TOOLS_ARGS)
+	$(BIN)/python tests/bench/hostile.py $(BENCH_HOSTILE_ARGS)
 
 bench-live: $(STAMP)
 	$(BIN)/python tests/bench/live_repository.py $(BENCH_LIVE_ARGS)
@@ -59,6 +63,9 @@ bench-load: $(STAMP)
 
 bench-tools: $(STAMP)
 	$(BIN)/python tests/bench/tools.py $(BENCH_TOOLS_ARGS)
+
+bench-hostile: $(STAMP)
+	$(BIN)/python tests/bench/hostile.py $(BENCH_HOSTILE_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -642,6 +642,30 @@ def server_argv() -> list[str]:
     return shlex.split(override) if override else server_command()
 
 
+def environment() -> dict[str, Any]:
+    """Where a benchmark runs: Python, the system, its CPUs, the server command."""
+    return {"python": platform.python_version(),
+            "platform": f"{platform.system()} {platform.release()}",
+            "cpus": os.cpu_count(), "server": server_argv()}
+
+
+def machine_line(env: dict[str, Any]) -> str:
+    """``environment()`` in a report's first line: "Python 3.11.7, Linux 6.1, 2 CPUs"."""
+    return f"Python {env['python']}, {env['platform']}, {env['cpus']} CPUs"
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark driving bcfg2-server processes has: children, timeouts, json."""
+    parser.add_argument("--children", type=int, default=0,
+                        help="[server] children for the multiprocessing core (default 0: one "
+                             "per CPU)")
+    parser.add_argument("--timeout", type=float, default=30.0,
+                        help="socket timeout of every call (default 30)")
+    parser.add_argument("--startup-timeout", type=float, default=120.0,
+                        help="deadline for a server to serve its first config (default 120)")
+    parser.add_argument("--json", metavar="FILE", help="also write the numbers to FILE")
+
+
 def core_available(core: str) -> str | None:
     """None if the core's module exists; otherwise why it is not available."""
     try:
@@ -1116,8 +1140,7 @@ def format_report(results: dict[str, Any]) -> str:
     rep = results["repository"]
     run = results["run"]
     lines = [
-        f"bcfg2-server load benchmark (Python {env['python']}, {env['platform']}, "
-        f"{env['cpus']} CPUs; agents and server share them)",
+        f"bcfg2-server load benchmark ({machine_line(env)}; agents and server share them)",
         f"  repository: {rep['files']:,} files, {rep['spec']['clients']:,} clients; a "
         f"configuration holds {rep['entries_per_config']} entries "
         f"({', '.join(f'{n} {t}' for t, n in rep['by_tag'].items())}), about "
@@ -1239,9 +1262,7 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
     sample = repo.clients[0]
     by_tag = repo.expected_entries(sample)
     results: dict[str, Any] = {
-        "environment": {"python": platform.python_version(),
-                        "platform": f"{platform.system()} {platform.release()}",
-                        "cpus": os.cpu_count(), "server": server_argv()},
+        "environment": environment(),
         "repository": {"files": repo.files, "spec": asdict(repo.spec),
                        "entries_per_config": sum(by_tag.values()), "by_tag": by_tag,
                        "config_kb": 0.0, "stats_kb": 0.0},
@@ -1338,9 +1359,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--verify", type=int, default=None,
                         help="clients whose configuration is verified per core (default 5, "
                              "3 with --quick)")
-    parser.add_argument("--children", type=int, default=0,
-                        help="[server] children for the multiprocessing core (default 0: one "
-                             "per CPU)")
+    add_server_arguments(parser)
     parser.add_argument("--server-verbose", action="store_true",
                         help="run the server with -v (a log line per configuration, as "
                              "[logging] verbose does); by default it logs warnings only")
@@ -1350,11 +1369,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rss-interval", type=float, default=0.1,
                         help="seconds between two memory samples of the server tree "
                              "(default 0.1)")
-    parser.add_argument("--timeout", type=float, default=30.0,
-                        help="socket timeout of every call (default 30)")
-    parser.add_argument("--startup-timeout", type=float, default=120.0,
-                        help="deadline for a server to serve its first config (default 120)")
-    parser.add_argument("--json", metavar="FILE", help="also write the numbers to FILE")
     parser.add_argument("--profile", metavar="DIR",
                         help="sample the server tree with py-spy during every measured window "
                              "and write DIR/CORE-KIND-cN.txt (collapsed stacks) and .top.txt "
