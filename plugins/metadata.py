@@ -378,13 +378,17 @@ class ClientsWriter:
                 node = lxml.etree.SubElement(root, "Client", name=name)
             for key, value in attrs.items():
                 node.set(key, value)
-            try:
-                atomic_write(path, lxml.etree.tostring(
-                    root, pretty_print=True, xml_declaration=True, encoding="UTF-8"), self.mode)
-            except OSError as err:
-                raise MetadataRuntimeError(f"{path}: cannot write: {err}") from err
+            self._save(path, root)
             self.overlay = {**self.overlay, name: {**self.overlay.get(name, {}), **attrs}}
         self.plugin.rebuild_clients()
+
+    def _save(self, path: str, root: lxml.etree._Element) -> None:
+        """Write a clients.xml (this one or one it includes) atomically."""
+        try:
+            atomic_write(path, lxml.etree.tostring(
+                root, pretty_print=True, xml_declaration=True, encoding="UTF-8"), self.mode)
+        except OSError as err:
+            raise MetadataRuntimeError(f"{path}: cannot write: {err}") from err
 
     def remove(self, name: str) -> bool:
         """Remove one client from the file (or a file it includes), atomically; False if absent."""
@@ -393,11 +397,7 @@ class ClientsWriter:
             if node is None:
                 return False
             node.getparent().remove(node)
-            try:
-                atomic_write(path, lxml.etree.tostring(
-                    root, pretty_print=True, xml_declaration=True, encoding="UTF-8"), self.mode)
-            except OSError as err:
-                raise MetadataRuntimeError(f"{path}: cannot write: {err}") from err
+            self._save(path, root)
             self.overlay = {key: value for key, value in self.overlay.items() if key != name}
             repo = self.plugin.clients_file
             if repo is not None and repo.name == self.name and repo.records:
@@ -668,10 +668,7 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
         client = self._canonical(client_name)
         record = self.clients_model.clients.get(client)
         if record is None:
-            self._register(client)
-            record = self.clients_model.clients.get(client)
-            if record is None:
-                raise MetadataRuntimeError(f"client {client} could not be registered")
+            record = self._register(client)
         profile = record.acl_profile if trusted else record.profile
         if profile not in groups_model.groups:
             self.logger.warning("client %s has profile %s, which groups.xml does not declare",
@@ -716,13 +713,13 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
 
     # -- runtime changes -----------------------------------------------------
 
-    def _register(self, client: str, keep: bool = False, **attrs: str) -> None:
+    def _register(self, client: str, keep: bool = False, **attrs: str) -> ClientRecord:
         """Register a client on first contact with the default profile, or refuse it.
 
         Refused: without a default profile, a name that is not a client name
         or is reserved, and beyond ``[metadata] max_registered`` clients or
         ``registrations_per_minute``. ``attrs`` are recorded with it (``keep``:
-        see StateStore.update).
+        see StateStore.update). Returns the new client's record.
         """
         default = self._groups().default
         if not default:
@@ -738,6 +735,10 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
         self.registrations.admit(client, len(set(self.clients_model.clients) - set(repo)))
         self.logger.info("Registering new client %s with profile %s", client, default)
         self.state.update(client, keep=keep, profile=default, trusted_profile=default, **attrs)
+        record = self.clients_model.clients.get(client)
+        if record is None:
+            raise MetadataRuntimeError(f"client {client} could not be registered")
+        return record
 
     def set_profile(self, client: str, profile: str, address: tuple[str, int] | None,
                     require_public: bool = True) -> None:
@@ -753,10 +754,7 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
         if record is None:
             # first contact asserting a profile: registered as any new client is (with the
             # default profile, which access checks keep going by), or refused
-            self._register(client)
-            record = self.clients_model.clients.get(client)
-            if record is None:
-                raise MetadataRuntimeError(f"client {client} could not be registered")
+            record = self._register(client)
         if record.profile == profile:
             return
         self.logger.info("Changing profile of %s from %s to %s", client, record.profile, profile)

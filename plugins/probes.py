@@ -175,32 +175,20 @@ class SQLiteStore:
 
     def load(self, client: str) -> tuple[dict[str, str], list[str]]:
         """The client's stored (probe name -> output, groups)."""
-        with self.lock:
-            self.conn.execute("BEGIN")
-            try:
-                return self._read(client)
-            finally:
-                self.conn.execute("COMMIT")
+        with bcfg2.sqlite.transaction(self.conn, self.lock):
+            return self._read(client)
 
     def save(self, client: str, data: dict[str, str], groups: list[str]) -> bool:
         """Replace the client's data in one transaction; True if anything changed."""
-        with self.lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                if self._read(client) == (data, groups):
-                    self.conn.execute("COMMIT")
-                    return False
-                self.conn.execute("DELETE FROM probes WHERE client = ?", (client,))
-                self.conn.execute("DELETE FROM groups WHERE client = ?", (client,))
-                self.conn.executemany("INSERT INTO probes VALUES (?, ?, ?)",
-                                      [(client, k, v) for k, v in data.items()])
-                self.conn.executemany("INSERT INTO groups VALUES (?, ?)",
-                                      [(client, g) for g in groups])
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            return True
+        with bcfg2.sqlite.transaction(self.conn, self.lock, write=True) as conn:
+            if self._read(client) == (data, groups):
+                return False
+            conn.execute("DELETE FROM probes WHERE client = ?", (client,))
+            conn.execute("DELETE FROM groups WHERE client = ?", (client,))
+            conn.executemany("INSERT INTO probes VALUES (?, ?, ?)",
+                             [(client, k, v) for k, v in data.items()])
+            conn.executemany("INSERT INTO groups VALUES (?, ?)", [(client, g) for g in groups])
+        return True
 
     def invalidate(self) -> None:
         """Nothing to forget: every read goes to the database."""

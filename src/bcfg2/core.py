@@ -333,11 +333,7 @@ class Core:
         """Add every Connector's groups, then their data, to the Metadata plugin's part."""
         start = time.monotonic()
         connectors = self.plugins_by_type(interfaces.Connector)
-        for conn in connectors:
-            groups = conn.get_additional_groups(imd)
-            names = [getattr(group, "name", group) for group in groups]
-            if names:
-                self.metadata.merge_additional_groups(imd, names)
+        self._add_connector_groups(imd, connectors)
         for conn in connectors:
             data = conn.get_additional_data(imd)
             self.metadata.merge_additional_data(imd, conn.name, data)
@@ -356,14 +352,17 @@ class Core:
         """
         start = time.monotonic()
         imd = self.metadata.get_trusted_metadata(client_name)
-        for conn in self.plugins_by_type(interfaces.Connector):
-            if conn.client_supplied:
-                continue
+        self._add_connector_groups(imd, [conn for conn in self.plugins_by_type(interfaces.Connector)
+                                         if not conn.client_supplied])
+        statistics.stats.add_value("build_trusted_metadata", time.monotonic() - start)
+        return imd
+
+    def _add_connector_groups(self, imd: ClientMetadata, connectors: list[Any]) -> None:
+        """Merge the groups each Connector gives, in order, into the metadata."""
+        for conn in connectors:
             names = [getattr(group, "name", group) for group in conn.get_additional_groups(imd)]
             if names:
                 self.metadata.merge_additional_groups(imd, names)
-        statistics.stats.add_value("build_trusted_metadata", time.monotonic() - start)
-        return imd
 
     def expire_caches_by_type(self, base_cls: type, key: str | None = None) -> None:
         """Expire the caches of every Caching plugin that is also a ``base_cls``."""
@@ -662,9 +661,12 @@ class Core:
         granted = bool(plugins) and all(v is True for v in verdicts)
         if not granted and caller.client is not None and any(v is None for v in verdicts):
             try:
-                with self._metadata_errors(caller):
-                    meta = self.trusted_metadata(caller.client)
+                meta = self.trusted_metadata(caller.client)
                 verdicts = [p.check_acl_metadata(meta, rmi) for p in plugins]
+            except (MetadataConsistencyError, MetadataRuntimeError) as err:
+                self.logger.error("metadata ACL check of %s calling %s: %s", caller.client, rmi,
+                                  err)
+                return False
             except Exception:
                 self.logger.exception("metadata ACL check failed for %s calling %s",
                                       caller.ip, rmi)

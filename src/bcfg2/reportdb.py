@@ -340,17 +340,10 @@ class RunStore:
         with self.lock:
             self.conn.close()
 
-    @contextlib.contextmanager
-    def _transaction(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, write: bool = False) -> contextlib.AbstractContextManager[
+            sqlite3.Connection]:
         """The store's lock and one SQLite transaction, rolled back on error."""
-        with self.lock:
-            self.conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
+        return bcfg2.sqlite.transaction(self.conn, self.lock, write)
 
     def record(self, client: str, statistics: lxml.etree._Element,
                timestamp: float | None = None, limits: StoreLimits | None = None) -> Recorded:

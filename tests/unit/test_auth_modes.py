@@ -236,6 +236,21 @@ def test_bootstrap_writes_through_when_the_state_is_the_repository(repo, make_co
     assert connect(None, "uuid-boot", "bootpw") is None
 
 
+def test_a_bootstrap_written_through_ends_even_when_clients_xml_cannot_be_written(
+        repo, make_core, monkeypatch):
+    core = make_core(server__state_dir=str(repo.path))
+    connect = Connections(core)
+    before = (repo.path / "Metadata/clients.xml").read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("bcfg2.plugins.metadata.atomic_write", full)
+    assert connect(cert_for("boot"), "root", "") == "boot"
+    assert connect(None, "uuid-boot", "bootpw") is None
+    assert (repo.path / "Metadata/clients.xml").read_bytes() == before
+
+
 def test_an_admin_who_changes_the_mode_later_wins(repo, make_core):
     core = make_core()
     connect = Connections(core)
