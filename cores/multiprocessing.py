@@ -62,6 +62,7 @@ class ChildCore(Core):
     """A full core in a child process, rendering the configurations the parent asks for."""
 
     name = "child"
+    worker = True
 
     def __init__(self, child_name: str, setup: Setup, rpc: Any, control: Any) -> None:
         self.child_name = child_name

@@ -97,6 +97,10 @@ class Core:
     """The container of all server logic: plugins, metadata, configuration builds."""
 
     name = "Core"
+    #: True for a core that renders for another process (a multiprocessing child): it
+    #: runs none of the background work its parent does (fetching package indices),
+    #: and reads what the parent writes to the state directory instead
+    worker: ClassVar[bool] = False
     #: the core's own options (network cores), joining the options table
     options: ClassVar[tuple[Option, ...]] = ()
 

@@ -48,8 +48,11 @@ from bcfg2.plugin.interfaces import (
     GoalValidator,
     GroupInfo,
     Metadata,
+    PackageSources,
     Probing,
     PropertyFiles,
+    Resolution,
+    SourceInfo,
     Statistics,
     Structure,
     StructureValidator,
@@ -74,9 +77,9 @@ __all__ = [
     "Caller", "Debuggable", "Option", "Plugin", "as_bool", "exposed",
     # interfaces and what their queries return
     "INTERFACES", "BundleInfo", "Caching", "ClientACLs", "ClientRunHooks", "Connector",
-    "Decision", "Generator", "GoalValidator", "GroupInfo", "Metadata", "Probing",
-    "PropertyFiles", "Statistics", "Structure", "StructureValidator", "ThreadedStatistics",
-    "Version", "missing_methods",
+    "Decision", "Generator", "GoalValidator", "GroupInfo", "Metadata", "PackageSources",
+    "Probing", "PropertyFiles", "Resolution", "SourceInfo", "Statistics", "Structure",
+    "StructureValidator", "ThreadedStatistics", "Version", "missing_methods",
     # files and directories
     "DirectoryBacked", "FileBacked", "XMLDirectoryBacked", "XMLFileBacked",
     # conditionals

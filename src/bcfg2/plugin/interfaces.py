@@ -338,6 +338,58 @@ class ClientACLs:
         """True to allow the call for this client, False to deny, None for no opinion."""
 
 
+@dataclass(frozen=True)
+class SourceInfo:
+    """What the tools show of one package source as it applies to a client."""
+
+    name: str
+    #: apt, yum, pac or pkgng
+    type: str
+    url: str
+    version: str = ""
+    components: tuple[str, ...] = ()
+    #: the architecture the client gets from it
+    arch: str = ""
+    gpgkeys: tuple[str, ...] = ()
+    #: packages in its index now in service (0: none yet)
+    packages: int = 0
+    #: the last error fetching or reading its index (an older one may be in service), or None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What dependency resolution made of a client's packages (``bcfg2-info packageresolve``)."""
+
+    #: the packages resolution started from (bundles, groups, Essential), sorted
+    initial: tuple[str, ...] = ()
+    #: the packages it added, sorted
+    added: tuple[str, ...] = ()
+    #: names no source of the client knows, sorted
+    unknown: tuple[str, ...] = ()
+
+
+class PackageSources:
+    """Knows package sources and resolves package dependencies (for the tools).
+
+    Only queries: the work itself happens through the plugin's other
+    interfaces (StructureValidator, Generator).
+    """
+
+    def package_sources(self, metadata: ClientMetadata) -> list[SourceInfo]:
+        """The sources that apply to a client, in the order they are consulted."""
+        return []
+
+    def resolve_packages(self, metadata: ClientMetadata,
+                         names: list[str] | None = None) -> Resolution:
+        """Resolve ``names`` (None: the client's own packages) for a client."""
+        return Resolution()
+
+    def knows_package(self, name: str) -> bool | None:
+        """Whether any source offers a package by this name; None when no index is loaded."""
+        return None
+
+
 class Caching:
     """Keeps a cache that must be expired when data changes."""
 
@@ -349,7 +401,7 @@ class Caching:
 INTERFACES: tuple[type, ...] = (
     Generator, Structure, Metadata, Connector, PropertyFiles, Probing, Statistics,
     ThreadedStatistics, Decision, StructureValidator, GoalValidator, Version, ClientRunHooks,
-    ClientACLs, Caching,
+    ClientACLs, Caching, PackageSources,
 )
 
 
