@@ -101,6 +101,10 @@ class Core:
     #: runs none of the background work its parent does (fetching package indices),
     #: and reads what the parent writes to the state directory instead
     worker: ClassVar[bool] = False
+    #: True for a core a local tool drives (bcfg2-info, bcfg2-lint): no network and no
+    #: background threads, so a plugin does at first use what a server does in the
+    #: background (fetching package indices)
+    local: ClassVar[bool] = False
     #: the core's own options (network cores), joining the options table
     options: ClassVar[tuple[Option, ...]] = ()
 
@@ -864,6 +868,7 @@ class LocalCore(Core):
     """A core with no network, for bcfg2-info and the other local tools."""
 
     name = "local"
+    local = True
 
     def _run(self) -> bool:
         return True

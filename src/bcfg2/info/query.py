@@ -12,7 +12,7 @@ import lxml.etree
 from bcfg2.errors import Bcfg2Error
 from bcfg2.info.shell import CommandError, Shell, command, joined, table, yes
 from bcfg2.metadata import ClientMetadata
-from bcfg2.plugin import Generator, Structure
+from bcfg2.plugin import Generator, PackageSources, Structure
 from bcfg2.testrun import config_failures
 
 
@@ -157,6 +157,51 @@ class QueryCommands(Shell):
             raise CommandError(f"no generator handles {':'.join(words)}")
         rows = [(tag, name, ", ".join(gens)) for (tag, name), gens in sorted(found.items())]
         self.out(table(rows, ("Type", "Name", "Generator")))
+        return False
+
+    # -- packages ------------------------------------------------------------
+
+    def package_plugins(self) -> list[PackageSources]:
+        plugins = self.core.plugins_by_type(PackageSources)
+        if not plugins:
+            raise CommandError("no plugin that knows package sources is loaded (add Packages "
+                               "to [server] plugins)")
+        return plugins
+
+    @command("packageresolve <client> [package...]", 1, None, complete=("client",))
+    def do_packageresolve(self, words: list[str]) -> bool:
+        """Resolve package dependencies for a client: its own packages, or those named."""
+        metadata = self.metadata(words[0])
+        names = words[1:] or None
+        for plugin in self.package_plugins():
+            result = plugin.resolve_packages(metadata, names)
+            for label, items in (("initial", result.initial), ("new", result.added),
+                                 ("unknown", result.unknown)):
+                self.out(f"{len(items)} {label} packages")
+                for item in items:
+                    self.out(f"    {item}")
+        return False
+
+    @command("packagesources <client>", 1, 1, complete=("client",))
+    def do_packagesources(self, words: list[str]) -> bool:
+        """List the package sources that apply to a client, in the order they are read."""
+        metadata = self.metadata(words[0])
+        blocks = []
+        for plugin in self.package_plugins():
+            for info in plugin.package_sources(metadata):
+                fields = [("Name", info.name), ("Type", info.type), ("URL", info.url),
+                          ("Version", info.version or "(none)"),
+                          ("Components", joined(info.components)), ("Arch", info.arch),
+                          ("GPG Key(s)", joined(info.gpgkeys)),
+                          ("Packages", str(info.packages) if info.packages
+                           else "(no index in service)")]
+                if info.error:
+                    fields.append(("Error", info.error))
+                blocks.append("\n".join(f"{label + ':':<12}{value}" if i == 0 else
+                                        f"  {label + ':':<12}{value}"
+                                        for i, (label, value) in enumerate(fields)))
+        self.out("\n\n".join(blocks) if blocks
+                 else f"no package source applies to {metadata.hostname}")
         return False
 
     @command("config [section]", 0, 1)
