@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUN := .run
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-live bench-load bench-tools bench-hostile lint install clean
+.PHONY: run test bench bench-live bench-load bench-tools bench-hostile bench-packages lint install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required")'
@@ -23,7 +23,7 @@ $(RUN)/server.crt: $(STAMP)
 	$(BIN)/python -m bcfg2.devcert $(RUN)/server.crt $(RUN)/server.key
 
 # the plugins repo-example uses (tests/conftest.py PLUGINS loads the same list)
-EXAMPLE_PLUGINS := Metadata,Bundler,Cfg,Rules,Defaults,Probes,Properties,TemplateHelper,GroupPatterns,Decisions,Reporting
+EXAMPLE_PLUGINS := Metadata,Bundler,Cfg,Rules,Defaults,Probes,Properties,TemplateHelper,GroupPatterns,Decisions,Reporting,Packages
 
 run: $(STAMP) $(RUN)/server.crt
 	$(BIN)/bcfg2-server -C /dev/null -v --backend builtin \
@@ -37,9 +37,10 @@ run: $(STAMP) $(RUN)/server.crt
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# the benchmarks (reports, not tests): `make bench` runs all four, bench-live, bench-load,
-# bench-tools (bcfg2-info buildall and bcfg2-test on 1,000 clients) and bench-hostile (agent runs
-# under attack) one each. BENCH_LIVE_ARGS, BENCH_LOAD_ARGS, BENCH_TOOLS_ARGS and BENCH_HOSTILE_ARGS
+# the benchmarks (reports, not tests): `make bench` runs all five, bench-live, bench-load,
+# bench-tools (bcfg2-info buildall and bcfg2-test on 1,000 clients), bench-hostile (agent runs
+# under attack) and bench-packages (Packages on a Debian-main sized index) one each.
+# BENCH_LIVE_ARGS, BENCH_LOAD_ARGS, BENCH_TOOLS_ARGS, BENCH_HOSTILE_ARGS and BENCH_PACKAGES_ARGS
 # go to one benchmark each; BENCH_ARGS (kept for compatibility) goes to the live-repository
 # benchmark, e.g.
 #   make bench-live BENCH_LIVE_ARGS="--idle-seconds 5"   make bench-load BENCH_LOAD_ARGS=--quick
@@ -48,12 +49,14 @@ BENCH_LIVE_ARGS ?= $(BENCH_ARGS)
 BENCH_LOAD_ARGS ?=
 BENCH_TOOLS_ARGS ?=
 BENCH_HOSTILE_ARGS ?=
+BENCH_PACKAGES_ARGS ?=
 
 bench: $(STAMP)
 	$(BIN)/python tests/bench/live_repository.py $(BENCH_LIVE_ARGS)
 	$(BIN)/python tests/bench/load.py $(BENCH_LOAD_ARGS)
 	$(BIN)/python tests/bench/tools.py $(BENCH_TOOLS_ARGS)
 	$(BIN)/python tests/bench/hostile.py $(BENCH_HOSTILE_ARGS)
+	$(BIN)/python tests/bench/packages.py $(BENCH_PACKAGES_ARGS)
 
 bench-live: $(STAMP)
 	$(BIN)/python tests/bench/live_repository.py $(BENCH_LIVE_ARGS)
@@ -66,6 +69,9 @@ bench-tools: $(STAMP)
 
 bench-hostile: $(STAMP)
 	$(BIN)/python tests/bench/hostile.py $(BENCH_HOSTILE_ARGS)
+
+bench-packages: $(STAMP)
+	$(BIN)/python tests/bench/packages.py $(BENCH_PACKAGES_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

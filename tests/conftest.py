@@ -32,7 +32,7 @@ import genrepo  # noqa: E402
 from connattack import WEB1 as WEB1  # noqa: E402  (web1 of repo-example, shared with the benchmarks)
 
 PLUGINS = ("Metadata,Bundler,Cfg,Rules,Defaults,Probes,Properties,TemplateHelper,GroupPatterns,"
-           "Decisions,Reporting")
+           "Decisions,Reporting,Packages")
 #: plugins a generated repository needs (genrepo writes no Probes, Properties...)
 GEN_PLUGINS = "Metadata,Bundler,Cfg,Rules,Defaults"
 #: a small generated repository of 12 clients; profile p has groups bench-g(2p % 3) and

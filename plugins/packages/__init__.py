@@ -20,6 +20,7 @@ does the latter by itself.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import os
@@ -184,6 +185,8 @@ class Packages(Plugin, StructureValidator, Generator, PackageSources):
                                 "lists no such backend)", ", ".join(skipped))
         self._clients = {}
         self._read_cache()
+        if self.metadata_on and not self.core.worker:
+            self.update(local_only=True)  # a mirror on this disk: read now, no waiting
         self._wake.set()
 
     def _read_cache(self) -> None:
@@ -265,28 +268,40 @@ class Packages(Plugin, StructureValidator, Generator, PackageSources):
             check_all = not self._wake.wait(timeout)
             self._wake.clear()
 
-    def update(self, check: bool = False, force: bool = False) -> list[str]:
+    def update(self, check: bool = False, force: bool = False,
+               local_only: bool = False) -> list[str]:
         """Fetch indices: missing ones; with ``check`` all (unchanged ones cost the top file
-        only); with ``force`` all, downloaded again. The errors, one line each."""
-        with self._update_lock:
-            failures: list[str] = []
-            changed = False
-            for part in self.parts():
-                if not self.running:
-                    break
-                current = self.loaded.get(part)
-                if current is not None and not (check or force):
-                    continue
-                known = None if force or current is None else current.key
-                outcome = self._fetch(part, known)
-                if isinstance(outcome, str):
-                    failures.append(outcome)
-                elif outcome:
-                    changed = True
+        only); with ``force`` all, downloaded again; with ``local_only`` only those of
+        sources on this machine (``file:`` URLs). The errors, one line each."""
+        if not self._update_lock.acquire(blocking=not local_only):
+            return []  # the refresher is at work (and was woken): never stall the caller
+        try:
+            return self._update(check, force, local_only)
+        finally:
+            self._update_lock.release()
+
+    def _update(self, check: bool, force: bool, local_only: bool) -> list[str]:
+        failures: list[str] = []
+        changed = False
+        for part in self.parts():
+            if not self.running:
+                break
+            current = self.loaded.get(part)
+            if current is not None and not (check or force):
+                continue
+            if local_only and not part[0].base_url.startswith("file:"):
+                continue
+            known = None if force or current is None else current.key
+            outcome = self._fetch(part, known)
+            if isinstance(outcome, str):
+                failures.append(outcome)
+            elif outcome:
+                changed = True
+        if not local_only:
             self._fetch_keys(failures)
-            if changed:
-                self.expire_metadata()  # a multiprocessing core's children read the cache
-            return failures
+        if changed:
+            self.expire_metadata()  # a multiprocessing core's children read the cache
+        return failures
 
     def _fetch(self, part: Part, known: str | None) -> bool | str:
         """Fetch one index: True if a new one is in service, False if unchanged, or the error."""
@@ -464,18 +479,23 @@ class Packages(Plugin, StructureValidator, Generator, PackageSources):
         if not (self.resolver_on or groups):
             return
         if self.resolver_on:
-            view, _, result = self.resolve(metadata, names, groups)
-            extra = tuple(sorted(result.packages))
+            view, initial, result = self.resolve(metadata, names, groups)
+            extra: Any = result.packages
         else:
             view = self.view(parts)
-            extra = tuple(sorted({m for g, k in groups for m in view.group_members(g, k) or ()}))
-        present = set(names)
-        independent = lxml.etree.Element("Independent", name=self.name)
-        for name in extra:
-            if name not in present:
-                lxml.etree.SubElement(independent, "BoundPackage", name=name,
+            initial = frozenset(m for g, k in groups for m in view.group_members(g, k) or ())
+            extra = initial
+        present = frozenset(names)
+        key = (initial, present, self.resolver_on)
+        template = view.structures.get(key)
+        if template is None:
+            template = lxml.etree.Element("Independent", name=self.name)
+            for name in sorted(extra - present):
+                lxml.etree.SubElement(template, "BoundPackage", name=name,
                                       type=view.ptype_of(name), version=self.version,
                                       origin="Packages")
+            view.remember_structure(key, template)
+        independent = copy.deepcopy(template)
         self._add_gpg_keys(parts, independent)
         if len(independent):
             structures.append(independent)

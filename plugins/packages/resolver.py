@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from bcfg2.plugins.packages.index import DEPENDS, ESSENTIAL, GROUP_KINDS, RECOMMENDS, Index, Record
 from bcfg2.plugins.packages.sources import Source
@@ -88,6 +89,14 @@ class View:
                                  if rec[ESSENTIAL] and self.part_of(name) == part)
         self.essential = tuple(sorted(essential))
         self.memo: OrderedDict[frozenset[str], Result] = OrderedDict()
+        #: structures built from results (by whoever builds them), bounded like ``memo``
+        self.structures: OrderedDict[Any, Any] = OrderedDict()
+
+    def remember_structure(self, key: Any, structure: Any) -> None:
+        """Keep a structure built from a result of this view, for the next client."""
+        self.structures[key] = structure
+        if len(self.structures) > MEMO_SIZE:
+            self.structures.popitem(last=False)
 
     def _merge(self) -> None:
         packages: dict[str, Record] = {}

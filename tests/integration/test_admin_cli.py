@@ -790,7 +790,7 @@ def test_viz_groups_only(example_repo, tmp_path, capsys):
     assert out.startswith("digraph groups {") and out.rstrip().endswith("}")
     assert nodes(out) == {f"group:{g}" for g in (
         "webserver", "dbserver", "workstation", "debian", "rhel", "linux", "virtual", "db",
-        "ntp-server", "no-admin")}
+        "ntp-server", "no-admin", "amd64")}
     assert {("group:webserver", "group:linux"), ("group:dbserver", "group:db"),
             ("group:db", "group:ntp-server")} <= edges(out)
     assert not any(name.startswith(("bundle:", "client:")) for edge in edges(out)

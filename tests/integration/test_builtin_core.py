@@ -120,7 +120,23 @@ def expected_config(client: ExampleClient) -> dict[str, tuple[str, Entries]]:
                                     "text": motd_source(client)},
         }),
         "admin-user": ("Bundle", admin),
+        **({} if rhel else {"Packages": ("Independent", debian_dependencies(client))}),
     }
+
+
+#: what Packages adds for the example's Debian packages from repo-example's mirror: the
+#: Essential set, the dependencies, mawk for "awk", tzdata for "tzdata | tzdata-legacy"
+DEBIAN_DEPENDENCIES = (
+    "adduser base-files bash debconf debianutils dpkg gcc-12-base init-system-helpers iproute2 "
+    "libc6 libgcc-s1 libpam0g libssl3 libtinfo6 mawk openssh-client openssh-sftp-server passwd "
+    "perl-base procps runit-helper sensible-utils tar tzdata ucf").split()
+GUEST_AGENT_DEPENDENCIES = "libblkid1 libffi8 libglib2.0-0 libmount1".split()
+
+
+def debian_dependencies(client: ExampleClient) -> Entries:
+    names = DEBIAN_DEPENDENCIES + (GUEST_AGENT_DEPENDENCIES if "virtual" in client.groups else [])
+    return {("Package", name): {"type": "deb", "version": "auto", "origin": "Packages"}
+            for name in names}
 
 
 def check_config(config: lxml.etree._Element, client: ExampleClient) -> None:

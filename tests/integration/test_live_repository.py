@@ -131,17 +131,17 @@ def test_a_burst_of_2000_files_is_all_reflected(live: Live,
 
 
 def test_bundles_and_rules_added_and_removed(live: Live) -> None:
-    live.write("Rules/extra.xml", '<Rules priority="0"><Package name="htop" type="deb" '
-                                  'version="auto"/></Rules>')
-    live.write("Bundler/tools.xml", '<Bundle><Package name="htop"/></Bundle>')
+    live.write("Rules/extra.xml", '<Rules priority="0"><Service name="htop" type="systemd" '
+                                  'status="on"/></Rules>')
+    live.write("Bundler/tools.xml", '<Bundle><Service name="htop"/></Bundle>')
     live.write("Metadata/groups.xml", (live.repo.path / "Metadata/groups.xml").read_text()
                .replace('<Bundle name="motd"/>', '<Bundle name="motd"/><Bundle name="tools"/>'))
-    package = live.config().xpath("//Bundle[@name='tools']/Package[@name='htop']")
-    assert package and package[0].get("type") == "deb" and "failure" not in package[0].attrib
+    package = live.config().xpath("//Bundle[@name='tools']/Service[@name='htop']")
+    assert package and package[0].get("type") == "systemd" and "failure" not in package[0].attrib
 
     rules = live.repo.path / "Rules/extra.xml"
     live.change(rules, rules.unlink)
-    package = live.config().xpath("//Bundle[@name='tools']/Package[@name='htop']")
+    package = live.config().xpath("//Bundle[@name='tools']/Service[@name='htop']")
     assert package[0].get("failure")
 
     bundle = live.repo.path / "Bundler/tools.xml"

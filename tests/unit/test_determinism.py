@@ -25,7 +25,7 @@ repository, state = sys.argv[1], sys.argv[2]
 setup = options.build("/dev/null", {
     "server.repository": repository,
     "server.state_dir": state,
-    "server.plugins": "Metadata,Bundler,Cfg,Rules,Defaults",
+    "server.plugins": "Metadata,Bundler,Cfg,Rules,Defaults,Packages",
     "server.filemonitor": "pseudo",
     "logging.syslog": "false",
 })
