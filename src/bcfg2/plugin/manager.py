@@ -46,6 +46,7 @@ BUILTIN_PLUGINS = {
     "GroupLogic": "bcfg2.plugins.grouplogic:GroupLogic",
     "GroupPatterns": "bcfg2.plugins.grouppatterns:GroupPatterns",
     "Metadata": "bcfg2.plugins.metadata:Metadata",
+    "Pkgmgr": "bcfg2.plugins.pkgmgr:Pkgmgr",
     "Probes": "bcfg2.plugins.probes:Probes",
     "Properties": "bcfg2.plugins.properties:Properties",
     "Reporting": "bcfg2.plugins.reporting:Reporting",
