@@ -148,20 +148,23 @@ def _validate_property(ctx: Context, path: str,
 
 def _schema_errors(ctx: Context, path: str, schema: str,
                    log: lxml.etree._ListErrorLog) -> Iterator[Finding]:
-    """The first error libxml2 reports on each line (the others follow from it).
+    """The most telling error libxml2 reports on each line (the others follow from it).
 
     libxml2 follows an invalid child with "<parent> has extra content" at the
-    parent's first child; when a more precise error exists, that one is kept.
+    parent's first child, and a bad attribute of an element with children
+    with "Expecting an element ..., got nothing" on the same line and a copy
+    without a line; when a more precise error exists, that one is kept.
     """
     entries = list(log)
-    precise = [e for e in entries if "has extra content" not in e.message]
-    lines: set[int | None] = set()
-    for entry in precise or entries:
-        line = entry.line or None
-        if line not in lines:
-            lines.add(line)
-            yield ctx.finding(path, line, "xml-failed-to-verify",
-                              f"does not match {schema}: {entry.message}")
+    precise = [e for e in entries if "has extra content" not in e.message] or entries
+    precise = [e for e in precise if e.line] or precise
+    by_line: dict[int | None, list[str]] = {}
+    for entry in precise:
+        by_line.setdefault(entry.line or None, []).append(entry.message)
+    for line, messages in by_line.items():
+        telling = [m for m in messages if not m.startswith("Expecting an element")] or messages
+        yield ctx.finding(path, line, "xml-failed-to-verify",
+                          f"does not match {schema}: {telling[0]}")
 
 
 # -- Generators ----------------------------------------------------------------
