@@ -138,6 +138,52 @@ VALID = {
           <Group name="admins"><Allow method="*"/></Group>
           <Client name="web1" negate="true"><Deny method="Git.Update"/></Client>
         </ACL>""",
+    "packages-sources.rng": """\
+        <Sources xmlns:xi="http://www.w3.org/2001/XInclude">
+          <Group name="debian-bookworm">
+            <Source type="apt" url="http://deb.debian.org/debian" version="bookworm"
+                    recommended="false" essential="true" debsrc="false" priority="600"
+                    name="debian-main">
+              <Component>main</Component>
+              <Component>contrib</Component>
+              <Arch>amd64</Arch>
+              <Blacklist>nonfree-thing</Blacklist>
+              <Options serveronly="true" trusted="yes"/>
+            </Source>
+          </Group>
+          <Client name="build1" negate="true">
+            <Source type="yum" rawurl="http://mirror/el9/x86_64/">
+              <Arch>x86_64</Arch>
+              <GPGKey>http://mirror/RPM-GPG-KEY</GPGKey>
+              <Whitelist>bash</Whitelist>
+              <Options clientonly="yes" gpgcheck="1"/>
+            </Source>
+          </Client>
+          <Source type="pkgng" url="http://pkg.freebsd.org" version="FreeBSD:14"><Arch>amd64</Arch></Source>
+          <Source type="pac" rawurl="http://arch/core/os/x86_64"><Arch>x86_64</Arch></Source>
+          <Source type="yum" pulp_id="el9-base"/>
+          <Sources><Source type="apt" rawurl="http://local/"><Arch>amd64</Arch></Source></Sources>
+          <xi:include href="more-sources.xml"><xi:fallback/></xi:include>
+        </Sources>""",
+    "pkgmgr.rng": """\
+        <PackageList priority="5" type="yum" uri="http://mirror/os/" multiarch="x86_64,i686"
+                     srcs="x86_64 i386" xmlns:xi="http://www.w3.org/2001/XInclude">
+          <Group name="centos">
+            <Group name="x86_64">
+              <Package name="bash" version="3.0-19.3"/>
+              <Package name="foo" file="foo-1.0.rpm" verify="false" pkg_checks="false"/>
+            </Group>
+          </Group>
+          <Client name="backup" negate="true">
+            <Package name="glibc" type="rpm">
+              <Instance simplefile="glibc.x86_64.rpm" version="2.3.4" release="2.25"
+                        arch="x86_64"><Ignore name="/etc/rpc"/></Instance>
+              <Group name="i686"><Instance arch="i686" version="2.3.4"/></Group>
+              <Ignore name="/etc/ld.so.cache"/>
+            </Package>
+          </Client>
+          <xi:include href="more.xml"/>
+        </PackageList>""",
 }
 
 INVALID = {
@@ -156,6 +202,9 @@ INVALID = {
     "grouplogic.rng": '<GroupLogic>\n  <Bundle name="x"/>\n</GroupLogic>',
     "acl-ip.rng": '<ACL>\n  <Allow address="127.0.0.1"/>\n</ACL>',
     "acl-metadata.rng": '<ACL>\n  <Defer method="*"/>\n</ACL>',
+    "packages-sources.rng": ('<Sources>\n  <Source type="zypper" url="http://x/">'
+                             '<Arch>x86_64</Arch></Source>\n</Sources>'),
+    "pkgmgr.rng": '<PackageList priority="0">\n  <Package version="1"/>\n</PackageList>',
 }
 
 
@@ -195,6 +244,10 @@ def test_plain_bundles_refuse_genshi_elements() -> None:
     ("Cfg", "etc/motd/info.xml", "info.rng"),
     ("Cfg", "etc/motd/motd", None),
     ("ACL", "ip.xml", "acl-ip.rng"),
+    ("Packages", "sources.xml", "packages-sources.rng"),
+    ("Packages", "sub/sources.xml", None),
+    ("Packages", "packages.conf", None),
+    ("Pkgmgr", "centos/updates.xml", "pkgmgr.rng"),
     ("Properties", "ntp.xml", None),
 ])
 def test_schema_for_a_file(plugin: str, relative: str, schema: str | None) -> None:

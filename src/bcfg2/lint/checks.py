@@ -10,7 +10,14 @@ import lxml.etree
 
 from bcfg2.lint import schemas
 from bcfg2.lint.base import Context, Finding, check, has_fallback, includes, is_genshi, shorten
-from bcfg2.plugin import SPECIFIC_SUFFIX, BundleInfo, Generator, Structure, flatten_conditions
+from bcfg2.plugin import (
+    SPECIFIC_SUFFIX,
+    BundleInfo,
+    Generator,
+    PackageSources,
+    Structure,
+    flatten_conditions,
+)
 from bcfg2.templates import TemplateSyntaxError, compile_genshi, compile_jinja2, sandboxed_environment
 from bcfg2.xml import XI_INCLUDE
 
@@ -36,13 +43,22 @@ def bundle_name(path: str) -> str:
 def structfiles(ctx: Context) -> list[str]:
     """XML files with Group/Client conditionals, in every enabled plugin that has them."""
     out = [p for p in bundle_files(ctx) if not p.endswith(JINJA2_BUNDLE)]
-    for plugin in ("Rules", "Defaults", "Decisions", "Deps", "Properties"):
+    for plugin in ("Rules", "Defaults", "Decisions", "Deps", "Properties", "Pkgmgr"):
         out += ctx.files(plugin, lambda p: p.endswith(".xml"), recursive=plugin != "Properties")
     out += ctx.files("Cfg", lambda p: os.path.basename(p) == "info.xml")
+    out += [path for path, _tree in sources_files(ctx)]
     acl = os.path.join(ctx.repository, "ACL", "metadata.xml")
     if ctx.enabled("ACL") and os.path.isfile(acl):
         out.append(acl)
     return out
+
+
+def sources_files(ctx: Context) -> list[tuple[str, lxml.etree._ElementTree]]:
+    """Packages/sources.xml and the files it includes, parsed on their own."""
+    path = os.path.join(ctx.repository, "Packages", "sources.xml")
+    if not ctx.enabled("Packages") or not os.path.isfile(path):
+        return []
+    return ctx.with_includes(path)
 
 
 def elements(tree: lxml.etree._ElementTree, tag: str) -> Iterator[lxml.etree._Element]:
@@ -148,20 +164,23 @@ def _validate_property(ctx: Context, path: str,
 
 def _schema_errors(ctx: Context, path: str, schema: str,
                    log: lxml.etree._ListErrorLog) -> Iterator[Finding]:
-    """The first error libxml2 reports on each line (the others follow from it).
+    """The most telling error libxml2 reports on each line (the others follow from it).
 
     libxml2 follows an invalid child with "<parent> has extra content" at the
-    parent's first child; when a more precise error exists, that one is kept.
+    parent's first child, and a bad attribute of an element with children
+    with "Expecting an element ..., got nothing" on the same line and a copy
+    without a line; when a more precise error exists, that one is kept.
     """
     entries = list(log)
-    precise = [e for e in entries if "has extra content" not in e.message]
-    lines: set[int | None] = set()
-    for entry in precise or entries:
-        line = entry.line or None
-        if line not in lines:
-            lines.add(line)
-            yield ctx.finding(path, line, "xml-failed-to-verify",
-                              f"does not match {schema}: {entry.message}")
+    precise = [e for e in entries if "has extra content" not in e.message] or entries
+    precise = [e for e in precise if e.line] or precise
+    by_line: dict[int | None, list[str]] = {}
+    for entry in precise:
+        by_line.setdefault(entry.line or None, []).append(entry.message)
+    for line, messages in by_line.items():
+        telling = [m for m in messages if not m.startswith("Expecting an element")] or messages
+        yield ctx.finding(path, line, "xml-failed-to-verify",
+                          f"does not match {schema}: {telling[0]}")
 
 
 # -- Generators ----------------------------------------------------------------
@@ -621,6 +640,108 @@ def group_patterns(ctx: Context) -> Iterator[Finding]:
         line = where.rpartition(":")[2]
         yield ctx.finding(path, int(line) if line.isdigit() else None, "invalid-group-pattern",
                           message)
+
+
+# -- PackagesSources -----------------------------------------------------------
+
+#: source types whose url= is a conventional layout that needs version=
+VERSIONED_SOURCES = ("apt", "yum", "pkgng")
+
+
+@check("PackagesSources", source_arch_not_a_group="warning", source_needs_url="error",
+       source_needs_version="error", unknown_package="warning")
+def packages_sources(ctx: Context) -> Iterator[Finding]:
+    """Packages sources.xml describes usable sources; bundles name packages they offer."""
+    defined, patterns = defined_groups(ctx)
+    for path, tree in sources_files(ctx):
+        for source in elements(tree, "Source"):
+            yield from _source_problems(ctx, path, source, defined, patterns)
+    yield from _unknown_packages(ctx)
+
+
+def _source_problems(ctx: Context, path: str, source: lxml.etree._Element, defined: set[str],
+                     patterns: list[re.Pattern[str]]) -> Iterator[Finding]:
+    kind = source.get("type", "")
+    url = source.get("url", "").strip()
+    rawurl = source.get("rawurl", "").strip()
+    if url and rawurl:
+        yield ctx.finding(path, source.sourceline, "source-needs-url",
+                          f"{kind} Source has both url= and rawurl=; give one of them")
+    elif not (url or rawurl):
+        why = " (Pulp sources are not supported)" if source.get("pulp_id") else ""
+        yield ctx.finding(path, source.sourceline, "source-needs-url",
+                          f"{kind} Source has neither url= nor rawurl={why}")
+    if url and not rawurl and kind in VERSIONED_SOURCES and not source.get("version", "").strip():
+        yield ctx.finding(path, source.sourceline, "source-needs-version",
+                          f"{kind} Source with url={url} has no version=")
+    for arch in source.iterchildren("Arch"):
+        name = (arch.text or "").strip()
+        if name and not TEMPLATED.search(name) and name not in defined \
+                and not any(p.fullmatch(name) for p in patterns):
+            yield ctx.finding(path, arch.sourceline, "source-arch-not-a-group",
+                              f"Arch {name} of {kind} Source {rawurl or url} is not a group "
+                              f"any client can be in")
+
+
+def _unknown_packages(ctx: Context) -> Iterator[Finding]:
+    """Bundle packages that only a package source could bind, and that none offers.
+
+    Entries another generator (Pkgmgr, Rules...) binds for a client are not
+    the sources' business; a source with no index loaded (``None``) makes
+    no claim either way.
+    """
+    if not ctx.enabled("Bundler"):
+        return
+    core = ctx.core
+    sources = core.plugins_by_type(PackageSources)
+    if not sources:
+        return
+    files = known_bundles(ctx)
+    answers: dict[str, bool | None] = {}
+
+    def known(name: str) -> bool | None:
+        if name not in answers:
+            replies = [plugin.knows_package(name) for plugin in sources]
+            answers[name] = True if True in replies else None if None in replies else False
+        return answers[name]
+
+    unknown: dict[tuple[str, str], str] = {}
+    for client in sorted(core.metadata.list_clients()):
+        try:
+            metadata = core.build_metadata(client)
+        except Exception:  # reported by the Metadata checks
+            continue
+        for structure in core.GetStructures(metadata):
+            bundle = files.get(structure.get("name", ""), (None, None))[1]
+            source = (bundle.path or "") if bundle is not None else ""
+            for entry in structure.iter("Package"):
+                names = [n for n in (entry.get("altsrc"), entry.get("name")) if n]
+                if not names or (source, names[0]) in unknown:
+                    continue
+                if _bound_by_another_generator(core, entry, names, metadata):
+                    continue
+                replies = [known(name) for name in names]
+                if True not in replies and None not in replies:
+                    unknown[(source, names[0])] = entry.get("name", "")
+    for (source, name), shown in sorted(unknown.items()):
+        path = source or os.path.join(ctx.repository, "Bundler")
+        line = line_of(ctx.xml(source), "Package", shown) if source else None
+        alias = f" (bound as {name})" if name != shown else ""
+        yield ctx.finding(path, line, "unknown-package",
+                          f"Package {shown}{alias} is offered by no package source")
+
+
+def _bound_by_another_generator(core: object, entry: lxml.etree._Element, names: list[str],
+                                metadata: object) -> bool:
+    """Whether a generator that is not a package source binds the entry under one of its names."""
+    for name in names:
+        candidate = lxml.etree.Element(entry.tag, attrib=dict(entry.attrib))
+        candidate.attrib.pop("altsrc", None)
+        candidate.set("name", name)
+        handlers = core.generators_for(candidate, metadata)  # type: ignore[attr-defined]
+        if any(not isinstance(gen, PackageSources) for gen, _func in handlers):
+            return True
+    return False
 
 
 def run_checks(ctx: Context, names: Iterable[str]) -> list[Finding]:

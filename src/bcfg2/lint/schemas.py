@@ -24,6 +24,8 @@ FORMATS: list[tuple[str, str, str]] = [
     ("ACL", "ip.xml", "acl-ip.rng"),
     ("ACL", "metadata.xml", "acl-metadata.rng"),
     ("Deps", "*.xml", "deps.rng"),
+    ("Packages", "sources.xml", "packages-sources.rng"),
+    ("Pkgmgr", "*.xml", "pkgmgr.rng"),
 ]
 
 #: the schema of a Bundler .xml file whose root declares Genshi's namespace
@@ -50,7 +52,7 @@ def schema_for(plugin: str, relative: str) -> str | None:
     base = os.path.basename(relative)
     for fmt_plugin, pattern, schema in FORMATS:
         if fmt_plugin == plugin and fnmatch.fnmatch(base, pattern):
-            if plugin in ("Metadata", "GroupPatterns", "GroupLogic", "ACL") \
+            if plugin in ("Metadata", "GroupPatterns", "GroupLogic", "ACL", "Packages") \
                     and os.path.dirname(relative):
                 return None  # only the top-level file of these plugins is read
             return schema

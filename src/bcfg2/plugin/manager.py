@@ -47,6 +47,7 @@ BUILTIN_PLUGINS = {
     "GroupPatterns": "bcfg2.plugins.grouppatterns:GroupPatterns",
     "Metadata": "bcfg2.plugins.metadata:Metadata",
     "Packages": "bcfg2.plugins.packages:Packages",
+    "Pkgmgr": "bcfg2.plugins.pkgmgr:Pkgmgr",
     "Probes": "bcfg2.plugins.probes:Probes",
     "Properties": "bcfg2.plugins.properties:Properties",
     "Reporting": "bcfg2.plugins.reporting:Reporting",
