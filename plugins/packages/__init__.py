@@ -464,18 +464,7 @@ class Packages(Plugin, StructureValidator, Generator, PackageSources):
         if not parts:
             return
         self._ensure_fetched()
-        names: list[str] = []
-        groups: list[tuple[str, str]] = []
-        for structure in structures:
-            for entry in list(structure.iter("Package", "BoundPackage")):
-                group = entry.get("group")
-                if group and not entry.get("name"):
-                    groups.append((group, entry.get("type", "default")))
-                    parent = entry.getparent()
-                    if parent is not None:
-                        parent.remove(entry)
-                elif entry.get("name"):
-                    names.append(entry.get("name"))
+        names, groups = self._requested(structures, remove_groups=True)
         if not (self.resolver_on or groups):
             return
         if self.resolver_on:
@@ -499,6 +488,25 @@ class Packages(Plugin, StructureValidator, Generator, PackageSources):
         self._add_gpg_keys(parts, independent)
         if len(independent):
             structures.append(independent)
+
+    @staticmethod
+    def _requested(structures: list[lxml.etree._Element], remove_groups: bool = False
+                   ) -> tuple[list[str], list[tuple[str, str]]]:
+        """The package names and (group, type) package groups the structures ask for;
+        ``remove_groups`` takes the group entries out (they name no package to bind)."""
+        names: list[str] = []
+        groups: list[tuple[str, str]] = []
+        for structure in structures:
+            for entry in list(structure.iter("Package", "BoundPackage")):
+                group = entry.get("group")
+                if group and not entry.get("name"):
+                    groups.append((group, entry.get("type", "default")))
+                    parent = entry.getparent()
+                    if remove_groups and parent is not None:
+                        parent.remove(entry)
+                elif entry.get("name"):
+                    names.append(entry.get("name"))
+        return names, groups
 
     def _add_gpg_keys(self, parts: list[Part], independent: lxml.etree._Element) -> None:
         seen: set[str] = set()
@@ -571,14 +579,9 @@ class Packages(Plugin, StructureValidator, Generator, PackageSources):
     def resolve_packages(self, metadata: ClientMetadata,
                          names: list[str] | None = None) -> Resolution:
         self._ensure_fetched()
+        groups: list[tuple[str, str]] = []
         if names is None:
-            structures = self.core.GetStructures(metadata)
-            names = [e.get("name") for s in structures for e in s.iter("Package")
-                     if e.get("name")]
-            groups = [(e.get("group"), e.get("type", "default")) for s in structures
-                      for e in s.iter("Package") if e.get("group") and not e.get("name")]
-        else:
-            groups = []
+            names, groups = self._requested(self.core.GetStructures(metadata))
         _, initial, result = self.resolve(metadata, list(names), groups)
         return Resolution(initial=tuple(sorted(initial)), added=result.added,
                           unknown=result.unknown)

@@ -26,7 +26,6 @@ groups and pacman groups (whose members are all mandatory).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,10 +65,6 @@ class Index:
             if name not in providers:
                 providers.append(name)
 
-    def essential(self) -> list[str]:
-        """Names of the Essential packages, sorted."""
-        return sorted(name for name, rec in self.packages.items() if rec[ESSENTIAL])
-
     def to_json(self) -> dict[str, Any]:
         return {"ptype": self.ptype, "packages": self.packages, "provides": self.provides,
                 "groups": self.groups}
@@ -84,9 +79,6 @@ class Index:
         if not all(isinstance(v, dict) for v in (index.packages, index.provides, index.groups)):
             raise ValueError("not a package index: packages, provides and groups are not maps")
         return index
-
-    def dumps(self) -> bytes:
-        return json.dumps(self.to_json(), separators=(",", ":")).encode()
 
     def __len__(self) -> int:
         return len(self.packages)

@@ -11,6 +11,7 @@ package requires are kept, so memory stays close to that of primary alone.
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -115,7 +116,7 @@ def parse_primary(data: bytes, arch: str = "", ptype: str = "yum") -> Index:
     index = Index(ptype)
     rank: dict[str, int] = {}
     try:
-        for _, pkg in lxml.etree.iterparse(_Bytes(data), tag=f"{COMMON}package",
+        for _, pkg in lxml.etree.iterparse(io.BytesIO(data), tag=f"{COMMON}package",
                                            resolve_entities=False, no_network=True,
                                            load_dtd=False, huge_tree=True):
             name = pkg.findtext(f"{COMMON}name") or ""
@@ -154,20 +155,6 @@ def parse_primary(data: bytes, arch: str = "", ptype: str = "yum") -> Index:
     return index
 
 
-class _Bytes:
-    """A file-like view of bytes, for iterparse."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self.data) if size < 0 else self.pos + size
-        chunk = self.data[self.pos:end]
-        self.pos += len(chunk)
-        return chunk
-
-
 def add_filelists(index: Index, data: bytes) -> None:
     """Add the file provides some package of the index requires, from filelists.xml."""
     wanted = {name for rec in index.packages.values() for alts in rec[2] for name in alts
@@ -176,7 +163,7 @@ def add_filelists(index: Index, data: bytes) -> None:
     if not wanted:
         return
     try:
-        for _, pkg in lxml.etree.iterparse(_Bytes(data), tag=f"{FILELISTS}package",
+        for _, pkg in lxml.etree.iterparse(io.BytesIO(data), tag=f"{FILELISTS}package",
                                            resolve_entities=False, no_network=True,
                                            load_dtd=False, huge_tree=True):
             name = pkg.get("name", "")
