@@ -188,6 +188,7 @@ class MultiprocessingCore(BuiltinCore):
     """The builtin core with GetConfig rendered by a pool of child processes."""
 
     name = "bcfg2-server (multiprocessing)"
+    renders = False
     options = (
         Option("server", "children", 0,
                "Number of child processes rendering configurations in the multiprocessing "
@@ -229,6 +230,11 @@ class MultiprocessingCore(BuiltinCore):
                                          daemon=True)
         self._watcher.start()
         return super()._run()
+
+    def pool(self) -> list[Child]:
+        """The children now in the pool (a snapshot: the watcher replaces dead ones)."""
+        with self._children_lock:
+            return list(self.children.values())
 
     def _start_child(self) -> Child:
         name = f"child-{next(self._names)}"
@@ -331,9 +337,7 @@ class MultiprocessingCore(BuiltinCore):
 
     def publish(self, method: str, *args: Any) -> None:
         """Send a one-way call to every child (cache expiry, debug switches)."""
-        with self._children_lock:
-            children = list(self.children.values())
-        for child in children:
+        for child in self.pool():
             self._send(child, method, *args)
 
     @staticmethod
@@ -413,9 +417,7 @@ class MultiprocessingCore(BuiltinCore):
         """Execution-time statistics of the parent and of every idle child, merged."""
         merged: dict[str, list[float]] = {k: list(v) for k, v in
                                           super().get_statistics(address).items()}
-        with self._children_lock:
-            children = list(self.children.values())
-        for child in children:
+        for child in self.pool():
             if not child.ready or not child.lock.acquire(blocking=False):
                 continue  # busy rendering: its numbers arrive with the next call
             child.lock.release()

@@ -32,6 +32,19 @@ COMPRESSORS = {"xz": (".xz", lzma.compress), "gz": (".gz", gzip.compress),
                "zst": (".zst", lambda d: zstandard.ZstdCompressor().compress(d)),
                "plain": ("", lambda d: d)}
 
+#: an ed25519 signing key made with gpg 2.2; ``rpm -q gpg-pubkey`` names it e93e6bf2-6b112c7f
+ED25519_KEY = b"""\
+-----BEGIN PGP PUBLIC KEY BLOCK-----
+
+mDMEaxEsfxYJKwYBBAHaRw8BAQdAubb/gzCBfEZ2zMrLhJBxCHuKc2ec8hTAoT7s
+KH6/eEu0GlNlY29uZCA8c0BleGFtcGxlLmludmFsaWQ+iJAEExYIADgWIQTs52gB
+Mk1GtwtWP3tZGDZk6T5r8gUCaxEsfwIbAwULCQgHAgYVCgkICwIEFgIDAQIeAQIX
+gAAKCRBZGDZk6T5r8mkJAQDgbsehngKNrbPHykHfTDc11SiiInXgBE/PxTitteM/
+DAD/X2S3oqiJBuYIJ3soaeOcBT0911hAnFI3hiHywOvN4gU=
+=HyFw
+-----END PGP PUBLIC KEY BLOCK-----
+"""
+
 
 def stanza(fields: dict[str, str]) -> str:
     return "".join(f"{key}: {value}\n" for key, value in fields.items())

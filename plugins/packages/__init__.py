@@ -43,7 +43,7 @@ from bcfg2.plugin import (
     default_path_metadata,
     set_content,
 )
-from bcfg2.plugins.packages import clientconfig, drivers
+from bcfg2.plugins.packages import clientconfig, drivers, gpgkey
 from bcfg2.plugins.packages.fetch import Fetcher
 from bcfg2.plugins.packages.index import Index
 from bcfg2.plugins.packages.resolver import View
@@ -75,10 +75,14 @@ def switch(value: Any) -> bool:
 class Loaded:
     """One (source, architecture) index in service, with what it was read from."""
 
-    __slots__ = ("index", "key", "mtime", "serial")
+    __slots__ = ("index", "key", "mtime", "serial", "size")
 
-    def __init__(self, index: Index, key: str, mtime: float, serial: int) -> None:
+    def __init__(self, index: Index | None, key: str, mtime: float, serial: int,
+                 size: int) -> None:
+        #: None in a core that renders nothing (it only fetches and writes the cache)
         self.index = index
+        #: how many packages it has
+        self.size = size
         #: the upstream key (Release or repomd checksum)
         self.key = key
         #: the cache file's modification time when it was read or written
@@ -139,11 +143,15 @@ class Packages(Plugin, StructureValidator, Generator, PackageSources):
         self.store = IndexStore(opts.cache or os.path.join(state_dir, "Packages", "cache"))
         self.fetcher = Fetcher(timeout=float(opts.fetch_timeout), max_size=int(opts.max_index_size))
         self.refresh_interval = max(0, int(opts.refresh_interval))
+        #: whether indices are held in memory (not in a core whose children do the builds)
+        self.keep_indices = core.renders
         #: (source, arch) -> the index in service; replaced whole, never changed in place
         self.loaded: dict[Part, Loaded] = {}
         #: (source, arch) -> the last error fetching it (logged once)
         self.errors: dict[Part, str] = {}
         self.gpg_keys: dict[str, bytes] = {}
+        #: key URL -> the (version, release) of each key in it, as ``rpm --import`` names it
+        self.gpg_key_names: dict[str, list[tuple[str, str]]] = {}
         self._serials = itertools.count(1)
         #: held while the indices in service are replaced (file monitor and refresher)
         self._install_lock = threading.Lock()
@@ -204,9 +212,9 @@ class Packages(Plugin, StructureValidator, Generator, PackageSources):
             current = loaded.get(part)
             if current is not None and self.store.mtime(key) <= current.mtime:
                 continue
-            cached = self.store.load(key)
+            cached = self.store.load(key, header_only=not self.keep_indices)
             if cached is not None and (current is None or cached.key != current.key):
-                loaded[part] = self._loaded(cached.index, cached.key, cached.mtime)
+                loaded[part] = self._loaded(cached.index, cached.key, cached.mtime, cached.size)
                 changed = True
         for part in list(loaded):
             if part not in wanted:
@@ -219,14 +227,26 @@ class Packages(Plugin, StructureValidator, Generator, PackageSources):
                 if url not in self.gpg_keys:
                     blob = self.store.load_blob(self._key_blob(url))
                     if blob is not None:
-                        self.gpg_keys = {**self.gpg_keys, url: blob}
+                        self._keep_key(url, blob)
 
-    def _loaded(self, index: Index, key: str, mtime: float) -> Loaded:
-        return Loaded(index, key, mtime, next(self._serials))
+    def _loaded(self, index: Index, key: str, mtime: float, size: int) -> Loaded:
+        return Loaded(index if self.keep_indices else None, key, mtime, next(self._serials),
+                      size)
 
     def _install(self, loaded: dict[Part, Loaded]) -> None:
         self.loaded = loaded
         self._views = {}
+
+    def _keep_key(self, url: str, blob: bytes) -> None:
+        """Serve a GPG key file, with the ``gpg-pubkey`` instances RPM will know it by."""
+        try:
+            names = gpgkey.rpm_names(blob)
+        except gpgkey.KeyFileError as err:
+            self.logger.error("Packages: the GPG key %s is served as a file only: %s",
+                              escaped(url, 1000), err)
+            names = []
+        self.gpg_key_names = {**self.gpg_key_names, url: names}
+        self.gpg_keys = {**self.gpg_keys, url: blob}
 
     @staticmethod
     def _key_blob(url: str) -> str:
@@ -333,7 +353,8 @@ class Packages(Plugin, StructureValidator, Generator, PackageSources):
                          len(result.index))
         with self._install_lock:
             self._install({**self.loaded,
-                           part: self._loaded(result.index, result.key, self.store.mtime(key))})
+                           part: self._loaded(result.index, result.key, self.store.mtime(key),
+                                              len(result.index))})
         return True
 
     def _fetch_keys(self, failures: list[str]) -> None:
@@ -354,7 +375,7 @@ class Packages(Plugin, StructureValidator, Generator, PackageSources):
                     self._key_errors[url] = message
                     continue
                 self._key_errors.pop(url, None)
-                self.gpg_keys = {**self.gpg_keys, url: blob}
+                self._keep_key(url, blob)
                 try:
                     self.store.save_blob(self._key_blob(url), blob)
                 except OSError as err:
@@ -424,7 +445,8 @@ class Packages(Plugin, StructureValidator, Generator, PackageSources):
     def view(self, parts: list[Part]) -> View:
         """The merged packages of these (source, arch) pairs (built once per set of indices)."""
         loaded = self.loaded
-        in_service = [(part, loaded[part]) for part in parts if part in loaded]
+        in_service = [(part, item) for part in parts
+                      if (item := loaded.get(part)) is not None and item.index is not None]
         key = tuple((part, item.serial) for part, item in in_service)
         views = self._views
         found = views.get(key)
@@ -509,8 +531,12 @@ class Packages(Plugin, StructureValidator, Generator, PackageSources):
         return names, groups
 
     def _add_gpg_keys(self, parts: list[Part], independent: lxml.etree._Element) -> None:
+        """The key files of the client's Yum sources, and a ``gpg-pubkey`` package whose
+        instances make the client's RPM import them (installed before the packages they
+        sign: the files are ``important``)."""
         seen: set[str] = set()
         default = None
+        keys = None
         for source, _ in parts:
             if source.type != "yum":
                 continue
@@ -524,7 +550,16 @@ class Packages(Plugin, StructureValidator, Generator, PackageSources):
                     default = default_path_metadata(self.core.setup)
                 entry = lxml.etree.SubElement(independent, "BoundPath", name=path, type="file")
                 entry.attrib.update(default)
+                entry.set("important", "true")
                 set_content(entry, blob)
+                for version, release in self.gpg_key_names.get(url, ()):
+                    if keys is None:
+                        keys = lxml.etree.Element("BoundPackage", name="gpg-pubkey",
+                                                  type=source.ptype, origin="Packages")
+                    lxml.etree.SubElement(keys, "Instance", simplefile=path, version=version,
+                                          release=release)
+        if keys is not None:
+            independent.append(keys)
 
     # -- Generator ----------------------------------------------------------
 
@@ -573,7 +608,7 @@ class Packages(Plugin, StructureValidator, Generator, PackageSources):
             out.append(SourceInfo(
                 name=source.name, type=source.type, url=source.base_url, version=source.version,
                 components=source.components, arch=arch, gpgkeys=source.gpgkeys,
-                packages=len(loaded.index) if loaded else 0, error=self.errors.get(part)))
+                packages=loaded.size if loaded else 0, error=self.errors.get(part)))
         return out
 
     def resolve_packages(self, metadata: ClientMetadata,
@@ -588,7 +623,7 @@ class Packages(Plugin, StructureValidator, Generator, PackageSources):
 
     def knows_package(self, name: str) -> bool | None:
         self._ensure_fetched()
-        loaded = list(self.loaded.values())
+        loaded = [item for item in self.loaded.values() if item.index is not None]
         if not loaded:
             return None
         return any(name in item.index.packages or name in item.index.provides

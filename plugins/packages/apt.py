@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bcfg2.plugins.packages.fetch import Fetcher, FetchError, decompress, sha256
-from bcfg2.plugins.packages.index import Index
+from bcfg2.plugins.packages.index import Index, gc_paused
 
 if TYPE_CHECKING:
     from bcfg2.plugins.packages.sources import Source
@@ -109,6 +109,7 @@ def stanzas(text: str) -> list[dict[str, str]]:
     return out
 
 
+@gc_paused()
 def parse_packages(data: bytes, ptype: str = "deb") -> Index:
     """An Index from a Packages file; an error if text was there but no package in it."""
     text = data.decode("utf-8", "replace")

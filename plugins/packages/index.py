@@ -26,6 +26,10 @@ groups and pacman groups (whose members are all mandatory).
 
 from __future__ import annotations
 
+import gc
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,9 +38,40 @@ VERSION, ARCH, DEPENDS, RECOMMENDS, ESSENTIAL = range(5)
 #: the kinds of group membership, in the order ``type=`` widens them
 GROUP_KINDS = ("mandatory", "default", "optional")
 #: the version of the cache's JSON layout; another version is parsed again
-FORMAT = 1
+FORMAT = 2
 
 Record = list[Any]
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0
+_gc_was_enabled = False
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Hold the cyclic garbage collector while an index is built or loaded.
+
+    An index is hundreds of thousands of lists and dicts without a single
+    reference cycle; left running, the collector walks all of them again
+    every few thousand allocations, and that walk is most of the time a
+    load takes (0.8 s against 0.14 s for a Debian-main sized cache). What is
+    built is freed by reference counting alone, so nothing is lost by the
+    pause. Nested and concurrent pauses (two threads loading) are counted:
+    the collector runs again when the last one ends, if it ran before.
+    """
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 @dataclass

@@ -14,7 +14,7 @@ import tarfile
 from typing import TYPE_CHECKING
 
 from bcfg2.plugins.packages.fetch import Fetcher, FetchError, decompress, sha256
-from bcfg2.plugins.packages.index import Index
+from bcfg2.plugins.packages.index import Index, gc_paused
 
 if TYPE_CHECKING:
     from bcfg2.plugins.packages.sources import Source
@@ -40,6 +40,7 @@ def _names(values: list[str]) -> list[str]:
     return [n for n in (CONSTRAINT.sub("", v).strip() for v in values) if n]
 
 
+@gc_paused()
 def parse_db(data: bytes, limit: int = 2**30) -> Index:
     """An Index from a pacman sync database (compressed or not)."""
     raw = decompress(data, "pacman database", limit)

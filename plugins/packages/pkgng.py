@@ -13,7 +13,7 @@ import tarfile
 from typing import TYPE_CHECKING
 
 from bcfg2.plugins.packages.fetch import Fetcher, FetchError, decompress, sha256
-from bcfg2.plugins.packages.index import Index
+from bcfg2.plugins.packages.index import Index, gc_paused
 
 if TYPE_CHECKING:
     from bcfg2.plugins.packages.sources import Source
@@ -37,6 +37,7 @@ def _yaml(data: bytes, limit: int) -> bytes:
     raise FetchError(f"packagesite holds no {MEMBER}")
 
 
+@gc_paused()
 def parse_packagesite(data: bytes, limit: int = 2**30) -> Index:
     """An Index from a packagesite (the tar, or packagesite.yaml itself)."""
     index = Index("pkgng")

@@ -105,6 +105,10 @@ class Core:
     #: background threads, so a plugin does at first use what a server does in the
     #: background (fetching package indices)
     local: ClassVar[bool] = False
+    #: False for a core whose configurations are built in other processes (the
+    #: multiprocessing core's parent): plugins need not keep in memory what only a
+    #: build reads (package indices)
+    renders: ClassVar[bool] = True
     #: the core's own options (network cores), joining the options table
     options: ClassVar[tuple[Option, ...]] = ()
 

@@ -27,11 +27,11 @@ def ready_children(server: RunningServer, count: int) -> list:
     core = server.core
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        children = [c for c in core.children.values() if c.ready and c.process.is_alive()]
+        children = [c for c in core.pool() if c.ready and c.process.is_alive()]
         if len(children) == count:
             return children
         # children report ready on their pipe; this waits on their processes, not a clock
-        alive = [c.process.sentinel for c in core.children.values()]
+        alive = [c.process.sentinel for c in core.pool()]
         from multiprocessing.connection import wait
         wait(alive, timeout=0.1)
     raise AssertionError(f"the pool did not reach {count} ready children")

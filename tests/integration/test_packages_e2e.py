@@ -125,6 +125,8 @@ def test_refresh_and_reload_over_xml_rpc(tmp_path: Path,
     repo = repository(tmp_path / "repo", mirror.url)
     server = start(network_server, repo, "multiprocessing")
     wait_until(lambda: resolved(server), 60, "the index in service")
+    in_parent = server.core.plugins["Packages"].loaded.values()
+    assert in_parent and all(item.index is None for item in in_parent)  # only children hold it
     make_apt_repo(tmp_path / "mirror", MIRROR + [
         {"Package": "openssh-server", "Depends": "openssh-client, libssl3, ucf"},
         {"Package": "ucf"}])

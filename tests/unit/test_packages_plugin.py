@@ -16,6 +16,7 @@ from typing import Any
 import lxml.etree
 import pytest
 from conftest import Repo, rewrite
+from packages_repos import ED25519_KEY
 
 from bcfg2.core import LocalCore
 from bcfg2.errors import PluginExecutionError
@@ -101,7 +102,7 @@ class FakeUpstream:
         return drivers.Loaded(key=key, index=self.indices[source.type], files=[source.base_url])
 
     def get(self, url: str) -> bytes:
-        return b"-----BEGIN PGP PUBLIC KEY BLOCK-----\nfake\n-----END PGP PUBLIC KEY BLOCK-----\n"
+        return ED25519_KEY
 
 
 @pytest.fixture
@@ -201,7 +202,12 @@ def test_yum_groups_file_requires_blacklist_and_gpg_keys(repo: Repo, local_core:
     assert added["httpd"]["type"] == "yum"
     assert config.find("Bundle/Package") is None  # the group entry itself is gone
     key = config.find("Independent/Path[@name='/etc/pki/rpm-gpg/RPM-GPG-KEY-el9']")
-    assert key is not None and "BEGIN PGP" in key.text
+    assert key is not None and key.text == ED25519_KEY.decode() and key.get("important") == "true"
+    pubkey = config.find("Independent/Package[@name='gpg-pubkey']")
+    assert (pubkey.get("type"), pubkey.get("origin")) == ("yum", "Packages")
+    assert [dict(i.attrib) for i in pubkey] == [{
+        "simplefile": "/etc/pki/rpm-gpg/RPM-GPG-KEY-el9", "version": "e93e6bf2",
+        "release": "6b112c7f"}]
     repo_file = config.find("Bundle/Path[@name='/etc/yum.repos.d/bcfg2.repo']")
     assert repo_file.get("type") == "file" and "failure" not in repo_file.attrib
     text = repo_file.text
@@ -342,3 +348,143 @@ def test_a_worker_reads_what_the_parent_cached(repo: Repo, local_core: Factory,
     child.plugins["Packages"].start_threads()  # a worker starts no fetching thread
     assert child.plugins["Packages"]._thread is None
 
+
+
+def test_a_core_that_renders_nothing_keeps_no_index_in_memory(
+        repo: Repo, local_core: Factory, upstream: FakeUpstream,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The multiprocessing core's parent fetches and caches; only its children hold indices."""
+    setup_repo(repo, '<Package name="openssh-server"/>')
+    monkeypatch.setattr(LocalCore, "renders", False)
+    parent = local_core(repo, server__plugins=PLUGINS)
+    plugin = parent.plugins["Packages"]
+    plugin.update()
+    assert plugin.loaded and all(item.index is None for item in plugin.loaded.values())
+    sizes = {info.arch: info.packages for info in plugin.package_sources(
+        parent.build_metadata("client1"))}
+    assert sizes == {"amd64": len(apt_index())}
+    restarted = local_core(repo, server__plugins=PLUGINS)  # reads the cache's header lines
+    assert sorted((item.index, item.size) for item in
+                  restarted.plugins["Packages"].loaded.values()) == [
+        (None, len(yum_index())), (None, len(apt_index())), (None, len(apt_index()))]
+    monkeypatch.setattr(LocalCore, "renders", True)
+    upstream.fail["apt"] = "unreachable"
+    child = local_core(repo, server__plugins=PLUGINS)  # what a child reads: the whole index
+    assert "openssh-client" in independent(child.BuildConfiguration("client1"))
+
+
+def test_a_cache_file_of_another_layout_or_damaged_is_parsed_again(
+        repo: Repo, local_core: Factory, upstream: FakeUpstream, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    setup_repo(repo, '<Package name="openssh-server"/>')
+    local_core(repo, server__plugins=PLUGINS).BuildConfiguration("client1")
+    cache_dir = tmp_path / "state" / "Packages" / "cache"
+    files = sorted(cache_dir.glob("*.json"))
+    assert files
+    files[0].write_text('{"format": 1, "key": "k1", "index": {}}')  # the first layout
+    for damaged in files[1:]:
+        damaged.write_text(damaged.read_text()[:40])  # a header cut short
+    upstream.calls.clear()
+    with caplog.at_level(logging.WARNING, logger="bcfg2.plugins.Packages"):
+        core = local_core(repo, server__plugins=PLUGINS)
+        assert "openssh-client" in independent(core.BuildConfiguration("client1"))
+    assert len(upstream.calls) == len(files)  # each fetched again, none served empty
+    assert len([r for r in caplog.records if "ignoring the cache file" in r.message]) == \
+        len(files) - 1
+
+
+YUM_CLIENT = '<Clients><Client name="client1" profile="other"/></Clients>'
+KEY_PATH = "/etc/pki/rpm-gpg/RPM-GPG-KEY-el9"
+
+
+def test_a_gpg_key_that_cannot_be_fetched_is_reported_logged_once_and_served_once_fetched(
+        repo: Repo, local_core: Factory, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from bcfg2.plugins.packages.fetch import Fetcher, FetchError
+
+    def unreachable(self: Fetcher, url: str) -> bytes:
+        raise FetchError(f"{url}: connection refused")
+
+    setup_repo(repo, '<Package name="httpd"/>')
+    repo.write("Metadata/clients.xml", YUM_CLIENT)
+    monkeypatch.setattr(Fetcher, "get", unreachable)
+    core = local_core(repo, server__plugins=PLUGINS)
+    plugin = core.plugins["Packages"]
+    with caplog.at_level(logging.ERROR, logger="bcfg2"):
+        for _ in range(2):
+            with pytest.raises(PluginExecutionError, match="GPG key .*RPM-GPG-KEY-el9"):
+                plugin.Refresh()
+    assert len([r for r in caplog.records if "cannot fetch the GPG key" in r.message]) == 1
+    config = core.BuildConfiguration("client1")
+    assert config.find("Bundle/Package[@name='httpd']").get("type") == "yum"  # bound all the same
+    assert config.find(f"Independent/Path[@name='{KEY_PATH}']") is None
+    assert config.find("Independent/Package[@name='gpg-pubkey']") is None
+    monkeypatch.setattr(Fetcher, "get", lambda self, url: upstream.get(url))
+    assert plugin.Refresh() is True
+    config = core.BuildConfiguration("client1")
+    assert config.find(f"Independent/Path[@name='{KEY_PATH}']") is not None
+    assert config.find("Independent/Package[@name='gpg-pubkey']/Instance") is not None
+
+
+def test_a_key_file_that_is_no_key_is_served_without_an_rpm_name(
+        repo: Repo, local_core: Factory, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from bcfg2.plugins.packages.fetch import Fetcher
+
+    setup_repo(repo, '<Package name="httpd"/>')
+    repo.write("Metadata/clients.xml", YUM_CLIENT)
+    monkeypatch.setattr(Fetcher, "get", lambda self, url: b"not a key\n")
+    with caplog.at_level(logging.ERROR, logger="bcfg2"):
+        core = local_core(repo, server__plugins=PLUGINS)
+        config = core.BuildConfiguration("client1")
+    assert config.find(f"Independent/Path[@name='{KEY_PATH}']").text == "not a key\n"
+    assert config.find("Independent/Package[@name='gpg-pubkey']") is None
+    assert any("served as a file only" in r.message for r in caplog.records)
+
+
+def test_refresh_answers_while_a_slow_fetch_goes_on_in_the_background(
+        repo: Repo, local_core: Factory, upstream: FakeUpstream,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import bcfg2.plugins.packages as packages_plugin
+
+    setup_repo(repo, '<Package name="openssh-server"/>')
+    core = local_core(repo, server__plugins=PLUGINS, packages__refresh_interval="0")
+    plugin = core.plugins["Packages"]
+    plugin.update()
+    release, fetching = threading.Event(), threading.Event()
+    quick = upstream.load
+
+    def slow(*args: Any, **kwargs: Any) -> drivers.Loaded | None:
+        fetching.set()
+        release.wait(60)
+        return quick(*args, **kwargs)
+
+    monkeypatch.setattr(drivers, "load", slow)
+    monkeypatch.setattr(packages_plugin, "RMI_WAIT", 0.2)
+    plugin.start_threads()  # the refresher's first pass blocks in the fetch
+    try:
+        assert fetching.wait(30)
+        with pytest.raises(PluginExecutionError, match="still running after 0 s"):
+            plugin.Refresh()
+        assert "openssh-client" in independent(core.BuildConfiguration("client1"))
+    finally:
+        release.set()
+    monkeypatch.setattr(packages_plugin, "RMI_WAIT", 30.0)
+    assert plugin.Refresh() is True  # once the fetch is done, the next one answers
+
+
+def test_the_refresher_checks_every_source_each_interval(
+        repo: Repo, local_core: Factory, upstream: FakeUpstream) -> None:
+    from conftest import wait_until
+
+    setup_repo(repo, '<Package name="openssh-server"/>')
+    core = local_core(repo, server__plugins=PLUGINS, packages__refresh_interval="1")
+    plugin = core.plugins["Packages"]
+    plugin.update()
+    upstream.calls.clear()
+    plugin.start_threads()
+    wait_until(lambda: upstream.calls.count(("apt", "amd64", "k1")) >= 2, 30,
+               "two interval checks of the unchanged source")
+    assert ("apt", "amd64", None) not in upstream.calls  # checks, never downloads again
