@@ -1,0 +1,1 @@
+"""``Bcfg2.Server.Plugins``: upstream's plugin modules that repository code imports."""

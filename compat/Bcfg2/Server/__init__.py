@@ -1,0 +1,1 @@
+"""``Bcfg2.Server``: upstream's server package name (see ``Bcfg2``)."""
