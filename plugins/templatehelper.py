@@ -9,8 +9,11 @@ exported. A module is run again when its file changes; a module that fails
 to run is logged with its path, line and error, its last good version stays
 in service, and the other modules are not affected.
 
-Not implemented: ``__default__`` (names put in the template namespace
-directly) is a matter for the template engines of Cfg and is ignored here.
+A module's ``__default__`` lists names (from what it defines) that every
+Cfg template gets in its namespace directly, ``${pining("fjords")}``
+instead of ``${metadata.TemplateHelper['hello'].pining("fjords")}``; the
+template's own variables (``metadata``, ``name``, ``source_path``,
+``repo``, ``path``) are never replaced by one.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import types
 from typing import TYPE_CHECKING, Any
 
 from bcfg2.errors import RepositoryError
-from bcfg2.plugin import Connector, DirectoryBacked, FileBacked, Plugin
+from bcfg2.plugin import Connector, DirectoryBacked, FileBacked, Plugin, TemplateDataProvider
 
 if TYPE_CHECKING:
     from bcfg2.filemonitor import Event, FileMonitor
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RESERVED = frozenset({"data", "name", "fam", "Index", "HandleEvent"})
+#: a template's own variables, which no ``__default__`` name replaces
+TEMPLATE_VARIABLES = frozenset({"name", "metadata", "source_path", "repo", "path"})
 
 
 class HelperModule:
@@ -68,6 +73,8 @@ class HelperFile(FileBacked):
         super().__init__(name, fam)
         self.module_name = os.path.basename(name)[:-len(".py")]
         self.helper: HelperModule | None = None
+        #: the ``__default__`` names and values, for every template's namespace
+        self.defaults: dict[str, Any] = {}
 
     def Index(self) -> None:  # noqa: N802
         """Run the module and collect its exports; RepositoryError if that fails."""
@@ -79,6 +86,7 @@ class HelperFile(FileBacked):
         try:
             exec(compile(self.data, self.name, "exec"), module.__dict__)  # noqa: S102
             symbols = self._exports(module)
+            defaults = self._defaults(module)
         except Exception as err:
             if previous is None:
                 sys.modules.pop(qualified, None)
@@ -89,6 +97,7 @@ class HelperFile(FileBacked):
             raise RepositoryError(f"{self.name}:{self._line(err)}: "
                                   f"{type(err).__name__}: {err}") from None
         self.helper = HelperModule(self.module_name, symbols)
+        self.defaults = defaults
 
     def _line(self, err: BaseException) -> int | str:
         """The line of this file the error comes from (a syntax error says so itself)."""
@@ -97,6 +106,19 @@ class HelperFile(FileBacked):
         lines = [frame.lineno for frame in traceback.extract_tb(err.__traceback__)
                  if frame.filename == self.name]
         return lines[-1] if lines and lines[-1] is not None else "?"
+
+    def _defaults(self, module: types.ModuleType) -> dict[str, Any]:
+        names = getattr(module, "__default__", ())
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+            raise RepositoryError(f"{self.name}: __default__ must be a list of names")
+        missing = [n for n in names if not hasattr(module, n)]
+        if missing:
+            raise RepositoryError(f"{self.name}: __default__ names what the module does "
+                                  f"not define: {', '.join(missing)}")
+        for name in TEMPLATE_VARIABLES.intersection(names):
+            logger.warning("%s: %s is a template variable and is not put in templates' "
+                           "namespace", self.name, name)
+        return {n: getattr(module, n) for n in names if n not in TEMPLATE_VARIABLES}
 
     def _exports(self, module: types.ModuleType) -> dict[str, Any]:
         names = getattr(module, "__export__", None)
@@ -115,7 +137,7 @@ class HelperFile(FileBacked):
         return {n: getattr(module, n) for n in names if n not in RESERVED}
 
 
-class TemplateHelper(Plugin, Connector, DirectoryBacked):
+class TemplateHelper(Plugin, Connector, TemplateDataProvider, DirectoryBacked):
     """Helper modules from ``TemplateHelper/*.py`` as ``metadata.TemplateHelper``."""
 
     patterns = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\.py")
@@ -143,6 +165,15 @@ class TemplateHelper(Plugin, Connector, DirectoryBacked):
         for entry in sorted(self.entries.values(), key=lambda e: e.name):
             if isinstance(entry, HelperFile) and entry.helper is not None:
                 out[entry.module_name] = entry.helper
+        return out
+
+    def get_template_data(self, entry: Any, metadata: ClientMetadata,
+                          template: str) -> dict[str, Any]:
+        """The ``__default__`` names of every module in service (later modules win a name)."""
+        out: dict[str, Any] = {}
+        for entry_file in sorted(self.entries.values(), key=lambda e: e.name):
+            if isinstance(entry_file, HelperFile) and entry_file.helper is not None:
+                out.update(entry_file.defaults)
         return out
 
 

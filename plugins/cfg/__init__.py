@@ -5,9 +5,10 @@ client, ``motd.G50_web`` for members of group web (priority 50), and
 ``motd.H_host.example.com`` for one host, plus an optional ``info.xml`` with
 owner, group, mode and the other Path attributes.
 
-Versions ending in ``.genshi`` or ``.jinja2`` are templates rendered per
-client (see ``bcfg2.plugins.cfg.templates``); fragments they include
-(``*.genshi_include``, ``*.jinja2_include``) are not versions themselves.
+Versions ending in ``.genshi``, ``.jinja2`` or ``.cheetah`` are templates
+rendered per client (see ``bcfg2.plugins.cfg.templates``); fragments they
+include (``*.genshi_include``, ``*.jinja2_include``) are not versions
+themselves.
 
 Content that is not UTF-8 text (or that holds characters XML cannot carry)
 is sent base64-encoded with ``encoding="base64"``; an empty file is sent as
@@ -23,8 +24,18 @@ import lxml.etree
 
 from bcfg2.errors import SpecificityError
 from bcfg2.metadata import ClientMetadata
-from bcfg2.plugin import EntrySet, Generator, Plugin, SpecificData, Specificity, set_content
+from bcfg2.options import Option
+from bcfg2.plugin import (
+    EntrySet,
+    Generator,
+    Plugin,
+    SpecificData,
+    Specificity,
+    TemplateDataProvider,
+    set_content,
+)
 from bcfg2.plugins.cfg.templates import TEMPLATE_EXTENSIONS, TemplateContext
+from bcfg2.plugins.cfg.verifiers import VERIFIER, CfgExternalCommandVerifier
 
 #: template fragments for include/extends, never served on their own
 INCLUDE_SUFFIXES = tuple(ext + "_include" for ext in TEMPLATE_EXTENSIONS)
@@ -45,6 +56,10 @@ class CfgEntrySet(EntrySet):
     def __init__(self, basename: str, path: str, setup: Any, fam: Any,
                  templates: TemplateContext | None = None) -> None:
         super().__init__(basename, path, CfgPlaintextGenerator, setup, fam)
+        #: the ``:test`` scripts, chosen per client by specificity like the versions
+        self.verifiers = EntrySet(VERIFIER, path, CfgExternalCommandVerifier, setup, fam)
+        self.validation = bool(setup.cfg.validation)
+        self.validation_timeout = float(setup.cfg.validation_timeout)
         if templates is None:
             repo = setup.server.repository
             templates = TemplateContext(repo, os.path.join(repo, "Cfg"))
@@ -52,8 +67,11 @@ class CfgEntrySet(EntrySet):
 
     def handle_event(self, event: Any) -> None:
         fname = os.path.basename(event.path)
+        if fname.startswith(VERIFIER):
+            self.verifiers.handle_event(event)
+            return
         if fname.startswith(":"):
-            return  # :test validators and legacy :info files are not supported yet
+            return  # legacy :info files are not supported
         if fname.endswith(INCLUDE_SUFFIXES):
             return  # read by the templates that include it
         super().handle_event(event)
@@ -76,25 +94,45 @@ class CfgEntrySet(EntrySet):
         self.entries[fname] = entry
 
     def is_empty(self) -> bool:
-        return not self.entries and self.infoxml is None
+        return not self.entries and self.infoxml is None and not self.verifiers.entries
 
     def bind_entry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> lxml.etree._Element:
         entry.set("type", "file")
         self.bind_info_to_entry(entry, metadata)
         best = self.best_matching(metadata)
-        set_content(entry, best.get_data(entry, metadata))
+        data = best.get_data(entry, metadata)
+        self.verify(entry, metadata, data)
+        set_content(entry, data)
         return entry
+
+    def verify(self, entry: lxml.etree._Element, metadata: ClientMetadata, data: bytes) -> None:
+        """Run the client's ``:test`` verifier on the content, if validation is on."""
+        if not (self.validation and self.verifiers.entries):
+            return
+        matching = self.verifiers.get_matching(metadata)
+        if matching:
+            verifier = self.verifiers.best_matching(metadata, matching)
+            verifier.verify(entry.get("name", self.path), data, self.validation_timeout)
 
 
 class Cfg(Plugin, Generator):
     """Serves file contents from the Cfg/ tree."""
+
+    options = (
+        Option("cfg", "validation", True,
+               "Run the :test verifier of an entry on its content before serving it.",
+               type="bool"),
+        Option("cfg", "validation_timeout", 60.0,
+               "Seconds a :test verifier may run before its entry fails.", type="float"),
+    )
 
     def __init__(self, core: Any) -> None:
         Plugin.__init__(self, core)
         Generator.__init__(self)
         self.entries: dict[str, CfgEntrySet] = {}
         self.handles: dict[int, str] = {}
-        self.templates = TemplateContext(core.repository, self.data)
+        self.templates = TemplateContext(
+            core.repository, self.data, lambda: core.plugins_by_type(TemplateDataProvider))
         self.Entries["Path"] = {}
         self.add_directory_monitor(self.data)
 

@@ -1,14 +1,16 @@
-"""Cfg templates: file contents rendered per client with Genshi or Jinja2.
+"""Cfg templates: file contents rendered per client with Genshi, Jinja2 or Cheetah.
 
-``motd.genshi`` is a Genshi text template (NewTextTemplate syntax) and
-``motd.jinja2`` a Jinja2 template; host or group specificity goes before the
-extension (``motd.H_host.example.com.jinja2``, ``motd.G50_web.genshi``) and
-competes with plain versions of the file by specificity alone.
+``motd.genshi`` is a Genshi text template (NewTextTemplate syntax),
+``motd.jinja2`` a Jinja2 template and ``motd.cheetah`` a Cheetah one; host or
+group specificity goes before the extension (``motd.H_host.example.com.jinja2``,
+``motd.G50_web.genshi``) and competes with plain versions of the file by
+specificity alone.
 
 Templates see ``metadata`` (the ClientMetadata), ``name`` (the entry's name;
 with altsrc the name the client writes, not the template's), ``source_path``
 (the template file), ``repo`` (the repository) and ``path``, which is
-``source_path`` in Genshi and ``name`` in Jinja2, as in Bcfg2.
+``source_path`` in Genshi and ``name`` in Jinja2 and Cheetah, as in Bcfg2.
+In Cheetah they are attributes of the template (``$self.metadata.hostname``).
 
 A template is compiled once each time its file changes. A syntax error keeps
 the last good version in service (logged once with file and line). An error
@@ -24,31 +26,45 @@ those of ``bcfg2.templates``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import lxml.etree
 
 from bcfg2.metadata import ClientMetadata
-from bcfg2.plugin import PluginExecutionError, SpecificData, Specificity
+from bcfg2.plugin import PluginExecutionError, SpecificData, Specificity, TemplateDataProvider
 from bcfg2.templates import (
     bounded_join,
     bounded_range,
+    compile_cheetah,
     compile_genshi,
     compile_jinja2,
     render_error,
     sandboxed_environment,
 )
 
-__all__ = ["CfgGenshiGenerator", "CfgJinja2Generator", "TEMPLATE_EXTENSIONS", "TemplateContext"]
+__all__ = ["CfgCheetahGenerator", "CfgGenshiGenerator", "CfgJinja2Generator",
+           "TEMPLATE_EXTENSIONS", "TemplateContext"]
 
 
 class TemplateContext:
     """What every template of one Cfg tree shares: repository, Cfg root, Jinja2 setup."""
 
-    def __init__(self, repo: str, root: str) -> None:
+    def __init__(self, repo: str, root: str,
+                 providers: Callable[[], list[TemplateDataProvider]] | None = None) -> None:
         self.repo = repo
         self.root = root
         self.jinja2 = sandboxed_environment(root, relative_includes=True)
+        #: the plugins that put names into every template's namespace (TemplateHelper)
+        self.providers = providers or list
+
+    def defaults(self, entry: lxml.etree._Element, metadata: ClientMetadata,
+                 template: str) -> dict[str, Any]:
+        """The names the providers give a template (its own variables are added over them)."""
+        out: dict[str, Any] = {}
+        for provider in self.providers():
+            out.update(provider.get_template_data(entry, metadata, template))
+        return out
 
 
 class _TemplateGenerator(SpecificData):
@@ -64,7 +80,8 @@ class _TemplateGenerator(SpecificData):
 
     def variables(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> dict[str, Any]:
         """The variables a template sees for one entry and client."""
-        return {"metadata": metadata, "name": entry.get("realname", entry.get("name")),
+        return {**self.context.defaults(entry, metadata, self.name),
+                "metadata": metadata, "name": entry.get("realname", entry.get("name")),
                 "source_path": self.name, "repo": self.context.repo}
 
     def render(self, variables: dict[str, Any]) -> str:
@@ -116,8 +133,28 @@ class CfgJinja2Generator(_TemplateGenerator):
         return bounded_join(self.template.generate(variables), self.name)
 
 
+class CfgCheetahGenerator(_TemplateGenerator):
+    """A Cheetah template (``*.cheetah``); its variables are attributes of ``self``."""
+
+    extension = ".cheetah"
+
+    def Index(self) -> None:  # noqa: N802
+        self.template = compile_cheetah(self.name, self.data)
+
+    def variables(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> dict[str, Any]:
+        data = super().variables(entry, metadata)
+        return {**data, "path": data["name"]}
+
+    def render(self, variables: dict[str, Any]) -> str:
+        instance = self.template()  # one per render: concurrent builds share nothing
+        for key, value in variables.items():
+            setattr(instance, key, value)
+        return bounded_join([str(instance)], self.name)
+
+
 #: template classes by the file-name extension that selects them
 TEMPLATE_EXTENSIONS: dict[str, type[_TemplateGenerator]] = {
     CfgGenshiGenerator.extension: CfgGenshiGenerator,
     CfgJinja2Generator.extension: CfgJinja2Generator,
+    CfgCheetahGenerator.extension: CfgCheetahGenerator,
 }

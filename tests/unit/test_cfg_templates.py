@@ -189,3 +189,47 @@ def test_altsrc_template_sees_the_real_name(repo: Repo, local_core: Factory) -> 
     got = paths(core, "client1")
     assert got["/etc/ifcfg-eth0"].text == "DEVICE=eth0 /etc/ifcfg-eth0\n"
     assert got["/etc/ifcfg-eth1"].text == "DEVICE=eth1 /etc/ifcfg-eth1\n"
+
+
+def test_cheetah_templates_see_the_variables_as_attributes_of_self(
+        repo: Repo, local_core: Factory) -> None:
+    bundle(repo, "/etc/motd", "/etc/crontab")
+    repo.write("Cfg/etc/motd/motd.cheetah",
+               "Hostname is $self.metadata.hostname\nFilename is $self.path $self.name\n"
+               "Template is $self.source_path\n#for $group in sorted($self.metadata.groups)\n"
+               " * $group\n#end for\n## a Cheetah comment\n\\# kept\n", dedent=False)
+    # upstream's documented example: a stable, per-host random time
+    repo.write("Cfg/etc/crontab/crontab.G50_linux.cheetah",
+               "#import random\n#silent random.seed($self.metadata.hostname)\n"
+               "$random.randrange(0, 59) $random.randrange(0, 6) * * * root daily\n",
+               dedent=False)
+    repo.write("Cfg/etc/crontab/crontab", "plain\n")
+    core = local_core(repo)
+    one, two = paths(core, "client1"), paths(core, "client2")
+    source = repo.path / "Cfg/etc/motd/motd.cheetah"
+    assert one["/etc/motd"].text == (
+        f"Hostname is client1\nFilename is /etc/motd /etc/motd\nTemplate is {source}\n"
+        " * all\n * basic\n * linux\n# kept\n")
+    assert two["/etc/motd"].text.startswith("Hostname is client2\n")
+    minute, hour = one["/etc/crontab"].text.split()[:2]
+    assert 0 <= int(minute) < 59 and 0 <= int(hour) < 6
+    assert paths(local_core(repo), "client1")["/etc/crontab"].text == one["/etc/crontab"].text
+    assert two["/etc/crontab"].text == "plain\n"  # not in group linux
+
+
+def test_a_cheetah_error_fails_its_entry_and_a_syntax_error_keeps_the_last_good_version(
+        repo: Repo, local_core: Factory, caplog: pytest.LogCaptureFixture) -> None:
+    bundle(repo, "/etc/bad", "/etc/motd")
+    bad = repo.write("Cfg/etc/bad/bad.cheetah", "ok\n$self.metadata.nosuchthing\n")
+    motd = repo.write("Cfg/etc/motd/motd.cheetah", "v1 $self.metadata.hostname\n")
+    core = local_core(repo)
+    got = paths(core, "client1")
+    assert got["/etc/motd"].text == "v1 client1\n"
+    failure = got["/etc/bad"].get("failure")
+    assert str(bad) in failure and "nosuchthing" in failure and "Traceback" not in failure
+    caplog.set_level(logging.ERROR)
+    rewrite(motd, "v2\n#for $x in $y\nno end\n")
+    core.refresh()
+    assert paths(core, "client1")["/etc/motd"].text == "v1 client1\n"
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(f"{motd}:3:" in msg and "last good version" in msg for msg in errors)

@@ -23,7 +23,8 @@ PLUGIN_API = [
     "PluginInitError", "PackageSources", "PrioDir", "PriorityStructFile", "Probing", "PropertyFiles",
     "Resolution", "SourceInfo",
     "RepositoryError", "SPECIFIC_SUFFIX", "SpecificData", "Specificity", "SpecificityError",
-    "Statistics", "StructFile", "Structure", "StructureValidator", "ThreadedStatistics",
+    "Statistics", "StructFile", "Structure", "StructureValidator", "TemplateDataProvider",
+    "ThreadedStatistics",
     "ValidationError", "Version", "XMLDirectoryBacked", "XMLFileBacked", "admitted", "as_bool",
     "bind_info", "condition_holds", "conditions_hold", "default_path_metadata", "exposed",
     "flatten_conditions", "match_element", "missing_methods", "set_content",
@@ -42,7 +43,7 @@ IDENTITY_API = ["AGENT_METHODS", "CLIENT_NAME", "RESERVED_CLIENT_NAMES", "Caller
 
 TEMPLATES_API = [
     "GenshiLookup", "MAX_RANGE", "MAX_RENDERED", "TemplateSyntaxError", "UndefinedError",
-    "bounded_join", "bounded_range", "compile_genshi", "compile_jinja2", "render_error",
+    "bounded_join", "bounded_range", "compile_cheetah", "compile_genshi", "compile_jinja2", "render_error",
     "sandboxed_environment", "template_location",
 ]
 

@@ -124,3 +124,40 @@ def test_broken_module_keeps_last_good(local_core: Factory, helper_repo: Repo,
 def test_broken_from_the_start_others_load(local_core: Factory, helper_repo: Repo) -> None:
     helper_repo.write("TemplateHelper/bad.py", "import no_such_module_here\n")
     assert sorted(helpers(make(local_core, helper_repo))) == ["hello", "plain"]
+
+
+@pytest.mark.parametrize("fname, text", [
+    ("motd.genshi", "${pining('fjords')} ${name}\n"),
+    ("motd.jinja2", "{{ pining('fjords') }} {{ name }}\n"),
+    ("motd.cheetah", "$pining('fjords') $self.name\n"),
+])
+def test_default_names_are_in_every_cfg_template(local_core: Factory, helper_repo: Repo,
+                                                 fname: str, text: str) -> None:
+    from conftest import ALL_BASE_GROUPS
+
+    helper_repo.write("Metadata/groups.xml", ALL_BASE_GROUPS)
+    helper_repo.write("Bundler/base.xml", '<Bundle><Path name="/etc/motd"/></Bundle>')
+    helper_repo.write(f"Cfg/etc/motd/{fname}", text, dedent=False)
+    core = make(local_core, helper_repo)
+    motd = core.BuildConfiguration("client1").find("Bundle/Path[@name='/etc/motd']")
+    assert motd.text == "It's pinin' for the fjords! /etc/motd\n"
+
+
+def test_a_default_may_not_replace_a_template_variable(
+        local_core: Factory, repo: Repo, caplog: pytest.LogCaptureFixture) -> None:
+    from conftest import ALL_BASE_GROUPS
+
+    repo.write("Metadata/groups.xml", ALL_BASE_GROUPS)
+    repo.write("TemplateHelper/clash.py", '__default__ = ["name", "extra"]\n'
+                                          'name = "clobbered"\nextra = "kept"\n')
+    repo.write("TemplateHelper/broken.py", '__default__ = ["nothing_here"]\n')
+    repo.write("Bundler/base.xml", '<Bundle><Path name="/etc/motd"/></Bundle>')
+    repo.write("Cfg/etc/motd/motd.jinja2", "{{ name }} {{ extra }}\n", dedent=False)
+    with caplog.at_level(logging.WARNING):
+        core = make(local_core, repo)
+        motd = core.BuildConfiguration("client1").find("Bundle/Path[@name='/etc/motd']")
+    assert motd.text == "/etc/motd kept\n"
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("name is a template variable" in m for m in messages)
+    assert any("__default__ names what the module does not define: nothing_here" in m
+               for m in messages)

@@ -18,7 +18,13 @@ from bcfg2.plugin import (
     Structure,
     flatten_conditions,
 )
-from bcfg2.templates import TemplateSyntaxError, compile_genshi, compile_jinja2, sandboxed_environment
+from bcfg2.templates import (
+    TemplateSyntaxError,
+    compile_cheetah,
+    compile_genshi,
+    compile_jinja2,
+    sandboxed_environment,
+)
 from bcfg2.xml import XI_INCLUDE
 
 JINJA2_BUNDLE = ".xml.jinja2"
@@ -352,7 +358,7 @@ def infoxml(ctx: Context) -> Iterator[Finding]:
                                   f"Info for {entry} does not set {', '.join(missing)}")
 
 
-# -- Genshi and Jinja2 ---------------------------------------------------------
+# -- Genshi, Jinja2 and Cheetah -----------------------------------------------
 
 @check("Genshi", genshi_syntax_error="error")
 def genshi_templates(ctx: Context) -> Iterator[Finding]:
@@ -397,6 +403,19 @@ def jinja2_templates(ctx: Context) -> Iterator[Finding]:
                               f"Jinja2 template does not compile: {err.reason}")
 
 
+@check("Cheetah", cheetah_syntax_error="error")
+def cheetah_templates(ctx: Context) -> Iterator[Finding]:
+    """Cheetah templates compile: Cfg .cheetah files."""
+    for path in ctx.files("Cfg", lambda p: p.endswith(".cheetah")):
+        with open(path, "rb") as fh:
+            data = fh.read()
+        try:
+            compile_cheetah(path, data)
+        except TemplateSyntaxError as err:
+            yield ctx.finding(path, err.line, "cheetah-syntax-error",
+                              f"Cheetah template does not compile: {err.reason}")
+
+
 # -- GroupNames ----------------------------------------------------------------
 
 @check("GroupNames", undefined_group="warning")
@@ -426,7 +445,7 @@ def group_names(ctx: Context) -> Iterator[Finding]:
     for plugin in ("Cfg", "Probes", "Decisions"):
         for path in ctx.files(plugin):
             fname = os.path.basename(path)
-            for ext in (".genshi", ".jinja2"):
+            for ext in (".genshi", ".jinja2", ".cheetah"):
                 if plugin == "Cfg" and fname.endswith(ext):
                     fname = fname[:-len(ext)]
             match = SPECIFIC_SUFFIX.search(fname)

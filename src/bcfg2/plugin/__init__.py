@@ -56,6 +56,7 @@ from bcfg2.plugin.interfaces import (
     Statistics,
     Structure,
     StructureValidator,
+    TemplateDataProvider,
     ThreadedStatistics,
     Version,
     missing_methods,
@@ -79,7 +80,8 @@ __all__ = [
     "INTERFACES", "BundleInfo", "Caching", "ClientACLs", "ClientRunHooks", "Connector",
     "Decision", "Generator", "GoalValidator", "GroupInfo", "Metadata", "PackageSources",
     "Probing", "PropertyFiles", "Resolution", "SourceInfo", "Statistics", "Structure",
-    "StructureValidator", "ThreadedStatistics", "Version", "missing_methods",
+    "StructureValidator", "TemplateDataProvider", "ThreadedStatistics", "Version",
+    "missing_methods",
     # files and directories
     "DirectoryBacked", "FileBacked", "XMLDirectoryBacked", "XMLFileBacked",
     # conditionals

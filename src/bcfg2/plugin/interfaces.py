@@ -196,6 +196,19 @@ class Connector:
         return {}
 
 
+class TemplateDataProvider:
+    """Puts names into every Cfg template's namespace (TemplateHelper's ``__default__``).
+
+    The template's own variables (``metadata``, ``name``, ``source_path``,
+    ``repo``, ``path``) win over a name a provider gives.
+    """
+
+    @abstractmethod
+    def get_template_data(self, entry: Any, metadata: ClientMetadata,
+                          template: str) -> dict[str, Any]:
+        """Names and values for the template file ``template`` rendering ``entry``."""
+
+
 class PropertyFiles:
     """Serves property files to templates (Properties); lets the tools look at them."""
 
@@ -401,7 +414,7 @@ class Caching:
 INTERFACES: tuple[type, ...] = (
     Generator, Structure, Metadata, Connector, PropertyFiles, Probing, Statistics,
     ThreadedStatistics, Decision, StructureValidator, GoalValidator, Version, ClientRunHooks,
-    ClientACLs, Caching, PackageSources,
+    ClientACLs, Caching, PackageSources, TemplateDataProvider,
 )
 
 
