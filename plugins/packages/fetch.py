@@ -13,7 +13,9 @@ import bz2
 import hashlib
 import logging
 import lzma
+import os
 import ssl
+import stat
 import time
 import urllib.error
 import urllib.parse
@@ -30,6 +32,14 @@ MAGIC = {b"\x1f\x8b": "gzip", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"
 
 class FetchError(Exception):
     """A download or a decompression that failed; the message names the URL and why."""
+
+
+class NotFound(FetchError):
+    """The server has no such file (HTTP 404 or 410, or a missing file: URL).
+
+    A caller trying several names for one index (``Packages.xz``, then
+    ``Packages.gz``) moves on to the next without reporting an error.
+    """
 
 
 def sha256(data: bytes) -> str:
@@ -78,7 +88,9 @@ class Fetcher:
         except FetchError:
             raise
         except urllib.error.HTTPError as err:
-            raise FetchError(f"{url}: HTTP {err.code} {err.reason}") from None
+            err.close()
+            error = NotFound if err.code in (404, 410) else FetchError
+            raise error(f"{url}: HTTP {err.code} {err.reason}") from None
         except urllib.error.URLError as err:
             raise FetchError(f"{url}: {err.reason}") from None
         except (OSError, ValueError) as err:  # timeouts, resets, bad URLs, TLS errors
@@ -101,12 +113,27 @@ class Fetcher:
             chunks.append(chunk)
 
     def _file(self, url: str) -> bytes:
+        """A regular file only: a FIFO, a device or a directory would block or never end.
+
+        The file is opened without blocking (a FIFO with no writer opens at
+        once) and checked with fstat on what was opened, so nothing can be
+        swapped in between a check and the read.
+        """
         path = urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
         try:
-            with open(path, "rb") as fh:
-                data = fh.read(self.max_size + 1)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        except FileNotFoundError as err:
+            raise NotFound(f"{url}: {err.strerror}") from None
         except OSError as err:
             raise FetchError(f"{url}: {err.strerror or err}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise FetchError(f"{url}: not a regular file")
+        with open(fd, "rb") as fh:
+            try:
+                data = fh.read(self.max_size + 1)
+            except OSError as err:
+                raise FetchError(f"{url}: {err.strerror or err}") from None
         if len(data) > self.max_size:
             raise FetchError(f"{url}: larger than {self.max_size} bytes")
         logger.info("Packages: Updating %s", url)
