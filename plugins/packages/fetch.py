@@ -10,13 +10,16 @@ decompression bomb is an error rather than the server's memory.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import hashlib
+import http.client
 import logging
 import lzma
 import os
+import socket
 import ssl
 import stat
-import time
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -57,6 +60,135 @@ def checksum(kind: str, data: bytes) -> str:
         raise FetchError(f"unknown checksum type {kind!r}") from None
 
 
+class _Deadline:
+    """Cuts off the connections of one download when its time is up.
+
+    A socket timeout bounds each read, not their sum: a server sending a byte
+    of its status line or headers every few seconds never trips it. At the
+    deadline a timer thread shuts the download's sockets down, which ends the
+    read blocked on them wherever it is (status line, headers or body); the
+    download then fails with ``expired`` set, and its error says so. A socket
+    is watched once connected, so the TCP connect and the TLS handshake are
+    bounded by the socket timeout alone.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        self._timer.join()
+
+    def watch(self, sock: socket.socket) -> None:
+        """Cut ``sock`` off at the deadline (at once if it has passed).
+
+        The socket itself, not its connection: urllib hands the socket over to
+        the response and clears the connection's reference once the headers
+        are in.
+        """
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                self._cut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                self._cut(sock)
+
+    @staticmethod
+    def _cut(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # closed already
+            # the plain socket's shutdown: an SSLSocket's own would also drop
+            # its TLS state under the reading thread
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Watched:
+    """HTTP(S) connections that put themselves under a download's deadline once connected."""
+
+    _deadline: _Deadline
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self._deadline.watch(self.sock)  # type: ignore[attr-defined]
+
+
+class _WatchedHTTP(_Watched, http.client.HTTPConnection):
+    pass
+
+
+class _WatchedHTTPS(_Watched, http.client.HTTPSConnection):
+    pass
+
+
+def _connection(kind: type[_Watched], request: urllib.request.Request) -> Any:
+    """A connection class for ``do_open`` that watches under the request's deadline."""
+    deadline = request.deadline  # type: ignore[attr-defined]
+
+    def connect(*args: Any, **kwargs: Any) -> _Watched:
+        connection = kind(*args, **kwargs)
+        connection._deadline = deadline
+        return connection
+
+    return connect
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_connection(_WatchedHTTP, req), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, context: ssl.SSLContext) -> None:
+        super().__init__(context=context)
+        self.context = context
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_connection(_WatchedHTTPS, req), req, context=self.context)
+
+
+class _RedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Follows redirects within http and https only, never from https down to http.
+
+    The target is checked before anything is followed (urllib itself would
+    follow one to ftp), and the deadline of the download goes along.
+    """
+
+    def http_error_302(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
+                       headers: Any) -> Any:
+        target = headers.get("location") or headers.get("uri")
+        if target:
+            target = urllib.parse.urljoin(req.full_url, target)
+            old = urllib.parse.urlsplit(req.full_url).scheme
+            new = urllib.parse.urlsplit(target).scheme.lower()
+            refusal = (f"a redirect to a {new or 'schemeless'} URL" if new not in ("http", "https")
+                       else "a redirect from https to http" if old == "https" and new == "http"
+                       else "")
+            if refusal:
+                fp.close()
+                raise FetchError(f"{req.full_url}: refused {refusal} ({target})")
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
+                         headers: Any, newurl: str) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None:
+            new.deadline = req.deadline  # type: ignore[attr-defined]
+        return new
+
+
 class Fetcher:
     """Downloads with a deadline and a size limit."""
 
@@ -65,52 +197,65 @@ class Fetcher:
         self.timeout = timeout
         self.max_size = max_size
         self.ssl_context = ssl_context or ssl.create_default_context()
+        # only what http and https need: no ftp, file or data handler to be redirected to
+        self._opener = urllib.request.OpenerDirector()
+        for handler in (urllib.request.ProxyHandler(), _HTTPHandler(),
+                        _HTTPSHandler(self.ssl_context), _RedirectHandler(),
+                        urllib.request.HTTPDefaultErrorHandler(),
+                        urllib.request.HTTPErrorProcessor(), urllib.request.UnknownHandler()):
+            self._opener.add_handler(handler)
 
     def get(self, url: str) -> bytes:
-        """The bytes at ``url``, or a FetchError."""
+        """The bytes at ``url``, or a FetchError (NotFound if the server has no such file)."""
         scheme = urllib.parse.urlsplit(url).scheme
         if scheme == "file":
             return self._file(url)
         if scheme not in ("http", "https"):
             raise FetchError(f"{url}: only http, https and file URLs are read")
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-        deadline = time.monotonic() + self.timeout
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout,
-                                        context=self.ssl_context) as answer:
-                final = urllib.parse.urlsplit(answer.geturl()).scheme
-                if final not in ("http", "https"):
-                    raise FetchError(f"{url}: redirected to a {final} URL")
-                if answer.headers.get_content_type() == "text/html":
-                    raise FetchError(f"{url}: the server answered with an HTML page, not "
-                                     f"an index")
-                data = self._read(answer, url, deadline)
-        except FetchError:
-            raise
-        except urllib.error.HTTPError as err:
-            err.close()
-            error = NotFound if err.code in (404, 410) else FetchError
-            raise error(f"{url}: HTTP {err.code} {err.reason}") from None
-        except urllib.error.URLError as err:
-            raise FetchError(f"{url}: {err.reason}") from None
-        except (OSError, ValueError) as err:  # timeouts, resets, bad URLs, TLS errors
-            raise FetchError(f"{url}: {err or type(err).__name__}") from None
+        with _Deadline(self.timeout) as deadline:
+            request.deadline = deadline  # type: ignore[attr-defined]
+            try:
+                with self._opener.open(request, timeout=self.timeout) as answer:
+                    if answer.headers.get_content_type() == "text/html":
+                        raise FetchError(f"{url}: the server answered with an HTML page, not "
+                                         f"an index")
+                    data = self._read(answer, url, deadline)
+            except FetchError:
+                raise
+            except urllib.error.HTTPError as err:
+                err.close()
+                error = NotFound if err.code in (404, 410) else FetchError
+                raise error(f"{url}: HTTP {err.code} {err.reason}") from None
+            except (OSError, ValueError, http.client.HTTPException) as err:
+                # timeouts, resets, bad URLs, TLS errors; or the deadline cutting one off
+                if deadline.expired:
+                    raise self._late(url) from None
+                reason = err.reason if isinstance(err, urllib.error.URLError) else err
+                raise FetchError(f"{url}: {reason or type(err).__name__}") from None
         logger.info("Packages: Updating %s", url)
         return data
 
-    def _read(self, answer: Any, url: str, deadline: float) -> bytes:
+    def _late(self, url: str) -> FetchError:
+        return FetchError(f"{url}: not downloaded within {self.timeout:g} s")
+
+    def _read(self, answer: Any, url: str, deadline: _Deadline) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:
-            if time.monotonic() > deadline:
-                raise FetchError(f"{url}: not downloaded within {self.timeout:g} s")
-            chunk = answer.read1(CHUNK) if hasattr(answer, "read1") else answer.read(CHUNK)
+            chunk = answer.read1(CHUNK)
             if not chunk:
-                return b"".join(chunks)
+                break
             size += len(chunk)
             if size > self.max_size:
                 raise FetchError(f"{url}: larger than {self.max_size} bytes")
             chunks.append(chunk)
+        if deadline.expired:  # a body cut off at the deadline ends early, without an error
+            raise self._late(url)
+        length = answer.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) != size:
+            raise FetchError(f"{url}: the connection closed after {size} of {length} bytes")
+        return b"".join(chunks)
 
     def _file(self, url: str) -> bytes:
         """A regular file only: a FIFO, a device or a directory would block or never end.

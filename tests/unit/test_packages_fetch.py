@@ -8,23 +8,32 @@ from __future__ import annotations
 import contextlib
 import http.server
 import os
+import socket
+import ssl
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from bcfg2.plugins.packages.fetch import Fetcher, FetchError, NotFound
 
+if TYPE_CHECKING:
+    from conftest import TLSMaterial
+
 Route = tuple[int, dict[str, str], bytes]
 
 
 @contextlib.contextmanager
-def answering(routes: dict[str, Route]) -> Iterator[tuple[str, list[str]]]:
-    """An HTTP server answering each path as ``routes`` says (404 for the others).
+def answering(routes: dict[str, Route], tls: TLSMaterial | None = None
+              ) -> Iterator[tuple[str, list[str]]]:
+    """An HTTP (or with ``tls``, HTTPS) server answering each path as ``routes`` says.
 
-    Yields its URL and the list of paths asked for; ``routes`` may be filled in
-    after the server has started (a redirect needs to know the URL).
+    Other paths are 404. Yields its URL and the list of paths asked for;
+    ``routes`` may be filled in after the server has started (a redirect
+    needs to know the URL).
     """
     asked: list[str] = []
 
@@ -44,10 +53,16 @@ def answering(routes: dict[str, Route]) -> Iterator[tuple[str, list[str]]]:
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    scheme = "http"
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls.cert, tls.key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", asked
+        yield f"{scheme}://127.0.0.1:{server.server_address[1]}", asked
     finally:
         server.shutdown()
         server.server_close()
@@ -119,3 +134,107 @@ def test_a_regular_file_is_read_up_to_the_limit(tmp_path: Path) -> None:
     assert Fetcher().get((tmp_path / "Release").as_uri()) == b"Suite: test\n"
     with pytest.raises(FetchError, match="larger than 4 bytes"):
         Fetcher(max_size=4).get((tmp_path / "Release").as_uri())
+
+
+# -- redirects: within http and https, never down from https -----------------------
+
+def test_a_redirect_to_ftp_is_refused_before_it_is_followed() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as ftp:
+        ftp.setblocking(False)
+        target = f"ftp://127.0.0.1:{ftp.getsockname()[1]}/Packages"
+        with answering({"/Packages": (302, {"Location": target}, b"")}) as (url, _), \
+                pytest.raises(FetchError, match=r"/Packages: refused a redirect to a ftp URL"):
+            Fetcher(timeout=5).get(f"{url}/Packages")
+        with pytest.raises(BlockingIOError):  # nobody connected to the ftp "server"
+            ftp.accept()
+
+
+def test_a_redirect_to_a_file_url_is_refused() -> None:
+    with answering({"/Release": (301, {"Location": "file:///etc/passwd"}, b"")}) as (url, _), \
+            pytest.raises(FetchError, match=r"/Release: refused a redirect to a file URL "
+                                            r"\(file:///etc/passwd\)"):
+        Fetcher(timeout=5).get(f"{url}/Release")
+
+
+def test_a_redirect_from_https_down_to_http_is_refused(tls: TLSMaterial) -> None:
+    with answering({"/Release": (200, {}, b"Suite: test\n")}) as (plain, asked), \
+            answering({"/Release": (302, {"Location": f"{plain}/Release"}, b"")}, tls) \
+            as (secure, _):
+        fetcher = Fetcher(timeout=5, ssl_context=tls.client_context())
+        with pytest.raises(FetchError, match="refused a redirect from https to http"):
+            fetcher.get(f"{secure}/Release")
+    assert asked == []
+
+
+def test_redirects_within_http_and_up_to_https_are_followed(tls: TLSMaterial) -> None:
+    routes: dict[str, Route] = {"/Release": (200, {}, b"Suite: test\n")}
+    with answering(routes, tls) as (secure, _), answering({}) as (plain, _):
+        fetcher = Fetcher(timeout=5, ssl_context=tls.client_context())
+        routes["/moved"] = (307, {"Location": "/Release"}, b"")
+        assert fetcher.get(f"{secure}/moved") == b"Suite: test\n"
+    with answering(routes) as (plain, _):
+        assert Fetcher(timeout=5).get(f"{plain}/moved") == b"Suite: test\n"
+
+
+# -- one deadline for the whole download ------------------------------------------
+
+@contextlib.contextmanager
+def trickling(answer: bytes, fast: int) -> Iterator[str]:
+    """A server that sends the first ``fast`` bytes of ``answer`` at once, then one
+    byte every 20 ms, until the client goes or the test ends. Yields its URL."""
+    done = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def run() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            try:
+                conn.sendall(answer[:fast])
+                for position in range(fast, len(answer)):
+                    if done.wait(0.02):  # the slow peer: its pace, not the test's
+                        return
+                    conn.sendall(answer[position:position + 1])
+            except OSError:  # the client hung up
+                return
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/Packages"
+    finally:
+        done.set()
+        with contextlib.suppress(OSError):  # unblock accept() if nobody came
+            socket.create_connection(listener.getsockname(), timeout=1).close()
+        thread.join()
+        listener.close()
+
+
+SLOW_HEADERS = b"HTTP/1.1 200 OK\r\n" + b"".join(
+    b"X-Slow-%d: %s\r\n" % (n, b"a" * 20) for n in range(10)) + b"Content-Length: 2\r\n\r\nok"
+SLOW_BODY = b"HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n" + b"b" * 300
+SLOW_ENDLESS_BODY = b"HTTP/1.0 200 OK\r\n\r\n" + b"b" * 300
+
+
+@pytest.mark.parametrize(("answer", "fast"), [
+    pytest.param(SLOW_HEADERS, 3, id="status-line-and-headers"),
+    pytest.param(SLOW_BODY, SLOW_BODY.index(b"\r\n\r\n") + 4, id="body"),
+    pytest.param(SLOW_ENDLESS_BODY, SLOW_ENDLESS_BODY.index(b"\r\n\r\n") + 4,
+                 id="body-without-length"),
+])
+def test_a_server_trickling_bytes_is_cut_off_at_the_deadline(answer: bytes, fast: int) -> None:
+    # each byte comes well within the socket timeout, the whole answer takes ~5 s
+    with trickling(answer, fast) as url:
+        start = time.monotonic()
+        with pytest.raises(FetchError, match=r"not downloaded within 0.5 s"):
+            Fetcher(timeout=0.5).get(url)
+        assert time.monotonic() - start < 3
+
+
+def test_a_body_shorter_than_its_content_length_is_an_error() -> None:
+    answer = b"HTTP/1.0 200 OK\r\nContent-Length: 10\r\n\r\nshort"
+    with trickling(answer, len(answer)) as url, \
+            pytest.raises(FetchError, match="closed after 5 of 10 bytes"):
+        Fetcher(timeout=5).get(url)
