@@ -2,9 +2,11 @@
 
 ``Fetcher.get`` reads http, https (certificate verified) and file URLs with
 one deadline for the whole download, so a mirror that trickles bytes is cut
-off, and a size limit checked while reading. ``decompress`` recognises
-gzip, xz, zstd and bzip2 by their magic bytes and stops past a limit, so a
-decompression bomb is an error rather than the server's memory.
+off, and a size limit checked while reading; a missing file is NotFound.
+``DecompressingReader`` recognises gzip, xz, zstd and bzip2 by their magic
+bytes and decompresses as it is read, stopping past a limit, so a
+decompression bomb is an error rather than the server's memory;
+``decompress`` is all of what it reads.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import bz2
 import contextlib
 import hashlib
 import http.client
+import io
 import logging
 import lzma
 import os
@@ -293,82 +296,160 @@ def compression_of(data: bytes) -> str | None:
     return None
 
 
-def _zstd_decompressor() -> Any:
+class _Gzip:
+    """zlib's gzip decompressor with the interface of lzma's (``needs_input``, buffered input)."""
+
+    def __init__(self) -> None:
+        self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.needs_input = True
+
+    @property
+    def eof(self) -> bool:
+        return self._obj.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._obj.unused_data
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        out = self._obj.decompress(self._obj.unconsumed_tail + data, max_length)
+        # output cut at max_length may leave more to come from the input already given
+        self.needs_input = not self._obj.unconsumed_tail and len(out) < max_length
+        return out
+
+
+class _Zstandard:
+    """The zstandard package's decompressor (before Python 3.14), given 1 KiB at a time
+    so that the output of one call stays bounded (it takes no max_length)."""
+
+    def __init__(self) -> None:
+        import zstandard
+
+        self._obj = zstandard.ZstdDecompressor().decompressobj()
+        self._pending = b""
+
+    @property
+    def eof(self) -> bool:
+        return self._obj.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._obj.unused_data + self._pending
+
+    @property
+    def needs_input(self) -> bool:
+        return not self._pending and not self.eof
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        pending = self._pending + data
+        self._pending = pending[1024:]
+        return self._obj.decompress(pending[:1024])
+
+
+def _decompressor(kind: str) -> Any:
+    """A decompressor for one stream, with lzma's interface."""
+    if kind == "gzip":
+        return _Gzip()
+    if kind == "xz":
+        return lzma.LZMADecompressor()
+    if kind == "bzip2":
+        return bz2.BZ2Decompressor()
     try:
         from compression import zstd  # type: ignore[import-not-found]  # Python 3.14+
-
-        return zstd.ZstdDecompressor()
     except ImportError:
-        return None
+        return _Zstandard()
+    return zstd.ZstdDecompressor()
+
+
+class DecompressingReader(io.RawIOBase):
+    """``data`` decompressed as it is read, at most ``limit`` bytes; a binary file to read.
+
+    The kind (gzip, xz, zstd, bzip2, or none) comes from the magic bytes.
+    Concatenated streams of that kind (``cat a.gz b.gz``, several xz streams
+    or zstd frames) read as one, as ``gzip -dc`` and ``xz -dc`` do; zero bytes
+    after the last stream are padding and ignored; anything else there is an
+    error, as are truncated or corrupt data and output past ``limit``: each a
+    FetchError naming ``name``, raised by the read that meets it.
+    """
+
+    def __init__(self, data: bytes, name: str, limit: int) -> None:
+        super().__init__()
+        self.kind = compression_of(data)
+        if self.kind is None and len(data) > limit:
+            raise FetchError(f"{name}: larger than {limit} bytes")
+        self.name = name
+        self.limit = limit
+        self._data = data
+        self._view = memoryview(data)
+        self._position = 0  # of the next input byte in data
+        self._stream = _decompressor(self.kind) if self.kind else None
+        self._size = 0  # bytes given out so far
+        self._output = b""
+        self._finished = self._stream is None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        out = self._next(len(buffer))
+        buffer[:len(out)] = out
+        return len(out)
+
+    def readall(self) -> bytes:
+        if self.kind is None:  # not compressed: the data itself, not a copy
+            rest = self._data if self._position == 0 else self._view[self._position:].tobytes()
+            self._position = len(self._data)
+            return rest
+        return b"".join(iter(lambda: self._next(CHUNK * 16), b""))
+
+    def _next(self, size: int) -> bytes:
+        """Up to ``size`` bytes of output; b"" at the end."""
+        if self.kind is None:
+            out = self._view[self._position:self._position + size].tobytes()
+            self._position += len(out)
+            return out
+        while not self._output and not self._finished and size > 0:
+            self._step(size)
+        out, self._output = self._output[:size], self._output[size:]
+        return out
+
+    def _step(self, size: int) -> None:
+        stream = self._stream
+        if stream.eof:
+            self._next_stream()
+            return
+        chunk = b""
+        if stream.needs_input:
+            if self._position >= len(self._data):
+                raise FetchError(f"{self.name}: truncated {self.kind} data")
+            chunk = self._view[self._position:self._position + CHUNK].tobytes()
+            self._position += len(chunk)
+        try:
+            out = stream.decompress(chunk, size)
+        except Exception as err:  # lzma.LZMAError, zlib.error, OSError, zstandard.ZstdError...
+            raise FetchError(f"{self.name}: corrupt {self.kind} data: {err}") from None
+        self._size += len(out)
+        if self._size > self.limit:
+            raise FetchError(f"{self.name}: decompresses to more than {self.limit} bytes")
+        self._output = out
+
+    def _next_stream(self) -> None:
+        """After a stream's end: another stream of the kind, padding, or an error."""
+        self._position -= len(self._stream.unused_data)
+        rest = self._view[self._position:]
+        if compression_of(rest[:8].tobytes()) == self.kind:
+            self._stream = _decompressor(self.kind)
+        elif not rest.tobytes().strip(b"\0"):
+            self._finished = True
+        else:
+            raise FetchError(f"{self.name}: {len(rest)} bytes of trailing data after the "
+                             f"{self.kind} data")
 
 
 def decompress(data: bytes, name: str, limit: int) -> bytes:
-    """``data`` decompressed (or as it is, if not compressed), at most ``limit`` bytes."""
-    kind = compression_of(data)
-    if kind is None:
-        if len(data) > limit:
-            raise FetchError(f"{name}: larger than {limit} bytes")
-        return data
-    try:
-        if kind == "gzip":
-            return _gzip(data, name, limit)
-        if kind == "zstd" and _zstd_decompressor() is None:
-            return _zstandard(data, name, limit)
-        decompressor = (lzma.LZMADecompressor() if kind == "xz" else
-                        bz2.BZ2Decompressor() if kind == "bzip2" else _zstd_decompressor())
-        return _stepwise(decompressor, data, name, limit)
-    except FetchError:
-        raise
-    except Exception as err:  # lzma.LZMAError, zlib.error, OSError, zstandard.ZstdError...
-        raise FetchError(f"{name}: corrupt {kind} data: {err}") from None
+    """``data`` decompressed (or as it is, if not compressed), at most ``limit`` bytes.
 
-
-def _check(size: int, name: str, limit: int) -> None:
-    if size > limit:
-        raise FetchError(f"{name}: decompresses to more than {limit} bytes")
-
-
-def _gzip(data: bytes, name: str, limit: int) -> bytes:
-    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    chunks, size, pending = [], 0, data
-    while not decompressor.eof:
-        chunk = decompressor.decompress(pending, CHUNK * 16)
-        pending = decompressor.unconsumed_tail
-        size += len(chunk)
-        _check(size, name, limit)
-        chunks.append(chunk)
-        if not chunk and not pending:
-            raise FetchError(f"{name}: truncated gzip data")
-    return b"".join(chunks)
-
-
-def _stepwise(decompressor: Any, data: bytes, name: str, limit: int) -> bytes:
-    """For decompressors with lzma's interface (xz, bzip2, zstd from the standard library)."""
-    chunks, size, pending = [], 0, data
-    while not decompressor.eof:
-        chunk = decompressor.decompress(pending, CHUNK * 16)
-        pending = b""
-        size += len(chunk)
-        _check(size, name, limit)
-        chunks.append(chunk)
-        if not chunk and decompressor.needs_input:
-            raise FetchError(f"{name}: truncated compressed data")
-    return b"".join(chunks)
-
-
-def _zstandard(data: bytes, name: str, limit: int) -> bytes:
-    """zstd through the zstandard package, fed in small slices so the output stays bounded."""
-    import zstandard
-
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
-    chunks, size = [], 0
-    for start in range(0, len(data), 1024):
-        chunk = decompressor.decompress(data[start:start + 1024])
-        size += len(chunk)
-        _check(size, name, limit)
-        chunks.append(chunk)
-        if decompressor.eof:
-            break
-    if not decompressor.eof:
-        raise FetchError(f"{name}: truncated zstd data")
-    return b"".join(chunks)
+    All of what DecompressingReader reads, with its rules and errors.
+    """
+    with DecompressingReader(data, name, limit) as reader:
+        return reader.read()

@@ -5,20 +5,35 @@ Servers run on 127.0.0.1 (port 0) in threads and stop at the end of their test.
 
 from __future__ import annotations
 
+import bz2
 import contextlib
+import gzip
+import hashlib
 import http.server
+import lzma
 import os
+import random
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import lxml.etree
 import pytest
+import zstandard
 
-from bcfg2.plugins.packages.fetch import Fetcher, FetchError, NotFound
+from bcfg2.plugins.packages import yum
+from bcfg2.plugins.packages.fetch import (
+    DecompressingReader,
+    Fetcher,
+    FetchError,
+    NotFound,
+    decompress,
+)
+from bcfg2.plugins.packages.sources import Source, parse_source
 
 if TYPE_CHECKING:
     from conftest import TLSMaterial
@@ -238,3 +253,136 @@ def test_a_body_shorter_than_its_content_length_is_an_error() -> None:
     with trickling(answer, len(answer)) as url, \
             pytest.raises(FetchError, match="closed after 5 of 10 bytes"):
         Fetcher(timeout=5).get(url)
+
+
+# -- decompression: concatenated streams, bounded, one reader --------------------
+
+COMPRESS = {
+    "gzip": gzip.compress,
+    "xz": lzma.compress,
+    "bzip2": bz2.compress,
+    "zstd": lambda data: zstandard.ZstdCompressor().compress(data),
+}
+kinds = pytest.mark.parametrize("kind", sorted(COMPRESS))
+
+
+@kinds
+def test_concatenated_streams_decompress_to_the_concatenation(kind: str) -> None:
+    compress = COMPRESS[kind]
+    first, second = b"Package: a\n" * 5000, b"Package: b\n" * 7000
+    assert decompress(compress(first) + compress(second) + compress(b""), kind,
+                      2**20) == first + second
+
+
+@kinds
+def test_the_limit_counts_every_stream(kind: str) -> None:
+    member = COMPRESS[kind](b"\0" * 600_000)
+    assert len(decompress(member, kind, 1_000_000)) == 600_000
+    with pytest.raises(FetchError, match="decompresses to more than 1000000 bytes"):
+        decompress(member + member, kind, 1_000_000)
+
+
+@kinds
+def test_trailing_garbage_is_an_error_and_zero_padding_is_not(kind: str) -> None:
+    packed = COMPRESS[kind](b"Package: a\n")
+    assert decompress(packed + b"\0" * 12, kind, 2**20) == b"Package: a\n"
+    with pytest.raises(FetchError, match=f"{kind}: 7 bytes of trailing data after the {kind}"):
+        decompress(packed + b"garbage", kind, 2**20)
+
+
+@kinds
+def test_a_truncated_second_stream_is_an_error(kind: str) -> None:
+    compress = COMPRESS[kind]
+    second = compress(b"Package: b\n" * 100)
+    with pytest.raises(FetchError, match="truncated"):
+        decompress(compress(b"Package: a\n") + second[:len(second) // 2], kind, 2**20)
+
+
+def test_uncompressed_data_is_given_back_as_it_is() -> None:
+    data = b"Package: a\n"
+    assert decompress(data, "Packages", 100) is data
+    with pytest.raises(FetchError, match="larger than 4 bytes"):
+        decompress(data, "Packages", 4)
+
+
+@kinds
+def test_the_reader_gives_small_reads_and_fails_at_the_limit_before_the_end(kind: str) -> None:
+    data = random.Random(0).randbytes(2**20)  # incompressible: output comes as input goes
+    reader = DecompressingReader(COMPRESS[kind](data), kind, len(data))
+    pieces = list(iter(lambda: reader.read(1000), b""))
+    assert max(len(piece) for piece in pieces) <= 1000
+    assert b"".join(pieces) == data
+    reader = DecompressingReader(COMPRESS[kind](data), kind, 300_000)
+    assert len(reader.read(100_000)) <= 100_000
+    with pytest.raises(FetchError, match="more than 300000 bytes"):
+        while reader.read(100_000):
+            pass
+
+
+def test_a_limit_met_inside_iterparse_is_the_fetch_error() -> None:
+    xml = b"<metadata>" + b"<package/>" * 100_000 + b"</metadata>"
+    with pytest.raises(FetchError, match="more than 10000 bytes"):
+        for _ in lxml.etree.iterparse(DecompressingReader(gzip.compress(xml), "primary",
+                                                          10_000)):
+            pass
+
+
+# -- Yum reads primary.xml as it decompresses -------------------------------------
+
+PRIMARY = b"""<?xml version="1.0" encoding="UTF-8"?>
+<metadata xmlns="http://linux.duke.edu/metadata/common"
+          xmlns:rpm="http://linux.duke.edu/metadata/rpm" packages="%d">
+%s
+</metadata>
+"""
+PACKAGE = b"""<package type="rpm"><name>pkg%d</name><arch>noarch</arch>
+<version epoch="0" ver="1.0" rel="1"/><format><rpm:requires>
+<rpm:entry name="pkg%d"/></rpm:requires></format></package>"""
+
+
+def write_yum_metadata(root: Path, count: int, compress: Callable[[bytes], bytes]) -> Path:
+    """repodata/repomd.xml listing a primary.xml of ``count`` packages, compressed."""
+    body = b"\n".join(PACKAGE % (n, (n + 1) % count) for n in range(count))
+    packed = compress(PRIMARY % (count, body))
+    repodata = root / "repodata"
+    repodata.mkdir(parents=True)
+    (repodata / "primary.xml.gz").write_bytes(packed)
+    (repodata / "repomd.xml").write_text(
+        '<repomd xmlns="http://linux.duke.edu/metadata/repo"><data type="primary">'
+        f'<checksum type="sha256">{hashlib.sha256(packed).hexdigest()}</checksum>'
+        '<location href="repodata/primary.xml.gz"/></data></repomd>')
+    return root
+
+
+def yum_source(root: Path) -> Source:
+    return parse_source(lxml.etree.fromstring(
+        f'<Source type="yum" rawurl="{root.as_uri()}"><Arch>x86_64</Arch></Source>'), (),
+        "sources.xml", "")
+
+
+def test_yum_primary_is_parsed_from_the_decompressing_stream(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Streamed(DecompressingReader):
+        def readall(self) -> bytes:
+            raise AssertionError(f"{self.name} decompressed whole")
+
+    monkeypatch.setattr(yum, "DecompressingReader", Streamed)
+    root = write_yum_metadata(tmp_path / "el", 3000, gzip.compress)
+    loaded = yum.load(yum_source(root), "x86_64", Fetcher())
+    assert loaded is not None
+    _, index, _ = loaded
+    assert len(index.packages) == 3000
+    assert index.packages["pkg7"][2] == [["pkg8"]]
+
+
+def test_yum_primary_over_the_limit_is_a_fetch_error(tmp_path: Path) -> None:
+    root = write_yum_metadata(tmp_path / "el", 3000, gzip.compress)
+    with pytest.raises(FetchError, match="decompresses to more than 100000 bytes"):
+        yum.load(yum_source(root), "x86_64", Fetcher(max_size=100_000))
+
+
+def test_yum_primary_cut_short_is_a_fetch_error(tmp_path: Path) -> None:
+    root = write_yum_metadata(tmp_path / "el", 3000,
+                              lambda data: gzip.compress(data)[:5000])
+    with pytest.raises(FetchError, match="truncated gzip data"):
+        yum.load(yum_source(root), "x86_64", Fetcher())
