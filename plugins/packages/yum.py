@@ -14,11 +14,17 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import lxml.etree
 
-from bcfg2.plugins.packages.fetch import Fetcher, FetchError, checksum, decompress, sha256
+from bcfg2.plugins.packages.fetch import (
+    DecompressingReader,
+    Fetcher,
+    FetchError,
+    checksum,
+    sha256,
+)
 from bcfg2.plugins.packages.index import GROUP_KINDS, Index
 
 if TYPE_CHECKING:
@@ -111,12 +117,17 @@ def _entries(element: lxml.etree._Element | None) -> list[tuple[str, str]]:
     return [(e.get("name", ""), e.get("flags", "")) for e in element.iter(f"{RPM}entry")]
 
 
-def parse_primary(data: bytes, arch: str = "", ptype: str = "yum") -> Index:
-    """An Index from primary.xml; of several arches of one name the client's wins."""
+def _stream(data: bytes | BinaryIO) -> BinaryIO:
+    return io.BytesIO(data) if isinstance(data, bytes) else data
+
+
+def parse_primary(data: bytes | BinaryIO, arch: str = "", ptype: str = "yum") -> Index:
+    """An Index from primary.xml (its bytes, or a file to read it from, such as a
+    DecompressingReader); of several arches of one name the client's wins."""
     index = Index(ptype)
     rank: dict[str, int] = {}
     try:
-        for _, pkg in lxml.etree.iterparse(io.BytesIO(data), tag=f"{COMMON}package",
+        for _, pkg in lxml.etree.iterparse(_stream(data), tag=f"{COMMON}package",
                                            resolve_entities=False, no_network=True,
                                            load_dtd=False, huge_tree=True):
             name = pkg.findtext(f"{COMMON}name") or ""
@@ -150,12 +161,12 @@ def parse_primary(data: bytes, arch: str = "", ptype: str = "yum") -> Index:
             pkg.clear()
     except lxml.etree.XMLSyntaxError as err:
         raise FetchError(f"primary.xml does not parse: {err}") from None
-    if not index.packages and data.strip():
+    if not index.packages:  # a blank file does not parse: something was there
         raise FetchError("no package in primary.xml")
     return index
 
 
-def add_filelists(index: Index, data: bytes) -> None:
+def add_filelists(index: Index, data: bytes | BinaryIO) -> None:
     """Add the file provides some package of the index requires, from filelists.xml."""
     wanted = {name for rec in index.packages.values() for alts in rec[2] for name in alts
               if name.startswith("/")}
@@ -163,7 +174,7 @@ def add_filelists(index: Index, data: bytes) -> None:
     if not wanted:
         return
     try:
-        for _, pkg in lxml.etree.iterparse(io.BytesIO(data), tag=f"{FILELISTS}package",
+        for _, pkg in lxml.etree.iterparse(_stream(data), tag=f"{FILELISTS}package",
                                            resolve_entities=False, no_network=True,
                                            load_dtd=False, huge_tree=True):
             name = pkg.get("name", "")
@@ -198,12 +209,13 @@ def parse_comps(data: bytes) -> dict[str, dict[str, list[str]]]:
     return groups
 
 
-def _read(fetcher: Fetcher, base: str, item: RepoFile) -> bytes:
+def _open(fetcher: Fetcher, base: str, item: RepoFile) -> DecompressingReader:
+    """A file listed in repomd.xml, checked, to be read decompressed as it is parsed."""
     url = f"{base}/{item.href}"
     data = fetcher.get(url)
     if checksum(item.checksum_type, data) != item.checksum:
         raise FetchError(f"{url}: {item.checksum_type} does not match repomd.xml")
-    return decompress(data, url, fetcher.max_size)
+    return DecompressingReader(data, url, fetcher.max_size)
 
 
 def load(src: Source, arch: str, fetcher: Fetcher, known_key: str | None = None
@@ -223,12 +235,12 @@ def load(src: Source, arch: str, fetcher: Fetcher, known_key: str | None = None
     files = []
     for base, raw in repomds:
         listed = parse_repomd(raw)
-        part = parse_primary(_read(fetcher, base, listed["primary"]), arch, src.ptype)
+        part = parse_primary(_open(fetcher, base, listed["primary"]), arch, src.ptype)
         if "filelists" in listed:
-            add_filelists(part, _read(fetcher, base, listed["filelists"]))
+            add_filelists(part, _open(fetcher, base, listed["filelists"]))
         comps = listed.get("group_gz") or listed.get("group") or listed.get("group_xz")
         if comps is not None:
-            part.groups = parse_comps(_read(fetcher, base, comps))
+            part.groups = parse_comps(_open(fetcher, base, comps).read())
         index.absorb(part)
         files.append(f"{base}/repodata/repomd.xml")
     return key, index, files
