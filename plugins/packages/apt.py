@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from bcfg2.plugins.packages.fetch import Fetcher, FetchError, decompress, sha256
+from bcfg2.plugins.packages.fetch import Fetcher, FetchError, NotFound, decompress, sha256
 from bcfg2.plugins.packages.index import Index, gc_paused
 
 if TYPE_CHECKING:
@@ -130,17 +130,13 @@ def parse_packages(data: bytes, ptype: str = "deb") -> Index:
 
 def _fetch_release(fetcher: Fetcher, base: str) -> tuple[bytes, Release] | None:
     """The InRelease or Release below ``base``; None when neither exists."""
-    errors = []
     for name in ("InRelease", "Release"):
         try:
             data = fetcher.get(f"{base}/{name}")
-        except FetchError as err:
-            errors.append(str(err))
-            continue
+        except NotFound:
+            continue  # any other error (a timeout, a 500) is the answer
         return data, parse_release(data)
-    if errors and all("HTTP 404" in e or "No such file" in e for e in errors):
-        return None
-    raise FetchError("; ".join(errors))
+    return None
 
 
 def _verified(fetcher: Fetcher, base: str, release: Release, stem: str, limit: int) -> bytes | None:
@@ -173,7 +169,7 @@ def load(src: Source, arch: str, fetcher: Fetcher, known_key: str | None = None
             for suffix in COMPRESSIONS:
                 try:
                     data = fetcher.get(f"{base}/Packages{suffix}")
-                except FetchError:
+                except NotFound:
                     continue
                 key = sha256(data)
                 if key == known_key:

@@ -12,7 +12,7 @@ import json
 import tarfile
 from typing import TYPE_CHECKING
 
-from bcfg2.plugins.packages.fetch import Fetcher, FetchError, decompress, sha256
+from bcfg2.plugins.packages.fetch import Fetcher, FetchError, NotFound, decompress, sha256
 from bcfg2.plugins.packages.index import Index, gc_paused
 
 if TYPE_CHECKING:
@@ -77,8 +77,8 @@ def load(src: Source, arch: str, fetcher: Fetcher, known_key: str | None = None
             try:
                 blobs.append((f"{base}/{name}", fetcher.get(src.fetch_url(f"{base}/{name}"))))
                 break
-            except FetchError as err:
-                errors.append(str(err))
+            except NotFound as err:
+                errors.append(str(err))  # try the other name; other errors are the answer
         else:
             raise FetchError("; ".join(errors))
     key = sha256(b"".join(blob for _, blob in blobs))

@@ -25,7 +25,7 @@ from bcfg2.plugins.packages.fetch import (
     checksum,
     sha256,
 )
-from bcfg2.plugins.packages.index import GROUP_KINDS, Index
+from bcfg2.plugins.packages.index import GROUP_KINDS, Index, gc_paused
 
 if TYPE_CHECKING:
     from bcfg2.plugins.packages.sources import Source
@@ -121,6 +121,7 @@ def _stream(data: bytes | BinaryIO) -> BinaryIO:
     return io.BytesIO(data) if isinstance(data, bytes) else data
 
 
+@gc_paused()
 def parse_primary(data: bytes | BinaryIO, arch: str = "", ptype: str = "yum") -> Index:
     """An Index from primary.xml (its bytes, or a file to read it from, such as a
     DecompressingReader); of several arches of one name the client's wins."""

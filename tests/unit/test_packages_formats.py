@@ -277,3 +277,19 @@ def test_dpkg_scanpackages_output_is_read(tmp_path: Path) -> None:
     index = apt.parse_packages(text)
     assert index.packages["hello"][2] == [["libgreet"]]
     shutil.rmtree(tmp_path / "build")
+
+
+def test_only_a_missing_file_moves_on_to_the_next_name(tmp_path: Path) -> None:
+    """A flat repository: no Release (404) means Packages files are tried; a Packages.xz
+    that times out is that error, not "no Packages file", and .gz is not read instead."""
+    import gzip
+
+    (tmp_path / "Packages.gz").write_bytes(gzip.compress(b"Package: solo\n"))
+    with serve(tmp_path) as served:
+        src = source(f'<Source type="apt" rawurl="{served.url}"><Arch>amd64</Arch></Source>')
+        loaded = drivers.load(src, "amd64", fetcher())
+        assert loaded is not None and list(loaded.index.packages) == ["solo"]
+        served.hang.add("/Packages.xz")
+        with pytest.raises(drivers.SourceError, match="Packages.xz: not downloaded within"):
+            drivers.load(src, "amd64", fetcher(timeout=0.5))
+        assert served.requests["/Packages.gz"] == 1  # only by the first load
