@@ -152,6 +152,19 @@ def test_without_update_the_repository_copy_wins(probe_repo: Repo, local_core, c
     assert (probe_repo.path / "Cfg/etc/foo.conf/foo.conf.H_client1").read_text() == FOO
 
 
+def test_an_answer_before_cfg_has_read_the_first_changes_nothing(probe_repo: Repo,
+                                                                 local_core) -> None:
+    core = make(local_core, probe_repo)
+    plugin = core.plugins["FileProbes"]
+    meta = core.build_metadata("client1")
+    for text, mode in ((FOO, "0640"), ("second\n", "0600")):
+        data = lxml.etree.fromstring(upload(("/etc/foo.conf", answer(
+            "/etc/foo.conf", text, mode=mode))).encode())
+        plugin.ReceiveData(meta, list(data))  # no refresh: Cfg has not seen the first file
+    assert (probe_repo.path / "Cfg/etc/foo.conf/foo.conf.H_client1").read_text() == FOO
+    assert 'mode="0640"' in (probe_repo.path / "Cfg/etc/foo.conf/info.xml").read_text()
+
+
 def test_with_update_the_client_copy_is_written_again(probe_repo: Repo, local_core) -> None:
     core = make(local_core, probe_repo)
     send(core, "client1", ("/etc/blah.conf", answer("/etc/blah.conf", "v1\n", mode="0600")))
@@ -338,8 +351,11 @@ def test_write_file_never_replaces_unless_told(tmp_path: Path) -> None:
     assert sorted(os.listdir(target.parent)) == ["f"]  # no temporary file left behind
 
 
-def test_an_agent_run_probes_stores_and_gets_the_file(probe_repo: Repo, network_server) -> None:
-    server = network_server(probe_repo, server__plugins=PLUGINS + ",FileProbes")
+@pytest.mark.parametrize("core", ["builtin", "multiprocessing"])
+def test_an_agent_run_probes_stores_and_gets_the_file(probe_repo: Repo, network_server,
+                                                     core: str) -> None:
+    server = network_server(probe_repo, core=core, server__plugins=PLUGINS + ",FileProbes",
+                            server__children="2")
     agent = server.proxy("uuid-client1", "pw1")
     probes = lxml.etree.fromstring(agent.GetProbes().encode())
     names = {p.get("name"): p.get("source") for p in probes.iter("probe")}
@@ -358,5 +374,10 @@ def test_an_agent_run_probes_stores_and_gets_the_file(probe_repo: Repo, network_
     entry = wait_until(foo, 30, "the probed file to be served")
     assert entry["text"] == FOO
     assert (entry["owner"], entry["mode"]) == ("daemon", "0600")
-    probes = lxml.etree.fromstring(agent.GetProbes().encode())
-    assert [p.get("name") for p in probes.iter("probe")] == ["/etc/blah.conf"]
+
+    def probed_for() -> list[str]:
+        probes = lxml.etree.fromstring(agent.GetProbes().encode())
+        return [p.get("name") for p in probes.iter("probe")]
+
+    # (the multiprocessing parent, which answers GetProbes, notices the file on its own)
+    wait_until(lambda: probed_for() == ["/etc/blah.conf"], 30, "foo.conf to be probed no more")

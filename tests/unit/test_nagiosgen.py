@@ -317,9 +317,14 @@ def test_without_config_xml_the_defaults_apply(nagios_repo: Repo, local_core) ->
         "hostgroups": "linux,nagios", "use": "default"}
 
 
-def test_agents_get_their_entries_through_the_builtin_core(nagios_repo: Repo,
-                                                           network_server) -> None:
-    server = network_server(nagios_repo, server__plugins=PLUGINS + ",NagiosGen")
+@pytest.mark.parametrize("core", ["builtin", "multiprocessing"])
+def test_agents_get_their_entries_through_a_network_core(nagios_repo: Repo, network_server,
+                                                         core: str) -> None:
+    # the multiprocessing core's children do not see the FakeDNS: every address is known
+    nagios_repo.write("Metadata/clients.xml", CLIENTS.replace(
+        'password="pw2"', 'password="pw2" address="192.0.2.7"'))
+    server = network_server(nagios_repo, core=core, server__plugins=PLUGINS + ",NagiosGen",
+                            server__children="2")
 
     def served(uuid: str, password: str) -> dict[str, str]:
         config = lxml.etree.fromstring(server.proxy(uuid, password).GetConfig().encode())
@@ -330,3 +335,4 @@ def test_agents_get_their_entries_through_the_builtin_core(nagios_repo: Repo,
     assert host(client1["/etc/nagiosgen.status"])["address"] == "10.0.0.1"
     client2 = served("uuid-client2", "pw2")
     assert host_names(client2[SERVER_PATH]) == ["client1", "client2"]
+    assert host(client2["/etc/nagiosgen.status"])["address"] == "192.0.2.7"
