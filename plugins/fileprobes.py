@@ -170,8 +170,9 @@ class ProbeConfig(StructFile):
             if not valid_path(name):
                 raise RepositoryError(f"{where}: {name!r} is no absolute, normalised path "
                                       f"without spaces")
-            if probe.get("encoding") not in (None, "base64", "ascii", "utf-8"):
-                raise RepositoryError(f"{where}: encoding must be base64 (or left out)")
+            if probe.get("encoding") not in (None, "base64", "ascii"):
+                raise RepositoryError(f"{where}: encoding must be base64 or ascii (the "
+                                      f"default)")
 
     def removed(self) -> None:
         self.xdata = None
@@ -300,8 +301,8 @@ class FileProbes(Plugin, Probing):
         """Write a checked answer as the host's version in Cfg (and info.xml, once)."""
         path = probe.get("name")
         directory = os.path.join(self.cfg, *path.strip("/").split("/"))
-        if os.path.commonpath([self.cfg, os.path.realpath(directory)]) != \
-                os.path.realpath(self.cfg):
+        cfg = os.path.realpath(self.cfg)  # the repository itself may be reached by a symlink
+        if os.path.commonpath([cfg, os.path.realpath(directory)]) != cfg:
             raise UntrustedInputError("the Cfg directory of this path leads out of Cfg")
         target = os.path.join(directory, f"{os.path.basename(path)}.H_{metadata.hostname}")
         current = self.served(path, metadata)

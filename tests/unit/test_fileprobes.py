@@ -318,6 +318,15 @@ def test_a_cfg_directory_leading_out_of_cfg_is_refused(probe_repo: Repo, local_c
     assert list(outside.iterdir()) == []
 
 
+def test_a_repository_reached_through_a_symlink_is_written(probe_repo: Repo, local_core,
+                                                           tmp_path: Path) -> None:
+    link = tmp_path / "repo-link"
+    link.symlink_to(probe_repo.path)
+    core = make(local_core, link)
+    send(core, "client1", ("/etc/foo.conf", answer("/etc/foo.conf", FOO)))
+    assert (probe_repo.path / "Cfg/etc/foo.conf/foo.conf.H_client1").read_text() == FOO
+
+
 def test_one_bad_answer_does_not_stop_the_good_ones(probe_repo: Repo, local_core) -> None:
     core = make(local_core, probe_repo)
     send(core, "client1", ("/etc/shadow", answer("/etc/shadow", "root:x\n")),
