@@ -50,6 +50,7 @@ BUILTIN_PLUGINS = {
     "Pkgmgr": "bcfg2.plugins.pkgmgr:Pkgmgr",
     "Probes": "bcfg2.plugins.probes:Probes",
     "Properties": "bcfg2.plugins.properties:Properties",
+    "PuppetENC": "bcfg2.plugins.puppetenc:PuppetENC",
     "Reporting": "bcfg2.plugins.reporting:Reporting",
     "Rules": "bcfg2.plugins.rules:Rules",
     "SSHbase": "bcfg2.plugins.sshbase:SSHbase",
