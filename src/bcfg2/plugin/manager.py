@@ -46,6 +46,7 @@ BUILTIN_PLUGINS = {
     "GroupLogic": "bcfg2.plugins.grouplogic:GroupLogic",
     "GroupPatterns": "bcfg2.plugins.grouppatterns:GroupPatterns",
     "Metadata": "bcfg2.plugins.metadata:Metadata",
+    "Ohai": "bcfg2.plugins.ohai:Ohai",
     "Packages": "bcfg2.plugins.packages:Packages",
     "Pkgmgr": "bcfg2.plugins.pkgmgr:Pkgmgr",
     "Probes": "bcfg2.plugins.probes:Probes",
