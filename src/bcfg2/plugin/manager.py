@@ -37,6 +37,7 @@ CORE_GROUP = "bcfg2.cores"
 #: our plugins, by name (the entry points in pyproject.toml say the same; a test checks)
 BUILTIN_PLUGINS = {
     "ACL": "bcfg2.plugins.acl:ACL",
+    "AWSTags": "bcfg2.plugins.awstags:AWSTags",
     "Bundler": "bcfg2.plugins.bundler:Bundler",
     "Cfg": "bcfg2.plugins.cfg:Cfg",
     "Decisions": "bcfg2.plugins.decisions:Decisions",
