@@ -49,6 +49,7 @@ BUILTIN_PLUGINS = {
     "Metadata": "bcfg2.plugins.metadata:Metadata",
     "Ohai": "bcfg2.plugins.ohai:Ohai",
     "Packages": "bcfg2.plugins.packages:Packages",
+    "POSIXCompat": "bcfg2.plugins.posixcompat:POSIXCompat",
     "Pkgmgr": "bcfg2.plugins.pkgmgr:Pkgmgr",
     "Probes": "bcfg2.plugins.probes:Probes",
     "Properties": "bcfg2.plugins.properties:Properties",
@@ -56,6 +57,7 @@ BUILTIN_PLUGINS = {
     "Reporting": "bcfg2.plugins.reporting:Reporting",
     "Rules": "bcfg2.plugins.rules:Rules",
     "SSHbase": "bcfg2.plugins.sshbase:SSHbase",
+    "ServiceCompat": "bcfg2.plugins.servicecompat:ServiceCompat",
     "TemplateHelper": "bcfg2.plugins.templatehelper:TemplateHelper",
     "Trigger": "bcfg2.plugins.trigger:Trigger",
 }
