@@ -37,6 +37,7 @@ CORE_GROUP = "bcfg2.cores"
 #: our plugins, by name (the entry points in pyproject.toml say the same; a test checks)
 BUILTIN_PLUGINS = {
     "ACL": "bcfg2.plugins.acl:ACL",
+    "AWSTags": "bcfg2.plugins.awstags:AWSTags",
     "Bundler": "bcfg2.plugins.bundler:Bundler",
     "Cfg": "bcfg2.plugins.cfg:Cfg",
     "Decisions": "bcfg2.plugins.decisions:Decisions",
@@ -48,14 +49,18 @@ BUILTIN_PLUGINS = {
     "GroupPatterns": "bcfg2.plugins.grouppatterns:GroupPatterns",
     "Metadata": "bcfg2.plugins.metadata:Metadata",
     "NagiosGen": "bcfg2.plugins.nagiosgen:NagiosGen",
+    "Ohai": "bcfg2.plugins.ohai:Ohai",
     "Packages": "bcfg2.plugins.packages:Packages",
+    "POSIXCompat": "bcfg2.plugins.posixcompat:POSIXCompat",
     "Pkgmgr": "bcfg2.plugins.pkgmgr:Pkgmgr",
     "Probes": "bcfg2.plugins.probes:Probes",
     "Properties": "bcfg2.plugins.properties:Properties",
+    "PuppetENC": "bcfg2.plugins.puppetenc:PuppetENC",
     "Reporting": "bcfg2.plugins.reporting:Reporting",
     "Rules": "bcfg2.plugins.rules:Rules",
     "SEModules": "bcfg2.plugins.semodules:SEModules",
     "SSHbase": "bcfg2.plugins.sshbase:SSHbase",
+    "ServiceCompat": "bcfg2.plugins.servicecompat:ServiceCompat",
     "TemplateHelper": "bcfg2.plugins.templatehelper:TemplateHelper",
     "Trigger": "bcfg2.plugins.trigger:Trigger",
 }

@@ -1,0 +1,41 @@
+"""POSIXCompat: Path entries in the form agents older than 1.3 read.
+
+Bcfg2 1.3 renamed the permission bits of a Path entry from ``perms`` to
+``mode``. An agent that declared a version before 1.3 (or none at all, as
+upstream assumes) reads only ``perms``, so every Path it gets that has a
+``mode`` carries the same value as ``perms`` too; newer agents get the
+entries as they are.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bcfg2.plugin import GoalValidator, Plugin
+
+if TYPE_CHECKING:
+    import lxml.etree
+
+    from bcfg2.metadata import ClientMetadata
+
+#: agents of this version and later read ``mode`` themselves
+NEW_STYLE = (1, 3)
+
+
+def old_agent(metadata: ClientMetadata) -> bool:
+    """Whether the client declared no version, or one before 1.3 (pre-releases of 1.3 are new)."""
+    return metadata.version_info is None or metadata.version_info < NEW_STYLE
+
+
+class POSIXCompat(Plugin, GoalValidator):
+    """Copies ``mode`` to ``perms`` on the Path entries sent to an older agent."""
+
+    def validate_goals(self, metadata: ClientMetadata, config: lxml.etree._Element) -> None:
+        if not old_agent(metadata):
+            return
+        for entry in config.iter("Path", "BoundPath"):
+            if "mode" in entry.attrib:
+                entry.set("perms", entry.get("mode"))
+
+
+__all__ = ["NEW_STYLE", "POSIXCompat", "old_agent"]
