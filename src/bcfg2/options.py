@@ -48,7 +48,8 @@ class Option:
         return f"{self.section}.{self.name}"
 
 
-IGNORE_DEFAULT = "*~, *#, #*, .#*, *.swp, *.swpx, *.swx, SCCS, .svn, .git, 4913, .gitignore"
+IGNORE_DEFAULT = ("*~, *#, #*, .#*, *.swp, *.swpx, *.swx, SCCS, .svn, .git, 4913, .gitignore, "
+                  "CVS, .hg, .bzr, _darcs")
 
 OPTIONS: list[Option] = [
     # [server]

@@ -25,9 +25,10 @@ PLUGIN_API = [
     "RepositoryError", "SPECIFIC_SUFFIX", "SpecificData", "Specificity", "SpecificityError",
     "Statistics", "StructFile", "Structure", "StructureValidator", "TemplateDataProvider",
     "ThreadedStatistics",
-    "ValidationError", "Version", "XMLDirectoryBacked", "XMLFileBacked", "admitted", "as_bool",
+    "ValidationError", "VcsCommandError", "VcsVersion", "Version", "XMLDirectoryBacked",
+    "XMLFileBacked", "admitted", "as_bool",
     "bind_info", "condition_holds", "conditions_hold", "default_path_metadata", "exposed",
-    "flatten_conditions", "match_element", "missing_methods", "set_content",
+    "flatten_conditions", "match_element", "missing_methods", "run_vcs", "set_content",
 ]
 
 MANAGER_API = [

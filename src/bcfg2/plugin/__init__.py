@@ -8,6 +8,7 @@
 - ``entryset``: the versions of one entry (``name.G50_group``,
   ``name.H_host``) and info.xml.
 - ``priodir``: the Rules-style generator with priorities.
+- ``vcs``: Version plugins that ask a version-control tool (``run_vcs``).
 
 Import from ``bcfg2.plugin`` itself; the modules are its layout, ``__all__``
 is the promise.
@@ -72,6 +73,7 @@ from bcfg2.plugin.structfile import (
     flatten_conditions,
     match_element,
 )
+from bcfg2.plugin.vcs import VcsCommandError, VcsVersion, run_vcs
 
 __all__ = [
     # base, the options a plugin declares, who calls (ClientACLs get a Caller)
@@ -90,6 +92,8 @@ __all__ = [
     # entries
     "SPECIFIC_SUFFIX", "EntrySet", "InfoXML", "PrioDir", "SpecificData", "Specificity",
     "bind_info", "default_path_metadata", "set_content",
+    # the revision from a version-control tool
+    "VcsCommandError", "VcsVersion", "run_vcs",
     # the errors a plugin raises
     "MetadataConsistencyError", "MetadataRuntimeError", "PluginExecutionError",
     "PluginInitError", "RepositoryError", "SpecificityError", "ValidationError",
