@@ -544,9 +544,10 @@ def bundles(ctx: Context) -> Iterator[Finding]:
                               f"bundle {bundle_name(path)} is not given to any group")
 
 
-@check("Metadata", not_a_profile_group="warning")
+@check("Metadata", not_a_profile_group="warning", multiple_default_groups="warning")
 def metadata(ctx: Context) -> Iterator[Finding]:
     """A client's profile in clients.xml is a group declared with profile="true"."""
+    yield from _multiple_defaults(ctx)
     profiles: set[str] = set()
     declared: set[str] = set()
     for _path, tree in metadata_files(ctx, "groups.xml"):
@@ -561,6 +562,33 @@ def metadata(ctx: Context) -> Iterator[Finding]:
                 yield ctx.finding(path, el.sourceline, "not-a-profile-group",
                                   f"client {el.get('name')} has profile {profile}, which is "
                                   f"not a profile group (profile=\"true\" in groups.xml)")
+
+
+def _multiple_defaults(ctx: Context) -> Iterator[Finding]:
+    """More than one group with default="true": the server uses the last one, as Bcfg2 does."""
+    top: list[tuple[str, lxml.etree._Element]] = []
+    nested: list[tuple[str, lxml.etree._Element]] = []
+    for path, tree in metadata_files(ctx, "groups.xml"):
+        outer = list(_top_groups(tree.getroot()))
+        top += [(path, el) for el in outer]
+        nested += [(path, el) for group in outer for el in group.iter("Group") if el is not group]
+    # as the Metadata plugin reads it: a top-level declaration sets the attribute, a
+    # nested one only if no other did; Bcfg2 reads the top-level declarations first
+    marked: dict[str, tuple[bool, int, str, lxml.etree._Element]] = {}
+    for order, (path, el) in enumerate(top + nested):
+        name = el.get("name", "")
+        if "default" in el.attrib and (order < len(top) or name not in marked):
+            marked[name] = (el.get("default", "").lower() in ("true", "1", "yes", "on"),
+                            order, path, el)
+    defaults = sorted(((at[1], name, at[2], at[3]) for name, at in marked.items() if at[0]))
+    if len(defaults) < 2:
+        return
+    *earlier, (_order, chosen, path, el) = defaults
+    others = [(name, (p, e)) for _o, name, p, e in earlier]
+    also = ", ".join(f"{name} ({ctx.relative(p)}:{e.sourceline})" for name, (p, e) in others)
+    yield ctx.finding(path, el.sourceline, "multiple-default-groups",
+                      f"more than one group is marked default=\"true\": the server uses "
+                      f"{chosen}, the last one (as Bcfg2 1.4 does), not {also}")
 
 
 #: attributes a Rules entry needs to be usable, by tag and (for Path) type
