@@ -18,6 +18,7 @@ from bcfg2.plugin import (
     Structure,
     flatten_conditions,
 )
+from bcfg2.python2 import check_genshi, check_python
 from bcfg2.templates import TemplateSyntaxError, compile_genshi, compile_jinja2, sandboxed_environment
 from bcfg2.xml import XI_INCLUDE
 
@@ -377,6 +378,29 @@ def _genshi(ctx: Context, path: str, markup: bool) -> Iterator[Finding]:
     except TemplateSyntaxError as err:
         yield ctx.finding(path, err.line, "genshi-syntax-error",
                           f"Genshi template does not compile: {err.reason}")
+
+
+@check("Python2", python2_code="error")
+def python2_code(ctx: Context) -> Iterator[Finding]:
+    """Python 2 code in Genshi templates and TemplateHelper modules, with its Python 3 form."""
+    sources: list[tuple[str, str]] = [
+        (path, "text") for path in ctx.files("Cfg", lambda p: p.endswith(".genshi"))]
+    markup = [p for p in bundle_files(ctx) if not p.endswith(JINJA2_BUNDLE)]
+    logic = os.path.join(ctx.repository, "GroupLogic", "groups.xml")
+    if ctx.enabled("GroupLogic") and os.path.isfile(logic):
+        markup.append(logic)
+    sources += [(path, "markup") for path in markup if is_genshi(ctx.xml(path), path)]
+    sources += [(path, "python") for path in ctx.files(
+        "TemplateHelper", lambda p: p.endswith(".py"), recursive=False)]
+    for path, kind in sources:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        if kind == "python":
+            found = check_python(data.decode("utf-8", "replace"))
+        else:
+            found = check_genshi(data, markup=kind == "markup")
+        for item in found:
+            yield ctx.finding(path, item.line, "python2-code", item.message)
 
 
 @check("Jinja2", jinja2_syntax_error="error")
