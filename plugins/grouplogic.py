@@ -9,9 +9,12 @@ the connectors before this one (GroupPatterns, Probes...) made it, so a
 group declared here does not satisfy a conditional of this same file, as
 in Bcfg2. A file whose root declares the Genshi namespace
 (``xmlns:py="http://genshi.edgewall.org/"``) is a Genshi template, rendered
-for each client with ``metadata`` before its conditionals are read, within
-the limits of ``bcfg2.templates``; a render error gives that client no
-GroupLogic groups and is logged.
+for each client before its conditionals are read, within the limits of
+``bcfg2.templates``. It sees what Bcfg2 gives XML templates: ``metadata``
+(the ClientMetadata) and ``repo`` (the repository path), as Bundler
+templates do. A render error gives that client no GroupLogic groups; it is
+logged at error level with the template's file and line once per version
+of the file (then at debug level), not once per client and run.
 
 The file is reread when it changes. After a change, the cached metadata
 of exactly the clients whose GroupLogic groups change is expired: the
@@ -32,7 +35,7 @@ from bcfg2.errors import RepositoryError
 from bcfg2.filemonitor import FileMonitor
 from bcfg2.metadata import ClientMetadata
 from bcfg2.plugin import Condition, Connector, Plugin, StructFile, as_bool, condition_holds
-from bcfg2.templates import bounded_join, bounded_range, compile_genshi
+from bcfg2.templates import bounded_join, bounded_range, compile_genshi, render_error
 from bcfg2.xml import parse_repository_file
 
 GENSHI_NS = "http://genshi.edgewall.org/"
@@ -67,6 +70,8 @@ class GroupLogicFile(StructFile):
         self.plugin = plugin
         self.declarations: tuple[Declaration, ...] = ()
         self.template: genshi.template.Template | None = None
+        #: whether a render error of the template in service has been logged at error level
+        self.render_error_logged = False
         super().__init__(name, fam, should_monitor=True)
 
     def removed(self) -> None:
@@ -82,6 +87,7 @@ class GroupLogicFile(StructFile):
             self._swap(tuple(self._declarations(root, ())))
             return
         self.template = compile_genshi(self.name, self.data, markup=True)
+        self.render_error_logged = False
         self.declarations = ()
         self.plugin.logic_changed()
 
@@ -91,14 +97,25 @@ class GroupLogicFile(StructFile):
         if template is None:
             return self.declarations
         try:
-            stream = template.generate(metadata=metadata, range=bounded_range)
+            stream = template.generate(metadata=metadata, repo=self.plugin.core.repository,
+                                       range=bounded_range)
             text = bounded_join(stream.serialize("xml"), self.name)
             root = parse_repository_file(self.name, text.encode("utf-8"))[0]
             return tuple(self._declarations(root, ()))
         except Exception as err:  # a template may raise anything: only this client's groups
-            self.plugin.logger.error("%s: rendering for %s failed: %s: %s", self.name,
-                                     metadata.hostname, type(err).__name__, err)
+            self._render_failed(err, metadata.hostname)
             return ()
+
+    def _render_failed(self, err: Exception, client: str) -> None:
+        """Log a render error with file and line: at error level once per template version."""
+        message = render_error(err, os.path.dirname(self.name), self.name)
+        if self.render_error_logged:
+            self.plugin.logger.debug("GroupLogic template failed for %s: %s", client, message)
+            return
+        self.render_error_logged = True
+        self.plugin.logger.error("GroupLogic template failed for %s (clients it fails for get "
+                                 "no GroupLogic groups; logged once until the file changes): "
+                                 "%s", client, message)
 
     def _swap(self, declarations: tuple[Declaration, ...]) -> None:
         self.declarations = declarations

@@ -67,11 +67,14 @@ class GroupsModel:
     negated: list[tuple[tuple[Condition, ...], str]] = field(default_factory=list)
     bundles: list[tuple[tuple[Condition, ...], str]] = field(default_factory=list)
     default: str | None = None
+    #: what is wrong with the file but does not stop it being served (logged once per read)
+    warnings: list[str] = field(default_factory=list)
 
     @classmethod
     def from_xml(cls, root: lxml.etree._Element, path: str) -> GroupsModel:
         model = cls()
         attrs: dict[str, dict[str, Any]] = {}
+        seen = [0]  # elements read so far: document order, across included files
 
         def declare(node: lxml.etree._Element, top: bool) -> None:
             name = node.get("name")
@@ -79,6 +82,11 @@ class GroupsModel:
             for key in ("profile", "public", "default"):
                 if key in node.attrib and (top or key not in current):
                     current[key] = as_bool(node.get(key))
+                    if key == "default":
+                        # Bcfg2 reads the top-level declarations first, then the nested ones
+                        seen[0] += 1
+                        where = f"{_source_file(node, path)}:{node.sourceline}"
+                        current["default_at"] = (0 if top else 1, seen[0], where)
             if "category" in node.attrib and (top or "category" not in current):
                 current["category"] = node.get("category")
 
@@ -111,7 +119,7 @@ class GroupsModel:
                     model.bundles.append((conds, name))
 
         walk(root, (), True)
-        defaults = []
+        defaults: list[tuple[tuple[int, int, str], str]] = []
         for name, values in attrs.items():
             group = MetadataGroup(name, profile=values.get("profile", False),
                                   public=values.get("public", False),
@@ -119,13 +127,18 @@ class GroupsModel:
                                   category=values.get("category"))
             model.groups[name] = group
             if group.default:
-                defaults.append(name)
+                defaults.append((values["default_at"], name))
         for _conds, name in model.membership + model.negated:
             model.groups.setdefault(name, MetadataGroup(name))
+        defaults.sort()
+        model.default = defaults[-1][1] if defaults else None
         if len(defaults) > 1:
-            raise RepositoryError(f"{path}: more than one default profile: "
-                                  f"{', '.join(sorted(defaults))}")
-        model.default = defaults[0] if defaults else None
+            # Bcfg2 1.4 serves such a file with the last one it reads as the default
+            (_nested, _order, where), chosen = defaults[-1]
+            others = ", ".join(f"{name} ({at[2]})" for at, name in defaults[:-1])
+            model.warnings.append(f"{where}: more than one group is marked "
+                                  f"default=\"true\"; {chosen} is the default profile "
+                                  f"(the last one, as in Bcfg2 1.4), not {others}")
         return model
 
     @staticmethod
@@ -176,6 +189,14 @@ class GroupsModel:
 
     def bundles_for(self, client: str, groups: set[str]) -> set[str]:
         return {name for conds, name in self.bundles if self._holds(conds, client, groups)}
+
+
+def _source_file(node: lxml.etree._Element, path: str) -> str:
+    """The file an element was read from: ``path``, or the file XIncluded into it."""
+    base = node.base
+    if base and base.startswith("file://"):
+        base = base[len("file://"):]
+    return base if base and os.path.isabs(base) else path
 
 
 @dataclass(frozen=True)
@@ -323,7 +344,10 @@ class GroupsFile(XMLFileBacked):
         super().__init__(name, plugin.core.fam, should_monitor=True)
 
     def load_xml(self, root: lxml.etree._Element) -> None:
-        self.plugin.set_groups(GroupsModel.from_xml(root, self.name))
+        model = GroupsModel.from_xml(root, self.name)
+        for warning in model.warnings:
+            self.plugin.logger.warning("%s", warning)
+        self.plugin.set_groups(model)
 
 
 def _read_for_update(path: str) -> lxml.etree._Element:

@@ -6,22 +6,36 @@ Keys live in ``SSHbase/`` under the upstream file names:
 it has none of gets a new pair from ``ssh-keygen``, made once and kept in the
 repository so that it survives a rebuild of the client.
 
-``/etc/ssh/ssh_known_hosts`` lists every host's public keys under the host's
-name, aliases and addresses, then the ``*.static`` files, then a localhost
+``/etc/ssh/ssh_known_hosts`` lists every host's public keys under the names
+Bcfg2 1.4 writes for it, sorted: the host name and its ``<Alias>`` names from
+clients.xml, the short form of each (``lucid1`` for ``lucid1.example.com``),
+the addresses clients.xml gives the host and its aliases, and, from DNS, the
+address of each name and the names of those addresses. A group key
+(``ssh_host_rsa_key.pub.G50_cluster``) is listed under the names of every
+client of the group. Then come the ``*.static`` files, then a localhost
 record with the client's own keys. It is rebuilt only when a public key or the
-clients change. A ``ssh_known_hosts.H_<host>`` (or ``.G<prio>_<group>``) file
-is served as it is instead. ``info.xml`` may override owner, group, mode...
+clients change (or a DNS answer that was late arrives). A
+``ssh_known_hosts.H_<host>`` (or ``.G<prio>_<group>``) file is served as it is
+instead. ``info.xml`` may override owner, group, mode...
+
+DNS look-ups run in a few worker threads and a build of ssh_known_hosts waits
+for them at most ``[sshbase] dns_timeout`` seconds in all; an answer (or a
+failure) is kept ``dns_cache_time`` seconds. ``dns = false`` turns them off.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import fcntl
+import ipaddress
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import lxml.etree
@@ -29,6 +43,7 @@ import lxml.etree
 from bcfg2.filemonitor import Event
 from bcfg2.identity import valid_client_name
 from bcfg2.metadata import ClientMetadata
+from bcfg2.options import Option
 from bcfg2.plugin import (
     SPECIFIC_SUFFIX,
     Caching,
@@ -44,7 +59,7 @@ from bcfg2.plugin import (
     set_content,
 )
 
-__all__ = ["KEY_TYPES", "SSHbase"]
+__all__ = ["KEY_TYPES", "NameCache", "SSHbase"]
 
 #: ssh-keygen key type -> file name of the private key (the public one adds .pub)
 KEY_TYPES: dict[str, str] = {
@@ -59,12 +74,123 @@ SSH_DIR = "/etc/ssh/"
 KEYGEN_TIMEOUT = 120
 
 
+#: the most DNS look-ups running at once
+DNS_WORKERS = 4
+
+
+def forward_lookup(name: str) -> tuple[str, ...]:
+    """The IPv4 address of a name, as Bcfg2 asks it (``gethostbyname``)."""
+    return (socket.gethostbyname(name),)
+
+
+def reverse_lookup(address: str) -> tuple[str, ...]:
+    """The name of an address and its other names (``gethostbyaddr``)."""
+    name, aliases, _addresses = socket.gethostbyaddr(address)
+    return (name, *aliases)
+
+
+class NameCache:
+    """DNS answers kept for a while; look-ups bounded in time, run in worker threads.
+
+    ``lookup`` waits at most ``timeout`` seconds for the answers it does not
+    have; one that comes later is kept for the next call, and ``generation``
+    changes so that whoever built something without it can build it again.
+    A name or address that does not resolve is kept as no answer.
+    """
+
+    def __init__(self, resolve: Callable[[str], tuple[str, ...]], timeout: float,
+                 ttl: float) -> None:
+        self.resolve = resolve
+        self.timeout = timeout
+        self.ttl = ttl
+        self.generation = 0
+        self._answers: dict[str, tuple[float, tuple[str, ...]]] = {}
+        self._pending: dict[str, concurrent.futures.Future[tuple[str, ...]]] = {}
+        self._lock = threading.Lock()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def lookup(self, keys: Iterable[str]) -> tuple[dict[str, tuple[str, ...]], bool]:
+        """The answers for ``keys`` known within the time limit (others: ()), and whether
+        that is all of them."""
+        now = time.monotonic()
+        out: dict[str, tuple[str, ...]] = {}
+        waiting: dict[str, concurrent.futures.Future[tuple[str, ...]]] = {}
+        with self._lock:
+            for key in dict.fromkeys(keys):
+                known = self._answers.get(key)
+                if known is not None and known[0] > now:
+                    out[key] = known[1]
+                    continue
+                future = self._pending.get(key)
+                if future is None:
+                    if self._pool is None:
+                        self._pool = concurrent.futures.ThreadPoolExecutor(
+                            DNS_WORKERS, thread_name_prefix="sshbase-dns")
+                    future = self._pool.submit(self._answer, key)
+                    self._pending[key] = future
+                waiting[key] = future
+        if waiting:
+            concurrent.futures.wait(waiting.values(), timeout=self.timeout)
+        complete = True
+        for key, future in waiting.items():
+            complete = complete and future.done()
+            out[key] = future.result() if future.done() else ()
+        return out, complete
+
+    def _answer(self, key: str) -> tuple[str, ...]:
+        try:
+            answer = tuple(self.resolve(key))
+        except (OSError, UnicodeError, ValueError):
+            answer = ()
+        with self._lock:
+            self._answers[key] = (time.monotonic() + self.ttl, answer)
+            self._pending.pop(key, None)
+            self.generation += 1
+        return answer
+
+    def close(self) -> None:
+        """Stop the worker threads (a look-up under way is abandoned)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+def _host_name(name: str) -> str | None:
+    """A name from DNS fit for ssh_known_hosts (lower case), or None."""
+    name = name.rstrip(".").lower()
+    return name if valid_client_name(name) else None
+
+
+def _address(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
 class SSHbase(Plugin, Generator, Caching):
     """Serves ssh host keys (generated on first request) and ssh_known_hosts."""
+
+    options = (
+        Option("sshbase", "dns", True,
+               "Add to ssh_known_hosts what DNS says of each host, as Bcfg2 does: the address "
+               "of its names and the names of those addresses.", type="bool"),
+        Option("sshbase", "dns_timeout", 2.0,
+               "Longest wait, in seconds, for DNS answers while ssh_known_hosts is built; "
+               "later answers are used when they come.", type="float"),
+        Option("sshbase", "dns_cache_time", 3600,
+               "How long, in seconds, a DNS answer (or a failure) is kept.", type="int"),
+    )
 
     def __init__(self, core: Any) -> None:
         Plugin.__init__(self, core)
         Generator.__init__(self)
+        settings = core.setup.sshbase
+        self.dns = bool(settings.dns)
+        timeout, ttl = float(settings.dns_timeout), float(settings.dns_cache_time)
+        # looked up by module name at each call, so that tests can replace the resolver
+        self.addresses_of = NameCache(lambda name: forward_lookup(name), timeout, ttl)
+        self.names_of = NameCache(lambda address: reverse_lookup(address), timeout, ttl)
         if not os.path.isdir(self.data):
             os.makedirs(self.data, mode=0o700, exist_ok=True)
         defaults = default_path_metadata(core.setup)
@@ -86,8 +212,8 @@ class SSHbase(Plugin, Generator, Caching):
         self._gen_lock = threading.Lock()
         #: bumped by every change to a public key or a .static file
         self._keys_version = 0
-        #: (keys version, metadata generation, the shared part of ssh_known_hosts)
-        self._known_hosts: tuple[int, int, str] | None = None
+        #: (keys version, metadata generation, DNS generations, the shared part)
+        self._known_hosts: tuple[int, int, tuple[int, int], str] | None = None
         core.fam.AddMonitor(self.data, self)
 
     def _binder(self, fname: str) -> Callable[[lxml.etree._Element, ClientMetadata],
@@ -180,7 +306,7 @@ class SSHbase(Plugin, Generator, Caching):
         entry_set = self.entry_sets[KNOWN_HOSTS]
         if entry_set.get_matching(metadata):
             return entry_set.best_matching(metadata).data.decode("utf-8", "replace")
-        lines = [self._shared_known_hosts()]
+        lines = [self._shared_known_hosts(metadata)]
         for key_type, fname in KEY_TYPES.items():
             if key_type == "rsa1":
                 continue  # protocol 1 keys have a different known_hosts format
@@ -191,46 +317,96 @@ class SSHbase(Plugin, Generator, Caching):
                              f"{pub.data.decode('utf-8', 'replace').strip()}\n")
         return "".join(lines)
 
-    def _shared_known_hosts(self) -> str:
-        """Every host's public keys and the static files; cached until they change."""
+    def _dns_generation(self) -> tuple[int, int]:
+        return (self.addresses_of.generation, self.names_of.generation)
+
+    def _shared_known_hosts(self, metadata: ClientMetadata) -> str:
+        """Every host's and group's public keys and the static files; cached until they change."""
         version = self._keys_version
         generation = self.metadata_generation
+        dns = self._dns_generation()
         cached = self._known_hosts
-        if cached is not None and cached[:2] == (version, generation):
-            return cached[2]
+        if cached is not None and cached[:3] == (version, generation, dns):
+            return cached[3]
         by_host: dict[str, list[bytes]] = {}
+        by_group: dict[str, list[bytes]] = {}
         for key_type, fname in KEY_TYPES.items():
             if key_type == "rsa1":
                 continue
             for item in list(self.entry_sets[fname + ".pub"].entries.values()):
-                host = item.specific.hostname
-                if host:
-                    by_host.setdefault(str(host), []).append(item.data)
-        lines = []
+                if item.specific.hostname:
+                    by_host.setdefault(str(item.specific.hostname), []).append(item.data)
+                elif item.specific.group:
+                    by_group.setdefault(str(item.specific.group), []).append(item.data)
         clients = set(self.core.metadata.list_clients())
+        members = {group: sorted(metadata.query.names_by_groups([group]))
+                   for group in by_group}
+        hosts = set(by_host).union(*members.values())
+        names, complete = self._names(sorted(hosts), clients)
+        lines = []
         for host in sorted(by_host):
-            names = ",".join(self._names(host, clients))
-            lines.extend(f"{names} {data.decode('utf-8', 'replace').strip()}\n"
+            lines.extend(f"{','.join(names[host])} {data.decode('utf-8', 'replace').strip()}\n"
                          for data in by_host[host])
+        for group in sorted(by_group):
+            listed = list(dict.fromkeys(name for host in members[group] for name in names[host]))
+            if not listed:
+                self.logger.debug("ssh_known_hosts: no client in group %s for its keys", group)
+                continue
+            lines.extend(f"{','.join(listed)} {data.decode('utf-8', 'replace').strip()}\n"
+                         for data in by_group[group])
         for fname in sorted(self.static):
             text = self.static[fname].data.decode("utf-8", "replace")
             lines.append(text if text.endswith("\n") or not text else text + "\n")
         result = "".join(lines)
-        self._known_hosts = (version, generation, result)
+        # built without some DNS answers: build it again once any answer comes in
+        self._known_hosts = (version, generation, self._dns_generation() if complete else dns,
+                             result)
         return result
 
-    def _names(self, host: str, clients: set[str]) -> list[str]:
-        """A host's name, aliases and addresses (from clients.xml; no DNS lookups)."""
-        names = [host]
-        if host in clients:
-            try:
-                imd = self.core.metadata.get_initial_metadata(host)
-            except Exception as err:
-                self.logger.warning("ssh_known_hosts: no metadata for %s: %s", host, err)
-            else:
-                names.extend(sorted(imd.aliases - {host}))
-                names.extend(sorted(imd.addresses))
-        return names
+    def _names(self, hosts: list[str],
+               clients: set[str]) -> tuple[dict[str, list[str]], bool]:
+        """The names each host is listed under, as Bcfg2 1.4 lists them (sorted), and
+        whether every DNS answer was there in time.
+
+        Its name and aliases (clients.xml), the short form of each, the
+        addresses clients.xml gives, and from DNS the address of each name and
+        of the aliases, and the names of those addresses.
+        """
+        known: dict[str, tuple[set[str], set[str]]] = {}
+        for host in hosts:
+            aliases: set[str] = set()
+            addresses: set[str] = set()
+            if host in clients:
+                try:
+                    imd = self.core.metadata.get_initial_metadata(host)
+                except Exception as err:
+                    self.logger.warning("ssh_known_hosts: no metadata for %s: %s", host, err)
+                else:
+                    aliases, addresses = set(imd.aliases), set(imd.addresses)
+            known[host] = ({host} | aliases, addresses)
+        forward: dict[str, tuple[str, ...]] = {}
+        reverse: dict[str, tuple[str, ...]] = {}
+        complete = True
+        if self.dns:
+            forward, complete = self.addresses_of.lookup(
+                sorted({name for full, _ in known.values() for name in full}))
+            found = {a for answer in forward.values() for a in answer if _address(a)}
+            reverse, done = self.names_of.lookup(sorted(found))
+            complete = complete and done
+        out: dict[str, list[str]] = {}
+        for host, (full, addresses) in known.items():
+            names = set(full) | {name.split(".")[0] for name in full} | addresses
+            for name in full:
+                for address in filter(None, map(_address, forward.get(name, ()))):
+                    names.add(address)
+                    names.update(filter(None, map(_host_name, reverse.get(address, ()))))
+            out[host] = sorted(names)
+        return out, complete
+
+    def shutdown(self) -> None:
+        self.addresses_of.close()
+        self.names_of.close()
+        super().shutdown()
 
     # -- key generation --------------------------------------------------------
 

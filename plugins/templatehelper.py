@@ -7,7 +7,9 @@ attributes are the names the module lists in ``__export__`` (or, without
 names ``data``, ``name``, ``fam``, ``Index`` and ``HandleEvent`` are never
 exported. A module is run again when its file changes; a module that fails
 to run is logged with its path, line and error, its last good version stays
-in service, and the other modules are not affected.
+in service, and the other modules are not affected. Python 2 code in a
+module (``raise E, msg``, ``print x``...) is named in that error with its
+Python 3 form; ``d.has_key(k)``, which compiles, is a warning at its line.
 
 A module's ``__default__`` lists names (from what it defines) that every
 Cfg template gets in its namespace directly, ``${pining("fjords")}``
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from bcfg2.errors import RepositoryError
 from bcfg2.plugin import Connector, DirectoryBacked, FileBacked, Plugin, TemplateDataProvider
+from bcfg2.python2 import check_python, runtime_hint
 
 if TYPE_CHECKING:
     from bcfg2.filemonitor import Event, FileMonitor
@@ -81,10 +84,16 @@ class HelperFile(FileBacked):
         qualified = f"bcfg2.TemplateHelper.{self.module_name}"
         module = types.ModuleType(qualified)
         module.__file__ = self.name
+        try:
+            code = compile(self.data, self.name, "exec")
+        except SyntaxError as err:
+            raise self._python2_error(err) from None
+        except ValueError as err:  # null bytes
+            raise RepositoryError(f"{self.name}: {err}") from None
         previous = sys.modules.get(qualified)
         sys.modules[qualified] = module  # dataclasses and pickling look modules up here
         try:
-            exec(compile(self.data, self.name, "exec"), module.__dict__)  # noqa: S102
+            exec(code, module.__dict__)  # noqa: S102
             symbols = self._exports(module)
             defaults = self._defaults(module)
         except Exception as err:
@@ -94,10 +103,28 @@ class HelperFile(FileBacked):
                 sys.modules[qualified] = previous
             if isinstance(err, RepositoryError):
                 raise
+            hint = runtime_hint(err)
             raise RepositoryError(f"{self.name}:{self._line(err)}: "
-                                  f"{type(err).__name__}: {err}") from None
+                                  f"{type(err).__name__}: {err}"
+                                  + (f" ({hint})" if hint else "")) from None
+        for found in check_python(self.data.decode("utf-8", "replace")):
+            # compiles, but fails when a template calls it
+            logger.warning("%s:%d: %s", self.name, found.line, found.message)
         self.helper = HelperModule(self.module_name, symbols)
         self.defaults = defaults
+
+    def _python2_error(self, err: SyntaxError) -> RepositoryError:
+        """A module that does not compile; Python 2 code in it is named with its Python 3 form."""
+        try:
+            text = self.data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        python2 = check_python(text) if text else []
+        if python2:
+            more = f"; {len(python2) - 1} more Python 2 constructs (bcfg2-lint lists them)" \
+                if len(python2) > 1 else ""
+            return RepositoryError(f"{self.name}:{python2[0].line}: {python2[0].message}{more}")
+        return RepositoryError(f"{self.name}:{err.lineno or '?'}: SyntaxError: {err.msg}")
 
     def _line(self, err: BaseException) -> int | str:
         """The line of this file the error comes from (a syntax error says so itself)."""

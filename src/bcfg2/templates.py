@@ -13,7 +13,8 @@ be where the enclosing text block starts), so that only that entry or
 bundle fails. A missing key or attribute (``metadata.Properties["x.xml"]``)
 fails with the key and the type of the object it was looked up on; in
 Jinja2, as in Bcfg2, an undefined value only fails when it is used, and
-printing it gives "".
+printing it gives "". Python 2 code (``print x``, ``d.has_key(k)``...) is
+named in the error with its Python 3 form (``bcfg2.python2``).
 
 Limits: Jinja2 templates run in ``jinja2.sandbox.SandboxedEnvironment``
 (``sandboxed_environment``), so they cannot reach private attributes
@@ -42,6 +43,7 @@ import jinja2
 import jinja2.sandbox
 
 from bcfg2.errors import PluginExecutionError, TemplateSyntaxError
+from bcfg2.python2 import check_genshi, runtime_hint
 
 __all__ = [
     "MAX_RANGE", "MAX_RENDERED", "GenshiLookup", "TemplateSyntaxError", "UndefinedError",
@@ -121,6 +123,13 @@ def compile_genshi(path: str, data: bytes, markup: bool = False) -> genshi.templ
     except UnicodeDecodeError as err:
         raise TemplateSyntaxError(path, None, f"not UTF-8: {err}") from None
     except genshi.template.TemplateError as err:
+        python2 = check_genshi(data, markup) if isinstance(
+            err, genshi.template.TemplateSyntaxError) else []
+        if python2:  # repository code from Bcfg2's Python 2 days: say what to write instead
+            more = f"; {len(python2) - 1} more Python 2 constructs (bcfg2-lint lists them)" \
+                if len(python2) > 1 else ""
+            raise TemplateSyntaxError(path, python2[0].line,
+                                      f"{python2[0].message}{more}") from None
         raise TemplateSyntaxError(path, err.lineno, err.msg) from None
     return template
 
@@ -244,4 +253,6 @@ def render_error(err: Exception, root: str, source: str) -> PluginExecutionError
         where = f"{err.filename}:{err.lineno}"
     message = getattr(err, "msg", None) if isinstance(err, genshi.template.TemplateError) \
         else None
-    return PluginExecutionError(f"{where}: {type(err).__name__}: {message or err}")
+    hint = runtime_hint(err)
+    return PluginExecutionError(f"{where}: {type(err).__name__}: {message or err}"
+                                + (f" ({hint})" if hint else ""))

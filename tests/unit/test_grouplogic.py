@@ -167,3 +167,54 @@ def test_removing_a_templated_file_removes_its_groups(logic_repo, local_core) ->
     (logic_repo.path / "GroupLogic/groups.xml").unlink()
     core.refresh()
     assert logic_groups(core, "client2") == set()
+
+
+# -- what a template sees, and how its errors are logged -----------------------------
+
+REPO_LOGIC = """\
+<GroupLogic xmlns:py="http://genshi.edgewall.org/">
+  <?python
+import os
+  ?>
+  <Group py:if="os.path.isdir(os.path.join(repo, 'Cfg', 'etc', metadata.hostname))"
+         name="has-cfg-dir"/>
+  <Group name="dev">
+    <Group name="${metadata.hostname}-${len(metadata.hostname)}"/>
+  </Group>
+</GroupLogic>
+"""
+
+
+def test_a_template_sees_repo_as_in_bcfg2(logic_repo, local_core) -> None:
+    logic_repo.write("GroupLogic/groups.xml", REPO_LOGIC)
+    logic_repo.mkdir("Cfg/etc/client1")
+    core = make(local_core, logic_repo)
+    assert logic_groups(core, "client1") == {"has-cfg-dir", "client1-7"}
+    assert logic_groups(core, "client2") == {"client2-7"}
+
+
+def render_errors(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if "GroupLogic template failed" in r.getMessage()]
+
+
+def test_a_render_error_is_logged_once_per_template_version_with_file_and_line(
+        logic_repo, local_core, caplog) -> None:
+    path = logic_repo.path / "GroupLogic/groups.xml"
+    logic_repo.write("GroupLogic/groups.xml", REPO_LOGIC.replace("len(", "1 // 0 + len("))
+    core = make(local_core, logic_repo, caching__client_metadata="off")
+    with caplog.at_level(logging.DEBUG, logger="bcfg2"):
+        for _run in range(3):
+            for client in ("client1", "client2"):
+                assert logic_groups(core, client) == set()
+        errors = [r for r in render_errors(caplog) if r.levelno == logging.ERROR]
+        assert len(errors) == 1  # the other five failures at debug level
+        assert len(render_errors(caplog)) >= 6
+        assert f"{path}:8: ZeroDivisionError" in errors[0].getMessage()
+        # a new version of the file is logged again
+        rewrite(path, REPO_LOGIC.replace("len(", "undefined_name + len("))
+        core.refresh()
+        assert logic_groups(core, "client1") == set()
+        errors = [r for r in render_errors(caplog) if r.levelno == logging.ERROR]
+        assert len(errors) == 2
+        assert f"{path}:8: UndefinedError" in errors[1].getMessage()
+        assert '"undefined_name" not defined' in errors[1].getMessage()

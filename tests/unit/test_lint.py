@@ -551,3 +551,28 @@ def test_lint_leaves_the_server_loggers_as_it_found_them(lint, seeded: Repo) -> 
     before = logging.getLogger("bcfg2").level
     lint(seeded)
     assert logging.getLogger("bcfg2").level == before
+
+
+def test_several_default_profiles_are_a_warning_at_the_one_used(lint, repo: Repo) -> None:
+    repo.write("Metadata/groups.xml", """\
+        <Groups>
+          <Group name="basic" profile="true" public="true" default="true"/>
+          <Group name="other" profile="true" default="true"/>
+        </Groups>
+        """)
+    result = lint(repo, "Metadata")
+    assert result.keys() == {("Metadata/groups.xml", 3, "multiple-default-groups")}
+    assert result.levels() == {"multiple-default-groups": "warning"}
+    message = result.findings[0]["message"]
+    assert "uses other" in message and "basic (Metadata/groups.xml:2)" in message
+    assert result.status == 3
+
+
+def test_one_default_profile_is_no_finding(lint, repo: Repo) -> None:
+    repo.write("Metadata/groups.xml", """\
+        <Groups>
+          <Group name="basic" profile="true" public="true" default="true"/>
+          <Group name="other" profile="true" default="false"/>
+        </Groups>
+        """)
+    assert lint(repo, "Metadata").keys() == set()

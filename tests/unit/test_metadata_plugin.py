@@ -699,3 +699,55 @@ def test_removing_clients_xml_and_the_state_forgets_what_they_said(repo, make_co
     (repo.path / "Metadata/clients.xml").unlink()
     core.refresh()
     assert core.metadata.list_clients() == []
+
+
+# -- more than one default profile (as real Bcfg2 1.4 repositories have) ----------
+
+DEFAULTS = """\
+<Groups>
+  <Group name="first" profile="true" default="true"/>
+  <Group name="cond">
+    <Group name="nested" profile="true" default="true"/>
+  </Group>
+  <Group name="second" profile="true" default="true"/>
+  <Group name="basic" profile="true" public="true"/>
+</Groups>
+"""
+
+
+def default_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == logging.WARNING and "marked default=" in r.getMessage()]
+
+
+def test_several_default_profiles_serve_the_last_one_bcfg2_reads(repo, make_core, caplog):
+    # Bcfg2 reads the top-level declarations first, then the nested ones, and the last
+    # one marked default wins: here "nested" (line 4), though "second" (line 6) is later
+    caplog.set_level(logging.WARNING, logger="bcfg2")
+    repo.write("Metadata/groups.xml", DEFAULTS)
+    core = make_core()
+    assert core.build_metadata("client1").profile == "basic"  # clients.xml still rules
+    assert core.build_metadata("newcomer").profile == "nested"
+    warnings = default_warnings(caplog)
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"{repo.path}/Metadata/groups.xml:4: ")
+    assert "first (" in warnings[0] and "groups.xml:2)" in warnings[0]
+    assert "second (" in warnings[0] and "groups.xml:6)" in warnings[0]
+
+    core.build_metadata("newcomer2")
+    assert len(default_warnings(caplog)) == 1  # once per read of the file, not per client
+    rewrite(repo.path / "Metadata/groups.xml",
+            DEFAULTS.replace('name="nested" profile="true" default="true"',
+                             'name="nested" profile="true"'))
+    core.refresh()
+    assert core.build_metadata("newcomer3").profile == "second"
+    warnings = default_warnings(caplog)
+    assert len(warnings) == 2 and "groups.xml:6:" in warnings[1]
+
+
+def test_one_default_profile_gives_no_warning(repo, make_core, caplog):
+    caplog.set_level(logging.WARNING, logger="bcfg2")
+    repo.write("Metadata/groups.xml", DEFAULTS.replace(' default="true"', "", 2))
+    core = make_core()
+    assert core.build_metadata("newcomer").profile == "second"
+    assert default_warnings(caplog) == []

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import stat
 import threading
+import time
 from collections.abc import Callable
 
 import lxml.etree
 import pytest
-from conftest import PLUGINS, Repo, rewrite
+from conftest import PLUGINS, Repo, rewrite, wait_until
 
 from bcfg2.core import LocalCore
 from bcfg2.errors import PluginExecutionError
+from bcfg2.plugins import sshbase
 
 Factory = Callable[..., LocalCore]
 
@@ -42,6 +45,37 @@ CLIENTS = """\
 
 SSH_PATHS = ("/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_ed25519_key.pub",
              "/etc/ssh/ssh_known_hosts")
+
+
+class FakeDNS:
+    """What DNS says in these tests (no test asks the real one): names and addresses."""
+
+    def __init__(self) -> None:
+        self.forward: dict[str, str] = {}
+        self.reverse: dict[str, tuple[str, ...]] = {}
+        self.asked: list[str] = []
+        #: set to make every look-up wait for it (a DNS server that does not answer)
+        self.hold: threading.Event | None = None
+
+    def lookup(self, table: dict, key: str) -> tuple[str, ...]:
+        self.asked.append(key)
+        if self.hold is not None:
+            self.hold.wait(30)
+        if key not in table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        value = table[key]
+        return (value,) if isinstance(value, str) else value
+
+
+@pytest.fixture(autouse=True)
+def dns(monkeypatch: pytest.MonkeyPatch) -> FakeDNS:
+    fake = FakeDNS()
+    monkeypatch.setattr(sshbase, "forward_lookup", lambda name: fake.lookup(fake.forward, name))
+    monkeypatch.setattr(sshbase, "reverse_lookup",
+                        lambda address: fake.lookup(fake.reverse, address))
+    yield fake
+    if fake.hold is not None:
+        fake.hold.set()
 
 
 @pytest.fixture
@@ -108,7 +142,7 @@ def test_hosts_get_different_keys_and_known_hosts_lists_both(ssh_repo: Repo,
     pub2 = two["/etc/ssh/ssh_host_ed25519_key.pub"].text.strip()
 
     lines = paths(core, "client2")["/etc/ssh/ssh_known_hosts"].text.splitlines()
-    assert f"client1,www.example.com,10.0.0.1,10.0.0.80 {pub1}" in lines
+    assert f"10.0.0.1,10.0.0.80,client1,www,www.example.com {pub1}" in lines
     assert f"client2 {pub2}" in lines
     assert f"localhost,localhost.localdomain,127.0.0.1 {pub2}" in lines
     assert f"localhost,localhost.localdomain,127.0.0.1 {pub1}" not in lines
@@ -130,7 +164,7 @@ def test_known_hosts_follows_key_and_static_file_changes(ssh_repo: Repo,
     os.unlink(ssh_repo.path / "SSHbase" / "ssh_host_ed25519_key.H_client1")
     core.refresh()
     known = paths(core, "client2")["/etc/ssh/ssh_known_hosts"].text
-    assert not any(line.startswith("client1,") for line in known.splitlines())
+    assert not any("client1," in line for line in known.splitlines())
 
 
 @needs_keygen
@@ -145,7 +179,7 @@ def test_known_hosts_follows_client_changes(ssh_repo: Repo, local_core: Factory)
         '<Client name="client2" profile="other"><Alias name="db.example.com"/></Client>'))
     core.refresh()
     lines = paths(core, "client1")["/etc/ssh/ssh_known_hosts"].text.splitlines()
-    assert f"client2,db.example.com {pub}" in lines
+    assert f"client2,db,db.example.com {pub}" in lines
 
 
 @needs_keygen
@@ -233,7 +267,7 @@ def test_key_files_of_a_lookalike_name_are_no_keys_of_the_victim(
         assert "impostor" not in known.lower()
         assert [line for line in known.splitlines() if "AAAAvictim" in line
                 and not line.startswith("localhost,")] == [
-            "client1,www.example.com,10.0.0.1,10.0.0.80 ssh-ed25519 AAAAvictim"]
+            "10.0.0.1,10.0.0.80,client1,www,www.example.com ssh-ed25519 AAAAvictim"]
     assert "ssh_host_ed25519_key.H_client1\\n" in caplog.text  # logged escaped, on one line
 
 
@@ -244,3 +278,98 @@ def test_no_keys_are_generated_for_a_lookalike_name(ssh_repo: Repo, local_core: 
     with pytest.raises(PluginExecutionError, match="refusing to store keys"):
         core.plugins["SSHbase"].generate_keys(name, "ed25519")
     assert os.listdir(ssh_repo.path / "SSHbase") == []
+
+
+# -- the names of ssh_known_hosts, as Bcfg2 1.4 writes them ---------------------------
+
+LUCID_CLIENTS = """\
+<Clients version="3.0">
+  <Client name="lucid1.example.com" profile="basic"/>
+  <Client name="web1.example.com" profile="other" address="192.0.2.10">
+    <Alias name="www.example.com" address="192.0.2.80"/>
+  </Client>
+  <Client name="db1.example.com" profile="other"/>
+</Clients>
+"""
+
+CLUSTER_GROUPS = GROUPS.replace("</Groups>", """\
+  <Client name="web1.example.com"><Group name="cluster"/></Client>
+  <Client name="db1.example.com"><Group name="cluster"/></Client>
+</Groups>""")
+
+
+@pytest.fixture
+def lucid_repo(ssh_repo: Repo) -> Repo:
+    ssh_repo.write("Metadata/groups.xml", CLUSTER_GROUPS)
+    ssh_repo.write("Metadata/clients.xml", LUCID_CLIENTS)
+    ssh_repo.write("Bundler/ssh.xml",
+                   '<Bundle><Path name="/etc/ssh/ssh_known_hosts"/></Bundle>\n')
+    for host in ("lucid1.example.com", "web1.example.com"):
+        ssh_repo.write(f"SSHbase/ssh_host_dsa_key.pub.H_{host}", f"ssh-dss AAAA{host[:4]}\n")
+    return ssh_repo
+
+
+def known_hosts(core: LocalCore, client: str = "lucid1.example.com") -> list[str]:
+    entry = paths(core, client)["/etc/ssh/ssh_known_hosts"]
+    assert "failure" not in entry.attrib
+    return [line for line in entry.text.splitlines() if not line.startswith("localhost,")]
+
+
+def test_known_hosts_lists_short_names_aliases_and_addresses(lucid_repo: Repo,
+                                                             local_core: Factory,
+                                                             dns: FakeDNS) -> None:
+    core = make_core(local_core, lucid_repo)
+    assert known_hosts(core) == [
+        "lucid1,lucid1.example.com ssh-dss AAAAluci",
+        "192.0.2.10,192.0.2.80,web1,web1.example.com,www,www.example.com ssh-dss AAAAweb1"]
+    assert set(dns.asked) == {"lucid1.example.com", "web1.example.com", "www.example.com"}
+
+
+def test_known_hosts_adds_what_dns_says(lucid_repo: Repo, local_core: Factory,
+                                        dns: FakeDNS) -> None:
+    dns.forward["lucid1.example.com"] = "198.51.100.7"
+    dns.reverse["198.51.100.7"] = ("lucid1.example.com.", "lucid-old.example.com",
+                                   "bad name,with comma")
+    dns.forward["www.example.com"] = "192.0.2.80"  # already in clients.xml: listed once
+    dns.reverse["192.0.2.80"] = ("www.example.com",)
+    core = make_core(local_core, lucid_repo)
+    assert known_hosts(core) == [
+        "198.51.100.7,lucid-old.example.com,lucid1,lucid1.example.com ssh-dss AAAAluci",
+        "192.0.2.10,192.0.2.80,web1,web1.example.com,www,www.example.com ssh-dss AAAAweb1"]
+    asked = len(dns.asked)
+    # answers are cached: a rebuild (a new key) asks DNS nothing
+    lucid_repo.write("SSHbase/ssh_host_rsa_key.pub.H_db1.example.com", "ssh-rsa AAAAdb1\n")
+    core.refresh()
+    assert "db1,db1.example.com ssh-rsa AAAAdb1" in known_hosts(core)
+    assert set(dns.asked[asked:]) == {"db1.example.com"}
+
+
+def test_group_keys_are_listed_under_every_member(lucid_repo: Repo, local_core: Factory) -> None:
+    lucid_repo.write("SSHbase/ssh_host_rsa_key.pub.G50_cluster", "ssh-rsa AAAAcluster\n")
+    lucid_repo.write("SSHbase/ssh_host_rsa_key.pub.G50_nobody", "ssh-rsa AAAAnobody\n")
+    core = make_core(local_core, lucid_repo)
+    lines = known_hosts(core)
+    assert "db1,db1.example.com,192.0.2.10,192.0.2.80,web1,web1.example.com,www," \
+           "www.example.com ssh-rsa AAAAcluster" in lines
+    assert not any("AAAAnobody" in line for line in lines)
+
+
+def test_dns_that_does_not_answer_delays_a_build_at_most_dns_timeout(
+        lucid_repo: Repo, local_core: Factory, dns: FakeDNS) -> None:
+    dns.forward["lucid1.example.com"] = "198.51.100.7"
+    dns.hold = threading.Event()
+    core = local_core(lucid_repo, server__plugins=PLUGINS + ",SSHbase",
+                      sshbase__dns_timeout="0.2")
+    started = time.monotonic()
+    assert known_hosts(core)[0] == "lucid1,lucid1.example.com ssh-dss AAAAluci"
+    assert time.monotonic() - started < 5
+    dns.hold.set()  # the answers come in: the next build has them, without any other change
+    wait_until(lambda: "198.51.100.7,lucid1,lucid1.example.com ssh-dss AAAAluci"
+               in known_hosts(core), 10, "the late DNS answer in ssh_known_hosts")
+
+
+def test_dns_can_be_turned_off(lucid_repo: Repo, local_core: Factory, dns: FakeDNS) -> None:
+    dns.forward["lucid1.example.com"] = "198.51.100.7"
+    core = local_core(lucid_repo, server__plugins=PLUGINS + ",SSHbase", sshbase__dns="false")
+    assert known_hosts(core)[0] == "lucid1,lucid1.example.com ssh-dss AAAAluci"
+    assert dns.asked == []

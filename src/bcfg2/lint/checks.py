@@ -18,6 +18,7 @@ from bcfg2.plugin import (
     Structure,
     flatten_conditions,
 )
+from bcfg2.python2 import check_genshi, check_python
 from bcfg2.templates import (
     TemplateSyntaxError,
     compile_cheetah,
@@ -385,6 +386,29 @@ def _genshi(ctx: Context, path: str, markup: bool) -> Iterator[Finding]:
                           f"Genshi template does not compile: {err.reason}")
 
 
+@check("Python2", python2_code="error")
+def python2_code(ctx: Context) -> Iterator[Finding]:
+    """Python 2 code in Genshi templates and TemplateHelper modules, with its Python 3 form."""
+    sources: list[tuple[str, str]] = [
+        (path, "text") for path in ctx.files("Cfg", lambda p: p.endswith(".genshi"))]
+    markup = [p for p in bundle_files(ctx) if not p.endswith(JINJA2_BUNDLE)]
+    logic = os.path.join(ctx.repository, "GroupLogic", "groups.xml")
+    if ctx.enabled("GroupLogic") and os.path.isfile(logic):
+        markup.append(logic)
+    sources += [(path, "markup") for path in markup if is_genshi(ctx.xml(path), path)]
+    sources += [(path, "python") for path in ctx.files(
+        "TemplateHelper", lambda p: p.endswith(".py"), recursive=False)]
+    for path, kind in sources:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        if kind == "python":
+            found = check_python(data.decode("utf-8", "replace"))
+        else:
+            found = check_genshi(data, markup=kind == "markup")
+        for item in found:
+            yield ctx.finding(path, item.line, "python2-code", item.message)
+
+
 @check("Jinja2", jinja2_syntax_error="error")
 def jinja2_templates(ctx: Context) -> Iterator[Finding]:
     """Jinja2 templates compile: Cfg .jinja2 files and .xml.jinja2 bundles."""
@@ -563,9 +587,10 @@ def bundles(ctx: Context) -> Iterator[Finding]:
                               f"bundle {bundle_name(path)} is not given to any group")
 
 
-@check("Metadata", not_a_profile_group="warning")
+@check("Metadata", not_a_profile_group="warning", multiple_default_groups="warning")
 def metadata(ctx: Context) -> Iterator[Finding]:
     """A client's profile in clients.xml is a group declared with profile="true"."""
+    yield from _multiple_defaults(ctx)
     profiles: set[str] = set()
     declared: set[str] = set()
     for _path, tree in metadata_files(ctx, "groups.xml"):
@@ -580,6 +605,33 @@ def metadata(ctx: Context) -> Iterator[Finding]:
                 yield ctx.finding(path, el.sourceline, "not-a-profile-group",
                                   f"client {el.get('name')} has profile {profile}, which is "
                                   f"not a profile group (profile=\"true\" in groups.xml)")
+
+
+def _multiple_defaults(ctx: Context) -> Iterator[Finding]:
+    """More than one group with default="true": the server uses the last one, as Bcfg2 does."""
+    top: list[tuple[str, lxml.etree._Element]] = []
+    nested: list[tuple[str, lxml.etree._Element]] = []
+    for path, tree in metadata_files(ctx, "groups.xml"):
+        outer = list(_top_groups(tree.getroot()))
+        top += [(path, el) for el in outer]
+        nested += [(path, el) for group in outer for el in group.iter("Group") if el is not group]
+    # as the Metadata plugin reads it: a top-level declaration sets the attribute, a
+    # nested one only if no other did; Bcfg2 reads the top-level declarations first
+    marked: dict[str, tuple[bool, int, str, lxml.etree._Element]] = {}
+    for order, (path, el) in enumerate(top + nested):
+        name = el.get("name", "")
+        if "default" in el.attrib and (order < len(top) or name not in marked):
+            marked[name] = (el.get("default", "").lower() in ("true", "1", "yes", "on"),
+                            order, path, el)
+    defaults = sorted(((at[1], name, at[2], at[3]) for name, at in marked.items() if at[0]))
+    if len(defaults) < 2:
+        return
+    *earlier, (_order, chosen, path, el) = defaults
+    others = [(name, (p, e)) for _o, name, p, e in earlier]
+    also = ", ".join(f"{name} ({ctx.relative(p)}:{e.sourceline})" for name, (p, e) in others)
+    yield ctx.finding(path, el.sourceline, "multiple-default-groups",
+                      f"more than one group is marked default=\"true\": the server uses "
+                      f"{chosen}, the last one (as Bcfg2 1.4 does), not {also}")
 
 
 #: attributes a Rules entry needs to be usable, by tag and (for Path) type
