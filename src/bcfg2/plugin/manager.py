@@ -45,6 +45,7 @@ BUILTIN_PLUGINS = {
     "Git": "bcfg2.plugins.git:Git",
     "GroupLogic": "bcfg2.plugins.grouplogic:GroupLogic",
     "GroupPatterns": "bcfg2.plugins.grouppatterns:GroupPatterns",
+    "Ldap": "bcfg2.plugins.ldap:Ldap",
     "Metadata": "bcfg2.plugins.metadata:Metadata",
     "Packages": "bcfg2.plugins.packages:Packages",
     "Pkgmgr": "bcfg2.plugins.pkgmgr:Pkgmgr",
