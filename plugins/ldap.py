@@ -140,7 +140,7 @@ def plain(text: Any) -> Any:
 
 def filter_format(template: str, values: Iterable[Any]) -> str:
     """``template % values`` with every value escaped (python-ldap's ``filter_format``)."""
-    return template % tuple(escape_filter_chars(plain(str(v) if not isinstance(v, str) else v))
+    return template % tuple(escape_filter_chars(plain(v) if isinstance(v, str) else str(v))
                             for v in values)
 
 
