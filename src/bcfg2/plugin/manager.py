@@ -52,6 +52,7 @@ BUILTIN_PLUGINS = {
     "GroupLogic": "bcfg2.plugins.grouplogic:GroupLogic",
     "GroupPatterns": "bcfg2.plugins.grouppatterns:GroupPatterns",
     "Hg": "bcfg2.plugins.hg:Hg",
+    "Ldap": "bcfg2.plugins.ldap:Ldap",
     "Metadata": "bcfg2.plugins.metadata:Metadata",
     "NagiosGen": "bcfg2.plugins.nagiosgen:NagiosGen",
     "Ohai": "bcfg2.plugins.ohai:Ohai",
