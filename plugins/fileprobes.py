@@ -29,7 +29,6 @@ import binascii
 import os
 import re
 import shlex
-import tempfile
 import threading
 from typing import Any
 
@@ -50,7 +49,7 @@ from bcfg2.plugin import (
     default_path_metadata,
 )
 from bcfg2.untrusted import escaped
-from bcfg2.xml import parse_untrusted, tostring
+from bcfg2.xml import atomic_write, parse_untrusted, tostring
 
 __all__ = ["FileProbes", "probe_script", "valid_path"]
 
@@ -60,8 +59,6 @@ PATH = re.compile(r"(?:/[^/\x00-\x20\x7f]{1,255}){1,64}")
 #: a user or group name as the probe reports it (a name, or a number it could not map)
 ACCOUNT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?")
 MODE = re.compile(r"[0-7]{3,4}")
-#: temporary files: a name every file monitor and Cfg ignore (``.#*``)
-TEMP_PREFIX = ".#fileprobes."
 ANSWER_TAG = "ProbedFileData"
 
 #: run by the agent's /bin/sh; finds a Python and reads the file named by its argument
@@ -119,42 +116,12 @@ def probe_script(path: str) -> str:
     return PROBE_TEMPLATE.replace("{path}", shlex.quote(path))
 
 
-def _temporary(path: str, data: bytes, mode: int) -> str:
-    """A fully written, synced temporary file next to ``path`` (a name monitors ignore)."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return tmp
-
-
 def write_file(path: str, data: bytes, replace: bool, mode: int = 0o644) -> bool:
     """Write ``path`` atomically; unless ``replace``, only if it does not exist yet.
 
-    Returns whether the file was written. Readers see the old file or the
-    whole new one; two writers racing to create one file cannot both win.
+    Returns whether the file was written (``bcfg2.xml.atomic_write``).
     """
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = _temporary(path, data, mode)
-    try:
-        if replace:
-            os.replace(tmp, path)
-            return True
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+    return atomic_write(path, data, mode, replace=replace)
 
 
 class ProbeConfig(StructFile):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import re
 import selectors
 import signal
 import subprocess
@@ -33,14 +32,13 @@ import yaml
 
 from bcfg2.identity import valid_client_name
 from bcfg2.options import Option
-from bcfg2.plugin import Caching, ClientRunHooks, Connector, Plugin, PluginInitError
+from bcfg2.plugin import Caching, ClientRunHooks, Connector, Plugin, PluginInitError, executables
 from bcfg2.untrusted import GROUP_NAME, MAX_GROUP_NAME, escaped
 
 if TYPE_CHECKING:
     from bcfg2.metadata import ClientMetadata
 
 #: hidden, backup and editor files (the whole name must match): never run
-IGNORE = re.compile(r"\..*|.*~|#.*#")
 #: bytes read from a pipe at a time
 CHUNK = 64 * 1024
 
@@ -184,20 +182,7 @@ class PuppetENC(Plugin, Connector, ClientRunHooks, Caching):
 
     def scripts(self) -> list[str]:
         """The executable files in PuppetENC/, sorted by name (the order their data merges in)."""
-        try:
-            names = sorted(os.listdir(self.data))
-        except FileNotFoundError:
-            return []
-        out = []
-        for name in names:
-            path = os.path.join(self.data, name)
-            if IGNORE.fullmatch(name) or not os.path.isfile(path):
-                continue
-            if not os.access(path, os.X_OK):
-                self.logger.warning("PuppetENC: %s is not executable; not running it", path)
-                continue
-            out.append(path)
-        return out
+        return executables(self.data, self.logger)
 
     def run_encs(self, hostname: str) -> ENCResult:
         """Run every ENC for a client; one that fails is logged and gives nothing."""

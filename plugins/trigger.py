@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from bcfg2.plugin import ClientRunHooks, Plugin
+from bcfg2.plugin import ClientRunHooks, Plugin, executables
 
 if TYPE_CHECKING:
     from bcfg2.metadata import ClientMetadata
 
 #: editor leftovers and hidden files, never run
 #: hidden, backup and editor files (the whole name must match)
-IGNORE = re.compile(r"\..*|.*~|#.*#")
 
 
 class Trigger(Plugin, ClientRunHooks):
@@ -40,20 +38,7 @@ class Trigger(Plugin, ClientRunHooks):
 
     def scripts(self) -> list[str]:
         """The executable files in Trigger/, sorted by name."""
-        try:
-            names = sorted(os.listdir(self.data))
-        except FileNotFoundError:
-            return []
-        out = []
-        for name in names:
-            path = os.path.join(self.data, name)
-            if IGNORE.fullmatch(name) or not os.path.isfile(path):
-                continue
-            if not os.access(path, os.X_OK):
-                self.logger.warning("Trigger: %s is not executable; not running it", path)
-                continue
-            out.append(path)
-        return out
+        return executables(self.data, self.logger)
 
     @staticmethod
     def arguments(metadata: ClientMetadata) -> list[str]:

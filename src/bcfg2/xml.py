@@ -246,36 +246,47 @@ def parse_repository_file(path: str, data: bytes | None = None) -> tuple[lxml.et
     return root, includes
 
 
-def atomic_write(path: str, data: bytes | str, mode: int = 0o644) -> None:
+def atomic_write(path: str, data: bytes | str, mode: int = 0o644,
+                 replace: bool = True) -> bool:
     """Write a file so that readers see either the old or the new content.
 
-    The data goes to a temporary file in the same directory, is flushed to
-    disk, and is renamed over the target. An interruption at any point leaves
-    the old file intact.
+    The data goes to a temporary file in the same directory (named
+    ``.#<name>.XXXX``, which the file monitors and entry sets ignore, as
+    editors' lock files), is flushed to disk, and is renamed over the target.
+    An interruption at any point leaves the old file intact. With
+    ``replace=False`` the file is only created: an existing one is left as
+    it is and False returned, and of two writers racing to create it one
+    wins. True when the file was written.
     """
     if isinstance(data, str):
         data = data.encode("utf-8")
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".#" + os.path.basename(path) + ".", dir=directory)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
         dir_fd = os.open(directory, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except BaseException:
+        return True
+    finally:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        raise
 
 
 def tostring(element: lxml.etree._Element, pretty: bool = False) -> str:

@@ -27,7 +27,7 @@ PLUGIN_API = [
     "ThreadedStatistics",
     "ValidationError", "VcsCommandError", "VcsVersion", "Version", "XMLDirectoryBacked",
     "XMLFileBacked", "admitted", "as_bool",
-    "bind_info", "condition_holds", "conditions_hold", "default_path_metadata", "exposed",
+    "bind_info", "condition_holds", "conditions_hold", "default_path_metadata", "executables", "exposed",
     "flatten_conditions", "match_element", "missing_methods", "run_vcs", "set_content",
 ]
 

@@ -36,7 +36,13 @@ from bcfg2.plugin.entryset import (
     default_path_metadata,
     set_content,
 )
-from bcfg2.plugin.filebacked import DirectoryBacked, FileBacked, XMLDirectoryBacked, XMLFileBacked
+from bcfg2.plugin.filebacked import (
+    DirectoryBacked,
+    FileBacked,
+    XMLDirectoryBacked,
+    XMLFileBacked,
+    executables,
+)
 from bcfg2.plugin.interfaces import (
     INTERFACES,
     BundleInfo,
@@ -85,7 +91,7 @@ __all__ = [
     "StructureValidator", "TemplateDataProvider", "ThreadedStatistics", "Version",
     "missing_methods",
     # files and directories
-    "DirectoryBacked", "FileBacked", "XMLDirectoryBacked", "XMLFileBacked",
+    "DirectoryBacked", "FileBacked", "XMLDirectoryBacked", "XMLFileBacked", "executables",
     # conditionals
     "Condition", "PriorityStructFile", "StructFile", "admitted", "condition_holds",
     "conditions_hold", "flatten_conditions", "match_element",

@@ -207,3 +207,29 @@ class XMLDirectoryBacked(DirectoryBacked):
 
     __child__ = XMLFileBacked
     patterns = re.compile(r".*\.xml\Z")
+
+
+#: names in a scripts directory that are never run: hidden files, editor backups
+NOT_SCRIPTS = re.compile(r"\..*|.*~|#.*#")
+
+
+def executables(directory: str, logger: logging.Logger) -> list[str]:
+    """The executable files of a scripts directory (Trigger/, PuppetENC/), sorted by name.
+
+    A file that is not executable is logged and skipped; hidden files and
+    editor backups are skipped silently; a missing directory has none.
+    """
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    out = []
+    for name in names:
+        path = os.path.join(directory, name)
+        if NOT_SCRIPTS.fullmatch(name) or not os.path.isfile(path):
+            continue
+        if not os.access(path, os.X_OK):
+            logger.warning("%s is not executable; not running it", path)
+            continue
+        out.append(path)
+    return out
