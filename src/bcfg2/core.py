@@ -41,7 +41,7 @@ from bcfg2.errors import (
 from bcfg2.filemonitor import load_backend
 from bcfg2.identity import Caller, admin_identity, identity_allows, is_loopback
 from bcfg2.metadata import ClientMetadata
-from bcfg2.options import Option, Setup, require
+from bcfg2.options import Option, Setup, put_in_service, require
 from bcfg2.plugin import interfaces
 from bcfg2.plugin.base import Plugin, as_bool, exposed
 from bcfg2.plugin.manager import check_plugin, find_plugin
@@ -114,6 +114,7 @@ class Core:
 
     def __init__(self, setup: Setup) -> None:
         self.setup = setup
+        put_in_service(setup)
         self.logger = logging.getLogger("bcfg2.core")
         self.repository = setup.server.repository
         if not os.path.isdir(self.repository):

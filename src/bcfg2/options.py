@@ -241,6 +241,21 @@ class Setup:
         setattr(getattr(self, section), name, value)
 
 
+#: the options of the core that started last in this process (``in_service``)
+_IN_SERVICE: list[Setup] = []
+
+
+def put_in_service(setup: Setup) -> None:
+    """Record the options a core runs with (the core does it as it starts)."""
+    _IN_SERVICE[:] = [setup]
+
+
+def in_service() -> Setup | None:
+    """The options of the core running in this process, for repository code written for
+    upstream (``Bcfg2.Options.setup``); None before a core starts."""
+    return _IN_SERVICE[0] if _IN_SERVICE else None
+
+
 _TRUE = {"1", "yes", "true", "on"}
 _FALSE = {"0", "no", "false", "off"}
 

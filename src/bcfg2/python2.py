@@ -18,6 +18,7 @@ hint for an error a template raised while rendering.
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 import textwrap
 from dataclasses import dataclass
@@ -264,8 +265,9 @@ def _blank(text: str, spans: list[tuple[int, int]]) -> str:
     return "".join(chars)
 
 
-def check_genshi(data: bytes | str, markup: bool) -> list[Python2Code]:
-    """The Python 2 constructs of a Genshi template (markup, or NewTextTemplate text)."""
+def genshi_code(data: bytes | str, markup: bool) -> list[tuple[int, str, str]]:
+    """The Python of a Genshi template (markup, or NewTextTemplate text): (line, code, mode)
+    of each block, directive and expression, ``mode`` as ``compile()`` takes it."""
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
     fragments: list[tuple[int, str, str]] = []  # (line, code, mode)
     block = _PI if markup else _TEXT_BLOCK
@@ -298,10 +300,78 @@ def check_genshi(data: bytes | str, markup: bool) -> list[Python2Code]:
     rest = _blank(rest, directive_spans)
     for offset, code in _expressions(rest):
         fragments.append((_line_at(rest, offset), decode(code).strip(), "eval"))
+    return fragments
+
+
+def check_genshi(data: bytes | str, markup: bool) -> list[Python2Code]:
+    """The Python 2 constructs of a Genshi template (markup, or NewTextTemplate text)."""
     found: list[Python2Code] = []
-    for line, code, mode in fragments:
+    for line, code, mode in genshi_code(data, markup):
         found.extend(check_python(code, line, mode))
     return sorted(found, key=lambda f: f.line)
+
+
+# -- upstream's modules ---------------------------------------------------------------
+
+_CHEETAH_IMPORT = re.compile(r"^[ \t]*#((?:import|from)[ \t].*?)[ \t]*$", re.MULTILINE)
+
+
+def cheetah_code(data: bytes | str) -> list[tuple[int, str, str]]:
+    """The ``#import`` and ``#from`` lines of a Cheetah template, as Python: (line, code, mode)."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    return [(_line_at(text, m.start()), m.group(1), "exec") for m in _CHEETAH_IMPORT.finditer(text)]
+
+
+def _provided(module: str, name: str | None = None) -> bool:
+    """Whether the ``Bcfg2`` compatibility package has a module (and a name in it)."""
+    try:
+        imported = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        return not (err.name == module or module.startswith(f"{err.name}."))  # an optional dep
+    except ImportError:
+        return True  # ours, with an optional library missing: the plugin says so itself
+    if name is None or hasattr(imported, name):
+        return True
+    return _provided(f"{module}.{name}")
+
+
+def _upstream_hint(module: str) -> str:
+    if module.startswith("Bcfg2.Options"):
+        return ("read options as Bcfg2.Options.setup.NAME (upstream 1.4) or "
+                "bcfg2.options.in_service().SECTION.NAME")
+    if module.startswith("Bcfg2.Server.Plugins."):
+        return ("templates reach plugin data through metadata (metadata.Properties, "
+                "metadata.Probes, metadata.TemplateHelper...); plugin code is bcfg2.plugins")
+    if module.startswith("Bcfg2.Client"):
+        return "the agent's modules are not part of the server"
+    return "import what it needs from bcfg2 (bcfg2.plugin, bcfg2.options, bcfg2.xml)"
+
+
+def upstream_imports(source: str, first_line: int = 1,
+                     mode: str = "exec") -> list[tuple[int, str]]:
+    """Imports of upstream's ``Bcfg2`` modules or names that this server does not provide:
+    (line, message naming what replaces it). Code that does not compile gives none."""
+    try:
+        tree = compile(source, "<repository code>", mode, ast.PyCF_ONLY_AST, dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return []
+    wanted: list[tuple[int, str, str | None]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            wanted.extend((node.lineno, alias.name, None) for alias in node.names
+                          if alias.name.split(".")[0] == "Bcfg2")
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module \
+                and node.module.split(".")[0] == "Bcfg2":
+            wanted.extend((node.lineno, node.module, alias.name) for alias in node.names
+                          if alias.name != "*")
+    out = []
+    for line, module, name in wanted:
+        if not _provided(module, name):
+            what = module if name is None or not _provided(module) else f"{module}.{name}"
+            out.append((first_line + line - 1,
+                        f"{what} is upstream Bcfg2's and this server has no such "
+                        f"compatibility name; {_upstream_hint(module)}"))
+    return out
 
 
 # -- errors while rendering -----------------------------------------------------------

@@ -18,7 +18,13 @@ from bcfg2.plugin import (
     Structure,
     flatten_conditions,
 )
-from bcfg2.python2 import check_genshi, check_python
+from bcfg2.python2 import (
+    check_genshi,
+    check_python,
+    cheetah_code,
+    genshi_code,
+    upstream_imports,
+)
 from bcfg2.templates import (
     TemplateSyntaxError,
     compile_cheetah,
@@ -407,6 +413,36 @@ def python2_code(ctx: Context) -> Iterator[Finding]:
             found = check_genshi(data, markup=kind == "markup")
         for item in found:
             yield ctx.finding(path, item.line, "python2-code", item.message)
+
+
+@check("UpstreamImports", upstream_import="warning")
+def upstream_imports_check(ctx: Context) -> Iterator[Finding]:
+    """Imports of upstream Bcfg2's modules that this server's ``Bcfg2`` package lacks."""
+    sources: list[tuple[str, str]] = [
+        (path, "text") for path in ctx.files("Cfg", lambda p: p.endswith(".genshi"))]
+    sources += [(path, "cheetah") for path in ctx.files("Cfg", lambda p: p.endswith(".cheetah"))]
+    markup = [p for p in bundle_files(ctx) if not p.endswith(JINJA2_BUNDLE)]
+    logic = os.path.join(ctx.repository, "GroupLogic", "groups.xml")
+    if os.path.isfile(logic):
+        markup.append(logic)
+    sources += [(path, "markup") for path in markup if is_genshi(ctx.xml(path), path)]
+    sources += [(path, "python") for path in ctx.files(
+        "TemplateHelper", lambda p: p.endswith(".py"), recursive=False)]
+    ldap = os.path.join(ctx.repository, "Ldap", "config.py")
+    if os.path.isfile(ldap):
+        sources.append((ldap, "python"))
+    for path, kind in sources:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        if kind == "python":
+            fragments = [(1, data.decode("utf-8", "replace"), "exec")]
+        elif kind == "cheetah":
+            fragments = cheetah_code(data)
+        else:
+            fragments = genshi_code(data, markup=kind == "markup")
+        for first, code, mode in fragments:
+            for line, message in upstream_imports(code, first, mode):
+                yield ctx.finding(path, line, "upstream-import", message)
 
 
 @check("Jinja2", jinja2_syntax_error="error")
