@@ -12,6 +12,10 @@ client (see ``bcfg2.plugins.cfg.templates``); fragments they include
 Content that is not UTF-8 text (or that holds characters XML cannot carry)
 is sent base64-encoded with ``encoding="base64"``; an empty file is sent as
 ``empty="true"`` (``bcfg2.plugin.set_content``, which SSHbase shares).
+
+``privkey.xml``, ``pubkey.xml``, ``sslkey.xml``, ``sslcert.xml`` and
+``authorized_keys.xml`` in an entry's directory create its content when no
+version applies to a client (see ``bcfg2.plugins.cfg.creators``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,13 @@ import lxml.etree
 from bcfg2.errors import SpecificityError
 from bcfg2.metadata import ClientMetadata
 from bcfg2.plugin import EntrySet, Generator, Plugin, SpecificData, Specificity, set_content
+from bcfg2.plugins.cfg.creators import (
+    CREATOR_FILES,
+    CREATOR_OPTIONS,
+    CfgCreator,
+    CreatorContext,
+    update_creator,
+)
 from bcfg2.plugins.cfg.templates import TEMPLATE_EXTENSIONS, TemplateContext
 
 #: template fragments for include/extends, never served on their own
@@ -43,8 +54,12 @@ class CfgEntrySet(EntrySet):
     """The versions of one file in Cfg, and its info.xml."""
 
     def __init__(self, basename: str, path: str, setup: Any, fam: Any,
-                 templates: TemplateContext | None = None) -> None:
+                 templates: TemplateContext | None = None,
+                 creators: CreatorContext | None = None) -> None:
         super().__init__(basename, path, CfgPlaintextGenerator, setup, fam)
+        #: what creator files share, and the creator file of this directory (privkey.xml...)
+        self.creators = creators
+        self.creator: CfgCreator | None = None
         if templates is None:
             repo = setup.server.repository
             templates = TemplateContext(repo, os.path.join(repo, "Cfg"))
@@ -56,6 +71,9 @@ class CfgEntrySet(EntrySet):
             return  # :test validators and legacy :info files are not supported yet
         if fname.endswith(INCLUDE_SUFFIXES):
             return  # read by the templates that include it
+        if fname in CREATOR_FILES:
+            self.creator = update_creator(self, event)
+            return
         super().handle_event(event)
 
     def entry_init(self, event: Any) -> None:
@@ -76,11 +94,14 @@ class CfgEntrySet(EntrySet):
         self.entries[fname] = entry
 
     def is_empty(self) -> bool:
-        return not self.entries and self.infoxml is None
+        return not self.entries and self.infoxml is None and self.creator is None
 
     def bind_entry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> lxml.etree._Element:
         entry.set("type", "file")
         self.bind_info_to_entry(entry, metadata)
+        if self.creator is not None:
+            set_content(entry, self.creator.serve(entry, metadata))
+            return entry
         best = self.best_matching(metadata)
         set_content(entry, best.get_data(entry, metadata))
         return entry
@@ -89,12 +110,15 @@ class CfgEntrySet(EntrySet):
 class Cfg(Plugin, Generator):
     """Serves file contents from the Cfg/ tree."""
 
+    options = CREATOR_OPTIONS
+
     def __init__(self, core: Any) -> None:
         Plugin.__init__(self, core)
         Generator.__init__(self)
         self.entries: dict[str, CfgEntrySet] = {}
         self.handles: dict[int, str] = {}
         self.templates = TemplateContext(core.repository, self.data)
+        self.creators = CreatorContext(self)
         self.Entries["Path"] = {}
         self.add_directory_monitor(self.data)
 
@@ -133,7 +157,7 @@ class Cfg(Plugin, Generator):
             if event.action == "deleted":
                 return
             entry_set = CfgEntrySet(os.path.basename(directory), directory, self.core.setup,
-                                    self.core.fam, self.templates)
+                                    self.core.fam, self.templates, self.creators)
             self.entries[ident] = entry_set
         entry_set.handle_event(event)
         if entry_set.is_empty():
