@@ -46,7 +46,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lxml.etree
@@ -379,7 +379,8 @@ class PrivateKeyCreator(CfgCreator):
 
 
 def ensure_ssh_pair(context: CreatorContext, private_set: Any, metadata: ClientMetadata,
-                    target_suffix: Any, generate: Any, passphrase: bytes | None
+                    target_suffix: Callable[[ClientMetadata], str] | None,
+                    generate: Callable[[], bytes] | None, passphrase: bytes | None
                     ) -> tuple[bytes, bytes]:
     """The client's private key (existing, or made by ``generate``) and its public key.
 
@@ -396,6 +397,7 @@ def ensure_ssh_pair(context: CreatorContext, private_set: Any, metadata: ClientM
             f"no private key for {metadata.hostname} in {private_set.path} yet, and no "
             f"privkey.xml there to create one")
     else:
+        assert target_suffix is not None
         suffix = target_suffix(metadata)
         private_path = os.path.join(private_set.path, private_set.basename + suffix)
     public_path = os.path.join(private_set.path + ".pub", private_set.basename + ".pub" + suffix)
@@ -491,7 +493,7 @@ class SSLCertCreator(CfgCreator):
 
     def __init__(self, name: str, entry_set: Any, context: CreatorContext) -> None:
         super().__init__(name, entry_set, context)
-        self._checked: dict[tuple[Any, ...], str | None] = {}
+        self._checked: dict[tuple[Any, ...], tuple[str | None, datetime.datetime | None]] = {}
 
     def validate(self, root: lxml.etree._Element) -> None:
         for cert in root.iter("Cert"):
@@ -569,22 +571,32 @@ class SSLCertCreator(CfgCreator):
 
     def _problem(self, data: bytes, key_pem: bytes, names: list[str],
                  ca: CertificateAuthority) -> str | None:
-        """Why a stored certificate must be issued anew, or None if it may be served."""
+        """Why a stored certificate must be issued anew, or None if it may be served.
+
+        Everything but the expiry is remembered for the same certificate, key,
+        names and CA files, so a build only compares a date.
+        """
+        memo = (hashlib.sha256(data).digest(), hashlib.sha256(key_pem).digest(),
+                tuple(sorted(names)), ca.name, ca.verify_certs, ca.generation())
+        checked = self._checked.get(memo)
+        if checked is None:
+            checked = self._check(data, key_pem, names, ca)
+            if len(self._checked) > 10000:
+                self._checked.clear()
+            self._checked[memo] = checked
+        problem, not_after = checked
+        if problem is None and not_after is not None and \
+                not_after <= datetime.datetime.now(datetime.UTC):
+            return f"it expired on {not_after:%Y-%m-%d}"
+        return problem
+
+    def _check(self, data: bytes, key_pem: bytes, names: list[str], ca: CertificateAuthority
+               ) -> tuple[str | None, datetime.datetime | None]:
         try:
             cert = x509.load_pem_x509_certificate(data)
         except ValueError:
-            return "it is not a PEM certificate"
-        now = datetime.datetime.now(datetime.UTC)
-        if cert.not_valid_after_utc <= now:
-            return f"it expired on {cert.not_valid_after_utc:%Y-%m-%d}"
-        memo = (hashlib.sha256(data).digest(), hashlib.sha256(key_pem).digest(),
-                tuple(sorted(names)), ca.name, ca.verify_certs)
-        if memo in self._checked:
-            return self._checked[memo]
-        try:
-            key = serialization.load_pem_private_key(key_pem, password=None)
-        except (ValueError, TypeError) as err:
-            raise PluginExecutionError(f"{self.name}: its key cannot be read: {err}") from None
+            return "it is not a PEM certificate", None
+        key = self._tls_key(key_pem)
         problem = None
         if cert.public_key() != key.public_key():
             problem = "it is not for the current key"
@@ -593,18 +605,20 @@ class SSLCertCreator(CfgCreator):
                        f"{', '.join(sorted(names))}")
         elif ca.verify_certs and not ca.issued(cert):
             problem = f"CA {ca.name} did not issue it"
-        if len(self._checked) > 10000:
-            self._checked.clear()
-        self._checked[memo] = problem
-        return problem
+        return problem, cert.not_valid_after_utc
+
+    def _tls_key(self, key_pem: bytes) -> PrivateKeyTypes:
+        """The certificate's key; only its public half is used, so RSA checks are skipped."""
+        try:
+            return serialization.load_pem_private_key(key_pem, password=None,
+                                                      unsafe_skip_rsa_key_validation=True)
+        except (ValueError, TypeError) as err:
+            raise PluginExecutionError(f"{self.name}: its key cannot be read: {err}") from None
 
     def _issue(self, spec: lxml.etree._Element, key_pem: bytes, names: list[str],
                ca: CertificateAuthority, metadata: ClientMetadata, suffix: str) -> bytes:
         ca_key, ca_cert = ca.signer()
-        try:
-            key = serialization.load_pem_private_key(key_pem, password=None)
-        except (ValueError, TypeError) as err:
-            raise PluginExecutionError(f"{self.name}: its key cannot be read: {err}") from None
+        key = self._tls_key(key_pem)
         common_name = metadata.hostname if not suffix.startswith(".G") else \
             (names[0] if names else suffix.split("_", 1)[1])
         attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])]

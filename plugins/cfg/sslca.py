@@ -208,6 +208,12 @@ class CertificateAuthority:
             return None, cert, chain, f"key {key_path} does not belong to certificate {cert_path}"
         return key, cert, chain, None
 
+    def generation(self) -> Any:
+        """Changes whenever one of the CA's files does (for caches of checks against it)."""
+        self._load()
+        assert self._loaded is not None
+        return self._loaded[0]
+
     def signer(self) -> tuple[CertificateIssuerPrivateKeyTypes, x509.Certificate]:
         """The CA key and certificate, or PluginExecutionError saying why not."""
         key, cert, _chain, error = self._load()

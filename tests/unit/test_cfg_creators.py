@@ -484,3 +484,26 @@ def test_openssl_config_variables_are_expanded(tmp_path: Path) -> None:
         del os.environ["HOME_FOR_TEST"]
     assert sections["a"] == {"dir": "/srv/ca", "key": "/srv/ca/k"}
     assert sections["b"] == {"other": "/srv/ca/x", "home": "/home/t"}
+
+
+def test_an_expired_certificate_is_issued_anew(crepo: Repo, cores, ca) -> None:
+    tls_repo(crepo, f'<CertInfo><Cert key="{TLS_KEY}"/></CertInfo>')
+    core = cores(crepo, conf=ca["conf"])
+    served = paths(core, C1)
+    key = serialization.load_pem_private_key(ok(served[TLS_KEY]).encode(), None)
+    current = x509.load_pem_x509_certificate(ok(served[TLS_CERT]).encode())
+    ca_key = serialization.load_pem_private_key(
+        (ca["dir"] / "private/cakey.pem").read_bytes(), CA_PASSPHRASE)
+    now = datetime.datetime.now(datetime.UTC)
+    expired = (x509.CertificateBuilder().subject_name(current.subject)
+               .issuer_name(ca["cert"].subject).public_key(key.public_key()).serial_number(7)
+               .not_valid_before(now - datetime.timedelta(days=10))
+               .not_valid_after(now - datetime.timedelta(days=1))
+               .add_extension(current.extensions.get_extension_for_class(
+                   x509.SubjectAlternativeName).value, critical=False)
+               .sign(ca_key, hashes.SHA256()))
+    crepo.write(f"Cfg{TLS_CERT}/host.crt.H_{C1}", expired.public_bytes(serialization.Encoding.PEM))
+    renewed = x509.load_pem_x509_certificate(
+        ok(paths(cores(crepo, conf=ca["conf"]), C1)[TLS_CERT]).encode())
+    assert renewed.serial_number != 7 and renewed.not_valid_after_utc > now
+    assert san(renewed) == san(current)
