@@ -13,6 +13,10 @@ themselves.
 Content that is not UTF-8 text (or that holds characters XML cannot carry)
 is sent base64-encoded with ``encoding="base64"``; an empty file is sent as
 ``empty="true"`` (``bcfg2.plugin.set_content``, which SSHbase shares).
+
+``privkey.xml``, ``pubkey.xml``, ``sslkey.xml``, ``sslcert.xml`` and
+``authorized_keys.xml`` in an entry's directory create its content when no
+version applies to a client (see ``bcfg2.plugins.cfg.creators``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,13 @@ from bcfg2.plugin import (
     TemplateDataProvider,
     set_content,
 )
+from bcfg2.plugins.cfg.creators import (
+    CREATOR_FILES,
+    CREATOR_OPTIONS,
+    CfgCreator,
+    CreatorContext,
+    update_creator,
+)
 from bcfg2.plugins.cfg.templates import TEMPLATE_EXTENSIONS, TemplateContext
 from bcfg2.plugins.cfg.verifiers import VERIFIER, CfgExternalCommandVerifier
 
@@ -54,12 +65,16 @@ class CfgEntrySet(EntrySet):
     """The versions of one file in Cfg, and its info.xml."""
 
     def __init__(self, basename: str, path: str, setup: Any, fam: Any,
-                 templates: TemplateContext | None = None) -> None:
+                 templates: TemplateContext | None = None,
+                 creators: CreatorContext | None = None) -> None:
         super().__init__(basename, path, CfgPlaintextGenerator, setup, fam)
         #: the ``:test`` scripts, chosen per client by specificity like the versions
         self.verifiers = EntrySet(VERIFIER, path, CfgExternalCommandVerifier, setup, fam)
         self.validation = bool(setup.cfg.validation)
         self.validation_timeout = float(setup.cfg.validation_timeout)
+        #: what creator files share, and the creator file of this directory (privkey.xml...)
+        self.creators = creators
+        self.creator: CfgCreator | None = None
         if templates is None:
             repo = setup.server.repository
             templates = TemplateContext(repo, os.path.join(repo, "Cfg"))
@@ -74,6 +89,9 @@ class CfgEntrySet(EntrySet):
             return  # legacy :info files are not supported
         if fname.endswith(INCLUDE_SUFFIXES):
             return  # read by the templates that include it
+        if fname in CREATOR_FILES:
+            self.creator = update_creator(self, event)
+            return
         super().handle_event(event)
 
     def entry_init(self, event: Any) -> None:
@@ -94,11 +112,15 @@ class CfgEntrySet(EntrySet):
         self.entries[fname] = entry
 
     def is_empty(self) -> bool:
-        return not self.entries and self.infoxml is None and not self.verifiers.entries
+        return (not self.entries and self.infoxml is None and not self.verifiers.entries
+                and self.creator is None)
 
     def bind_entry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> lxml.etree._Element:
         entry.set("type", "file")
         self.bind_info_to_entry(entry, metadata)
+        if self.creator is not None:
+            set_content(entry, self.creator.serve(entry, metadata))
+            return entry
         best = self.best_matching(metadata)
         data = best.get_data(entry, metadata)
         self.verify(entry, metadata, data)
@@ -124,7 +146,7 @@ class Cfg(Plugin, Generator):
                type="bool"),
         Option("cfg", "validation_timeout", 60.0,
                "Seconds a :test verifier may run before its entry fails.", type="float"),
-    )
+    ) + CREATOR_OPTIONS
 
     def __init__(self, core: Any) -> None:
         Plugin.__init__(self, core)
@@ -133,6 +155,7 @@ class Cfg(Plugin, Generator):
         self.handles: dict[int, str] = {}
         self.templates = TemplateContext(
             core.repository, self.data, lambda: core.plugins_by_type(TemplateDataProvider))
+        self.creators = CreatorContext(self)
         self.Entries["Path"] = {}
         self.add_directory_monitor(self.data)
 
@@ -171,7 +194,7 @@ class Cfg(Plugin, Generator):
             if event.action == "deleted":
                 return
             entry_set = CfgEntrySet(os.path.basename(directory), directory, self.core.setup,
-                                    self.core.fam, self.templates)
+                                    self.core.fam, self.templates, self.creators)
             self.entries[ident] = entry_set
         entry_set.handle_event(event)
         if entry_set.is_empty():
