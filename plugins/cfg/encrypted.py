@@ -55,6 +55,6 @@ class CfgEncryptedGenerator(SpecificData):
 
     def get_data(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> bytes:
         """The inner version's content; a failure if this file was never decrypted."""
-        if not self.in_service:
-            raise PluginExecutionError(f"{self.name}: not in service: {self.error}")
+        if not self.in_service:  # the error names this file
+            raise PluginExecutionError(self.error or f"{self.name}: not read yet")
         return self.inner.get_data(entry, metadata)  # type: ignore[attr-defined]

@@ -114,9 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(setup, console=True, prog=PROG)
         encryption = Encryption.from_setup(setup)
         if ns.passphrase is not None and not _known(encryption, ns.passphrase):
-            raise tools.ToolError(f"no passphrase named {ns.passphrase!r} in [encryption] of "
-                                  f"{setup.config_file or 'bcfg2.conf'} (-p takes a name, never "
-                                  f"a passphrase)", status=2)
+            # not echoed: it may be a passphrase typed by mistake
+            known = ", ".join(sorted(encryption.passphrases)) or "none"
+            raise tools.ToolError(f"-p: no passphrase of that name in [encryption] of "
+                                  f"{setup.config_file or 'bcfg2.conf'} (names: {known}); -p takes "
+                                  f"a name, never a passphrase", status=2)
         if ns.stdout and len(ns.files) > 1:
             raise tools.ToolError("--stdout takes one file", status=2)
         crypt = Crypt(encryption, ns)
