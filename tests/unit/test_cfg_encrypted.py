@@ -194,3 +194,21 @@ def test_an_agent_gets_a_decrypted_file_through_the_builtin_core(repo: Repo,
     bound = {el.get("name"): el for el in config.iter("Path")}
     assert bound["/etc/motd"].text == MOTD and "failure" not in bound["/etc/motd"].attrib
     assert "broken.crypt" in bound["/etc/broken"].get("failure")
+
+
+def test_lint_reads_the_group_of_an_encrypted_version_and_skips_its_ciphertext(
+        repo: Repo, tmp_path, capsys) -> None:
+    import bcfg2.lint
+
+    repo.write("Bundler/base.xml", '<Bundle><Path name="/etc/motd"/></Bundle>')
+    # ciphertext that would not compile as a template
+    repo.write("Cfg/etc/motd/motd.G50_linux.crypt.jinja2", "{% if %}\n")
+    repo.write("Cfg/etc/motd/motd.G50_linux.genshi.crypt", auth("x"))
+    repo.write("Cfg/etc/motd/motd.G60_nosuch.crypt.genshi", "{% for x %}\n")
+    status = bcfg2.lint.main(["-C", "/dev/null", "-Q", str(repo), "--state-dir",
+                              str(tmp_path / "state"), "Jinja2", "Genshi", "GroupNames"])
+    out = capsys.readouterr().out
+    assert "syntax" not in out
+    assert [line for line in out.splitlines() if "undefined-group" in line] == [
+        line for line in out.splitlines() if "motd.G60_nosuch.crypt.genshi" in line]
+    assert "group nosuch," in out and status == 3  # warnings only
