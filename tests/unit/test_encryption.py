@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import subprocess
+import sys
 import time
 
 import pytest
@@ -245,3 +246,23 @@ def test_encryption_section_defaults_and_upstream_lax_decryption(tmp_path) -> No
 def test_bad_encryption_options_are_config_errors(tmp_path, line, message) -> None:
     with pytest.raises(ConfigError, match=message):
         Encryption.from_setup(options.build(conf(tmp_path, f"[encryption]\n{line}\n")))
+
+
+def test_bcfg2_info_config_shows_passphrase_names_never_passphrases(tmp_path, repo,
+                                                                    capsys) -> None:
+    from bcfg2.core import LocalCore
+    from bcfg2.info import InfoShell
+
+    path = conf(tmp_path, f"[server]\nrepository = {repo}\nplugins = Metadata, Cfg\n"
+                          f"state_dir = {tmp_path / 'state'}\nfilemonitor = pseudo\n"
+                          f"[encryption]\nops = {PASS}\n")
+    core = LocalCore(options.build(path))
+    try:
+        shell = InfoShell(core)
+        shell.stdout = sys.stdout
+        shell.onecmd("config encryption")
+    finally:
+        core.shutdown()
+    out = capsys.readouterr().out
+    assert "ops" in out and "aes_256_cbc" in out
+    assert PASS not in out and "battery" not in out
