@@ -233,7 +233,9 @@ class Section:
         self._name = name
 
     def __repr__(self) -> str:
-        items = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        # a names option (the [encryption] passphrases) shows its names, never its values
+        items = ", ".join(f"{k}={sorted(v) if isinstance(v, dict) else v!r}"
+                          for k, v in vars(self).items() if not k.startswith("_"))
         return f"[{self._name}] {items}"
 
 

@@ -266,3 +266,8 @@ def test_bcfg2_info_config_shows_passphrase_names_never_passphrases(tmp_path, re
     out = capsys.readouterr().out
     assert "ops" in out and "aes_256_cbc" in out
     assert PASS not in out and "battery" not in out
+
+
+def test_the_options_repr_shows_passphrase_names_only(tmp_path) -> None:
+    setup = options.build(conf(tmp_path, f"[encryption]\nops = {PASS}\n"))
+    assert "ops" in repr(setup.encryption) and PASS not in repr(setup.encryption)
