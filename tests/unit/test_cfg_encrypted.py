@@ -69,6 +69,8 @@ def test_auth_files_binary_too_and_host_specific_versions(repo: Repo, local_core
     ("motd.crypt.genshi", "Host ${metadata.hostname}\n"),
     ("motd.G50_linux.jinja2.crypt", "Host {{ metadata.hostname }}\n"),
     ("motd.crypt.jinja2", "Host {{ metadata.hostname }}\n"),
+    ("motd.H_client1.cheetah.crypt", "Host $self.metadata.hostname\n"),
+    ("motd.crypt.cheetah", "Host $self.metadata.hostname\n"),
 ])
 def test_encrypted_templates_render_per_client(repo: Repo, local_core: Factory, fname,
                                                template) -> None:
@@ -205,8 +207,10 @@ def test_lint_reads_the_group_of_an_encrypted_version_and_skips_its_ciphertext(
     repo.write("Cfg/etc/motd/motd.G50_linux.crypt.jinja2", "{% if %}\n")
     repo.write("Cfg/etc/motd/motd.G50_linux.genshi.crypt", auth("x"))
     repo.write("Cfg/etc/motd/motd.G60_nosuch.crypt.genshi", "{% for x %}\n")
+    repo.write("Cfg/etc/motd/motd.G50_linux.crypt.cheetah", "#for $x\n")
     status = bcfg2.lint.main(["-C", "/dev/null", "-Q", str(repo), "--state-dir",
-                              str(tmp_path / "state"), "Jinja2", "Genshi", "GroupNames"])
+                              str(tmp_path / "state"), "Jinja2", "Genshi", "Cheetah",
+                              "GroupNames"])
     out = capsys.readouterr().out
     assert "syntax" not in out
     assert [line for line in out.splitlines() if "undefined-group" in line] == [
