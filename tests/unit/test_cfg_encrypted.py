@@ -186,12 +186,14 @@ def test_encrypted_versions_wrap_the_version_their_plaintext_makes(repo: Repo,
     assert version.inner.data == MOTD.encode()
 
 
-def test_an_agent_gets_a_decrypted_file_through_the_builtin_core(repo: Repo,
-                                                                 network_server) -> None:
+@pytest.mark.parametrize("core", ["builtin", "multiprocessing"])
+def test_an_agent_gets_a_decrypted_file_through_a_network_core(repo: Repo, network_server,
+                                                               core: str) -> None:
     base(repo, "/etc/motd", "/etc/broken")
     repo.write("Cfg/etc/motd/motd.crypt", auth(MOTD))
     repo.write("Cfg/etc/broken/broken.crypt", auth("x\n", "unknown", None))
-    server = network_server(repo, encryption__passphrases=PASSPHRASES)
+    server = network_server(repo, core=core, server__children="1",
+                            encryption__passphrases=PASSPHRASES)
     config = lxml.etree.fromstring(server.proxy("uuid-client1", "pw1").GetConfig().encode())
     bound = {el.get("name"): el for el in config.iter("Path")}
     assert bound["/etc/motd"].text == MOTD and "failure" not in bound["/etc/motd"].attrib
