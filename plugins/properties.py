@@ -15,14 +15,22 @@ template touches it, so one client's template cannot change what another
 one sees. Files are reread when they change; a file that does not parse is
 logged with its path and line and the last good version stays in service.
 
-Not implemented: decryption of encrypted values (they are left as they
-are) and writing back to property files (``write()``, ``writes_enabled``).
+The text of XML elements with ``encrypted="NAME"`` is decrypted when the
+file is read, with the passphrase NAME of ``[encryption]``
+(``bcfg2.encryption``; ``.data`` keeps the encrypted text). If an element
+cannot be decrypted, a strict file (the default, ``[encryption] decrypt``;
+``lax_decryption`` on the root element overrides it) is not used, as if it
+did not parse; a lax one is used with that element's text still encrypted,
+and a warning names the file and the element's line.
+
+Not implemented: writing back to property files (``write()``, ``writes_enabled``).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import re
 from functools import cached_property
@@ -31,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import lxml.etree
 import yaml
 
+from bcfg2.encryption import Encryption, decrypt_elements
 from bcfg2.errors import RepositoryError
 from bcfg2.options import Option
 from bcfg2.plugin import (
@@ -50,6 +59,9 @@ if TYPE_CHECKING:
     from bcfg2.metadata import ClientMetadata
 
 YAML_SUFFIXES = (".yaml", ".yml")
+logger = logging.getLogger(__name__)
+#: failed elements named in one message of a file that cannot be decrypted
+MAX_REPORTED = 5
 
 
 class XMLPropertyFile(StructFile):
@@ -61,7 +73,25 @@ class XMLPropertyFile(StructFile):
 
     snapshot: tuple[lxml.etree._Element, bool | None, str] | None = None
 
+    def __init__(self, name: str, fam: FileMonitor | None = None,
+                 encryption: Encryption | None = None) -> None:
+        super().__init__(name, fam)
+        self.encryption = encryption if encryption is not None else Encryption()
+
+    #: the last lax-decryption warning, so that one is logged once
+    decrypt_warning: str | None = None
+
     def load_xml(self, root: lxml.etree._Element) -> None:
+        failures, lax = decrypt_elements(root, self.encryption, self.name)
+        message = None
+        if failures:
+            more = len(failures) - MAX_REPORTED
+            message = "; ".join(failures[:MAX_REPORTED]) + (f"; and {more} more" if more > 0 else "")
+            if not lax:
+                raise RepositoryError(f"{message} (strict decryption)")
+            if message != self.decrypt_warning:
+                logger.warning("%s (lax decryption: the text stays encrypted)", message)
+        self.decrypt_warning = message
         value = root.get("automatch")
         encoding = root.getroottree().docinfo.encoding or "utf-8"
         text = self.data.decode(encoding, errors="replace")
@@ -182,12 +212,13 @@ class Properties(Plugin, Connector, PropertyFiles, DirectoryBacked):
     def __init__(self, core: Any) -> None:
         Plugin.__init__(self, core)
         self.automatch = bool(core.setup.get("properties", "automatch"))
+        self.encryption = Encryption.from_setup(core.setup)
         DirectoryBacked.__init__(self, self.data, core.fam)
 
     def add_entry(self, relative: str, event: Event) -> None:
         path = os.path.join(self.data, relative)
         fam: FileMonitor = self.fam
-        entry: FileBacked = (XMLPropertyFile(path, fam) if path.endswith(".xml")
+        entry: FileBacked = (XMLPropertyFile(path, fam, self.encryption) if path.endswith(".xml")
                              else DataPropertyFile(path, fam))
         entry.HandleEvent(event)
         self.entries[relative] = entry

@@ -188,7 +188,8 @@ def make_setup(repository: Repo | Path | str, state_dir: Path | str | None = Non
         "logging.syslog": "false",
     }
     for key, value in overrides.items():
-        cli[key.replace("__", ".")] = value if isinstance(value, str) else str(value)
+        # a dict is a whole names option: make_setup(repo, encryption__passphrases={...})
+        cli[key.replace("__", ".")] = value if isinstance(value, str | dict) else str(value)
     return options.build("/dev/null", cli)
 
 

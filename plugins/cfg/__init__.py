@@ -8,7 +8,11 @@ owner, group, mode and the other Path attributes.
 Versions ending in ``.genshi``, ``.jinja2`` or ``.cheetah`` are templates
 rendered per client (see ``bcfg2.plugins.cfg.templates``); fragments they
 include (``*.genshi_include``, ``*.jinja2_include``) are not versions
-themselves.
+themselves. Versions ending in ``.crypt`` are encrypted
+(``bcfg2.plugins.cfg.encrypted``), templates too, with the two suffixes in
+either order (``motd.genshi.crypt``, ``motd.crypt.cheetah``). What loads a
+version is chosen by the longest of these suffixes its name ends in
+(``version_loaders``).
 
 Content that is not UTF-8 text (or that holds characters XML cannot carry)
 is sent base64-encoded with ``encoding="base64"``; an empty file is sent as
@@ -22,10 +26,12 @@ version applies to a client (see ``bcfg2.plugins.cfg.creators``).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import lxml.etree
 
+from bcfg2.encryption import Encryption
 from bcfg2.errors import SpecificityError
 from bcfg2.metadata import ClientMetadata
 from bcfg2.options import Option
@@ -45,13 +51,17 @@ from bcfg2.plugins.cfg.creators import (
     CreatorContext,
     update_creator,
 )
+from bcfg2.plugins.cfg.encrypted import CRYPT, CfgEncryptedGenerator
 from bcfg2.plugins.cfg.templates import TEMPLATE_EXTENSIONS, TemplateContext
 from bcfg2.plugins.cfg.verifiers import VERIFIER, CfgExternalCommandVerifier
 
 #: template fragments for include/extends, never served on their own
 INCLUDE_SUFFIXES = tuple(ext + "_include" for ext in TEMPLATE_EXTENSIONS)
 
-__all__ = ["Cfg", "CfgEntrySet", "CfgPlaintextGenerator"]
+__all__ = ["Cfg", "CfgEntrySet", "CfgPlaintextGenerator", "loader_for", "version_loaders"]
+
+#: what makes a version from its file: (path, specificity, entry set) -> the version
+VersionLoader = Callable[[str, Specificity, "CfgEntrySet"], SpecificData]
 
 
 class CfgPlaintextGenerator(SpecificData):
@@ -61,12 +71,55 @@ class CfgPlaintextGenerator(SpecificData):
         return self.data
 
 
+def _load_plain(path: str, spec: Specificity, entry_set: CfgEntrySet) -> SpecificData:
+    return CfgPlaintextGenerator(path, spec, entry_set.fam)
+
+
+def _load_template(cls: Callable[..., SpecificData]) -> VersionLoader:
+    def load(path: str, spec: Specificity, entry_set: CfgEntrySet) -> SpecificData:
+        return cls(path, spec, entry_set.fam, entry_set.templates)
+    return load
+
+
+def _load_encrypted(inner: VersionLoader) -> VersionLoader:
+    def load(path: str, spec: Specificity, entry_set: CfgEntrySet) -> SpecificData:
+        return CfgEncryptedGenerator(path, spec, entry_set.fam, inner(path, spec, entry_set),
+                                     entry_set.encryption)
+    return load
+
+
+def version_loaders() -> dict[str, VersionLoader]:
+    """File-name suffix -> what loads a version whose name ends in it.
+
+    Made from ``TEMPLATE_EXTENSIONS`` when asked, so every template class
+    registered there is loaded plain (``.ext``) and encrypted (``.ext.crypt``,
+    ``.crypt.ext``) alike.
+    """
+    loaders: dict[str, VersionLoader] = {CRYPT: _load_encrypted(_load_plain)}
+    for extension, cls in TEMPLATE_EXTENSIONS.items():
+        template = _load_template(cls)
+        loaders[extension] = template
+        loaders[extension + CRYPT] = loaders[CRYPT + extension] = _load_encrypted(template)
+    return loaders
+
+
+def loader_for(fname: str) -> tuple[str, VersionLoader]:
+    """(the name without its suffix, its loader): the longest suffix wins; none: a plain file."""
+    loaders = version_loaders()
+    suffixes = [suffix for suffix in loaders if fname.endswith(suffix) and fname != suffix]
+    if not suffixes:
+        return fname, _load_plain
+    suffix = max(suffixes, key=len)
+    return fname[:-len(suffix)], loaders[suffix]
+
+
 class CfgEntrySet(EntrySet):
     """The versions of one file in Cfg, and its info.xml."""
 
     def __init__(self, basename: str, path: str, setup: Any, fam: Any,
                  templates: TemplateContext | None = None,
-                 creators: CreatorContext | None = None) -> None:
+                 creators: CreatorContext | None = None,
+                 encryption: Encryption | None = None) -> None:
         super().__init__(basename, path, CfgPlaintextGenerator, setup, fam)
         #: the ``:test`` scripts, chosen per client by specificity like the versions
         self.verifiers = EntrySet(VERIFIER, path, CfgExternalCommandVerifier, setup, fam)
@@ -79,6 +132,7 @@ class CfgEntrySet(EntrySet):
             repo = setup.server.repository
             templates = TemplateContext(repo, os.path.join(repo, "Cfg"))
         self.templates = templates
+        self.encryption = encryption if encryption is not None else Encryption.from_setup(setup)
 
     def handle_event(self, event: Any) -> None:
         fname = os.path.basename(event.path)
@@ -95,19 +149,15 @@ class CfgEntrySet(EntrySet):
         super().handle_event(event)
 
     def entry_init(self, event: Any) -> None:
-        """Load a new version: a template by its extension, else a plain file."""
+        """Load a new version by its suffix (``loader_for``): template, encrypted or plain."""
         fname = os.path.basename(event.path)
-        stem, extension = os.path.splitext(fname)
-        template = TEMPLATE_EXTENSIONS.get(extension)
-        if template is None:
-            super().entry_init(event)
-            return
+        stem, load = loader_for(fname)
         try:
             spec = self.specificity_from_filename(stem)
         except SpecificityError as err:
             self.logger.warning("%s; ignoring it", err)
             return
-        entry = template(event.path, spec, self.fam, self.templates)
+        entry = load(event.path, spec, self)
         entry.HandleEvent(event)
         self.entries[fname] = entry
 
@@ -156,6 +206,7 @@ class Cfg(Plugin, Generator):
         self.templates = TemplateContext(
             core.repository, self.data, lambda: core.plugins_by_type(TemplateDataProvider))
         self.creators = CreatorContext(self)
+        self.encryption = Encryption.from_setup(core.setup)
         self.Entries["Path"] = {}
         self.add_directory_monitor(self.data)
 
@@ -194,7 +245,8 @@ class Cfg(Plugin, Generator):
             if event.action == "deleted":
                 return
             entry_set = CfgEntrySet(os.path.basename(directory), directory, self.core.setup,
-                                    self.core.fam, self.templates, self.creators)
+                                    self.core.fam, self.templates, self.creators,
+                                    self.encryption)
             self.entries[ident] = entry_set
         entry_set.handle_event(event)
         if entry_set.is_empty():

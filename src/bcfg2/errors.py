@@ -19,6 +19,7 @@
     +-- MetadataRuntimeError          the metadata system cannot answer now
     +-- RepositoryError               a repository file cannot be used
     |   +-- TemplateSyntaxError       a template does not compile (file, line, reason)
+    |   +-- DecryptionError           encrypted data no passphrase decrypts (or tampered)
     +-- UntrustedInputError           data from the network was refused
 
 The codes are stable: agents and admin tools may rely on them. Each class
@@ -118,6 +119,10 @@ class MetadataRuntimeError(Bcfg2Error):
 
 class RepositoryError(Bcfg2Error):
     """A repository file cannot be parsed or used."""
+
+
+class DecryptionError(RepositoryError):
+    """Encrypted data that cannot be decrypted: no such passphrase, a wrong one, or tampering."""
 
 
 class TemplateSyntaxError(RepositoryError):

@@ -37,7 +37,9 @@ class Option:
     name: str
     default: Any
     help: str
-    type: str = "str"  # str, bool, int, float, list, octal, path, url, choice
+    #: str, bool, int, float, list, octal, path, url, choice, or names: every option of the
+    #: section that no other option declares, as a dict (never on the command line)
+    type: str = "str"
     flags: tuple[str, ...] = ()
     choices: tuple[str, ...] = ()
     metavar: str | None = None
@@ -185,6 +187,28 @@ OPTIONS: list[Option] = [
            flags=("-d", "--debug"), cli_value=True),
     Option("logging", "verbose", False, "Log informational messages.", type="bool",
            flags=("-v", "--verbose"), cli_value=True),
+    # [encryption]: Cfg *.crypt files, encrypted Properties elements, bcfg2-crypt
+    Option("encryption", "passphrases", {},
+           "Every other option of this section is a passphrase: NAME = passphrase, one line "
+           "each. Cfg .crypt files and encrypted=\"NAME\" elements of Properties files are "
+           "decrypted with them; bcfg2-crypt encrypts with them.", type="names",
+           metavar="NAME"),
+    Option("encryption", "algorithm", "aes_256_cbc",
+           "Cipher of the compat (openssl enc) format: aes_128_cbc, aes_192_cbc or "
+           "aes_256_cbc. The auth format always uses AES-256-GCM."),
+    Option("encryption", "format", "auth",
+           "Format bcfg2-crypt writes: auth (authenticated, AES-256-GCM with scrypt; upstream "
+           "Bcfg2 and openssl cannot read it) or compat (upstream's, readable by openssl enc "
+           "and Bcfg2 1.3/1.4, but with no integrity check). Both are always read.",
+           type="choice", choices=("auth", "compat")),
+    Option("encryption", "decrypt", "strict",
+           "strict: a Properties file with an element no passphrase decrypts is not used; "
+           "lax: such elements keep their encrypted text and a warning is logged. A file's "
+           "lax_decryption=\"true|false\" attribute overrides it.",
+           type="choice", choices=("strict", "lax")),
+    Option("encryption", "lax_decryption", False,
+           "Upstream 1.4's name for decrypt = lax (either turns lax decryption on).",
+           type="bool"),
     # [mdata]
     Option("mdata", "owner", "root", "Default owner of Path entries."),
     Option("mdata", "group", "root", "Default group of Path entries."),
@@ -209,7 +233,9 @@ class Section:
         self._name = name
 
     def __repr__(self) -> str:
-        items = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        # a names option (the [encryption] passphrases) shows its names, never its values
+        items = ", ".join(f"{k}={sorted(v) if isinstance(v, dict) else v!r}"
+                          for k, v in vars(self).items() if not k.startswith("_"))
         return f"[{self._name}] {items}"
 
 
@@ -453,6 +479,9 @@ def build(config_file: str | None, cli: dict[str, Any] | None = None,
 
 def _apply(setup: Setup, opts: Sequence[Option], path: str | None, cli: dict[str, Any]) -> None:
     for opt in opts:
+        if opt.type == "names":
+            setup.set(opt.section, opt.name, _names(setup, opt, [*OPTIONS, *opts], path, cli))
+            continue
         value: Any = opt.default
         if path is not None and setup.raw.has_option(opt.section, opt.name):
             value = convert(opt, setup.raw.get(opt.section, opt.name), path)
@@ -461,6 +490,22 @@ def _apply(setup: Setup, opts: Sequence[Option], path: str | None, cli: dict[str
         if cli.get(opt.dest) is not None:
             value = convert(opt, cli[opt.dest], "command line")
         setup.set(opt.section, opt.name, value)
+
+
+def _names(setup: Setup, opt: Option, known: Sequence[Option], path: str | None,
+           cli: dict[str, Any]) -> dict[str, str]:
+    """A ``names`` option: the section's options that no other option of it declares.
+
+    In-process callers (tests, tools) may give the whole dict as ``cli[opt.dest]``.
+    """
+    given = cli.get(opt.dest)
+    if isinstance(given, dict):
+        return dict(given)
+    declared = {o.name for o in known if o.section == opt.section}
+    if path is None or not setup.raw.has_section(opt.section):
+        return dict(opt.default)
+    return {name: value.strip() for name, value in setup.raw.items(opt.section)
+            if name not in declared}
 
 
 def require(setup: Setup, section: str, name: str, why: str) -> Any:
@@ -510,6 +555,9 @@ def example() -> str:
         if flags:
             help_text += f" (command line: {', '.join(flags)})"
         out.extend("# " + line for line in textwrap.wrap(help_text, 76))
+        if opt.type == "names":
+            out.append(f"# {opt.metavar or 'name'} = ...")
+            continue
         default = _format_default(opt)
         out.append(f"#{opt.name} = {default}".rstrip())
     return "\n".join(out) + "\n"

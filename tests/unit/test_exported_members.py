@@ -10,6 +10,7 @@ import types
 
 import pytest
 
+import bcfg2.encryption
 import bcfg2.identity
 import bcfg2.plugin
 import bcfg2.plugin.manager
@@ -48,6 +49,13 @@ TEMPLATES_API = [
     "sandboxed_environment", "template_location",
 ]
 
+ENCRYPTION_API = [
+    "AUTH_MAGIC", "COMPAT_ALGORITHMS", "COMPAT_PREFIX", "CRYPT_SUFFIX", "FORMATS",
+    "DecryptionError", "Encryption", "ScryptCost", "auth_decrypt", "auth_encrypt",
+    "compat_decrypt", "compat_encrypt", "decrypt_elements", "detect_format",
+    "evp_bytes_to_key", "is_text", "key_name",
+]
+
 
 def public_attributes(module: types.ModuleType) -> set[str]:
     """Public names a module offers: a package's re-exports, a module's own definitions.
@@ -72,7 +80,9 @@ def public_attributes(module: types.ModuleType) -> set[str]:
     (bcfg2.templates, TEMPLATES_API),
     (bcfg2.plugin.manager, MANAGER_API),
     (bcfg2.identity, IDENTITY_API),
-], ids=["bcfg2.plugin", "bcfg2.templates", "bcfg2.plugin.manager", "bcfg2.identity"])
+    (bcfg2.encryption, ENCRYPTION_API),
+], ids=["bcfg2.plugin", "bcfg2.templates", "bcfg2.plugin.manager", "bcfg2.identity",
+        "bcfg2.encryption"])
 def test_exported_members(module: types.ModuleType, expected: list[str]) -> None:
     exported = list(module.__all__)
     assert len(exported) == len(set(exported)), "a name is listed twice in __all__"

@@ -16,7 +16,7 @@ FORBIDDEN = {
     "bcfg2.cores": "a network core",
     "bcfg2.info": "a tool", "bcfg2.lint": "a tool", "bcfg2.admin": "a tool",
     "bcfg2.testrun": "a tool", "bcfg2.server": "a tool", "bcfg2.tools": "a tool",
-    "bcfg2.devcert": "a tool",
+    "bcfg2.devcert": "a tool", "bcfg2.crypt": "a tool",
 }
 #: imports allowed for now, as (file, what the statement imports), each with who removes it
 ALLOWED: set[tuple[str, tuple[str, ...]]] = set()

@@ -225,7 +225,8 @@ def test_the_example_lists_every_option_of_the_table_in_its_section():
         if setting:
             listed.add((section, setting.group(1)))
     table = options.all_options()
-    assert listed == {(opt.section, opt.name) for opt in table}
+    # a names option (the [encryption] passphrases) is every other line of its section
+    assert listed == {(opt.section, opt.name) for opt in table if opt.type != "names"}
     # the plugins' and cores' own options are in it, each in its section
     assert {("probes", "allowed_groups"), ("rules", "regex"), ("server", "children")} <= listed
     assert not {("probes", "allowed_groups"), ("server", "children")} & {

@@ -22,6 +22,8 @@ def option_value(name: str, value: Any) -> str:
         return "********"
     if value is None:
         return ""
+    if isinstance(value, dict):  # a names option ([encryption] passphrases): the names only
+        return ", ".join(sorted(value))
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
@@ -207,17 +209,19 @@ class QueryCommands(Shell):
     @command("config [section]", 0, 1)
     def do_config(self, words: list[str]) -> bool:
         """Show the effective options (bcfg2.conf, then the command line, then defaults);
-        passwords are masked."""
+        passwords and [encryption] passphrases are masked."""
         setup = self.core.setup
         rows = []
         known = set()
         for opt in setup.options:
             known.add((opt.section, opt.name))
             rows.append((opt.section, opt.name, option_value(opt.name, setup.get(opt.section, opt.name))))
+        secret = {opt.section for opt in setup.options if opt.type == "names"}
         for section in setup.raw.sections():  # plugin sections the table does not know
             for name, value in setup.raw.items(section):
                 if (section, name) not in known:
-                    rows.append((section, name, option_value(name, value)))
+                    rows.append((section, name, "********" if section in secret
+                                 else option_value(name, value)))
         if words:
             rows = [row for row in rows if row[0] == words[0]]
             if not rows:

@@ -370,7 +370,8 @@ def infoxml(ctx: Context) -> Iterator[Finding]:
 @check("Genshi", genshi_syntax_error="error")
 def genshi_templates(ctx: Context) -> Iterator[Finding]:
     """Genshi templates compile: Cfg .genshi files, Genshi bundles, GroupLogic."""
-    for path in ctx.files("Cfg", lambda p: p.endswith(".genshi")):
+    # encrypted templates (*.crypt.genshi) hold ciphertext, not Genshi
+    for path in ctx.files("Cfg", lambda p: p.endswith(".genshi") and not p.endswith(".crypt.genshi")):
         yield from _genshi(ctx, path, markup=False)
     markup = [p for p in bundle_files(ctx) if not p.endswith(JINJA2_BUNDLE)]
     logic = os.path.join(ctx.repository, "GroupLogic", "groups.xml")
@@ -451,7 +452,8 @@ def jinja2_templates(ctx: Context) -> Iterator[Finding]:
     cfg = os.path.join(ctx.repository, "Cfg")
     cfg_env = sandboxed_environment(cfg, relative_includes=True)
     bundle_env = sandboxed_environment(os.path.join(ctx.repository, "Bundler"), autoescape=True)
-    paths = [(p, cfg_env) for p in ctx.files("Cfg", lambda p: p.endswith(".jinja2"))]
+    paths = [(p, cfg_env) for p in ctx.files(
+        "Cfg", lambda p: p.endswith(".jinja2") and not p.endswith(".crypt.jinja2"))]
     paths += [(p, bundle_env) for p in bundle_files(ctx) if p.endswith(JINJA2_BUNDLE)]
     for path, env in paths:
         with open(path, "rb") as fh:
@@ -466,7 +468,8 @@ def jinja2_templates(ctx: Context) -> Iterator[Finding]:
 @check("Cheetah", cheetah_syntax_error="error")
 def cheetah_templates(ctx: Context) -> Iterator[Finding]:
     """Cheetah templates compile: Cfg .cheetah files."""
-    for path in ctx.files("Cfg", lambda p: p.endswith(".cheetah")):
+    for path in ctx.files("Cfg", lambda p: p.endswith(".cheetah")
+                          and not p.endswith(".crypt.cheetah")):
         with open(path, "rb") as fh:
             data = fh.read()
         try:
@@ -505,7 +508,8 @@ def group_names(ctx: Context) -> Iterator[Finding]:
     for plugin in ("Cfg", "Probes", "Decisions"):
         for path in ctx.files(plugin):
             fname = os.path.basename(path)
-            for ext in (".genshi", ".jinja2", ".cheetah"):
+            # .crypt before or after a template's extension (motd.G50_web.genshi.crypt)
+            for ext in (".crypt", ".genshi", ".jinja2", ".cheetah", ".crypt"):
                 if plugin == "Cfg" and fname.endswith(ext):
                     fname = fname[:-len(ext)]
             match = SPECIFIC_SUFFIX.search(fname)
