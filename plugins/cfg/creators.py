@@ -56,6 +56,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from bcfg2.encryption import CRYPT_SUFFIX
+from bcfg2.errors import DecryptionError
 from bcfg2.filemonitor import Event
 from bcfg2.identity import valid_client_name
 from bcfg2.metadata import ClientMetadata, MetadataQuery
@@ -82,9 +84,8 @@ CREATOR_OPTIONS = (
            "Create keys and certificates (privkey.xml, sslkey.xml, sslcert.xml) for the "
            "client's group in this category instead of for each host; empty: per host."),
     Option("cfg", "passphrase", "",
-           "Name of an [encryption] passphrase to store created keys encrypted with. Not "
-           "supported yet: while it is set, keys are not created (rather than stored in "
-           "the clear)."),
+           "Name of an [encryption] passphrase to store created private keys with "
+           "(as NAME.H_host.crypt); empty: stored in the clear (mode 0600)."),
     Option("sshkeys", "category", "", "Overrides [cfg] category for SSH keys (privkey.xml)."),
     Option("sshkeys", "passphrase", "", "Overrides [cfg] passphrase for SSH keys."),
     Option("sslca", "category", "",
@@ -315,15 +316,11 @@ class CfgCreator(StructFile):
                                        f"{metadata.hostname!r}")
         return f".H_{metadata.hostname}"
 
-    def refuse_encryption(self) -> None:
-        """Stop if bcfg2.conf asks for created data to be stored encrypted (not supported)."""
+    def storage_passphrase(self) -> str | None:
+        """The [encryption] passphrase name created keys are stored with, or None (plain)."""
         setup = self.context.setup
-        name = _option(setup, self.section, "passphrase") or _option(setup, "cfg", "passphrase")
-        if name:
-            raise PluginExecutionError(
-                f"[{self.section}]/[cfg] passphrase {name!r} asks for created keys to be "
-                f"stored encrypted, which this server does not support yet; unset it to "
-                f"have keys created")
+        return (_option(setup, self.section, "passphrase") or _option(setup, "cfg", "passphrase")
+                or None)
 
     @property
     def logger(self) -> logging.Logger:
@@ -355,18 +352,21 @@ class PrivateKeyCreator(CfgCreator):
         passphrase = next((el for el in spec if el.tag == "Passphrase"), None)
         if passphrase is None:
             return kind, bits, None
+        text = (passphrase.text or "").strip()
         if passphrase.get("encrypted"):
-            raise PluginExecutionError(
-                f"{self.name}: <Passphrase encrypted=...> needs Cfg encryption, which this "
-                f"server does not support yet; give the passphrase in the clear")
-        return kind, bits, (passphrase.text or "").encode("utf-8") or None
+            try:
+                plain, _ = self.entry_set.encryption.decrypt(
+                    text, passphrase.get("encrypted"), f"{self.name}: <Passphrase>")
+            except DecryptionError as err:
+                raise PluginExecutionError(str(err)) from None
+            return kind, bits, plain or None
+        return kind, bits, text.encode("utf-8") or None
 
     def ensure_pair(self, metadata: ClientMetadata) -> tuple[bytes, bytes]:
         """The client's (private, public) key files, made (or completed) if missing."""
         kind, bits, passphrase = self._spec(metadata)
 
         def generate() -> bytes:
-            self.refuse_encryption()
             key = new_private_key(kind, bits)
             encryption = (serialization.BestAvailableEncryption(passphrase) if passphrase
                           else serialization.NoEncryption())
@@ -375,22 +375,52 @@ class PrivateKeyCreator(CfgCreator):
             return key.private_bytes(serialization.Encoding.PEM,
                                      serialization.PrivateFormat.OpenSSH, encryption)
         return ensure_ssh_pair(self.context, self.entry_set, metadata, self.target_suffix,
-                               generate, passphrase)
+                               generate, passphrase, self.storage_passphrase())
+
+
+def read_stored(entry_set: Any, path: str) -> bytes | None:
+    """A created file as stored: ``path`` itself, else ``path.crypt`` decrypted; None: neither."""
+    data = _read(path)
+    if data is not None:
+        return data
+    sealed = _read(path + CRYPT_SUFFIX)
+    if sealed is None:
+        return None
+    try:
+        return entry_set.encryption.decrypt(sealed, what=path + CRYPT_SUFFIX)[0]
+    except DecryptionError as err:
+        raise PluginExecutionError(str(err)) from None
+
+
+def store(entry_set: Any, path: str, data: bytes, mode: int, passphrase: str | None) -> str:
+    """Write a created file, encrypted as ``path.crypt`` when a storage passphrase is named
+    (as upstream stores keys it creates); the path written."""
+    if passphrase is None:
+        atomic_write(path, data, mode)
+        return path
+    try:
+        sealed = entry_set.encryption.encrypt(data, passphrase)
+    except DecryptionError as err:  # no such passphrase in [encryption]
+        raise PluginExecutionError(f"cannot store {path} encrypted: {err}") from None
+    atomic_write(path + CRYPT_SUFFIX, sealed, mode)
+    return path + CRYPT_SUFFIX
 
 
 def ensure_ssh_pair(context: CreatorContext, private_set: Any, metadata: ClientMetadata,
                     target_suffix: Callable[[ClientMetadata], str] | None,
-                    generate: Callable[[], bytes] | None, passphrase: bytes | None
-                    ) -> tuple[bytes, bytes]:
+                    generate: Callable[[], bytes] | None, passphrase: bytes | None,
+                    storage: str | None = None) -> tuple[bytes, bytes]:
     """The client's private key (existing, or made by ``generate``) and its public key.
 
     The public key goes to the sibling ``NAME.pub`` directory with the private
-    key's suffix; it is derived from the private key when it is missing.
+    key's suffix; it is derived from the private key when it is missing. With
+    a ``storage`` passphrase name the private key is stored encrypted
+    (``.crypt``); the public key never is.
     """
     matching = private_set.get_matching(metadata)
     if matching:
         version = private_set.best_matching(metadata, matching)
-        private_path = version.name
+        private_path = version.name.removesuffix(CRYPT_SUFFIX)
         suffix = os.path.basename(private_path)[len(private_set.basename):]
     elif generate is None:
         raise PluginExecutionError(
@@ -401,11 +431,17 @@ def ensure_ssh_pair(context: CreatorContext, private_set: Any, metadata: ClientM
         suffix = target_suffix(metadata)
         private_path = os.path.join(private_set.path, private_set.basename + suffix)
     public_path = os.path.join(private_set.path + ".pub", private_set.basename + ".pub" + suffix)
+    written = private_path
     with context.lock(private_path):
-        private = _read(private_path)
+        private = read_stored(private_set, private_path)
         if private is None:
+            if generate is None:
+                raise PluginExecutionError(f"no private key {private_path} to derive the "
+                                           f"public key from")
             private = generate()
-            atomic_write(private_path, private, 0o600)
+            written = store(private_set, private_path, private, 0o600, storage)
+        elif not os.path.exists(private_path):
+            written = private_path + CRYPT_SUFFIX
         public = _read(public_path)
         if public is None:
             try:
@@ -416,7 +452,7 @@ def ensure_ssh_pair(context: CreatorContext, private_set: Any, metadata: ClientM
             who = suffix.split("_", 1)[1] if "_" in suffix else "all"
             public = ssh_public_line(key, f"{who}:{context.ident(private_set.path)}")
             atomic_write(public_path, public, 0o644)
-    for path in (private_path, public_path):
+    for path in (written, public_path):
         context.load(path)
     return private, public
 
@@ -466,17 +502,17 @@ class SSLKeyCreator(CfgCreator):
         kind, bits = _key_params(self.name, key_element, self.types, 2048)
         path = os.path.join(self.entry_set.path,
                             self.entry_set.basename + self.target_suffix(metadata))
+        written = path if os.path.exists(path) else path + CRYPT_SUFFIX
         with self.context.lock(path):
-            data = _read(path)
+            data = read_stored(self.entry_set, path)
             if data is None:
-                self.refuse_encryption()
                 self.logger.info("Cfg: creating the %s TLS key %s for %s", kind,
                                  self.context.ident(self.entry_set.path), metadata.hostname)
                 data = new_private_key(kind, bits).private_bytes(
                     serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                     serialization.NoEncryption())
-                atomic_write(path, data, 0o600)
-        self.context.load(path)
+                written = store(self.entry_set, path, data, 0o600, self.storage_passphrase())
+        self.context.load(written)
         return data
 
 

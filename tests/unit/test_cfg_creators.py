@@ -237,13 +237,31 @@ def test_a_key_on_disk_is_never_made_again_and_a_lost_public_key_is_derived(
     assert (ok(again[KEY]), ok(again[PUB])) == (first[KEY].text, first[PUB].text)
 
 
-def test_creation_refuses_to_store_keys_in_the_clear_when_encryption_is_asked_for(
+def test_a_storage_passphrase_keeps_created_private_keys_encrypted(
         crepo: Repo, cores) -> None:
-    bundle(crepo, KEY)
-    crepo.write(f"Cfg{KEY}/privkey.xml", "<PrivateKey/>")
-    failure = paths(cores(crepo, sshkeys__passphrase="site"), C1)[KEY].get("failure")
-    assert "passphrase 'site'" in failure and "encrypted" in failure
-    assert os.listdir(crepo.path / f"Cfg{KEY}") == ["privkey.xml"]
+    from bcfg2.encryption import Encryption
+
+    bundle(crepo, KEY, PUB)
+    crepo.write(f"Cfg{KEY}/privkey.xml",
+                '<PrivateKey><Params type="ed25519"/></PrivateKey>')
+    crepo.write(f"Cfg{PUB}/pubkey.xml", "<PublicKey/>")
+    settings = {"sshkeys__passphrase": "site",
+                "encryption__passphrases": {"site": "s3cret pass"}}
+    first = paths(cores(crepo, **settings), C1)
+    private = ok(first[KEY])
+    assert private.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert sorted(os.listdir(crepo.path / f"Cfg{KEY}")) == [
+        f"id_test.H_{C1}.crypt", "privkey.xml"]
+    sealed = (crepo.path / f"Cfg{KEY}/id_test.H_{C1}.crypt").read_bytes()
+    assert b"PRIVATE KEY" not in sealed
+    assert Encryption({"site": "s3cret pass"}).decrypt(sealed)[0].decode() == private
+    assert (crepo.path / f"Cfg{PUB}/id_test.pub.H_{C1}").read_text() == ok(first[PUB])
+    again = paths(cores(crepo, **settings), C1)  # a restart reads the stored key
+    assert (ok(again[KEY]), ok(again[PUB])) == (private, ok(first[PUB]))
+    failure = paths(cores(crepo, sshkeys__passphrase="nosuch",
+                          encryption__passphrases={"site": "s3cret pass"}), C2)[KEY]
+    assert "no passphrase named 'nosuch'" in failure.get("failure")
+    assert not (crepo.path / f"Cfg{KEY}/id_test.H_{C2}").exists()
 
 
 @pytest.mark.parametrize(("text", "message"), [
