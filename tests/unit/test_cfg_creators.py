@@ -141,6 +141,22 @@ def test_an_rsa_key_without_params_has_3072_bits_and_a_passphrase_protects_it(
     assert serialization.load_ssh_private_key(protected, b"s3cret phrase").key_size == 3072
 
 
+def test_an_encrypted_passphrase_element_is_decrypted_with_its_named_passphrase(
+        crepo: Repo, cores) -> None:
+    from bcfg2.encryption import Encryption
+
+    sealed = Encryption({"keys": "outer"}).encrypt(b"inner phrase", "keys", width=None)
+    bundle(crepo, KEY)
+    crepo.write(f"Cfg{KEY}/privkey.xml", f"""\
+        <PrivateKey><Params type="ed25519"/>
+          <Passphrase encrypted="keys">{sealed}</Passphrase>
+        </PrivateKey>""")
+    key = ok(paths(cores(crepo, encryption__passphrases={"keys": "outer"}), C1)[KEY]).encode()
+    assert serialization.load_ssh_private_key(key, b"inner phrase") is not None
+    failure = paths(cores(crepo, encryption__passphrases={"keys": "wrong"}), C2)[KEY]
+    assert "Passphrase" in failure.get("failure") and "inner phrase" not in failure.get("failure")
+
+
 def test_keys_per_group_with_a_category_and_per_host_with_perhost(crepo: Repo, cores) -> None:
     bundle(crepo, KEY, PUB, "/root/.ssh/id_host")
     crepo.write(f"Cfg{KEY}/privkey.xml",
