@@ -115,34 +115,54 @@ def _texts(element: lxml.etree._Element, tag: str) -> list[str]:
             if (child.text or "").strip()]
 
 
+class SourceProblem(RepositoryError):
+    """A ``<Source>`` that cannot be used; ``check`` names the problem for bcfg2-lint
+    (``source-needs-url``, ``source-needs-version`` or ``invalid-source``) and ``reason``
+    says it without the file and line."""
+
+    def __init__(self, where: str, check: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.check = check
+        self.reason = reason
+
+
 def parse_source(element: lxml.etree._Element, conditions: tuple[Condition, ...],
                  path: str, base_dir: str = "") -> Source:
-    """A Source from its element; a RepositoryError saying what is wrong with it."""
+    """A Source from its element; a SourceProblem saying what is wrong with it."""
     where = f"{path}:{element.sourceline}"
     kind = element.get("type", "")
     if kind not in PTYPES:
         choices = ", ".join(sorted(PTYPES))
-        raise RepositoryError(f"{where}: <Source type={kind!r}> is not one of {choices}"
-                              + (" (Pulp sources are not supported)"
-                                 if element.get("pulp_id") else ""))
+        raise SourceProblem(where, "invalid-source",
+                            f"<Source type={kind!r}> is not one of {choices}"
+                            + (" (Pulp sources are not supported)"
+                               if element.get("pulp_id") else ""))
     url = element.get("url", "").strip()
     rawurl = element.get("rawurl", "").strip()
-    if bool(url) == bool(rawurl):
-        raise RepositoryError(f"{where}: a <Source> needs exactly one of url= and rawurl=")
+    if url and rawurl:
+        raise SourceProblem(where, "source-needs-url",
+                            f"{kind} Source has both url= and rawurl=; give one of them")
+    if not (url or rawurl):
+        why = " (Pulp sources are not supported)" if element.get("pulp_id") else ""
+        raise SourceProblem(where, "source-needs-url",
+                            f"{kind} Source has neither url= nor rawurl={why}")
     version = element.get("version", "").strip()
     if url and not version and kind in ("apt", "yum", "pkgng"):
-        raise RepositoryError(f"{where}: a {kind} <Source> with url= needs version=")
+        raise SourceProblem(where, "source-needs-version",
+                            f"{kind} Source with url={url} has no version=")
     components = tuple(_texts(element, "Component"))
-    if url and not components and kind in ("apt", "yum", "pac", "pkgng"):
-        if kind != "yum":  # yum url+version without components is the version's root
-            raise RepositoryError(f"{where}: a {kind} <Source> with url= needs a <Component>")
+    if url and not components and kind in ("apt", "pac", "pkgng"):
+        # yum url+version without components is the version's root
+        raise SourceProblem(where, "invalid-source",
+                            f"{kind} Source with url= needs a <Component>")
     arches = tuple(_texts(element, "Arch"))
     if not arches:
-        raise RepositoryError(f"{where}: a <Source> needs at least one <Arch> (the group "
-                              f"that selects the architecture)")
+        raise SourceProblem(where, "invalid-source", "a <Source> needs at least one <Arch> "
+                            "(the group that selects the architecture)")
     for child in element:
         if isinstance(child.tag, str) and child.tag not in SOURCE_CHILDREN:
-            raise RepositoryError(f"{where}: <{child.tag}> is not part of a <Source>")
+            raise SourceProblem(where, "invalid-source",
+                                f"<{child.tag}> is not part of a <Source>")
     options: list[tuple[str, str]] = []
     for opts in element.iterchildren("Options"):
         if as_bool(opts.get("serveronly", "false")):
@@ -152,8 +172,8 @@ def parse_source(element: lxml.etree._Element, conditions: tuple[Condition, ...]
     try:
         priority = int(element.get("priority", "500"))
     except ValueError:
-        raise RepositoryError(f"{where}: priority {element.get('priority')!r} is not an "
-                              f"integer") from None
+        raise SourceProblem(where, "invalid-source", f"priority {element.get('priority')!r} "
+                            f"is not an integer") from None
     name = element.get("name", "").strip() or _default_name(url or rawurl, version, components)
     return Source(
         type=kind, url=url, rawurl=rawurl, version=version, components=components,

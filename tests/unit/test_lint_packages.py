@@ -273,3 +273,23 @@ def test_without_a_loaded_index_nothing_is_said(lint: Run, bundle_repo: Repo,
                                                 plugins: str) -> None:
     status, findings, _out = lint(bundle_repo, "PackagesSources", plugins=plugins)
     assert (status, findings) == (0, [])
+
+
+def test_what_keeps_the_server_from_using_a_source_is_an_invalid_source(
+        lint: Run, sources_repo: Repo) -> None:
+    sources_repo.write("Packages/sources.xml", """\
+        <Sources>
+          <Group name="linux">
+            <Source type="zypper" url="http://x/" version="1"><Arch>amd64</Arch></Source>
+            <Source type="apt" url="http://x/" version="1"><Arch>amd64</Arch></Source>
+            <Source type="apt" rawurl="http://x/" priority="high"><Arch>amd64</Arch></Source>
+            <Source type="yum" rawurl="http://x/"><Arch>amd64</Arch><Mirror>y</Mirror></Source>
+          </Group>
+        </Sources>
+        """)
+    status, findings, out = lint(sources_repo, "PackagesSources", plugins=BASE + ",Packages")
+    assert keys(findings) == {("Packages/sources.xml", line, "invalid-source", "error")
+                              for line in (3, 4, 5, 6)}
+    for reason in ("<Source type='zypper'> is not one of", "needs a <Component>",
+                   "priority 'high' is not an integer", "<Mirror> is not part of a <Source>"):
+        assert reason in out

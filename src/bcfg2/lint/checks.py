@@ -18,6 +18,7 @@ from bcfg2.plugin import (
     Structure,
     flatten_conditions,
 )
+from bcfg2.plugins.packages.sources import SourceProblem, parse_source
 from bcfg2.python2 import (
     check_genshi,
     check_python,
@@ -755,42 +756,35 @@ def group_patterns(ctx: Context) -> Iterator[Finding]:
 
 # -- PackagesSources -----------------------------------------------------------
 
-#: source types whose url= is a conventional layout that needs version=
-VERSIONED_SOURCES = ("apt", "yum", "pkgng")
-
-
 @check("PackagesSources", source_arch_not_a_group="warning", source_needs_url="error",
-       source_needs_version="error", unknown_package="warning")
+       source_needs_version="error", invalid_source="error", unknown_package="warning")
 def packages_sources(ctx: Context) -> Iterator[Finding]:
-    """Packages sources.xml describes usable sources; bundles name packages they offer."""
+    """Packages sources.xml describes usable sources; bundles name packages they offer.
+
+    Each ``<Source>`` is read by the plugin's own parser, so lint reports
+    exactly what would keep the server from using it.
+    """
     defined, patterns = defined_groups(ctx)
     for path, tree in sources_files(ctx):
         for source in elements(tree, "Source"):
-            yield from _source_problems(ctx, path, source, defined, patterns)
+            try:
+                parse_source(source, (), path)
+            except SourceProblem as problem:
+                yield ctx.finding(path, source.sourceline, problem.check, problem.reason)
+            yield from _source_arches(ctx, path, source, defined, patterns)
     yield from _unknown_packages(ctx)
 
 
-def _source_problems(ctx: Context, path: str, source: lxml.etree._Element, defined: set[str],
-                     patterns: list[re.Pattern[str]]) -> Iterator[Finding]:
+def _source_arches(ctx: Context, path: str, source: lxml.etree._Element, defined: set[str],
+                   patterns: list[re.Pattern[str]]) -> Iterator[Finding]:
     kind = source.get("type", "")
-    url = source.get("url", "").strip()
-    rawurl = source.get("rawurl", "").strip()
-    if url and rawurl:
-        yield ctx.finding(path, source.sourceline, "source-needs-url",
-                          f"{kind} Source has both url= and rawurl=; give one of them")
-    elif not (url or rawurl):
-        why = " (Pulp sources are not supported)" if source.get("pulp_id") else ""
-        yield ctx.finding(path, source.sourceline, "source-needs-url",
-                          f"{kind} Source has neither url= nor rawurl={why}")
-    if url and not rawurl and kind in VERSIONED_SOURCES and not source.get("version", "").strip():
-        yield ctx.finding(path, source.sourceline, "source-needs-version",
-                          f"{kind} Source with url={url} has no version=")
+    where = source.get("rawurl", "").strip() or source.get("url", "").strip()
     for arch in source.iterchildren("Arch"):
         name = (arch.text or "").strip()
         if name and not TEMPLATED.search(name) and name not in defined \
                 and not any(p.fullmatch(name) for p in patterns):
             yield ctx.finding(path, arch.sourceline, "source-arch-not-a-group",
-                              f"Arch {name} of {kind} Source {rawurl or url} is not a group "
+                              f"Arch {name} of {kind} Source {where} is not a group "
                               f"any client can be in")
 
 
