@@ -22,20 +22,16 @@ if TYPE_CHECKING:
 NEW_STYLE = (1, 3)
 
 
-def old_agent(metadata: ClientMetadata) -> bool:
-    """Whether the client declared no version, or one before 1.3 (pre-releases of 1.3 are new)."""
-    return metadata.version_info is None or metadata.version_info < NEW_STYLE
-
 
 class POSIXCompat(Plugin, GoalValidator):
     """Copies ``mode`` to ``perms`` on the Path entries sent to an older agent."""
 
     def validate_goals(self, metadata: ClientMetadata, config: lxml.etree._Element) -> None:
-        if not old_agent(metadata):
+        if not metadata.agent_older_than(NEW_STYLE):
             return
         for entry in config.iter("Path", "BoundPath"):
             if "mode" in entry.attrib:
                 entry.set("perms", entry.get("mode"))
 
 
-__all__ = ["NEW_STYLE", "POSIXCompat", "old_agent"]
+__all__ = ["NEW_STYLE", "POSIXCompat"]

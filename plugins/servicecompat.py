@@ -35,16 +35,12 @@ MODES = {("true", "true"): "default", ("interactive", "true"): "interactive_only
 NEW_STYLE = (1, 3)
 
 
-def old_agent(metadata: ClientMetadata) -> bool:
-    """Whether the client declared no version, or one before 1.3 (pre-releases of 1.3 are new)."""
-    return metadata.version_info is None or metadata.version_info < NEW_STYLE
-
 
 class ServiceCompat(Plugin, GoalValidator):
     """Adds the pre-1.3 ``mode`` to every Service entry sent to an older agent."""
 
     def validate_goals(self, metadata: ClientMetadata, config: lxml.etree._Element) -> None:
-        if not old_agent(metadata):
+        if not metadata.agent_older_than(NEW_STYLE):
             return
         for entry in config.iter("Service", "BoundService"):
             key = (entry.get("restart", "true").lower(), entry.get("install", "true").lower())
@@ -57,4 +53,4 @@ class ServiceCompat(Plugin, GoalValidator):
             entry.set("mode", mode)
 
 
-__all__ = ["MODES", "NEW_STYLE", "ServiceCompat", "old_agent"]
+__all__ = ["MODES", "NEW_STYLE", "ServiceCompat"]

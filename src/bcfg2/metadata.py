@@ -84,6 +84,11 @@ class ClientMetadata:
         """True if the client is a member of the group."""
         return group in self.groups
 
+    def agent_older_than(self, version: tuple[int, ...]) -> bool:
+        """Whether the agent declared no version, or one before ``version`` (a pre-release
+        of ``version`` itself counts as that version)."""
+        return self.version_info is None or self.version_info < version
+
     def group_in_category(self, category: str) -> str:
         """The client's group in the category, or ''."""
         return self.categories.get(category, "")
