@@ -290,6 +290,7 @@ def test_only_a_missing_file_moves_on_to_the_next_name(tmp_path: Path) -> None:
         loaded = drivers.load(src, "amd64", fetcher())
         assert loaded is not None and list(loaded.index.packages) == ["solo"]
         served.hang.add("/Packages.xz")
-        with pytest.raises(drivers.SourceError, match="Packages.xz: not downloaded within"):
+        with pytest.raises(drivers.SourceError,
+                           match="Packages.xz: (not downloaded within|timed out)"):
             drivers.load(src, "amd64", fetcher(timeout=0.5))
         assert served.requests["/Packages.gz"] == 1  # only by the first load
