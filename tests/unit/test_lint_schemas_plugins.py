@@ -349,7 +349,7 @@ def lint(repository: Repo, tmp_path: Path, *checks: str) -> tuple[int, list[dict
 def test_lint_finds_nothing_in_valid_plugin_files(repo: Repo, tmp_path: Path) -> None:
     for path, (valid, _broken, _line) in FILES.items():
         repo.write(path, valid)
-    status, findings = lint(repo, tmp_path, "Validate")
+    status, findings = lint(repo, tmp_path, "Validate", "AWSTags")
     assert findings == [] and status == 0
 
 
@@ -360,3 +360,21 @@ def test_lint_reports_each_broken_plugin_file_with_its_line(repo: Repo, tmp_path
     assert status != 0
     assert {(f["path"], int(f["line"]), f["name"]) for f in findings} == {
         (path, line, "xml-failed-to-verify") for path, (_v, _b, line) in FILES.items()}
+
+
+def test_lint_reports_every_awstags_pattern_that_does_not_compile(repo: Repo,
+                                                                   tmp_path: Path) -> None:
+    repo.write("AWSTags/config.xml", """\
+        <AWSTags>
+          <Tag name="^role$" value="^(web|db)$"><Group>$1</Group></Tag>
+          <Tag name="(unclosed"><Group>x</Group></Tag>
+          <Tag name="^env$" value="[z-a]"><Group>y</Group></Tag>
+        </AWSTags>
+        """)
+    status, findings = lint(repo, tmp_path, "AWSTags")
+    assert status != 0
+    assert [(f["path"], int(f["line"]), f["name"]) for f in findings] == [
+        ("AWSTags/config.xml", 3, "invalid-tag-pattern"),
+        ("AWSTags/config.xml", 4, "invalid-tag-pattern")]
+    assert "name='(unclosed'" in findings[0]["message"]
+    assert "value='[z-a]'" in findings[1]["message"]

@@ -766,6 +766,28 @@ def group_patterns(ctx: Context) -> Iterator[Finding]:
                           message)
 
 
+@check("AWSTags", invalid_tag_pattern="error")
+def aws_tags(ctx: Context) -> Iterator[Finding]:
+    """AWSTags/config.xml patterns (each Tag's name= and value=) compile as regular expressions.
+
+    The plugin refuses the whole file at its first bad pattern; lint names every one.
+    """
+    path = os.path.join(ctx.repository, "AWSTags", "config.xml")
+    tree = ctx.xml(path) if ctx.enabled("AWSTags") and os.path.isfile(path) else None
+    if tree is None:
+        return
+    for tag in tree.getroot().iter("Tag"):
+        for attr in ("name", "value"):
+            pattern = tag.get(attr)
+            if pattern is None:
+                continue
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                yield ctx.finding(path, tag.sourceline, "invalid-tag-pattern",
+                                  f"invalid regular expression {attr}={pattern!r}: {err}")
+
+
 # -- PackagesSources -----------------------------------------------------------
 
 #: source types whose url= is a conventional layout that needs version=
