@@ -176,6 +176,10 @@ def _validate_property(ctx: Context, path: str,
         yield from _schema_errors(ctx, path, os.path.basename(xsd), schema.error_log)
 
 
+_EXTRA_CONTENT = re.compile(r"has extra content: (\S+)$")
+_UNEXPECTED = re.compile(r"^Did not expect element (\S+) there")
+
+
 def _schema_errors(ctx: Context, path: str, schema: str,
                    log: lxml.etree._ListErrorLog) -> Iterator[Finding]:
     """The most telling error libxml2 reports on each line (the others follow from it).
@@ -183,14 +187,23 @@ def _schema_errors(ctx: Context, path: str, schema: str,
     libxml2 follows an invalid child with "<parent> has extra content" at the
     parent's first child, and a bad attribute of an element with children
     with "Expecting an element ..., got nothing" on the same line and a copy
-    without a line; when a more precise error exists, that one is kept.
+    without a line; when a more precise error exists, that one is kept. An
+    unexpected first child is reported ("Did not expect element X there") on
+    its parent's line: the "has extra content: X" that follows gives X's own.
     """
     entries = list(log)
+    extra = [(m.group(1), e.line) for e in entries
+             if e.line and (m := _EXTRA_CONTENT.search(e.message))]
     precise = [e for e in entries if "has extra content" not in e.message] or entries
     precise = [e for e in precise if e.line] or precise
     by_line: dict[int | None, list[str]] = {}
     for entry in precise:
-        by_line.setdefault(entry.line or None, []).append(entry.message)
+        line = entry.line or None
+        unexpected = _UNEXPECTED.search(entry.message)
+        if unexpected and line:
+            line = min((at for name, at in extra if name == unexpected.group(1) and at >= line),
+                       default=line)
+        by_line.setdefault(line, []).append(entry.message)
     for line, messages in by_line.items():
         telling = [m for m in messages if not m.startswith("Expecting an element")] or messages
         yield ctx.finding(path, line, "xml-failed-to-verify",
@@ -752,6 +765,28 @@ def group_patterns(ctx: Context) -> Iterator[Finding]:
         line = where.rpartition(":")[2]
         yield ctx.finding(path, int(line) if line.isdigit() else None, "invalid-group-pattern",
                           message)
+
+
+@check("AWSTags", invalid_tag_pattern="error")
+def aws_tags(ctx: Context) -> Iterator[Finding]:
+    """AWSTags/config.xml patterns (each Tag's name= and value=) compile as regular expressions.
+
+    The plugin refuses the whole file at its first bad pattern; lint names every one.
+    """
+    path = os.path.join(ctx.repository, "AWSTags", "config.xml")
+    tree = ctx.xml(path) if ctx.enabled("AWSTags") and os.path.isfile(path) else None
+    if tree is None:
+        return
+    for tag in tree.getroot().iter("Tag"):
+        for attr in ("name", "value"):
+            pattern = tag.get(attr)
+            if pattern is None:
+                continue
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                yield ctx.finding(path, tag.sourceline, "invalid-tag-pattern",
+                                  f"invalid regular expression {attr}={pattern!r}: {err}")
 
 
 # -- PackagesSources -----------------------------------------------------------

@@ -18,6 +18,12 @@ FORMATS: list[tuple[str, str, str]] = [
     ("Rules", "*.xml", "rules.rng"),
     ("Defaults", "*.xml", "defaults.rng"),
     ("Cfg", "info.xml", "info.rng"),
+    ("Cfg", "privkey.xml", "cfg-privkey.rng"),
+    ("Cfg", "pubkey.xml", "cfg-pubkey.rng"),
+    ("Cfg", "sslkey.xml", "cfg-sslkey.rng"),
+    ("Cfg", "sslcert.xml", "cfg-sslcert.rng"),
+    ("Cfg", "authorized_keys.xml", "cfg-authorizedkeys.rng"),
+    ("Cfg", "authorizedkeys.xml", "cfg-authorizedkeys.rng"),
     ("Decisions", "*.xml", "decisions.rng"),
     ("GroupPatterns", "config.xml", "grouppatterns.rng"),
     ("GroupLogic", "groups.xml", "grouplogic.rng"),
@@ -26,7 +32,16 @@ FORMATS: list[tuple[str, str, str]] = [
     ("Deps", "*.xml", "deps.rng"),
     ("Packages", "sources.xml", "packages-sources.rng"),
     ("Pkgmgr", "*.xml", "pkgmgr.rng"),
+    ("NagiosGen", "config.xml", "nagiosgen-config.rng"),
+    ("NagiosGen", "parents.xml", "nagiosgen-parents.rng"),
+    ("FileProbes", "config.xml", "fileprobes.rng"),
+    ("AWSTags", "config.xml", "awstags.rng"),
 ]
+# SEModules holds compiled (binary) policy modules only: nothing to validate.
+
+#: plugins that read only the files at the top of their directory
+TOP_LEVEL_ONLY = frozenset({"Metadata", "GroupPatterns", "GroupLogic", "ACL", "Packages",
+                            "NagiosGen", "FileProbes", "AWSTags"})
 
 #: the schema of a Bundler .xml file whose root declares Genshi's namespace
 GENSHI_BUNDLE = "bundle-genshi.rng"
@@ -52,8 +67,7 @@ def schema_for(plugin: str, relative: str) -> str | None:
     base = os.path.basename(relative)
     for fmt_plugin, pattern, schema in FORMATS:
         if fmt_plugin == plugin and fnmatch.fnmatch(base, pattern):
-            if plugin in ("Metadata", "GroupPatterns", "GroupLogic", "ACL", "Packages") \
-                    and os.path.dirname(relative):
+            if plugin in TOP_LEVEL_ONLY and os.path.dirname(relative):
                 return None  # only the top-level file of these plugins is read
             return schema
     return None
