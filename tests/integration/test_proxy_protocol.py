@@ -378,3 +378,24 @@ def test_an_agent_through_haproxy_is_seen_at_its_own_address(repo, network_serve
         except subprocess.TimeoutExpired:
             process.kill()
             process.communicate()
+
+
+def test_a_health_port_in_use_stops_the_start_with_one_clear_line(repo, tls, caplog):
+    from bcfg2.cores.builtin import BuiltinCore
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        setup = make_setup(repo, components__bcfg2="https://127.0.0.1:0",
+                           communication__password="pw", communication__key=tls.key,
+                           communication__certificate=tls.cert,
+                           server__health_port=str(port))
+        core = BuiltinCore(setup)
+        result: list[bool] = []
+        runner = threading.Thread(target=lambda: result.append(core.run()))
+        runner.start()
+        runner.join(timeout=30)
+    assert result == [False]
+    assert f"Cannot listen on 127.0.0.1:{port} for the health endpoint" in caplog.text
+    assert core.server is None  # the agents' port was never opened
