@@ -107,7 +107,7 @@ class TLSServer(socketserver.ThreadingMixIn, http_server.HTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, RequestHandler)
-        self.acceptor = AcceptLoop(self.socket, self.connections, self._serve)
+        self.acceptor = AcceptLoop(self.socket, self.connections, self._serve, core.balancers)
 
     def serve_until_stopped(self) -> None:
         """Accept connections until ``stop``; sleeps while nobody connects."""
@@ -200,6 +200,8 @@ class BuiltinCore(NetworkCore):
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, self._on_signal)
         raise_fd_limit(self.setup.server.max_connections, logger)
+        if not self._start_health():
+            return False
         try:
             self.server = TLSServer((self.host, self.port), self, self.ssl_context)
         except OSError as err:
@@ -210,7 +212,7 @@ class BuiltinCore(NetworkCore):
         self._serve_thread = threading.Thread(target=self.server.serve_until_stopped,
                                               name="accept", daemon=True)
         self._serve_thread.start()
-        logger.info("Listening on https://%s:%d", self.host or "*", self.port)
+        self._listening()
         return True
 
     def _block(self) -> None:

@@ -44,6 +44,7 @@ from bcfg2.core import NetworkCore
 from bcfg2.daemonize import daemon_ids, prepare_pidfile
 from bcfg2.limits import raise_fd_limit
 from bcfg2.options import Setup
+from bcfg2.proxyprotocol import TrustedBalancers
 from bcfg2.tls import Handshakes, server_context
 
 logger = logging.getLogger("bcfg2.cores.cherrypy")
@@ -268,7 +269,7 @@ class TLSServer(cheroot.wsgi.Server):
     max_request_header_size = MAX_HEADER_SIZE
 
     def __init__(self, address: tuple[str, int], app: Any, adapter: TLSAdapter,
-                 setup: Setup) -> None:
+                 setup: Setup, balancers: TrustedBalancers | None = None) -> None:
         timeout = setup.server.connection_timeout
         # requests in flight at shutdown get the connection timeout to finish
         super().__init__(address, app, numthreads=1, server_name="bcfg2-server",
@@ -279,12 +280,13 @@ class TLSServer(cheroot.wsgi.Server):
         self.max_request_body_size = setup.server.max_request_size
         self.handshakes = Handshakes()
         self.connections = Connections.from_setup(setup)
+        self.balancers = balancers
         self.acceptor: AcceptLoop | None = None
 
     def prepare(self) -> None:
         """Bind and listen."""
         super().prepare()
-        self.acceptor = AcceptLoop(self.socket, self.connections, self._accept)
+        self.acceptor = AcceptLoop(self.socket, self.connections, self._accept, self.balancers)
 
     def serve(self) -> None:
         """Accept connections until stop(); sleeps while nobody connects."""
@@ -403,7 +405,8 @@ class CherrypyCore(NetworkCore):
         self.app = self._application()
         comm = setup.communication
         self.server = TLSServer((self.host or "0.0.0.0", self.port), self.app,
-                                TLSAdapter(comm.certificate, comm.key, self.ssl_context), setup)
+                                TLSAdapter(comm.certificate, comm.key, self.ssl_context), setup,
+                                self.balancers)
         self.http = HTTPServerPlugin(self.engine, self.server, self)
         self.http.subscribe()
         # after the HTTP server (priority 25) has finished the requests in flight
@@ -478,7 +481,9 @@ class CherrypyCore(NetworkCore):
         if not self.http.listening:
             return False
         self.port = self.server.socket.getsockname()[1]
-        logger.info("Listening on https://%s:%d", self.host or "*", self.port)
+        if not self._start_health():  # after the engine daemonized: its thread survives
+            return False
+        self._listening()
         return True
 
     def _block(self) -> None:

@@ -223,7 +223,16 @@ class MultiprocessingCore(BuiltinCore):
 
     # -- the pool --------------------------------------------------------------
 
+    def unavailable(self) -> str | None:
+        """Also unavailable while no child has loaded the repository."""
+        why = super().unavailable()
+        if why is None and not any(child.ready for child in self.pool()):
+            return "loading the repository (no child process is ready)"
+        return why
+
     def _run(self) -> bool:
+        if not self._start_health():  # answers 503 while the children load the repository
+            return False
         for _ in range(self.pool_size):
             self._start_child()
         self._watcher = threading.Thread(target=self._watch_children, name="children",

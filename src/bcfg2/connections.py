@@ -10,6 +10,14 @@ handshake, headers and body) within ``[server] request_deadline`` seconds of
 its connection being accepted, and its response sent within as long again;
 a connection past its deadline is cut. Running out of file descriptors
 pauses accepting (0.05 s, doubling up to 1 s) instead of spinning.
+
+Behind a load balancer (``[server] proxy_protocol``), a connection from a
+listed balancer is admitted only once the loop has read its PROXY protocol
+v2 header (``bcfg2.proxyprotocol``), without blocking, within
+``PROXY_HEADER_DEADLINE`` seconds: it is admitted, capped and served as a
+connection from the address in the header, so every core and everything
+downstream sees the agent's own address. A balancer connection without an
+acceptable header is closed, the refusal logged once per burst.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from typing import Any
 
 from bcfg2.limits import BurstLog, source_of
 from bcfg2.options import Setup
+from bcfg2.proxyprotocol import HeaderReader, ProxyHeaderError, TrustedBalancers
+from bcfg2.untrusted import escaped
 
 logger = logging.getLogger("bcfg2.connections")
 
@@ -39,6 +49,9 @@ FIRST_PAUSE = 0.05
 MAX_PAUSE = 1.0
 #: connections accepted in a row before the loop looks at its wake-up pipe again
 ACCEPT_BATCH = 64
+#: seconds a balancer has to send a connection's whole PROXY header (at most the
+#: request deadline); HAProxy sends it at once, with the connection
+PROXY_HEADER_DEADLINE = 5.0
 
 READING, PROCESSING, WRITING = "reading", "processing", "writing"
 
@@ -261,24 +274,48 @@ class Connections:
         self.cuts.flush()
 
 
+class PendingHeader:
+    """A balancer's connection whose PROXY header is still being read."""
+
+    __slots__ = ("sock", "address", "reader", "deadline")
+
+    def __init__(self, sock: socket.socket, address: Any, deadline: float) -> None:
+        self.sock = sock
+        self.address = address
+        self.reader = HeaderReader()
+        self.deadline = deadline
+
+
 class AcceptLoop:
     """Accepts connections until stopped and hands the admitted ones to ``serve``.
 
     ``serve(sock, address, ticket)`` must not block: it starts the thread
     that serves the connection. The loop sleeps while nobody connects.
+    With ``balancers``, a connection from one of them is handed over with
+    the address of its PROXY header, once the loop has read it.
     """
 
     def __init__(self, listener: socket.socket, connections: Connections,
-                 serve: Callable[[socket.socket, Any, Ticket], None]) -> None:
+                 serve: Callable[[socket.socket, Any, Ticket], None],
+                 balancers: TrustedBalancers | None = None) -> None:
         self.listener = listener
         self.connections = connections
         self.serve = serve
+        self.balancers = balancers
+        self.header_deadline = min(PROXY_HEADER_DEADLINE, connections.deadline)
         self.stopping = False
         self.pause = 0.0
         self._wake_r, self._wake_w = os.pipe()
         self._pipe_lock = threading.Lock()
+        self._selector: selectors.BaseSelector | None = None
+        self._pending: dict[PendingHeader, None] = {}
+        self._header_deadlines: list[tuple[float, int, PendingHeader]] = []
+        self._seq = itertools.count()
         self.exhausted = BurstLog(logger, "%s: %d more accepts failed for lack of file "
                                           "descriptors in %.0f s", level=logging.ERROR)
+        self.refused_headers = BurstLog(logger, "%s: %d more balancer connections refused for "
+                                                "their PROXY header in %.0f s (logged once "
+                                                "per burst)")
 
     def run(self) -> None:
         """Accept until ``stop``."""
@@ -291,20 +328,35 @@ class AcceptLoop:
         self.listener.setblocking(False)
         resume: float | None = None
         with selectors.DefaultSelector() as selector:
+            self._selector = selector
             selector.register(self._wake_r, selectors.EVENT_READ)
             selector.register(self.listener, selectors.EVENT_READ)
-            while not self.stopping:
-                timeout = None if resume is None else max(resume - time.monotonic(), 0.0)
-                events = selector.select(timeout)
-                if resume is not None and time.monotonic() >= resume:
-                    selector.register(self.listener, selectors.EVENT_READ)
-                    resume = None
-                for key, _ in events:
-                    if key.fileobj is self.listener and not self.stopping and resume is None:
-                        pause = self._accept_some()
-                        if pause:
-                            selector.unregister(self.listener)
-                            resume = time.monotonic() + pause
+            try:
+                while not self.stopping:
+                    wake = resume
+                    if self._header_deadlines:
+                        first = self._header_deadlines[0][0]
+                        wake = first if wake is None else min(wake, first)
+                    timeout = None if wake is None else max(wake - time.monotonic(), 0.0)
+                    events = selector.select(timeout)
+                    if resume is not None and time.monotonic() >= resume:
+                        selector.register(self.listener, selectors.EVENT_READ)
+                        resume = None
+                    for key, _ in events:
+                        if isinstance(key.data, PendingHeader):
+                            self._read_header(key.data)
+                        elif key.fileobj is self.listener and not self.stopping \
+                                and resume is None:
+                            pause = self._accept_some()
+                            if pause:
+                                selector.unregister(self.listener)
+                                resume = time.monotonic() + pause
+                    if self._header_deadlines:
+                        self._expire_headers()
+            finally:
+                for pending in list(self._pending):
+                    self._drop(pending)
+                self._selector = None
 
     def _accept_some(self) -> float:
         """Accept what is waiting; the seconds to pause for lack of descriptors (0: none)."""
@@ -327,6 +379,77 @@ class AcceptLoop:
         return 0.0
 
     def _admit(self, sock: socket.socket, address: Any) -> None:
+        if self.balancers is not None and self.balancers.trusts(address[0]):
+            self._await_header(sock, address)
+        else:
+            self._hand_over(sock, address)
+
+    # -- PROXY protocol headers of balancer connections ----------------------------------
+
+    def _await_header(self, sock: socket.socket, address: Any) -> None:
+        """Read a balancer connection's header as it arrives, without blocking the loop."""
+        if len(self._pending) >= self.connections.max_total or self._selector is None:
+            self._refuse_header(sock, address, f"{len(self._pending)} balancer connections "
+                                "are already sending their headers ([server] max_connections)")
+            return
+        sock.setblocking(False)
+        pending = PendingHeader(sock, address, time.monotonic() + self.header_deadline)
+        self._pending[pending] = None
+        self._selector.register(sock, selectors.EVENT_READ, pending)
+        heapq.heappush(self._header_deadlines, (pending.deadline, next(self._seq), pending))
+        self._read_header(pending)  # it often came with the connection
+
+    def _read_header(self, pending: PendingHeader) -> None:
+        try:
+            header = pending.reader.read(pending.sock)
+        except (BlockingIOError, InterruptedError):
+            return
+        except ProxyHeaderError as err:
+            self._drop(pending, str(err))
+            return
+        except OSError as err:  # closed or reset by the balancer: its client went away
+            logger.debug("balancer connection from %s ended before its PROXY header: %s",
+                         escaped(pending.address[0]), err)
+            self._drop(pending)
+            return
+        if header is None:
+            return
+        self._forget(pending)
+        pending.sock.setblocking(True)
+        self._hand_over(pending.sock, pending.address if header.local else header.source)
+
+    def _expire_headers(self) -> None:
+        now = time.monotonic()
+        while self._header_deadlines and self._header_deadlines[0][0] <= now:
+            _, _, pending = heapq.heappop(self._header_deadlines)
+            if pending in self._pending:
+                got = len(pending.reader.data)
+                self._drop(pending, f"no whole PROXY header within {self.header_deadline:g} s "
+                           f"({got} bytes of it arrived)")
+
+    def _forget(self, pending: PendingHeader) -> None:
+        self._pending.pop(pending, None)
+        if self._selector is not None:
+            try:
+                self._selector.unregister(pending.sock)
+            except (KeyError, ValueError):
+                pass
+
+    def _drop(self, pending: PendingHeader, why: str = "") -> None:
+        """Close a balancer connection that will not be served; log why, if it is news."""
+        self._forget(pending)
+        if why:
+            self._refuse_header(pending.sock, pending.address, why)
+        else:
+            close_refused(pending.sock)
+
+    def _refuse_header(self, sock: socket.socket, address: Any, why: str) -> None:
+        ip = escaped(address[0])
+        close_refused(sock)
+        self.refused_headers.note(source_of(address[0]), "Refused a connection from balancer "
+                                  "%s ([server] proxy_protocol): %s", ip, why)
+
+    def _hand_over(self, sock: socket.socket, address: Any) -> None:
         ticket = self.connections.admit(address)
         if ticket is None:
             close_refused(sock)
@@ -357,6 +480,8 @@ class AcceptLoop:
                     os.close(fd)
             self._wake_r = self._wake_w = -1
         self.exhausted.flush()
+        self.refused_headers.flush()
 
 
-__all__ = ["AcceptLoop", "Connections", "Ticket", "close_refused", "cut_socket"]
+__all__ = ["PROXY_HEADER_DEADLINE", "AcceptLoop", "Connections", "Ticket", "close_refused",
+           "cut_socket"]

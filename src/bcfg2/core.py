@@ -39,12 +39,14 @@ from bcfg2.errors import (
     ValidationError,
 )
 from bcfg2.filemonitor import load_backend
+from bcfg2.health import HealthServer, health_address
 from bcfg2.identity import Caller, admin_identity, identity_allows, is_loopback
 from bcfg2.metadata import ClientMetadata
 from bcfg2.options import Option, Setup, put_in_service, require
 from bcfg2.plugin import interfaces
 from bcfg2.plugin.base import Plugin, as_bool, exposed
 from bcfg2.plugin.manager import check_plugin, find_plugin
+from bcfg2.proxyprotocol import TrustedBalancers
 from bcfg2.statsupload import UploadGate, read_statistics, statistics_element
 from bcfg2.untrusted import GROUP_NAME, MAX_GROUP_NAME, MAX_VERSION, VERSION, client_text, escaped
 from bcfg2.xml import parse_untrusted, tostring
@@ -896,6 +898,16 @@ class NetworkCore(Core):
             path = setup.get("communication", option)
             if path and not os.path.isfile(path):
                 raise CoreInitError(f"[communication] {option}: {path} does not exist")
+        try:
+            #: the load balancers whose PROXY protocol headers are believed (None: off)
+            self.balancers = TrustedBalancers.from_list(setup.server.proxy_protocol)
+            self.health_address = health_address(setup.server.health_port)
+        except ConfigError as err:
+            raise CoreInitError(str(err)) from None
+        #: the health endpoint (``[server] health_port``), once started
+        self.health: HealthServer | None = None
+        #: set once the core listens for agents; a 503 of the health endpoint until then
+        self.serving = False
         url = urllib.parse.urlsplit(setup.components.bcfg2)
         self.host = "" if setup.server.listen_all else (url.hostname or "localhost")
         self.port = url.port if url.port is not None else 6789
@@ -910,6 +922,40 @@ class NetworkCore(Core):
                 "[communication] trust_loopback is on: every client calling from the loopback "
                 "address may call the admin methods and every plugin method")
         super().__init__(setup)
+
+    def unavailable(self) -> str | None:
+        """Why the core cannot serve agents now (the health endpoint's 503), None if it can."""
+        if self.terminate.is_set():
+            return "stopping"
+        if not self.serving:
+            return "starting"
+        return None
+
+    def _start_health(self) -> bool:
+        """Start the health endpoint if one is configured; False (logged) if it cannot listen.
+
+        Cores call it as they start, after daemonizing (its thread would not
+        survive the fork); a second call does nothing.
+        """
+        if self.health_address is None or self.health is not None:
+            return True
+        try:
+            self.health = HealthServer(self.health_address, self.unavailable)
+        except OSError as err:
+            self.logger.error("Cannot listen on %s:%d for the health endpoint ([server] "
+                              "health_port): %s", *self.health_address, err.strerror)
+            return False
+        self.health.start()
+        self.logger.info("Health endpoint on http://%s:%d/healthz", *self.health.address)
+        return True
+
+    def _listening(self) -> None:
+        """The core now listens for agents: log where, and turn the health check to 200."""
+        self.logger.info("Listening on https://%s:%d", self.host or "*", self.port)
+        if self.balancers is not None:
+            self.logger.info("PROXY protocol v2 required from the balancers %s ([server] "
+                             "proxy_protocol)", ", ".join(map(str, self.balancers.networks)))
+        self.serving = True
 
     @exposed
     def ping(self, address: tuple[str, int], *args: Any) -> list[Any]:
@@ -948,6 +994,9 @@ class NetworkCore(Core):
 
     def shutdown(self) -> None:
         super().shutdown()
+        if self.health is not None:  # answered 503 while the rest stopped
+            self.health.stop()
+            self.health = None
         for attr in ("_stop_w", "_stop_r"):
             fd = getattr(self, attr)
             if fd >= 0:

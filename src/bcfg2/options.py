@@ -119,6 +119,17 @@ OPTIONS: list[Option] = [
     Option("server", "auth_failure_backoff", 60.0,
            "The window, in seconds, of auth_failure_limit: a throttled source is checked "
            "again at most this long after its last checked failure.", type="float"),
+    Option("server", "proxy_protocol", "",
+           "Comma-separated addresses or networks (CIDR) of the TCP load balancers in front "
+           "of the server (HAProxy with send-proxy-v2). A connection from one of them must "
+           "begin with a PROXY protocol v2 header, whose client address is then used for "
+           "everything (identification by address, ACLs, connection caps, logs); a "
+           "connection from anyone else that sends one is refused. Empty: off.",
+           type="list"),
+    Option("server", "health_port", "0",
+           "Port of a plain-HTTP health endpoint on 127.0.0.1 for a load balancer's checks "
+           "(GET /healthz: 200 while serving, 503 while starting or stopping); PORT or "
+           "LOOPBACK-ADDRESS:PORT, never another address. 0: off."),
     # [components]
     Option("components", "bcfg2", "https://localhost:6789",
            "The server URL; the server listens on its host and port.",

@@ -10,7 +10,10 @@ import time
 from typing import TYPE_CHECKING
 
 from bcfg2.errors import CoreInitError
+from bcfg2.limits import BurstLog, source_of
 from bcfg2.options import Setup
+from bcfg2.proxyprotocol import looks_like_header
+from bcfg2.untrusted import escaped
 
 if TYPE_CHECKING:
     from bcfg2.connections import Ticket
@@ -62,16 +65,25 @@ PLAIN_HTTP_ANSWER = (b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\n"
                      b"This port speaks HTTPS: the client sent a plain HTTP request.\n")
 
 
-def answer_plain_http(sock: ssl.SSLSocket, peer: str) -> bool:
-    """Answer a plain HTTP request sent to the TLS port with a clear 400; True if it was one.
+def refused_before_handshake(sock: ssl.SSLSocket, peer: str, untrusted: BurstLog) -> bool:
+    """Refuse what is plainly no TLS ClientHello; True if the connection was refused.
 
     The first bytes are peeked at before the handshake: they stay in the
-    socket for the handshake to read when they are a TLS ClientHello.
+    socket for the handshake to read when they are a TLS ClientHello. Plain
+    HTTP gets a clear 400. A PROXY protocol header here comes from a peer
+    that is not a trusted balancer (the accept loop has consumed theirs), so
+    the address it claims would be a lie: the connection is closed, and
+    noted in ``untrusted``.
     """
     try:
         first = socket.socket.recv(sock, 4, socket.MSG_PEEK)
     except OSError:
         return False  # the handshake reports it
+    if looks_like_header(first):
+        untrusted.note(source_of(peer), "Refused a connection from %s: it sent a PROXY "
+                               "protocol header but is no trusted balancer ([server] "
+                               "proxy_protocol)", escaped(peer))
+        return True
     if first[:4] not in HTTP_METHODS:
         return False
     logger.warning("Refused plain HTTP request from %s on the HTTPS port", peer)
@@ -99,6 +111,10 @@ class Handshakes:
         self.closing = False
         self._pending: set[ssl.SSLSocket] = set()
         self._cond = threading.Condition()
+        #: refusals of PROXY protocol headers from peers that are no trusted balancers
+        self.untrusted_headers = BurstLog(logger, "%s: %d more PROXY protocol headers from "
+                                                  "untrusted peers refused in %.0f s (logged "
+                                                  "once per burst)")
 
     def run(self, sock: ssl.SSLSocket, peer: str, ticket: Ticket | None = None) -> bool:
         """Do the handshake of one connection; False if it failed or the server stops.
@@ -111,7 +127,7 @@ class Handshakes:
                 return False
             self._pending.add(sock)
         try:
-            if answer_plain_http(sock, peer):
+            if refused_before_handshake(sock, peer, self.untrusted_headers):
                 return False
             sock.do_handshake()
         except (ssl.SSLError, OSError) as err:
@@ -138,3 +154,4 @@ class Handshakes:
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)
             except OSError:
                 pass
+        self.untrusted_headers.flush()
