@@ -17,19 +17,15 @@ nothing, is logged with its name, and the other ENCs still count.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
-import selectors
-import signal
-import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from bcfg2.command import CommandError, run_bounded
 from bcfg2.identity import valid_client_name
 from bcfg2.options import Option
 from bcfg2.plugin import Caching, ClientRunHooks, Connector, Plugin, PluginInitError, executables
@@ -53,56 +49,6 @@ class ENCResult:
 
     groups: list[str] = field(default_factory=list)
     parameters: dict[str, Any] = field(default_factory=dict)
-
-
-def run_bounded(command: list[str], cwd: str, timeout: float, limit: int) -> tuple[int, bytes, bytes]:
-    """Run ``command`` (no shell) and return (status, stdout, stderr).
-
-    ENCError if it cannot start, runs longer than ``timeout`` seconds or
-    writes more than ``limit`` bytes to either stream; it is then killed
-    together with every process it started (its own session).
-    """
-    try:
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, cwd=cwd, start_new_session=True)
-    except OSError as err:
-        raise ENCError(f"cannot be run: {err}") from None
-    assert proc.stdout is not None and proc.stderr is not None
-    buffers = {proc.stdout: bytearray(), proc.stderr: bytearray()}
-    names = {proc.stdout: "standard output", proc.stderr: "standard error"}
-    deadline = time.monotonic() + timeout
-    finished = False
-    try:
-        with selectors.DefaultSelector() as selector:
-            for stream in buffers:
-                selector.register(stream, selectors.EVENT_READ)
-            while selector.get_map():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise ENCError(f"ran longer than {timeout:g}s and was killed")
-                for key, _ in selector.select(remaining):
-                    chunk = os.read(key.fd, CHUNK)
-                    if not chunk:
-                        selector.unregister(key.fileobj)
-                        continue
-                    buffer = buffers[key.fileobj]
-                    buffer += chunk
-                    if len(buffer) > limit:
-                        raise ENCError(f"wrote more than {limit} bytes to its "
-                                       f"{names[key.fileobj]} and was killed")
-        try:
-            status = proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            raise ENCError(f"ran longer than {timeout:g}s and was killed") from None
-        finished = True
-        return status, bytes(buffers[proc.stdout]), bytes(buffers[proc.stderr])
-    finally:
-        if not finished:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
 
 
 def parse_enc_output(output: bytes) -> tuple[list[str], dict[str, Any], bool]:
@@ -194,8 +140,12 @@ class PuppetENC(Plugin, Connector, ClientRunHooks, Caching):
         for script in self.scripts():
             name = os.path.basename(script)
             try:
-                status, out, err = run_bounded([script, hostname], self.data, self.timeout,
-                                               self.max_output)
+                try:
+                    done = run_bounded([script, hostname], self.data, self.timeout,
+                                       self.max_output)
+                except CommandError as failed:
+                    raise ENCError(str(failed)) from None
+                status, out, err = done.status, done.stdout, done.stderr
                 if status != 0:
                     raise ENCError(f"exited with status {status}: "
                                    f"{escaped(err.decode(errors='replace').strip(), 300)}")
@@ -258,4 +208,4 @@ class PuppetENC(Plugin, Connector, ClientRunHooks, Caching):
         self.end_client_run(metadata)
 
 
-__all__ = ["ENCError", "ENCResult", "PuppetENC", "parse_enc_output", "run_bounded"]
+__all__ = ["ENCError", "ENCResult", "PuppetENC", "parse_enc_output"]

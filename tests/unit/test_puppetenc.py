@@ -135,7 +135,7 @@ def test_a_hanging_enc_is_killed_and_the_others_still_count(
     meta = core.build_metadata("client1")
     assert time.monotonic() - start < 15
     assert "fine" in meta.groups
-    assert "ENC hang for client1 ran longer than 1s and was killed" in caplog.text
+    assert "ENC hang for client1 ran longer than 1 s and was killed" in caplog.text
     child = int(pidfile.read_text())
     # SIGKILL is delivered asynchronously: the child must be gone soon after, not at once
     wait_until(lambda: not pid_alive(child), 10, "the ENC's child to die with it")

@@ -12,15 +12,12 @@ revision read in between, so a configuration never waits for the tool.
 from __future__ import annotations
 
 import os
-import selectors
 import shutil
-import signal
-import subprocess
-import time
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from bcfg2.command import CommandError, run_bounded
 from bcfg2.errors import PluginExecutionError, PluginInitError
 from bcfg2.plugin.interfaces import Version
 from bcfg2.untrusted import one_line
@@ -71,57 +68,19 @@ def run_vcs(argv: Sequence[str], cwd: str, *, timeout: float = READ_TIMEOUT,
     """
     what = " ".join([os.path.basename(argv[0]), *argv[1:]])
     try:
-        proc = subprocess.Popen(list(argv), cwd=cwd, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=vcs_environment(env), start_new_session=True)
-    except OSError as err:
-        raise VcsCommandError(f"{what}: {err.strerror or err}") from None
-    out, err_text = bytearray(), bytearray()
-    deadline = time.monotonic() + timeout
-    cut = False
-    try:
-        with selectors.DefaultSelector() as selector:
-            assert proc.stdout is not None and proc.stderr is not None
-            selector.register(proc.stdout, selectors.EVENT_READ, out)
-            selector.register(proc.stderr, selectors.EVENT_READ, err_text)
-            while selector.get_map() and not cut:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise VcsCommandError(f"{what}: no answer within {timeout:g} s")
-                for key, _ in selector.select(remaining):
-                    chunk = os.read(key.fd, 65536)
-                    if not chunk:
-                        selector.unregister(key.fileobj)
-                        continue
-                    buffer: bytearray = key.data
-                    if buffer is err_text:
-                        buffer += chunk[:max(0, MAX_ERROR - len(buffer))]
-                        continue
-                    buffer += chunk
-                    if len(buffer) > limit:
-                        if not truncate:
-                            raise VcsCommandError(f"{what}: printed more than {limit} bytes")
-                        del buffer[limit:]
-                        cut = True
-                        break
-        if not cut:
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                raise VcsCommandError(f"{what}: no answer within {timeout:g} s") from None
-    finally:
-        if proc.returncode is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # the tool and whatever it started
-            except ProcessLookupError:
-                pass
-            proc.wait()
-        proc.stdout.close()  # type: ignore[union-attr]
-        proc.stderr.close()  # type: ignore[union-attr]
-    if not cut and proc.returncode != 0:
-        message = one_line(err_text.decode("utf-8", "replace").strip()) or "no message"
-        raise VcsCommandError(f"{what} failed (exit status {proc.returncode}): {message}")
-    return out.decode("utf-8", "replace")
+        done = run_bounded(argv, cwd, timeout, limit, stderr_limit=MAX_ERROR,
+                           truncate=truncate, env=vcs_environment(env))
+    except CommandError as err:
+        reason = str(err)
+        if reason.startswith("ran longer"):
+            reason = f"no answer within {timeout:g} s"
+        elif reason.startswith("wrote more"):
+            reason = f"printed more than {limit} bytes"
+        raise VcsCommandError(f"{what}: {reason}") from None
+    if done.status not in (None, 0):
+        message = one_line(done.stderr.decode("utf-8", "replace").strip()) or "no message"
+        raise VcsCommandError(f"{what} failed (exit status {done.status}): {message}")
+    return done.stdout.decode("utf-8", "replace")
 
 
 class VcsVersion(Version):
