@@ -196,7 +196,7 @@ def test_concurrent_writers_from_threads_lose_nothing(opened: Callable[[], Datab
         barrier.wait()
         try:
             for step in range(each):
-                handles[worker % 2].run(lambda tx: bump(tx, worker, step), write=True)
+                handles[worker % 2].run(lambda tx, s=step: bump(tx, worker, s), write=True)
         except BaseException as err:  # noqa: BLE001 - the test reports it
             errors.append(err)
 
