@@ -26,7 +26,7 @@ from typing import Any
 
 import lxml.etree
 
-from bcfg2.errors import PluginExecutionError, StorageError
+from bcfg2.errors import StorageError
 from bcfg2.metadata import ClientMetadata
 from bcfg2.options import Option
 from bcfg2.plugin import Statistics
@@ -75,9 +75,8 @@ class Reporting(Statistics):
                 try:
                     self._store = RunStore(self.path, database=open_database(
                         self.core.setup, self.path, SCHEMA))
-                except StorageError as err:
-                    raise PluginExecutionError(
-                        f"cannot open the run database {self.path}: {err}") from err
+                except StorageError as err:  # a StorageError: the agent is told
+                    raise StorageError(f"cannot open the run database: {err}") from err
             return self._store
 
     def prune(self) -> int:

@@ -319,9 +319,11 @@ def test_a_connection_lost_during_commit_is_never_retried(pg: Database, pg_datab
     from bcfg2.storage.postgresql import PostgreSQLDatabase
 
     real_commit = PostgreSQLDatabase._commit
+    cut = [True]  # the next COMMIT to cut off
 
     def lost(self, conn) -> None:
-        pg_database.terminate(conn.info.backend_pid)  # the backend dies as COMMIT leaves
+        if cut and cut.pop():
+            pg_database.terminate(conn.info.backend_pid)  # the backend dies as COMMIT leaves
         real_commit(self, conn)
 
     monkeypatch.setattr(PostgreSQLDatabase, "_commit", lost)
@@ -334,8 +336,16 @@ def test_a_connection_lost_during_commit_is_never_retried(pg: Database, pg_datab
     with pytest.raises(CommitUncertainError, match="may or may not be stored"):
         pg.run(work, write=True)
     assert len(calls) == 1
-    monkeypatch.setattr(PostgreSQLDatabase, "_commit", real_commit)
     assert notes(pg) == []  # this time it was lost; the caller was told it might be
+    cut.append(True)  # a read has nothing to lose: it is done again
+    assert pg.run(lambda tx: (calls.append(1), tx.execute("SELECT 5").scalar())[1]) == 5
+    assert len(calls) == 3
+
+
+def test_a_read_transaction_cannot_write(pg: Database) -> None:
+    with pytest.raises(StorageError, match="read-only"):
+        pg.run(lambda tx: tx.execute("INSERT INTO notes (id, body) VALUES (9, 'no')"))
+    assert notes(pg) == []
 
 
 def test_the_password_is_never_shown(pg_database, monkeypatch, caplog) -> None:

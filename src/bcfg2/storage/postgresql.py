@@ -234,14 +234,17 @@ class PostgreSQLDatabase(Database):
                 conn.rollback()
 
     @contextlib.contextmanager
-    def _attempt(self) -> Iterator[PostgreSQLTransaction]:
+    def _attempt(self, write: bool) -> Iterator[PostgreSQLTransaction]:
         """One transaction on one connection; the block's own errors go up as they are.
 
-        COMMIT is sent when the block ends; if the connection breaks during
-        it, CommitUncertainError.
+        A transaction that does not write is READ ONLY (PostgreSQL refuses a
+        write in it). COMMIT is sent when the block ends; if the connection
+        breaks during it, a write's outcome is unknown (CommitUncertainError),
+        while a read can simply be done again (the error goes up as it is).
         """
         with self._connection() as conn:
             try:
+                conn.read_only = not write
                 yield PostgreSQLTransaction(conn)
             except BaseException:
                 self._rollback(conn)
@@ -249,10 +252,12 @@ class PostgreSQLDatabase(Database):
             try:
                 self._commit(conn)
             except self.psycopg.Error as err:
-                if conn.broken or conn.closed:
+                if write and (conn.broken or conn.closed):
                     raise CommitUncertainError(
                         f"{self.describe()}: the connection was lost during COMMIT; the "
                         f"change may or may not be stored: {err}") from err
+                if not write:
+                    raise
                 self._rollback(conn)
                 raise StorageError(f"{self.describe()}: cannot commit: {err}") from err
 
@@ -270,7 +275,7 @@ class PostgreSQLDatabase(Database):
         attempt = 0
         while True:
             try:
-                with self._attempt() as tx:
+                with self._attempt(write) as tx:
                     return work(tx)
             except self.psycopg.Error as err:
                 if attempt >= RETRIES or not self._retryable(err):
@@ -285,7 +290,7 @@ class PostgreSQLDatabase(Database):
     def transaction(self, write: bool = False) -> Iterator[Transaction]:
         """One attempt, not retried: the block cannot be run again from here."""
         try:
-            with self._attempt() as tx:
+            with self._attempt(write) as tx:
                 yield tx
         except self.psycopg.Error as err:
             raise StorageError(f"{self.describe()}: {_first_line(err)}") from err
