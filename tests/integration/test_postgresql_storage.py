@@ -48,11 +48,13 @@ def agent_run(server, user: str, password: str) -> lxml.etree._Element:
     return config
 
 
+@pytest.mark.parametrize("core", ["builtin", "multiprocessing"])
 def test_an_agent_run_lands_in_postgresql(repo: Repo, network_server, pg_database,
-                                          tmp_path: Path) -> None:
+                                          tmp_path: Path, core: str) -> None:
+    """(The multiprocessing core's children, started fresh, each make their own pool.)"""
     pg_repo(repo)
-    options = dict(server__plugins=PLUGINS, probes__allowed_groups="webserver",
-                   **pg_database.overrides)
+    options = dict(server__plugins=PLUGINS, probes__allowed_groups="webserver", core=core,
+                   server__children="2", **pg_database.overrides)
     first = network_server(repo, **options)
     config = agent_run(first, "newhost", "globalpw")  # unknown to clients.xml: registered
     assert bundles(config) == {"web"}
