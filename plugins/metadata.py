@@ -5,10 +5,10 @@ swapped in whole; a file with an error keeps the last good model in service.
 
 What the server learns at run time (declared versions, clients registered on
 first contact, asserted profiles, ends of bootstraps) is kept in
-``[server] state_dir``/Metadata/state.sqlite (``bcfg2.clientstate``), one row
-per client, laid over the repository's clients.xml. When ``state_dir`` is
-the repository itself, the repository's clients.xml is rewritten in place
-(atomically), as upstream does.
+``[server] state_dir``/Metadata/state.sqlite, or the PostgreSQL database of
+``[database]`` (``bcfg2.clientstate``), one row per client, laid over the
+repository's clients.xml. When ``state_dir`` is the repository itself, the
+repository's clients.xml is rewritten in place (atomically), as upstream does.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import hmac
 import os
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
@@ -25,6 +24,7 @@ from typing import Any
 
 import lxml.etree
 
+from bcfg2.clientstate import SCHEMA as STATE_SCHEMA
 from bcfg2.clientstate import ClientState
 from bcfg2.clientstate import database_path as state_database
 from bcfg2.errors import (
@@ -32,6 +32,7 @@ from bcfg2.errors import (
     MetadataRuntimeError,
     PluginInitError,
     RepositoryError,
+    StorageError,
 )
 from bcfg2.identity import common_name, reserved_client_name, valid_client_name
 from bcfg2.limits import BurstLog
@@ -47,6 +48,7 @@ from bcfg2.plugin import (
     exposed,
 )
 from bcfg2.plugin import Metadata as MetadataInterface
+from bcfg2.storage import open_database
 from bcfg2.xml import atomic_write, included_files
 
 #: the values of a client's ``auth`` attribute (and of [communication] authentication)
@@ -467,9 +469,9 @@ class StateStore:
         self.plugin = plugin
         self.lock = threading.Lock()
         try:
-            self.db = ClientState(path)
+            self.db = ClientState(path, open_database(plugin.core.setup, path, STATE_SCHEMA))
             self.overlay: dict[str, dict[str, str]] = self.db.load()
-        except (OSError, sqlite3.Error) as err:
+        except StorageError as err:
             raise PluginInitError(f"cannot open the client state {path}: {err}") from err
         #: changes not written yet, by client
         self.unsaved: dict[str, dict[str, str]] = {}
@@ -497,7 +499,7 @@ class StateStore:
                 pending = {**kept, **attrs}
                 try:
                     self.db.update(name, pending)
-                except sqlite3.Error as err:
+                except StorageError as err:
                     if keep or kept:
                         self.unsaved[name] = {**kept, **attrs} if keep else kept
                         self.overlay = {**self.overlay,
@@ -513,7 +515,7 @@ class StateStore:
         with self.lock:
             try:
                 removed = self.db.remove(name)
-            except sqlite3.Error as err:
+            except StorageError as err:
                 raise MetadataRuntimeError(
                     f"{self.name}: cannot remove the state of {name}: {err}") from err
             self.unsaved.pop(name, None)
@@ -526,7 +528,7 @@ class StateStore:
         """Read again what another process recorded about some clients (None: all)."""
         try:
             fresh = self.db.load(names)
-        except sqlite3.Error as err:
+        except StorageError as err:
             self.plugin.logger.error("%s: cannot read the client state: %s", self.name, err)
             return
         with self.lock:

@@ -2,7 +2,8 @@
 
 Probe scripts live in ``Probes/`` (``name``, ``name.G50_group``, ``name.H_host``,
 most specific wins). Each client's latest output is stored per probe, either in
-SQLite (``[server] state_dir``/Probes/probes.sqlite, the default) or in the
+the database (``[server] state_dir``/Probes/probes.sqlite, the default, or the
+shared PostgreSQL database with ``[database] engine = postgresql``) or in the
 upstream ``Probes/probed.xml``; ``group:NAME`` lines become dynamic groups.
 Templates see the output as ``metadata.Probes[name]``: a ``ProbeData`` string
 whose ``.json``, ``.yaml`` and ``.xml`` (alias ``.xdata``) are the parsed
@@ -15,7 +16,6 @@ import json
 import logging
 import os
 import re
-import sqlite3
 import threading
 from collections.abc import Iterable
 from functools import cached_property
@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any
 import lxml.etree
 import yaml
 
-import bcfg2.sqlite
-from bcfg2.errors import UntrustedInputError
+from bcfg2.errors import StorageError, UntrustedInputError
 from bcfg2.options import Option
 from bcfg2.plugin import (
     SPECIFIC_SUFFIX,
@@ -38,6 +37,15 @@ from bcfg2.plugin import (
     RepositoryError,
     SpecificData,
     SpecificityError,
+)
+from bcfg2.storage import (
+    Database,
+    Migration,
+    Schema,
+    SQLiteDatabase,
+    Transaction,
+    migrate,
+    open_database,
 )
 from bcfg2.untrusted import escaped
 from bcfg2.xml import atomic_write, parse_untrusted, tostring
@@ -149,53 +157,68 @@ class ProbeScript(SpecificData):
         return probe
 
 
-class SQLiteStore:
-    """Probe data in one SQLite database (WAL): one transaction per client upload.
+#: the probe store's tables; migration 1 is their layout before schema versions
+SCHEMA = Schema("probes", (
+    Migration(1, "probe output and groups per client", statements=(
+        "CREATE TABLE IF NOT EXISTS probes (client TEXT NOT NULL, name TEXT NOT NULL, "
+        "value TEXT NOT NULL, PRIMARY KEY (client, name))",
+        "CREATE TABLE IF NOT EXISTS groups (client TEXT NOT NULL, name TEXT NOT NULL, "
+        "PRIMARY KEY (client, name))",
+    )),
+))
 
-    One connection behind a lock serves this process; other processes (the
-    multiprocessing children) open their own and only read.
+
+class DatabaseStore:
+    """Probe data in the database (``bcfg2.storage``): one transaction per client upload.
+
+    ``path`` is the SQLite file; ``database``, if given, is where the tables
+    are instead. Several processes and servers may use it at once.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, database: Database | None = None) -> None:
         self.path = path
-        self.lock = threading.Lock()
-        self.conn = bcfg2.sqlite.connect(path)
-        self.conn.execute("CREATE TABLE IF NOT EXISTS probes (client TEXT NOT NULL, "
-                          "name TEXT NOT NULL, value TEXT NOT NULL, "
-                          "PRIMARY KEY (client, name))")
-        self.conn.execute("CREATE TABLE IF NOT EXISTS groups (client TEXT NOT NULL, "
-                          "name TEXT NOT NULL, PRIMARY KEY (client, name))")
+        self.db = database if database is not None else SQLiteDatabase(
+            path, SCHEMA.sqlite_pragmas)
+        try:
+            migrate(self.db, SCHEMA)
+        except BaseException:
+            self.db.close()
+            raise
 
-    def _read(self, client: str) -> tuple[dict[str, str], list[str]]:
-        data = dict(self.conn.execute(
-            "SELECT name, value FROM probes WHERE client = ? ORDER BY name", (client,)))
-        groups = [row[0] for row in self.conn.execute(
-            "SELECT name FROM groups WHERE client = ? ORDER BY name", (client,))]
+    @staticmethod
+    def _read(tx: Transaction, client: str) -> tuple[dict[str, str], list[str]]:
+        # sorted here, not by the database: its collation is the site's choice
+        data = dict(sorted(tx.execute(
+            "SELECT name, value FROM probes WHERE client = ?", (client,)).rows))
+        groups = sorted(row[0] for row in tx.execute(
+            "SELECT name FROM groups WHERE client = ?", (client,)))
         return data, groups
 
     def load(self, client: str) -> tuple[dict[str, str], list[str]]:
         """The client's stored (probe name -> output, groups)."""
-        with bcfg2.sqlite.transaction(self.conn, self.lock):
-            return self._read(client)
+        return self.db.run(lambda tx: self._read(tx, client))
 
     def save(self, client: str, data: dict[str, str], groups: list[str]) -> bool:
         """Replace the client's data in one transaction; True if anything changed."""
-        with bcfg2.sqlite.transaction(self.conn, self.lock, write=True) as conn:
-            if self._read(client) == (data, groups):
+        def write(tx: Transaction) -> bool:
+            tx.lock(f"probes:{client}")  # two servers never replace one client's data at once
+            if self._read(tx, client) == (data, groups):
                 return False
-            conn.execute("DELETE FROM probes WHERE client = ?", (client,))
-            conn.execute("DELETE FROM groups WHERE client = ?", (client,))
-            conn.executemany("INSERT INTO probes VALUES (?, ?, ?)",
-                             [(client, k, v) for k, v in data.items()])
-            conn.executemany("INSERT INTO groups VALUES (?, ?)", [(client, g) for g in groups])
-        return True
+            tx.execute("DELETE FROM probes WHERE client = ?", (client,))
+            tx.execute("DELETE FROM groups WHERE client = ?", (client,))
+            tx.executemany("INSERT INTO probes (client, name, value) VALUES (?, ?, ?)",
+                           [(client, k, v) for k, v in data.items()])
+            tx.executemany("INSERT INTO groups (client, name) VALUES (?, ?)",
+                           [(client, g) for g in groups])
+            return True
+
+        return self.db.run(write, write=True)
 
     def invalidate(self) -> None:
         """Nothing to forget: every read goes to the database."""
 
     def close(self) -> None:
-        with self.lock:
-            self.conn.close()
+        self.db.close()
 
 
 class XMLStore:
@@ -285,8 +308,9 @@ class Probes(Plugin, Probing, Connector, Caching):
                "Upstream's default, .*, lets a client's probe put it in any group (and get "
                "that group's bundles and files); it is accepted with a warning at start-up."),
         Option("probes", "storage", "sqlite",
-               "Where probe data is kept: sqlite (state_dir/Probes/probes.sqlite) or xml "
-               "(the upstream Probes/probed.xml).",
+               "Where probe data is kept: sqlite, the database of [database] engine "
+               "(state_dir/Probes/probes.sqlite, or PostgreSQL), or xml (the upstream "
+               "Probes/probed.xml).",
                type="choice", choices=("sqlite", "xml")),
         Option("probes", "max_data_size", 1024 * 1024,
                "Largest probe upload accepted from one client (all its probes), in bytes; "
@@ -319,14 +343,14 @@ class Probes(Plugin, Probing, Connector, Caching):
         for name in ("max_data_size", "max_probe_size", "max_groups"):
             if getattr(self, name) < 0:
                 raise PluginInitError(f"[probes] {name} must not be negative")
-        self.store: SQLiteStore | XMLStore
+        self.store: DatabaseStore | XMLStore
         if setup.probes.storage == "xml":
             self.store = XMLStore(os.path.join(self.data, STORE_FILE))
         else:
+            path = os.path.join(setup.server.state_dir, "Probes", "probes.sqlite")
             try:
-                self.store = SQLiteStore(os.path.join(setup.server.state_dir, "Probes",
-                                                      "probes.sqlite"))
-            except (OSError, sqlite3.Error) as err:
+                self.store = DatabaseStore(path, open_database(setup, path, SCHEMA))
+            except StorageError as err:
                 raise PluginInitError(f"cannot open the probe database: {err}") from err
         self.probes: dict[str, EntrySet] = {}
         if os.path.isdir(self.data):

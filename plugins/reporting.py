@@ -1,8 +1,9 @@
 """Reporting: every client run an agent reports, stored for bcfg2-admin reports.
 
-Each ``RecvStats`` upload becomes one run in the embedded SQLite database
-(``bcfg2.reportdb``), written before the agent's call returns: its state,
-counts, and the bad, modified and extra entries with their reasons. Runs
+Each ``RecvStats`` upload becomes one run in the run-time database (SQLite,
+or PostgreSQL with ``[database] engine``; ``bcfg2.reportdb``), written before
+the agent's call returns: its state, counts, and the bad, modified and extra
+entries with their reasons. Runs
 older than ``[reporting] keep_days`` are pruned (each client's latest run is
 kept however old), when the first run is recorded and then at most once an
 hour. The database is opened at that first run too, so tools that load the
@@ -14,29 +15,29 @@ over the hourly cap is counted, not stored, and logged once per burst; the
 agent's call succeeds all the same.
 
 Upstream's ``[reporting] transport`` and Django settings are not needed:
-the database is local and always there.
+the database is the server's own.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from typing import Any
 
 import lxml.etree
 
-from bcfg2.errors import PluginExecutionError
+from bcfg2.errors import StorageError
 from bcfg2.metadata import ClientMetadata
 from bcfg2.options import Option
 from bcfg2.plugin import Statistics
-from bcfg2.reportdb import RunStore, StoreLimits, database_path
+from bcfg2.reportdb import SCHEMA, RunStore, StoreLimits, database_path
+from bcfg2.storage import open_database
 
 PRUNE_INTERVAL = 3600.0
 
 
 class Reporting(Statistics):
-    """Stores client runs in SQLite; ``bcfg2-admin reports`` reads them."""
+    """Stores client runs in the run-time database; ``bcfg2-admin reports`` reads them."""
 
     options = (
         Option("reporting", "keep_days", 90,
@@ -72,17 +73,17 @@ class Reporting(Statistics):
         with self._lock:
             if self._store is None:
                 try:
-                    self._store = RunStore(self.path)
-                except (OSError, sqlite3.Error) as err:
-                    raise PluginExecutionError(
-                        f"cannot open the run database {self.path}: {err}") from err
+                    self._store = RunStore(self.path, database=open_database(
+                        self.core.setup, self.path, SCHEMA))
+                except StorageError as err:  # a StorageError: the agent is told
+                    raise StorageError(f"cannot open the run database: {err}") from err
             return self._store
 
     def prune(self) -> int:
         """Drop the runs older than ``[reporting] keep_days``; how many went."""
         try:
             removed = self.store.prune(self.keep_days)
-        except sqlite3.Error as err:
+        except StorageError as err:
             self.logger.error("cannot prune old runs: %s", err)
             return 0
         if removed:

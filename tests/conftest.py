@@ -30,6 +30,7 @@ REPO_EXAMPLE = ROOT / "repo-example"
 sys.path.insert(0, str(ROOT / "tests" / "bench"))
 import genrepo  # noqa: E402
 from connattack import WEB1 as WEB1  # noqa: E402  (web1 of repo-example, shared with the benchmarks)
+from pg import pg_cluster, pg_database, storage_engine, store_database  # noqa: E402, F401
 
 PLUGINS = ("Metadata,Bundler,Cfg,Rules,Defaults,Probes,Properties,TemplateHelper,GroupPatterns,"
            "Decisions,Reporting,Packages")

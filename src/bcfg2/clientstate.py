@@ -1,10 +1,12 @@
-"""What the server learns about clients at run time, one row per client in SQLite.
+"""What the server learns about clients at run time, one row per client.
 
 A client registered on first contact, the profile it asserted (and the
 one the repository gave it, which access checks go by), the version it
-declared, the end of its bootstrap: each change writes one row of
-``<[server] state_dir>/Metadata/state.sqlite``, never the whole state.
-Values are stored as given; callers bound them (``bcfg2.untrusted``).
+declared, the end of its bootstrap: each change writes one row of the
+``clients`` table, never the whole state. The table lives in
+``<[server] state_dir>/Metadata/state.sqlite``, or in PostgreSQL with
+``[database] engine = postgresql`` (``bcfg2.storage``). Values are stored as
+given; callers bound them (``bcfg2.untrusted``).
 
 A tool that changes the state while a server runs (``bcfg2-admin client
 del``) calls ``mark_changed``; the server watches that marker and reads the
@@ -19,29 +21,39 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 
 import lxml.etree
 
-import bcfg2.sqlite
+from bcfg2.storage import Database, Migration, Schema, SQLiteDatabase, Transaction, migrate
 
 logger = logging.getLogger(__name__)
 
 #: the attributes a client's row holds (the Metadata plugin's overlay of clients.xml)
 COLUMNS = ("profile", "trusted_profile", "repository_profile", "version", "auth")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS clients (
-    name TEXT PRIMARY KEY,
-    profile TEXT,
-    trusted_profile TEXT,
-    repository_profile TEXT,
-    version TEXT,
-    auth TEXT,
-    registered REAL NOT NULL
-);
-"""
+#: the clients table; migration 1 is the layout it had before schema versions
+SCHEMA = Schema("clients", (
+    Migration(1, "one row per client", sqlite=("""
+        CREATE TABLE IF NOT EXISTS clients (
+            name TEXT PRIMARY KEY,
+            profile TEXT,
+            trusted_profile TEXT,
+            repository_profile TEXT,
+            version TEXT,
+            auth TEXT,
+            registered REAL NOT NULL
+        )""",), postgresql=("""
+        CREATE TABLE IF NOT EXISTS clients (
+            name TEXT PRIMARY KEY,
+            profile TEXT,
+            trusted_profile TEXT,
+            repository_profile TEXT,
+            version TEXT,
+            auth TEXT,
+            registered DOUBLE PRECISION NOT NULL
+        )""",)),
+))
 
 Overlay = dict[str, dict[str, str]]
 #: the longest value imported from an earlier state file (earlier versions bounded nothing)
@@ -56,32 +68,39 @@ def database_path(state_dir: str) -> str:
 class ClientState:
     """The run-time state of every client, shared by the threads of one process.
 
-    Several processes (the multiprocessing core's children, bcfg2-admin) may
-    open the same file: WAL lets them read while the server writes.
+    ``path`` is the SQLite file (and names the marker file); ``database``,
+    if given, is where the table is instead (``bcfg2.storage.open_database``).
+    Several processes (the multiprocessing core's children, bcfg2-admin)
+    may use it at once.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, database: Database | None = None) -> None:
         self.path = path
-        self.lock = threading.Lock()
-        fresh = not os.path.exists(path)
-        self.conn = bcfg2.sqlite.connect(path)
-        self.conn.executescript(SCHEMA)
-        if fresh:
+        self.db = database if database is not None else SQLiteDatabase(
+            path, SCHEMA.sqlite_pragmas)
+        try:
+            existed = self.db.run(lambda tx: tx.table_exists("clients"))
+            migrate(self.db, SCHEMA)
+        except BaseException:
+            self.db.close()
+            raise
+        if not existed:
             self._import_xml(os.path.join(os.path.dirname(path), "clients.xml"))
 
     def close(self) -> None:
-        with self.lock:
-            self.conn.close()
+        self.db.close()
 
     def load(self, names: list[str] | None = None) -> Overlay:
         """The state of the named clients (None: of every client), without empty columns."""
         query = f"SELECT name, {', '.join(COLUMNS)} FROM clients"
-        with bcfg2.sqlite.transaction(self.conn, self.lock) as conn:
+
+        def read(tx: Transaction) -> list[tuple]:
             if names is None:
-                rows = conn.execute(query).fetchall()
-            else:
-                rows = [row for name in names
-                        for row in conn.execute(query + " WHERE name = ?", (name,))]
+                return tx.execute(query).rows
+            return [row for name in names
+                    for row in tx.execute(query + " WHERE name = ?", (name,))]
+
+        rows = self.db.run(read)
         return {row[0]: {key: value for key, value in zip(COLUMNS, row[1:], strict=True)
                          if value is not None} for row in rows}
 
@@ -91,17 +110,21 @@ class ClientState:
         if unknown:
             raise ValueError(f"not a column of the client state: {', '.join(sorted(unknown))}")
         keys = list(attrs)
-        with bcfg2.sqlite.transaction(self.conn, self.lock, write=True) as conn:
-            conn.execute("INSERT OR IGNORE INTO clients (name, registered) VALUES (?, ?)",
-                         (name, time.time()))
+        registered = time.time()
+
+        def write(tx: Transaction) -> None:
+            tx.execute("INSERT INTO clients (name, registered) VALUES (?, ?) "
+                       "ON CONFLICT (name) DO NOTHING", (name, registered))
             if keys:
-                conn.execute(f"UPDATE clients SET {', '.join(k + ' = ?' for k in keys)} "
-                             f"WHERE name = ?", [attrs[k] for k in keys] + [name])
+                tx.execute(f"UPDATE clients SET {', '.join(k + ' = ?' for k in keys)} "
+                           f"WHERE name = ?", [attrs[k] for k in keys] + [name])
+
+        self.db.run(write, write=True)
 
     def remove(self, name: str) -> bool:
         """Forget one client; False if it had no state."""
-        with bcfg2.sqlite.transaction(self.conn, self.lock, write=True) as conn:
-            return conn.execute("DELETE FROM clients WHERE name = ?", (name,)).rowcount > 0
+        return self.db.run(lambda tx: tx.execute(
+            "DELETE FROM clients WHERE name = ?", (name,)).rowcount > 0, write=True)
 
     @property
     def marker(self) -> str:
@@ -143,4 +166,4 @@ class ClientState:
         logger.info("Imported the state of %d clients from %s", count, legacy)
 
 
-__all__ = ["COLUMNS", "ClientState", "database_path"]
+__all__ = ["COLUMNS", "SCHEMA", "ClientState", "database_path"]

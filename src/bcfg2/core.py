@@ -35,6 +35,7 @@ from bcfg2.errors import (
     NoExposedMethod,
     PluginExecutionError,
     PluginInitError,
+    StorageError,
     UntrustedInputError,
     ValidationError,
 )
@@ -560,18 +561,30 @@ class Core:
 
     def process_statistics(self, client_name: str, statistics_doc: lxml.etree._Element,
                            metadata: ClientMetadata | None = None) -> None:
-        """Hand uploaded statistics to every Statistics plugin."""
+        """Hand uploaded statistics to every Statistics plugin.
+
+        A plugin that fails is logged and the others go on; if one could not
+        store the run (StorageError), that error is raised once all have had
+        their turn, so the agent is not told its run was stored.
+        """
         meta = metadata if metadata is not None else self.build_metadata(client_name)
         state = statistics_element(statistics_doc)
+        lost: StorageError | None = None
         for plugin in self.plugins_by_type(interfaces.Statistics):
             try:
                 plugin.process_statistics(meta, statistics_doc)
+            except StorageError as err:
+                self.logger.error("plugin %s could not store the statistics of %s: %s",
+                                  plugin.name, client_name, err)
+                lost = lost or err
             except Exception:
                 self.logger.exception("plugin %s failed to process statistics for %s",
                                       plugin.name, client_name)
         self.logger.info("Client %s reported state %s", client_name,
                          escaped(state.get("state", ""), 64))
         self.client_run_hook("end_statistics", meta)
+        if lost is not None:
+            raise lost
 
     # -- who is calling --------------------------------------------------------
 
@@ -788,6 +801,8 @@ class Core:
                 self.process_statistics(meta.hostname, sdata, metadata=meta)
         except UntrustedInputError as err:
             self.critical_error(f"Refused statistics from {meta.hostname}", err)
+        except StorageError as err:
+            self.critical_error(f"The statistics of {meta.hostname} were not stored", err)
         return True
 
     @exposed

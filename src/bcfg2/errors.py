@@ -21,6 +21,9 @@
     |   +-- TemplateSyntaxError       a template does not compile (file, line, reason)
     |   +-- DecryptionError           encrypted data no passphrase decrypts (or tampered)
     +-- UntrustedInputError           data from the network was refused
+    +-- StorageError                  the run-time state database failed (bcfg2.storage)
+        +-- CommitUncertainError      the connection was lost during COMMIT: outcome unknown
+        +-- SchemaTooNewError         the database was migrated by a newer server
 
 The codes are stable: agents and admin tools may rely on them. Each class
 carries its ``fault_code``; ``bcfg2.xmlrpc.fault_for`` is the one place that
@@ -141,3 +144,16 @@ class TemplateSyntaxError(RepositoryError):
 
 class UntrustedInputError(Bcfg2Error):
     """Data received from the network was refused (malformed or hostile)."""
+
+
+class StorageError(Bcfg2Error):
+    """The run-time state database failed; the transaction was rolled back, nothing stored."""
+
+
+class CommitUncertainError(StorageError):
+    """The connection was lost while COMMIT was on its way: the change may or may not be
+    stored. Never retried, never acknowledged: the caller must send it again."""
+
+
+class SchemaTooNewError(StorageError):
+    """The database holds a schema version newer than this server knows how to use."""

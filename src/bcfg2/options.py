@@ -185,6 +185,34 @@ OPTIONS: list[Option] = [
            "large_upload_wait seconds, then the agent is told to try later.", type="int"),
     Option("reporting", "large_upload_wait", 5.0,
            "Seconds a large statistics upload waits for its turn.", type="float"),
+    # [database]: where run-time state is kept (bcfg2.storage)
+    Option("database", "engine", "sqlite",
+           "Where the server keeps what it learns at run time (client registrations and "
+           "profiles, probe data, client runs): sqlite, one file per store under [server] "
+           "state_dir (sqlite3, upstream's name, is the same), or postgresql, every store "
+           "in one PostgreSQL database that several servers may share (needs pip install "
+           "'psycopg[binary]' psycopg-pool). bcfg2-admin dbmigrate applies schema changes "
+           "by hand; the server applies them at start-up.",
+           type="choice", choices=("sqlite", "sqlite3", "postgresql")),
+    Option("database", "name", "bcfg2",
+           "PostgreSQL: the database (SQLite ignores it: each store's file is fixed under "
+           "state_dir)."),
+    Option("database", "user", "",
+           "PostgreSQL: the role to log in as (empty: libpq's default, the login name)."),
+    Option("database", "password", None,
+           "PostgreSQL: the password (empty: none, or libpq's ~/.pgpass and PGPASSWORD). "
+           "Never logged."),
+    Option("database", "host", "",
+           "PostgreSQL: host name, address or Unix socket directory (empty: libpq's "
+           "default, the local socket)."),
+    Option("database", "port", "", "PostgreSQL: port (empty: libpq's default, 5432)."),
+    Option("database", "options", "",
+           "PostgreSQL: more libpq connection parameters as comma-separated keyword=value "
+           "pairs, e.g. sslmode=verify-full, sslrootcert=/etc/bcfg2/db-ca.pem, "
+           "connect_timeout=10 (the keywords of libpq's connection strings)."),
+    Option("database", "pool_size", 10,
+           "PostgreSQL: most connections one server process keeps open (a request holds "
+           "one for the length of a transaction).", type="int"),
     # [caching]
     Option("caching", "client_metadata", "off",
            "Client metadata caching: off, initial, cautious (or on), aggressive.",
@@ -244,10 +272,18 @@ class Section:
         self._name = name
 
     def __repr__(self) -> str:
-        # a names option (the [encryption] passphrases) shows its names, never its values
-        items = ", ".join(f"{k}={sorted(v) if isinstance(v, dict) else v!r}"
+        # a names option (the [encryption] passphrases) shows its names, never its values;
+        # a password shows whether it is set
+        items = ", ".join(f"{k}={sorted(v) if isinstance(v, dict) else _shown(k, v)}"
                           for k, v in vars(self).items() if not k.startswith("_"))
         return f"[{self._name}] {items}"
+
+
+def _shown(name: str, value: Any) -> str:
+    """An option's value as a Section's repr shows it: a password only as set or not."""
+    if "password" in name and value:
+        return "'***'"
+    return repr(value)
 
 
 class Setup:

@@ -158,9 +158,8 @@ def test_file_contents_and_runs_per_hour_are_capped(hostile, caplog) -> None:
         assert 0 < len(stored[-2].entries) < 50 and stored[-2].dropped == 50 - len(
             stored[-2].entries)
         assert store.dropped_runs()["web1.example.com"][0] == 2
-        conn = store.conn
-        volume = conn.execute("SELECT SUM(LENGTH(attrs) + LENGTH(name) + LENGTH(reason)) "
-                              "FROM entries").fetchone()[0]
+        volume = store.db.run(lambda tx: tx.execute(
+            "SELECT SUM(LENGTH(attrs) + LENGTH(name) + LENGTH(reason)) FROM entries").scalar())
         assert volume < 400_000  # 8.5 MB and 3.5 MB were sent
     finally:
         store.close()

@@ -20,6 +20,7 @@ import pytest
 from conftest import Repo, genrepo
 
 import bcfg2.admin
+from bcfg2.errors import StorageError
 from bcfg2.reportdb import RunStore
 
 ENTRY_TAGS = {"Path", "Package", "Service", "Action", "User", "Group", "POSIXUser",
@@ -305,13 +306,14 @@ def test_old_runs_are_pruned_at_the_first_run_and_on_demand(repo: Repo, local_co
     store.close()
 
 
-def test_a_run_database_that_cannot_be_opened_is_logged_and_loses_only_the_run(
+def test_a_run_database_that_cannot_be_opened_is_logged_and_fails_only_the_upload(
         repo: Repo, local_core, caplog, tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
     (state / "Reporting").write_text("a file where the database directory should be")
     core = local_core(repo.path, server__state_dir=str(state))
     stats = lxml.etree.fromstring(statistics(lxml.etree.Element("Configuration"), {}).encode())
-    core.process_statistics("client1", stats)  # the agent's call still succeeds
+    with pytest.raises(StorageError):  # the agent is told its run was not stored
+        core.process_statistics("client1", stats)
     assert "cannot open the run database" in caplog.text
     assert core.BuildConfiguration("client1").tag == "Configuration"

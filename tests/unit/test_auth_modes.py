@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import sqlite3
 import xmlrpc.client
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import lxml.etree
 import pytest
 from conftest import BASIC_GROUPS, rewrite
 from conftest import state_clients as recorded_state
+
+from bcfg2.errors import StorageError
 
 GLOBAL_PW = "globalpw"
 
@@ -209,7 +210,7 @@ def test_a_bootstrap_ends_even_when_the_state_cannot_be_written(repo, make_core,
     assert connect(None, "uuid-boot", "bootpw") == "boot"
 
     def full(*args, **kwargs):
-        raise sqlite3.OperationalError("database or disk is full")
+        raise StorageError("database or disk is full")
 
     with monkeypatch.context() as patch:
         patch.setattr(core.metadata.state.db, "update", full)

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 from conftest import state_clients
 
 from bcfg2.clientstate import ClientState, database_path
 
+#: the client state file as the server wrote it before schema versions existed
+TODAYS_LAYOUT = """
+CREATE TABLE IF NOT EXISTS clients (
+    name TEXT PRIMARY KEY,
+    profile TEXT,
+    trusted_profile TEXT,
+    repository_profile TEXT,
+    version TEXT,
+    auth TEXT,
+    registered REAL NOT NULL
+);
+INSERT INTO clients (name, profile, version, registered) VALUES ('old', 'basic', '1.3', 5.5);
+"""
 
-def test_each_change_writes_one_row(tmp_path) -> None:
-    store = ClientState(database_path(str(tmp_path)))
+
+def test_each_change_writes_one_row(tmp_path, store_database) -> None:
+    store = ClientState(database_path(str(tmp_path)), store_database())
     for n in range(500):
         store.update(f"host{n}", {"profile": "basic", "trusted_profile": "basic"})
     store.update("host7", {"version": "1.4.0"})
@@ -19,8 +34,45 @@ def test_each_change_writes_one_row(tmp_path) -> None:
     assert len(store.load()) == 500
     assert store.remove("host7") and not store.remove("host7")
     store.close()
-    with sqlite3.connect(database_path(str(tmp_path))) as conn:
-        assert conn.execute("SELECT count(*) FROM clients").fetchone() == (499,)
+    again = ClientState(database_path(str(tmp_path)), store_database())  # a restart
+    assert len(again.load()) == 499 and "host7" not in again.load()
+    again.close()
+
+
+def test_a_state_file_of_the_layout_before_schema_versions_is_stamped_as_version_1(
+        tmp_path) -> None:
+    path = database_path(str(tmp_path))
+    os.makedirs(os.path.dirname(path))
+    with sqlite3.connect(path) as conn:
+        conn.executescript(TODAYS_LAYOUT)
+    layout = sqlite3.connect(path).execute("SELECT sql FROM sqlite_master "
+                                           "WHERE name = 'clients'").fetchone()
+    store = ClientState(path)
+    assert store.load() == {"old": {"profile": "basic", "version": "1.3"}}
+    store.update("old", {"version": "1.4.0"})
+    store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT * FROM schema_versions").fetchall() == [("clients", 1)]
+        assert conn.execute("SELECT sql FROM sqlite_master "
+                            "WHERE name = 'clients'").fetchone() == layout
+        assert conn.execute("SELECT version, registered FROM clients").fetchall() == [
+            ("1.4.0", 5.5)]
+
+
+def test_servers_sharing_postgresql_see_each_others_clients(tmp_path, pg_database) -> None:
+    from bcfg2.storage.postgresql import PostgreSQLDatabase
+
+    one = ClientState(database_path(str(tmp_path / "one")),
+                      PostgreSQLDatabase(pg_database.settings()))
+    two = ClientState(database_path(str(tmp_path / "two")),
+                      PostgreSQLDatabase(pg_database.settings()))
+    one.update("newcomer", {"profile": "basic"})
+    assert two.load(["newcomer"]) == {"newcomer": {"profile": "basic"}}
+    assert two.remove("newcomer") and one.load() == {}
+    one.close()
+    two.close()
+    assert not (tmp_path / "one").exists()  # no SQLite file on the side
+    assert pg_database.query("SELECT store, version FROM schema_versions") == [("clients", 1)]
 
 
 def test_the_state_file_of_an_earlier_version_is_imported_once(tmp_path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from pathlib import Path
 
 import lxml.etree
@@ -12,7 +11,7 @@ from conftest import rewrite, state_clients
 
 from bcfg2.clientstate import ClientState
 from bcfg2.clientstate import database_path as state_database
-from bcfg2.errors import CriticalError, MetadataConsistencyError
+from bcfg2.errors import CriticalError, MetadataConsistencyError, StorageError
 from bcfg2.identity import Caller
 
 GLOBAL_PW = "globalpw"
@@ -510,7 +509,7 @@ def test_a_failed_state_write_keeps_the_previous_state(profiles, tmp_path, monke
     assert core.AssertProfile(address, "desktop") is True
 
     def interrupted(*args, **kwargs):
-        raise sqlite3.OperationalError("database or disk is full")
+        raise StorageError("database or disk is full")
 
     with monkeypatch.context() as patch:
         patch.setattr(core.metadata.state.db, "update", interrupted)

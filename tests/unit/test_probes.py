@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -28,11 +29,23 @@ def probe_data(**outputs: str) -> list[lxml.etree._Element]:
 
 def make(local_core, repo: Repo, storage: str = "sqlite", offer: tuple[str, ...] = (),
          **overrides):
-    """A core with Probes; ``offer`` names probes (``true``) to write into Probes/ first."""
+    """A core with Probes; ``offer`` names probes (``true``) to write into Probes/ first.
+
+    ``storage`` "postgresql" is the database storage on PostgreSQL: the
+    ``[database]`` options must be among the overrides (``pg_overrides``).
+    """
     for name in offer:
         repo.write(f"Probes/{name}", "true\n")
+    if storage == "postgresql":
+        assert overrides.get("database__engine") == "postgresql"
+        storage = "sqlite"
     core = local_core(repo, server__plugins=PLUGINS, probes__storage=storage, **overrides)
     return core, core.plugins["Probes"]
+
+
+def pg_overrides(request: pytest.FixtureRequest, storage: str) -> dict[str, str]:
+    """The ``[database]`` options of the test's PostgreSQL database, for that storage."""
+    return request.getfixturevalue("pg_database").overrides if storage == "postgresql" else {}
 
 
 def probes_for(core, client: str) -> dict[str, lxml.etree._Element]:
@@ -152,13 +165,15 @@ def test_hostile_names_and_oversized_uploads_are_refused(local_core, repo: Repo,
     assert "max_data_size" in caplog.text
 
 
-@pytest.mark.parametrize("storage", STORAGES)
-def test_data_survives_a_new_core_on_the_same_state(local_core, repo: Repo,
-                                                    storage: str) -> None:
-    core, plugin = make(local_core, repo, storage, offer=("os",), probes__allowed_groups="dyn")
+@pytest.mark.parametrize("storage", (*STORAGES, "postgresql"))
+def test_data_survives_a_new_core_on_the_same_state(local_core, repo: Repo, storage: str,
+                                                    request) -> None:
+    db = pg_overrides(request, storage)
+    core, plugin = make(local_core, repo, storage, offer=("os",), probes__allowed_groups="dyn",
+                        **db)
     plugin.ReceiveData(core.build_metadata("client1"), probe_data(os="group:dyn\nDebian\n"))
     core.shutdown()
-    again, _ = make(local_core, repo, storage, probes__allowed_groups="dyn")
+    again, _ = make(local_core, repo, storage, probes__allowed_groups="dyn", **db)
     meta = again.build_metadata("client1")
     assert "dyn" in meta.groups
     assert meta.Probes["os"] == "Debian\n"
@@ -167,8 +182,12 @@ def test_data_survives_a_new_core_on_the_same_state(local_core, repo: Repo,
         client = stored.find("Client[@name='client1']")
         assert client.find("Probe[@name='os']").get("value") == "Debian\n"
         assert client.find("Group").get("name") == "dyn"
-    else:
+    elif storage == "sqlite":
         assert (repo.path.parent / "state/Probes/probes.sqlite").is_file()
+    else:
+        assert not (repo.path.parent / "state/Probes").exists()
+        assert request.getfixturevalue("pg_database").query(
+            "SELECT client, name, value FROM probes") == [("client1", "os", "Debian\n")]
 
 
 def test_a_new_upload_replaces_the_previous_one(local_core, repo: Repo) -> None:
@@ -180,13 +199,15 @@ def test_a_new_upload_replaces_the_previous_one(local_core, repo: Repo) -> None:
     assert set(meta.Probes) == {"a"}
 
 
-@pytest.mark.parametrize("storage", STORAGES)
+@pytest.mark.parametrize("storage", (*STORAGES, "postgresql"))
 def test_concurrent_uploads_from_50_threads_are_all_stored_unmixed(local_core, repo: Repo,
-                                                                   storage: str) -> None:
+                                                                   storage: str,
+                                                                   request) -> None:
+    db = pg_overrides(request, storage)
     clients = "".join(f'<Client name="host{n}" profile="basic"/>' for n in range(50))
     repo.write("Metadata/clients.xml", f'<Clients version="3.0">{clients}</Clients>')
     core, plugin = make(local_core, repo, storage, offer=("who", "size"),
-                        probes__allowed_groups="g[0-9]+")
+                        probes__allowed_groups="g[0-9]+", **db)
     metas = [core.build_metadata(f"host{n}") for n in range(50)]
     barrier = threading.Barrier(50)
     errors: list[BaseException] = []
@@ -206,7 +227,7 @@ def test_concurrent_uploads_from_50_threads_are_all_stored_unmixed(local_core, r
         thread.join()
     assert errors == []
     core.shutdown()
-    again, _ = make(local_core, repo, storage, probes__allowed_groups="g[0-9]+")
+    again, _ = make(local_core, repo, storage, probes__allowed_groups="g[0-9]+", **db)
     for n in range(50):
         meta = again.build_metadata(f"host{n}")
         assert meta.Probes["who"] == f"host{n}\n"
@@ -325,3 +346,22 @@ def test_negative_bounds_stop_start_up(local_core, repo: Repo, option: str) -> N
 def test_probe_groups_are_marked_as_client_supplied(local_core, repo: Repo) -> None:
     _, plugin = make(local_core, repo)
     assert plugin.client_supplied is True
+
+
+def test_a_probe_database_of_the_layout_before_schema_versions_is_kept(local_core,
+                                                                       repo: Repo) -> None:
+    path = repo.path.parent / "state" / "Probes" / "probes.sqlite"
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            "CREATE TABLE IF NOT EXISTS probes (client TEXT NOT NULL, name TEXT NOT NULL, "
+            "value TEXT NOT NULL, PRIMARY KEY (client, name));"
+            "CREATE TABLE IF NOT EXISTS groups (client TEXT NOT NULL, name TEXT NOT NULL, "
+            "PRIMARY KEY (client, name));"
+            "INSERT INTO probes VALUES ('client1', 'os', 'Debian');"
+            "INSERT INTO groups VALUES ('client1', 'dyn');")
+    core, _ = make(local_core, repo, offer=("os",), probes__allowed_groups="dyn")
+    meta = core.build_metadata("client1")
+    assert "dyn" in meta.groups and meta.Probes["os"] == "Debian"
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT * FROM schema_versions").fetchall() == [("probes", 1)]

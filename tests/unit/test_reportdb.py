@@ -68,8 +68,8 @@ def test_statistics_without_a_statistics_element_are_refused() -> None:
         parse_run(doc("<upload-statistics/>"))
 
 
-def test_runs_are_stored_and_read_back_newest_first(tmp_path: Path) -> None:
-    store = RunStore(str(tmp_path / "db" / "runs.sqlite"))
+def test_runs_are_stored_and_read_back_newest_first(tmp_path: Path, store_database) -> None:
+    store = RunStore(str(tmp_path / "db" / "runs.sqlite"), database=store_database())
     clean = DIRTY.replace('state="dirty"', 'state="clean"')
     store.record("web1", doc(DIRTY), timestamp=1000.0)
     store.record("web1", doc(clean), timestamp=2000.0)
@@ -84,8 +84,9 @@ def test_runs_are_stored_and_read_back_newest_first(tmp_path: Path) -> None:
     store.close()
 
 
-def test_pruning_drops_old_runs_but_keeps_each_clients_latest(tmp_path: Path) -> None:
-    store = RunStore(str(tmp_path / "runs.sqlite"))
+def test_pruning_drops_old_runs_but_keeps_each_clients_latest(tmp_path: Path,
+                                                             store_database) -> None:
+    store = RunStore(str(tmp_path / "runs.sqlite"), database=store_database())
     day = 86400.0
     now = 100 * day
     store.record("old-client", doc(DIRTY), timestamp=now - 50 * day)
@@ -97,11 +98,9 @@ def test_pruning_drops_old_runs_but_keeps_each_clients_latest(tmp_path: Path) ->
     assert store.count() == 2
     assert store.prune(keep_days=0, now=now) == 0  # 0 keeps everything
     # the entries of a pruned run go with it
-    conn = sqlite3.connect(store.path)
-    orphans = conn.execute("SELECT COUNT(*) FROM entries WHERE run NOT IN "
-                           "(SELECT id FROM runs)").fetchone()[0]
-    conn.close()
-    assert orphans == 0
+    assert store.db.run(lambda tx: tx.execute(
+        "SELECT COUNT(*) FROM entries WHERE run NOT IN (SELECT id FROM runs)").scalar()) == 0
+    assert store.db.run(lambda tx: tx.execute("SELECT COUNT(*) FROM entries").scalar()) == 12
     store.close()
 
 
@@ -196,8 +195,9 @@ def test_counts_come_from_what_the_agent_sent_not_what_was_kept() -> None:
     assert len(report.entries()) == 1 and report.dropped == 5
 
 
-def test_runs_over_the_hourly_cap_are_counted_not_stored(tmp_path: Path) -> None:
-    store = RunStore(str(tmp_path / "runs.sqlite"))
+def test_runs_over_the_hourly_cap_are_counted_not_stored(tmp_path: Path,
+                                                         store_database) -> None:
+    store = RunStore(str(tmp_path / "runs.sqlite"), database=store_database())
     limits = StoreLimits(max_runs_per_hour=3)
     start = 1_000_000.0
     outcomes = [store.record("web1", doc(DIRTY), timestamp=start + minute * 60, limits=limits)
@@ -218,8 +218,8 @@ def test_runs_over_the_hourly_cap_are_counted_not_stored(tmp_path: Path) -> None
     store.close()
 
 
-def test_what_was_cut_or_dropped_is_kept_with_the_run(tmp_path: Path) -> None:
-    store = RunStore(str(tmp_path / "runs.sqlite"))
+def test_what_was_cut_or_dropped_is_kept_with_the_run(tmp_path: Path, store_database) -> None:
+    store = RunStore(str(tmp_path / "runs.sqlite"), database=store_database())
     big = "QUJD" * 1000
     store.record("web1", stats_doc(f'<Path name="/etc/big" current_bfile="{big}"/>',
                                    '<x:P xmlns:x="urn:x" name="/refused"/>'),
@@ -252,3 +252,5 @@ def test_a_database_of_the_first_schema_is_brought_up_to_date(tmp_path: Path) ->
     store.record("new", doc(DIRTY))
     assert store.latest("new").bad == 3
     store.close()
+    with sqlite3.connect(path) as conn:  # stamped as the first version, nothing else changed
+        assert conn.execute("SELECT * FROM schema_versions").fetchall() == [("reporting", 1)]

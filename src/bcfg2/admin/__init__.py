@@ -15,7 +15,8 @@ from bcfg2 import options, tools
 
 PROG = "bcfg2-admin"
 
-MODES = ("init", "client", "compare", "minestruct", "pull", "perf", "xcmd", "viz", "reports")
+MODES = ("init", "client", "compare", "minestruct", "pull", "perf", "xcmd", "viz", "reports",
+         "dbmigrate")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-import sqlite3
 
 import lxml.etree
 
+from bcfg2.clientstate import SCHEMA as STATE_SCHEMA
 from bcfg2.clientstate import ClientState
 from bcfg2.clientstate import database_path as state_database
-from bcfg2.errors import Bcfg2Error
+from bcfg2.errors import Bcfg2Error, StorageError
 from bcfg2.identity import valid_client_name
 from bcfg2.options import Setup
 from bcfg2.plugins.metadata import (
@@ -21,6 +21,7 @@ from bcfg2.plugins.metadata import (
     merge_records,
     record_from_xml,
 )
+from bcfg2.storage import engine_of, open_database
 from bcfg2.tools import ToolError
 from bcfg2.xml import atomic_write, included_files, parse_repository_file
 
@@ -50,10 +51,10 @@ def run(setup: Setup, args: argparse.Namespace) -> int:
     if args.client_action == "add":
         add_client(metadata_dir, args.client_name, parse_attributes(args.client_attrs))
     elif args.client_action == "del":
-        delete_client(clients, _state_file(setup, clients), args.client_name)
+        delete_client(clients, _state_file(setup, clients), args.client_name, setup)
     else:
         for name in list_clients(clients, _state_file(setup, clients),
-                                 setup.communication.authentication):
+                                 setup.communication.authentication, setup):
             print(name)
     return 0
 
@@ -77,14 +78,14 @@ def _state_file(setup: Setup, clients: str) -> str | None:
     return state_database(state_dir)
 
 
-def _state(path: str | None) -> ClientState | None:
-    """The runtime state, if the server has recorded any (never created by a tool)."""
-    if path is None or not os.path.exists(path):
+def _state(path: str | None, setup: Setup | None = None) -> ClientState | None:
+    """The runtime state, if the server has recorded any (a tool never creates the file)."""
+    if path is None or (engine_of(setup) == "sqlite" and not os.path.exists(path)):
         return None
     try:
-        return ClientState(path)
-    except (OSError, sqlite3.Error) as err:
-        raise ToolError(f"cannot read the server's client state {path}: {err}") from None
+        return ClientState(path, open_database(setup, path, STATE_SCHEMA))
+    except StorageError as err:
+        raise ToolError(f"cannot read the server's client state: {err}") from None
 
 
 def parse_attributes(words: list[str]) -> dict[str, str]:
@@ -237,7 +238,8 @@ def add_client(metadata_dir: str, name: str, attrs: dict[str, str]) -> None:
     _write(clients, tree)
 
 
-def delete_client(clients: str, state: str | None, name: str) -> None:
+def delete_client(clients: str, state: str | None, name: str,
+                  setup: Setup | None = None) -> None:
     """Delete a client from the file that holds it and from the runtime overlay."""
     name = name.lower()
     files = _files(clients) if os.path.exists(clients) else []
@@ -251,21 +253,23 @@ def delete_client(clients: str, state: str | None, name: str) -> None:
         _remove(node)
         _write(path, tree)
     in_state = False
-    store = _state(state)
+    store = _state(state, setup)
     if store is not None:
         try:
             in_state = store.remove(name)
             if in_state:
                 store.mark_changed()  # a running server reads the state again
-        except (OSError, sqlite3.Error) as err:
-            raise ToolError(f"cannot remove {name} from {state}: {err}") from None
+        except (OSError, StorageError) as err:
+            raise ToolError(f"cannot remove {name} from the server's client state: "
+                            f"{err}") from None
         finally:
             store.close()
     if found is None and not in_state:
         raise ToolError(f"no such client: {name}")
 
 
-def list_clients(clients: str, state: str | None, default_auth: str) -> list[str]:
+def list_clients(clients: str, state: str | None, default_auth: str,
+                 setup: Setup | None = None) -> list[str]:
     """Every client the server knows: clients.xml and the runtime overlay, sorted."""
     records = {}
     if os.path.exists(clients):
@@ -277,12 +281,12 @@ def list_clients(clients: str, state: str | None, default_auth: str) -> list[str
             record = record_from_xml(node)
             records[record.name] = record
     overlay: dict[str, dict[str, str]] = {}
-    store = _state(state)
+    store = _state(state, setup)
     if store is not None:
         try:
             overlay = store.load()
-        except sqlite3.Error as err:
-            raise ToolError(f"cannot read the server's client state {state}: {err}") from None
+        except StorageError as err:
+            raise ToolError(f"cannot read the server's client state: {err}") from None
         finally:
             store.close()
     return sorted(record.name for record in merge_records(records, overlay, default_auth))

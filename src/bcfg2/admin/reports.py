@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import time
 from typing import Any
 
+from bcfg2.errors import StorageError
 from bcfg2.options import Setup
-from bcfg2.reportdb import Run, RunStore, database_path
+from bcfg2.reportdb import SCHEMA, Run, RunStore, database_path
+from bcfg2.storage import engine_of, open_database
 from bcfg2.tools import ToolError, local_core
 from bcfg2.untrusted import one_line
 
@@ -54,9 +57,12 @@ def known_clients(setup: Setup) -> list[str]:
 def open_store(setup: Setup) -> RunStore | None:
     """The run database, or None if no run has been recorded yet."""
     try:
-        return RunStore(database_path(setup), create=False)
-    except FileNotFoundError:
-        return None
+        path = database_path(setup)
+        if engine_of(setup) == "sqlite" and not os.path.exists(path):
+            return None
+        return RunStore(path, database=open_database(setup, path, SCHEMA))
+    except StorageError as err:
+        raise ToolError(f"cannot read the run database: {err}") from None
 
 
 def latest_run(setup: Setup, client: str) -> Run:
