@@ -85,16 +85,28 @@ class Cluster:
         for _ in range(5):  # another process may take the port between the check and the start
             self.port = free_port()
             try:
-                self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-w",
-                          "-l", os.path.join(self.base, "log"), "-o",
-                          f"-c listen_addresses=127.0.0.1 -p {self.port} "
-                          f"-c unix_socket_directories={self.base} -c fsync=off "
-                          f"-c full_page_writes=off -c max_connections=200", "start")
+                self._start()
                 return
             except RuntimeError:
                 if "could not bind" not in self.log():
                     raise
         raise RuntimeError("no free port for PostgreSQL")
+
+    def _start(self) -> None:
+        self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-w",
+                  "-l", os.path.join(self.base, "log"), "-o",
+                  f"-c listen_addresses=127.0.0.1 -p {self.port} "
+                  f"-c unix_socket_directories={self.base} -c fsync=off "
+                  f"-c full_page_writes=off -c max_connections=200", "start")
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data (every client's connection is cut)."""
+        self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", "fast", "-w",
+                  "stop")
+
+    def resume(self) -> None:
+        """Start a paused server again, on the same port."""
+        self._start()
 
     def log(self) -> str:
         try:
