@@ -1034,10 +1034,10 @@ class NetworkCore(Core):
         self.terminate.set()
 
     def shutdown(self) -> None:
-        super().shutdown()
-        if self.fleet is not None:
+        if self.fleet is not None:  # first: nothing more is applied while plugins stop
             self.fleet.close()
             self.fleet = None
+        super().shutdown()
         if self.health is not None:  # answered 503 while the rest stopped
             self.health.stop()
             self.health = None

@@ -288,3 +288,17 @@ def test_latency_from_an_upload_on_a_to_b_serving_it(fleet, pg_database) -> None
           f"(NOTIFY path): median {stats.median(notify_only) * 1000:.1f} ms "
           f"(p90 {sorted(notify_only)[44] * 1000:.1f} ms; after A acknowledged the upload: "
           f"median {stats.median(after_ack) * 1000:.1f} ms)")
+
+
+def test_a_sqlite_server_runs_none_of_it(repo: Repo, network_server, tmp_path: Path) -> None:
+    import sqlite3
+
+    server = network_server(repo, server__plugins=PLUGINS, server__state_dir=str(tmp_path / "s"))
+    assert server.core.fleet is None
+    assert server.proxy("client1", "pw1").RecvProbeData("<ProbeData/>") is True
+    assert lxml.etree.fromstring(server.proxy("client1", "pw1").GetConfig().encode()).tag \
+        == "Configuration"
+    for path in (tmp_path / "s").rglob("*.sqlite"):
+        with sqlite3.connect(path) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert not tables & {"cache_events", "client_generations"}, path
