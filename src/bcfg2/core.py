@@ -993,6 +993,13 @@ class NetworkCore(Core):
     def _listening(self) -> None:
         """The core now listens for agents: log where, and turn the health check to 200."""
         self.logger.info("Listening on https://%s:%d", self.host or "*", self.port)
+        if self.fleet is not None:
+            from bcfg2.fleet import named, server_name
+
+            if not named(self.setup):  # the port the kernel chose is known now
+                self.fleet.name = server_name(self.setup, self.port)
+            self.logger.info("Sharing cache expiries with the other servers of the database "
+                             "as %s", self.fleet.name)
         if self.balancers is not None:
             self.logger.info("PROXY protocol v2 required from the balancers %s ([server] "
                              "proxy_protocol)", ", ".join(map(str, self.balancers.networks)))

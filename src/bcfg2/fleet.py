@@ -31,9 +31,9 @@ Nothing here runs on SQLite: a one-server site has nobody to tell.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import re
+import secrets
 import socket
 import threading
 import time
@@ -73,8 +73,14 @@ def server_name(setup: Setup, port: int) -> str:
                               f"letters, digits and _.:@[]-")
         return name
     host = socket.gethostname() or "localhost"
-    # port 0 (chosen by the kernel) is no name: two such servers would skip each other
-    return f"{host}:{port}" if port else f"{host}:pid{os.getpid()}"
+    # port 0 (chosen by the kernel) names nothing yet: a name of its own until it is known,
+    # as two servers of one name would skip each other's events
+    return f"{host}:{port}" if port else f"{host}:0-{secrets.token_hex(6)}"
+
+
+def named(setup: Setup) -> bool:
+    """Whether ``[server] name`` gives the name (else it follows the port)."""
+    return bool(str(getattr(setup.server, "name", "") or "").strip())
 
 
 class Fleet:
@@ -314,4 +320,4 @@ class Fleet:
             self._expire(frozenset([client]), STORAGE)
 
 
-__all__ = ["Fleet", "server_name"]
+__all__ = ["Fleet", "named", "server_name"]

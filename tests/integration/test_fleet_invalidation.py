@@ -302,3 +302,36 @@ def test_a_sqlite_server_runs_none_of_it(repo: Repo, network_server, tmp_path: P
         with sqlite3.connect(path) as conn:
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         assert not tables & {"cache_events", "client_generations"}, path
+
+
+def test_an_expiry_that_cannot_be_stored_is_sent_later(fleet, pg_database,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    from bcfg2.errors import StorageError
+
+    a, b = fleet("A"), fleet("B")
+    real_send = a.core.fleet._send
+    failures = []
+
+    def flaky(batch):
+        if len(failures) < 3:
+            failures.append(batch)
+            raise StorageError("the database is away")
+        return real_send(batch)
+
+    a.core.fleet._send = flaky
+    b.core.fleet.check = lambda client: None
+    assert bundles(b) == {"base"}
+    send(a, "webserver")
+    wait_until(lambda: len(failures) == 3, 30, "A to try three times")
+    wait_until(lambda: bundles(b) == ROLE["webserver"], 30, "B to hear of it at last")
+    assert len([r for r in caplog.records
+                if "cannot announce" in r.getMessage()]) == 1  # once per outage
+
+
+def test_servers_are_named_by_port_unless_named(fleet) -> None:
+    import socket
+
+    a = fleet("A")
+    assert a.core.fleet.name == "A"
+    unnamed = fleet("")
+    assert unnamed.core.fleet.name == f"{socket.gethostname()}:{unnamed.port}"
