@@ -14,7 +14,8 @@ Plugins never touch the entries. They ask for expiry through ``expire``
 groups change": each cached client is built again and compared), each with
 a tag naming who asked. Every expiry bumps the generation, so a value built
 before it is never stored after it, and is announced to the listeners (the
-multiprocessing core's children; later, other servers) exactly once.
+multiprocessing core's children; the other servers sharing a PostgreSQL
+database, through ``bcfg2.fleet``) exactly once.
 """
 
 from __future__ import annotations

@@ -83,6 +83,12 @@ def named(setup: Setup) -> bool:
     return bool(str(getattr(setup.server, "name", "") or "").strip())
 
 
+def _first_line(err: BaseException) -> str:
+    """An error's message on one line (libpq's run over several), or its class."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class Fleet:
     """This server's part in a fleet sharing one PostgreSQL database (see the module)."""
 
@@ -232,17 +238,19 @@ class Fleet:
                     if outage:
                         logger.warning("listening for the other servers' cache expiries again "
                                        "(read every event missed meanwhile)")
-                        outage, pause = False, BACKOFF
+                    outage, pause = False, BACKOFF
                     self.listening.set()
                     self._serve(conn, tx)
             except (psycopg.Error, StorageError) as err:
                 if not outage:
                     logger.warning("lost the connection that listens for the other servers' "
-                                   "cache expiries: %s; reconnecting", str(err).strip()
-                                   .splitlines()[0] if str(err).strip() else type(err).__name__)
+                                   "cache expiries: %s; reconnecting", _first_line(err))
                     outage = True
                 self._stop_listening.wait(pause)
                 pause = min(pause * 2, MAX_BACKOFF)
+            except Exception:  # a bug: logged, and listening goes on after a pause
+                logger.exception("the listener for the other servers' cache expiries failed")
+                self._stop_listening.wait(MAX_BACKOFF)
             finally:
                 self.listening.clear()
                 self.listener_pid = 0
