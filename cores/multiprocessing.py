@@ -394,6 +394,7 @@ class MultiprocessingCore(BuiltinCore):
         """
         self.catch_up()
         client = self.client_for(address)
+        self.check_stored(client)  # expired here, so in the child before it renders
         try:
             self.metadata.get_initial_metadata(client)
         except (MetadataConsistencyError, MetadataRuntimeError) as err:

@@ -24,6 +24,7 @@ from typing import Any
 
 import lxml.etree
 
+from bcfg2.cache import STORAGE
 from bcfg2.clientstate import SCHEMA as STATE_SCHEMA
 from bcfg2.clientstate import ClientState
 from bcfg2.clientstate import database_path as state_database
@@ -643,8 +644,10 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
             self.expire_metadata_if_groups_change()
 
     def _relayed_expiry(self, expiry: Any) -> None:
-        """The parent process changed client state: read it (the cache is expired already)."""
-        if expiry.relayed_from(self.name) and isinstance(self.state, StateStore):
+        """Another process or server changed client state: read it (the cache is expired
+        already). ``STORAGE`` says the database changed behind this server's back."""
+        if (expiry.relayed_from(self.name) or expiry.relayed_from(STORAGE)) \
+                and isinstance(self.state, StateStore):
             self.state.reload(None if expiry.clients is None else sorted(expiry.clients))
 
     def shutdown(self) -> None:

@@ -44,6 +44,7 @@ from bcfg2.storage import (
     Schema,
     SQLiteDatabase,
     Transaction,
+    events,
     migrate,
     open_database,
 )
@@ -181,6 +182,8 @@ class DatabaseStore:
             path, SCHEMA.sqlite_pragmas)
         try:
             migrate(self.db, SCHEMA)
+            if self.db.engine == "postgresql":  # the client generations other servers read
+                migrate(self.db, events.SCHEMA)
         except BaseException:
             self.db.close()
             raise
@@ -210,6 +213,8 @@ class DatabaseStore:
                            [(client, k, v) for k, v in data.items()])
             tx.executemany("INSERT INTO groups (client, name) VALUES (?, ?)",
                            [(client, g) for g in groups])
+            if events.shared(tx):  # another server's next GetConfig sees it at once
+                events.bump_generation(tx, client)
             return True
 
         return self.db.run(write, write=True)

@@ -14,7 +14,8 @@ Plugins never touch the entries. They ask for expiry through ``expire``
 groups change": each cached client is built again and compared), each with
 a tag naming who asked. Every expiry bumps the generation, so a value built
 before it is never stored after it, and is announced to the listeners (the
-multiprocessing core's children; later, other servers) exactly once.
+multiprocessing core's children; the other servers sharing a PostgreSQL
+database, through ``bcfg2.fleet``) exactly once.
 """
 
 from __future__ import annotations
@@ -39,9 +40,20 @@ CAUTIOUS_METHODS = frozenset({"GetProbes", "RecvProbeData"})
 RELAYED = "relayed:"
 
 
+#: the tag (relayed) of an expiry made because the database changed behind this server's
+#: back: whatever a plugin keeps in memory of the clients it names is to be read again
+STORAGE = "storage"
+#: tags of expiries that are this process's own rule, not a change of data: never relayed
+LOCAL_TAGS = frozenset({"cautious", "sync timeout"})
+
+
 def relayed(tag: str) -> str:
-    """The tag of an expiry another process made with ``tag``, as it is applied here."""
-    return RELAYED + tag
+    """The tag of an expiry another process made with ``tag``, as it is applied here.
+
+    Relaying a relayed tag changes nothing: an expiry another server made
+    reaches a multiprocessing child with the tag it has in the parent.
+    """
+    return tag if tag.startswith(RELAYED) else RELAYED + tag
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,11 @@ class Expiry:
     def relayed_from(self, tag: str) -> bool:
         """Whether another process made this expiry with ``tag`` (a plugin's name)."""
         return self.tag == relayed(tag)
+
+    @property
+    def relayed(self) -> bool:
+        """Whether another process or server made this expiry."""
+        return self.tag.startswith(RELAYED)
 
 
 Listener = Callable[[Expiry], None]
@@ -237,4 +254,4 @@ class MetadataCache:
         return self.expire_where(changed, tag)
 
 
-__all__ = ["CAUTIOUS_METHODS", "MODES", "Expiry", "MetadataCache"]
+__all__ = ["CAUTIOUS_METHODS", "LOCAL_TAGS", "MODES", "STORAGE", "Expiry", "MetadataCache", "relayed"]

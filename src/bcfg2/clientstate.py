@@ -25,7 +25,7 @@ import time
 
 import lxml.etree
 
-from bcfg2.storage import Database, Migration, Schema, SQLiteDatabase, Transaction, migrate
+from bcfg2.storage import Database, Migration, Schema, SQLiteDatabase, Transaction, events, migrate
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,8 @@ class ClientState:
         try:
             existed = self.db.run(lambda tx: tx.table_exists("clients"))
             migrate(self.db, SCHEMA)
+            if self.db.engine == "postgresql":  # the client generations other servers read
+                migrate(self.db, events.SCHEMA)
         except BaseException:
             self.db.close()
             raise
@@ -118,13 +120,20 @@ class ClientState:
             if keys:
                 tx.execute(f"UPDATE clients SET {', '.join(k + ' = ?' for k in keys)} "
                            f"WHERE name = ?", [attrs[k] for k in keys] + [name])
+            if events.shared(tx):  # another server's next call sees it at once
+                events.bump_generation(tx, name)
 
         self.db.run(write, write=True)
 
     def remove(self, name: str) -> bool:
         """Forget one client; False if it had no state."""
-        return self.db.run(lambda tx: tx.execute(
-            "DELETE FROM clients WHERE name = ?", (name,)).rowcount > 0, write=True)
+        def write(tx: Transaction) -> bool:
+            removed = tx.execute("DELETE FROM clients WHERE name = ?", (name,)).rowcount > 0
+            if removed and events.shared(tx):
+                events.bump_generation(tx, name)
+            return removed
+
+        return self.db.run(write, write=True)
 
     @property
     def marker(self) -> str:

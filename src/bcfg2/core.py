@@ -49,6 +49,7 @@ from bcfg2.plugin.base import Plugin, as_bool, exposed
 from bcfg2.plugin.manager import check_plugin, find_plugin
 from bcfg2.proxyprotocol import TrustedBalancers
 from bcfg2.statsupload import UploadGate, read_statistics, statistics_element
+from bcfg2.storage import engine_of
 from bcfg2.untrusted import GROUP_NAME, MAX_GROUP_NAME, MAX_VERSION, VERSION, client_text, escaped
 from bcfg2.xml import parse_untrusted, tostring
 
@@ -114,6 +115,8 @@ class Core:
     renders: ClassVar[bool] = True
     #: the core's own options (network cores), joining the options table
     options: ClassVar[tuple[Option, ...]] = ()
+    #: this server's part among servers sharing a PostgreSQL database (network cores)
+    fleet: Any = None
 
     def __init__(self, setup: Setup) -> None:
         self.setup = setup
@@ -642,12 +645,19 @@ class Core:
         if isinstance(address, Caller) and address.metadata is not None:
             return address.metadata
         client = self.client_for(address)
+        self.check_stored(client)
         self.metadata_cache.before_call(method, client)
         with self._metadata_errors(address):
             meta = self.build_metadata(client)
         if isinstance(address, Caller):
             address.metadata = meta
         return meta
+
+    def check_stored(self, client: str) -> None:
+        """Expire the client first if another server changed it in the shared database
+        since this one built its metadata (read-your-writes within one agent run)."""
+        if self.fleet is not None:
+            self.fleet.check(client)
 
     @contextlib.contextmanager
     def _metadata_errors(self, address: tuple[str, int]) -> Iterator[None]:
@@ -936,7 +946,23 @@ class NetworkCore(Core):
             logging.getLogger("bcfg2.core").warning(
                 "[communication] trust_loopback is on: every client calling from the loopback "
                 "address may call the admin methods and every plugin method")
-        super().__init__(setup)
+        if engine_of(setup) == "postgresql":
+            # before the plugins read their state: no event after it is missed
+            from bcfg2.fleet import Fleet, server_name
+
+            try:
+                self.fleet = Fleet(setup, server_name(setup, self.port))
+            except (ConfigError, StorageError) as err:
+                raise CoreInitError(f"cannot join the servers sharing the database: "
+                                    f"{err}") from None
+        try:
+            super().__init__(setup)
+        except BaseException:
+            if self.fleet is not None:
+                self.fleet.close()
+            raise
+        if self.fleet is not None:
+            self.fleet.attach(self.metadata_cache)
 
     def unavailable(self) -> str | None:
         """Why the core cannot serve agents now (the health endpoint's 503), None if it can."""
@@ -967,6 +993,13 @@ class NetworkCore(Core):
     def _listening(self) -> None:
         """The core now listens for agents: log where, and turn the health check to 200."""
         self.logger.info("Listening on https://%s:%d", self.host or "*", self.port)
+        if self.fleet is not None:
+            from bcfg2.fleet import named, server_name
+
+            if not named(self.setup):  # the port the kernel chose is known now
+                self.fleet.name = server_name(self.setup, self.port)
+            self.logger.info("Sharing cache expiries with the other servers of the database "
+                             "as %s", self.fleet.name)
         if self.balancers is not None:
             self.logger.info("PROXY protocol v2 required from the balancers %s ([server] "
                              "proxy_protocol)", ", ".join(map(str, self.balancers.networks)))
@@ -1008,6 +1041,9 @@ class NetworkCore(Core):
         self.terminate.set()
 
     def shutdown(self) -> None:
+        if self.fleet is not None:  # first: nothing more is applied while plugins stop
+            self.fleet.close()
+            self.fleet = None
         super().shutdown()
         if self.health is not None:  # answered 503 while the rest stopped
             self.health.stop()
@@ -1021,6 +1057,8 @@ class NetworkCore(Core):
     def run(self) -> bool:
         if self.setup.daemon:
             self._daemonize()
+        if self.fleet is not None:  # after daemonizing: threads do not survive a fork
+            self.fleet.start()
         return super().run()
 
     def _daemonize(self) -> None:

@@ -126,6 +126,10 @@ OPTIONS: list[Option] = [
            "everything (identification by address, ACLs, connection caps, logs); a "
            "connection from anyone else that sends one is refused. Empty: off.",
            type="list"),
+    Option("server", "name", "",
+           "This server's name among the servers sharing one PostgreSQL database (stored "
+           "with each cache expiry it announces, so it skips its own). Empty: the host name "
+           "and the port of [components] bcfg2, stable across restarts."),
     Option("server", "health_port", "0",
            "Port of a plain-HTTP health endpoint on 127.0.0.1 for a load balancer's checks "
            "(GET /healthz: 200 while serving, 503 while starting or stopping); PORT or "
@@ -213,6 +217,10 @@ OPTIONS: list[Option] = [
     Option("database", "pool_size", 10,
            "PostgreSQL: most connections one server process keeps open (a request holds "
            "one for the length of a transaction).", type="int"),
+    Option("database", "event_retention", 3600.0,
+           "PostgreSQL: seconds the cache expiries servers announce to each other are kept; "
+           "a server away longer (cut off from the database) expires all its cached "
+           "metadata when it is back.", type="float"),
     # [caching]
     Option("caching", "client_metadata", "off",
            "Client metadata caching: off, initial, cautious (or on), aggressive.",

@@ -124,3 +124,16 @@ def test_at_generation_sees_no_expiry_meanwhile(cache):
     seen: list[int] = []
     cache.at_generation(seen.append)
     assert seen == [cache.generation]
+
+
+def test_an_expiry_relayed_twice_keeps_the_tag_of_its_maker() -> None:
+    """A parent relays to its children what another server made: still that plugin's."""
+    from bcfg2.cache import relayed
+
+    cache = MetadataCache("aggressive")
+    heard = []
+    cache.subscribe(heard.append)
+    cache.expire("c1", tag=relayed(relayed("Metadata")))
+    assert heard[0].relayed_from("Metadata") and heard[0].relayed
+    cache.expire("c1", tag="Metadata")
+    assert not heard[1].relayed

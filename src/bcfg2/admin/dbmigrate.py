@@ -17,7 +17,7 @@ from bcfg2 import clientstate, reportdb
 from bcfg2.errors import StorageError
 from bcfg2.options import Setup
 from bcfg2.plugins import probes
-from bcfg2.storage import Schema, engine_of, migrate, open_database, status
+from bcfg2.storage import Schema, engine_of, events, migrate, open_database, status
 from bcfg2.tools import ToolError
 
 
@@ -48,6 +48,8 @@ def stores(setup: Setup) -> list[Store]:
         Store(probes.SCHEMA, os.path.join(state_dir, "Probes", "probes.sqlite"),
               "kept in Probes/probed.xml ([probes] storage = xml)" if storage == "xml" else ""),
         Store(reportdb.SCHEMA, reportdb.database_path(setup)),
+        Store(events.SCHEMA, "", "" if engine_of(setup) == "postgresql"
+              else "PostgreSQL only (servers sharing a database tell each other of expiries)"),
     ]
 
 

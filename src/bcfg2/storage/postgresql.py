@@ -295,6 +295,17 @@ class PostgreSQLDatabase(Database):
         except self.psycopg.Error as err:
             raise StorageError(f"{self.describe()}: {_first_line(err)}") from err
 
+    def dedicated(self) -> psycopg.Connection[Any]:
+        """A connection of its own, outside the pool, in autocommit mode (for LISTEN).
+
+        The caller closes it. Raises StorageError (one line, no password) if
+        the database cannot be reached.
+        """
+        try:
+            return self.psycopg.connect(**self.settings.keywords(), autocommit=True)
+        except self.psycopg.Error as err:
+            raise StorageError(f"{self.describe()}: {_first_line(err)}") from err
+
     def close(self) -> None:
         with self._lock:
             shared, self._shared = self._shared, None
