@@ -45,7 +45,11 @@ logger = logging.getLogger(__name__)
 RETRIES = 4
 BACKOFF = 0.1
 #: how long a transaction waits for a connection from the pool, in seconds
-POOL_WAIT = 30.0
+POOL_WAIT = 10.0
+#: how long it waits while the server is known to be unreachable (the last wait came to
+#: nothing), so that during an outage each call fails at once instead of holding a
+#: request for POOL_WAIT; the first that gets a connection ends the outage
+OUTAGE_WAIT = 0.5
 #: one libpq connection parameter name (``[database] options``)
 KEYWORD = re.compile(r"[a-z_]{1,64}")
 INSTALL = "pip install 'psycopg[binary]' psycopg-pool"
@@ -199,6 +203,8 @@ class PostgreSQLDatabase(Database):
         self.settings = settings
         self._shared: _SharedPool | None = None
         self._lock = threading.Lock()
+        #: whether the last wait for a connection came to nothing (see OUTAGE_WAIT)
+        self._outage = False
 
     def describe(self) -> str:
         return self.settings.describe()
@@ -213,11 +219,14 @@ class PostgreSQLDatabase(Database):
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         pool = self._pool()
+        wait = OUTAGE_WAIT if self._outage else POOL_WAIT
         try:
-            conn = pool.getconn()
+            conn = pool.getconn(timeout=wait)
         except self.psycopg.Error as err:
-            raise StorageError(f"{self.describe()}: no connection within {POOL_WAIT:g} s: "
+            self._outage = True
+            raise StorageError(f"{self.describe()}: no connection within {wait:g} s: "
                                f"{err}") from err
+        self._outage = False
         try:
             yield conn
         finally:
