@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import os
+import socket
 import sys
 import textwrap
 import urllib.parse
@@ -87,6 +88,10 @@ OPTIONS: list[Option] = [
            "clients registered on first contact, asserted profiles). Set it to the "
            "repository itself to have clients.xml rewritten in place, as upstream does.",
            type="path", flags=("--state-dir",), metavar="DIR"),
+    Option("server", "name", "",
+           "This server's name among several sharing one database: recorded with every "
+           "run it stores and every key or certificate it generates. Empty: the host name "
+           "and the port of [components] bcfg2 (host:port)."),
     Option("server", "max_request_size", 10 * 1024 * 1024,
            "Largest request body accepted, in bytes; larger requests are refused unread.",
            type="int"),
@@ -553,6 +558,23 @@ def _names(setup: Setup, opt: Option, known: Sequence[Option], path: str | None,
         return dict(opt.default)
     return {name: value.strip() for name, value in setup.raw.items(opt.section)
             if name not in declared}
+
+
+def server_name(setup: Setup) -> str:
+    """This server's name (``[server] name``, else ``<host name>:<port>``), for provenance.
+
+    The port is the one ``[components] bcfg2`` gives, so two servers on one
+    machine get different names.
+    """
+    given = str(getattr(getattr(setup, "server", None), "name", "") or "").strip()
+    if given:
+        return given
+    url = str(getattr(getattr(setup, "components", None), "bcfg2", "") or "")
+    try:
+        port = urllib.parse.urlsplit(url).port
+    except ValueError:
+        port = None
+    return f"{socket.gethostname()}:{port or 6789}"
 
 
 def require(setup: Setup, section: str, name: str, why: str) -> Any:
