@@ -13,7 +13,7 @@ import argparse
 import os
 from dataclasses import dataclass
 
-from bcfg2 import clientstate, reportdb
+from bcfg2 import clientstate, generated, reportdb
 from bcfg2.errors import StorageError
 from bcfg2.options import Setup
 from bcfg2.plugins import probes
@@ -48,6 +48,9 @@ def stores(setup: Setup) -> list[Store]:
         Store(probes.SCHEMA, os.path.join(state_dir, "Probes", "probes.sqlite"),
               "kept in Probes/probed.xml ([probes] storage = xml)" if storage == "xml" else ""),
         Store(reportdb.SCHEMA, reportdb.database_path(setup)),
+        Store(generated.SCHEMA, "",
+              "" if engine_of(setup) == "postgresql" else
+              "generated keys are kept in the repository alone (one server, SQLite)"),
     ]
 
 
