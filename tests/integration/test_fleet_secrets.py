@@ -230,3 +230,22 @@ def test_a_path_from_the_table_never_leaves_the_repository(tmp_path: Path) -> No
             files.absolute(bad)
     with pytest.raises(ValueError):
         files.relative("/etc/passwd")
+
+
+@needs_keygen
+def test_a_table_that_cannot_be_read_fails_only_the_keys_still_to_generate(
+        tmp_path: Path, fleet, pg_database: Any) -> None:
+    write_repo(Repo(tmp_path / "origin"), SSH_KEY, SSH_PUB, "/etc/ssh/ssh_known_hosts")
+    one = fleet(1)
+    before = served(one)
+    pg_database.query("ALTER TABLE generated_files RENAME TO generated_files_away")
+    config = one.BuildConfiguration("client2.example.com")
+    entries = {entry.get("name"): entry for entry in config.iter("Path")}
+    failure = entries[SSH_KEY].get("failure") or ""
+    assert "the ed25519 host key of client2.example.com" in failure
+    assert 'relation "generated_files" does not exist' in failure
+    assert "failure" not in entries["/etc/ssh/ssh_known_hosts"].attrib
+    assert not list((tmp_path / "checkout1" / "SSHbase").glob("*client2*"))  # nothing written
+    assert served(one)[SSH_KEY] == before[SSH_KEY]  # keys on disk are served as before
+    pg_database.query("ALTER TABLE generated_files_away RENAME TO generated_files")
+    assert served(one, "client2.example.com")[SSH_KEY] != before[SSH_KEY]

@@ -7,7 +7,9 @@ PostgreSQL database (going from one server to a fleet); ``--from postgresql
 run ids kept (so entries stay with their runs); a target that already holds
 rows is refused unless ``--force`` is given, which then replaces what the
 target holds of those stores. Running it twice thus never duplicates
-anything.
+anything. The fleet's ``generated_files`` table is not copied: the keys it
+records are in every server's checkout (and with SQLite the checkout is
+their only place).
 
 ``--from xml`` imports upstream Bcfg2's ``Probes/probed.xml`` (``--probed``,
 by default the repository's) and the client state of a ``clients.xml``
