@@ -3,7 +3,8 @@
 Each ``RecvStats`` upload becomes one run in the run-time database (SQLite,
 or PostgreSQL with ``[database] engine``; ``bcfg2.reportdb``), written before
 the agent's call returns: its state, counts, and the bad, modified and extra
-entries with their reasons. Runs
+entries with their reasons, and which server stored it (``[server] name``)
+at which repository revision (the Version plugins'). Runs
 older than ``[reporting] keep_days`` are pruned (each client's latest run is
 kept however old), when the first run is recorded and then at most once an
 hour. The database is opened at that first run too, so tools that load the
@@ -28,7 +29,7 @@ import lxml.etree
 
 from bcfg2.errors import StorageError
 from bcfg2.metadata import ClientMetadata
-from bcfg2.options import Option
+from bcfg2.options import Option, server_name
 from bcfg2.plugin import Statistics
 from bcfg2.reportdb import SCHEMA, RunStore, StoreLimits, database_path
 from bcfg2.storage import open_database
@@ -66,6 +67,8 @@ class Reporting(Statistics):
         self._lock = threading.Lock()
         self._store: RunStore | None = None
         self._next_prune = 0.0
+        #: recorded with each run, with the revision the core serves (fleet provenance)
+        self.server = server_name(core.setup)
 
     @property
     def store(self) -> RunStore:
@@ -93,7 +96,8 @@ class Reporting(Statistics):
     def process_statistics(self, metadata: ClientMetadata, data: lxml.etree._Element) -> None:
         """Record the run (or count it, over the hourly cap); prune at the first run and hourly."""
         client = metadata.hostname
-        recorded = self.store.record(client, data, limits=self.limits)
+        recorded = self.store.record(client, data, limits=self.limits, server=self.server,
+                                     served_revision=str(self.core.revision))
         if recorded.burst:
             self.logger.warning("%s reports more than %d runs an hour; the others are counted, "
                                 "not stored, until it slows down", client,

@@ -40,7 +40,9 @@ from typing import Any
 
 import lxml.etree
 
+from bcfg2.errors import StorageError
 from bcfg2.filemonitor import Event
+from bcfg2.generated import shared_files
 from bcfg2.identity import valid_client_name
 from bcfg2.metadata import ClientMetadata
 from bcfg2.options import Option
@@ -210,6 +212,8 @@ class SSHbase(Plugin, Generator, Caching):
         self.infoxml: InfoXML | None = None
         self.static: dict[str, FileBacked] = {}
         self._gen_lock = threading.Lock()
+        #: the fleet's record of generated keys (PostgreSQL), or None (SQLite: this repository)
+        self.shared = shared_files(core.setup)
         #: bumped by every change to a public key or a .static file
         self._keys_version = 0
         #: (keys version, metadata generation, DNS generations, the shared part)
@@ -406,6 +410,8 @@ class SSHbase(Plugin, Generator, Caching):
     def shutdown(self) -> None:
         self.addresses_of.close()
         self.names_of.close()
+        if self.shared is not None:
+            self.shared.close()
         super().shutdown()
 
     # -- key generation --------------------------------------------------------
@@ -427,7 +433,9 @@ class SSHbase(Plugin, Generator, Caching):
             try:
                 fcntl.flock(dir_fd, fcntl.LOCK_EX)
                 exists = [os.path.exists(path) for path in (private, public)]
-                if not any(exists):
+                if not any(exists) and self.shared is not None:
+                    self._shared_keys(hostname, key_type, private, public)
+                elif not any(exists):
                     self._run_keygen(hostname, key_type, private, public)
                 elif not all(exists):
                     raise PluginExecutionError(
@@ -437,6 +445,35 @@ class SSHbase(Plugin, Generator, Caching):
                 os.close(dir_fd)  # releases the flock
         for path in (private, public):
             self._load(path)
+
+    def _shared_keys(self, hostname: str, key_type: str, private: str, public: str) -> None:
+        """The pair from the fleet's generated_files table, or made now and recorded there."""
+        assert self.shared is not None
+
+        def make() -> dict[str, tuple[bytes, int]]:
+            tmpdir = tempfile.mkdtemp(prefix=".sshbase-", dir=self.data)
+            try:
+                made_private = os.path.join(tmpdir, "private")
+                made_public = os.path.join(tmpdir, "public")
+                self._run_keygen(hostname, key_type, made_private, made_public)
+                with open(made_private, "rb") as fh:
+                    private_data = fh.read()
+                with open(made_public, "rb") as fh:
+                    public_data = fh.read()
+            finally:
+                shutil.rmtree(tmpdir, ignore_errors=True)
+            return {private: (private_data, 0o600), public: (public_data, 0o644)}
+
+        try:
+            files = self.shared.ensure(private, make)
+        except StorageError as err:
+            raise PluginExecutionError(f"SSHbase: the {key_type} host key of {hostname}: "
+                                       f"{err}") from err
+        if {os.path.realpath(path) for path in files} != {os.path.realpath(private),
+                                                          os.path.realpath(public)}:
+            raise PluginExecutionError(
+                f"SSHbase: generated_files holds {len(files)} files for {private}, not the "
+                f"pair; remove its rows to have a new pair generated")
 
     def _run_keygen(self, hostname: str, key_type: str, private: str, public: str) -> None:
         keygen = shutil.which("ssh-keygen")

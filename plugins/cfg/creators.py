@@ -57,8 +57,9 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bcfg2.encryption import CRYPT_SUFFIX
-from bcfg2.errors import DecryptionError
+from bcfg2.errors import DecryptionError, StorageError
 from bcfg2.filemonitor import Event
+from bcfg2.generated import Files, shared_files
 from bcfg2.identity import valid_client_name
 from bcfg2.metadata import ClientMetadata, MetadataQuery
 from bcfg2.plugin import (
@@ -70,6 +71,7 @@ from bcfg2.plugin import (
     default_path_metadata,
 )
 from bcfg2.plugins.cfg.sslca import CertificateAuthority, cas_from_config
+from bcfg2.storage import engine_of
 from bcfg2.xml import atomic_write
 
 __all__ = [
@@ -174,6 +176,27 @@ class CreatorContext:
         self.cas: dict[str, CertificateAuthority] = cas_from_config(
             self.setup.raw, self.setup.config_file or "bcfg2.conf")
         self._local = threading.local()
+        #: whether generated files are shared with a fleet (PostgreSQL's generated_files)
+        self.fleet = engine_of(self.setup) == "postgresql"
+
+    def shared(self, first: str, make: Callable[[], Files],
+               usable: Callable[[dict[str, bytes]], bool] | None = None) -> bool:
+        """With a fleet: the files of ``first``'s group from generated_files, or made by
+        ``make`` and recorded there, written into the repository (True). Without (SQLite):
+        False, and nothing done: the caller generates as a single server does."""
+        if not self.fleet:
+            return False
+        table = shared_files(self.setup)
+        if table is None:
+            return False
+        try:
+            table.ensure(first, make, usable)
+        except StorageError as err:
+            raise PluginExecutionError(f"{first}: cannot share it with the other servers: "
+                                       f"{err}") from err
+        finally:
+            table.close()
+        return True
 
     def ident(self, path: str) -> str:
         """The client path of an entry-set directory."""
@@ -392,18 +415,30 @@ def read_stored(entry_set: Any, path: str) -> bytes | None:
         raise PluginExecutionError(str(err)) from None
 
 
-def store(entry_set: Any, path: str, data: bytes, mode: int, passphrase: str | None) -> str:
-    """Write a created file, encrypted as ``path.crypt`` when a storage passphrase is named
-    (as upstream stores keys it creates); the path written."""
+def seal(entry_set: Any, path: str, data: bytes, passphrase: str | None) -> tuple[str, bytes]:
+    """Where a created file is stored and what is written there: ``path`` and ``data``,
+    or ``path.crypt`` and the data encrypted when a storage passphrase is named."""
     if passphrase is None:
-        atomic_write(path, data, mode)
-        return path
+        return path, data
     try:
         sealed = entry_set.encryption.encrypt(data, passphrase)
     except DecryptionError as err:  # no such passphrase in [encryption]
         raise PluginExecutionError(f"cannot store {path} encrypted: {err}") from None
-    atomic_write(path + CRYPT_SUFFIX, sealed, mode)
-    return path + CRYPT_SUFFIX
+    return path + CRYPT_SUFFIX, sealed.encode() if isinstance(sealed, str) else sealed
+
+
+def store(entry_set: Any, path: str, data: bytes, mode: int, passphrase: str | None) -> str:
+    """Write a created file, encrypted as ``path.crypt`` when a storage passphrase is named
+    (as upstream stores keys it creates); the path written."""
+    written, content = seal(entry_set, path, data, passphrase)
+    atomic_write(written, content, mode)
+    return written
+
+
+def stored_path(path: str) -> str:
+    """The file a created file is stored in: ``path``, or ``path.crypt`` if only that exists."""
+    return path if os.path.exists(path) or not os.path.exists(path + CRYPT_SUFFIX) \
+        else path + CRYPT_SUFFIX
 
 
 def ensure_ssh_pair(context: CreatorContext, private_set: Any, metadata: ClientMetadata,
@@ -432,8 +467,27 @@ def ensure_ssh_pair(context: CreatorContext, private_set: Any, metadata: ClientM
         private_path = os.path.join(private_set.path, private_set.basename + suffix)
     public_path = os.path.join(private_set.path + ".pub", private_set.basename + ".pub" + suffix)
     written = private_path
+
+    def derive(private: bytes) -> bytes:
+        try:
+            key = serialization.load_ssh_private_key(private, passphrase)
+        except (ValueError, TypeError) as err:
+            raise PluginExecutionError(f"{private_path}: cannot derive its public key: "
+                                       f"{err}") from None
+        who = suffix.split("_", 1)[1] if "_" in suffix else "all"
+        return ssh_public_line(key, f"{who}:{context.ident(private_set.path)}")
+
     with context.lock(private_path):
         private = read_stored(private_set, private_path)
+        if private is None and generate is not None:
+            def make() -> dict[str, tuple[bytes, int]]:
+                made = generate()
+                path, content = seal(private_set, private_path, made, storage)
+                return {path: (content, 0o600), public_path: (derive(made), 0o644)}
+
+            if context.shared(private_path, make):
+                private = read_stored(private_set, private_path)
+                written = stored_path(private_path)
         if private is None:
             if generate is None:
                 raise PluginExecutionError(f"no private key {private_path} to derive the "
@@ -444,13 +498,7 @@ def ensure_ssh_pair(context: CreatorContext, private_set: Any, metadata: ClientM
             written = private_path + CRYPT_SUFFIX
         public = _read(public_path)
         if public is None:
-            try:
-                key = serialization.load_ssh_private_key(private, passphrase)
-            except (ValueError, TypeError) as err:
-                raise PluginExecutionError(f"{private_path}: cannot derive its public key: "
-                                           f"{err}") from None
-            who = suffix.split("_", 1)[1] if "_" in suffix else "all"
-            public = ssh_public_line(key, f"{who}:{context.ident(private_set.path)}")
+            public = derive(private)
             atomic_write(public_path, public, 0o644)
     for path in (written, public_path):
         context.load(path)
@@ -505,12 +553,24 @@ class SSLKeyCreator(CfgCreator):
         written = path if os.path.exists(path) else path + CRYPT_SUFFIX
         with self.context.lock(path):
             data = read_stored(self.entry_set, path)
-            if data is None:
+
+            def generate() -> bytes:
                 self.logger.info("Cfg: creating the %s TLS key %s for %s", kind,
                                  self.context.ident(self.entry_set.path), metadata.hostname)
-                data = new_private_key(kind, bits).private_bytes(
+                return new_private_key(kind, bits).private_bytes(
                     serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                     serialization.NoEncryption())
+
+            def make() -> dict[str, tuple[bytes, int]]:
+                stored, content = seal(self.entry_set, path, generate(),
+                                       self.storage_passphrase())
+                return {stored: (content, 0o600)}
+
+            if data is None and self.context.shared(path, make):
+                data = read_stored(self.entry_set, path)
+                written = stored_path(path)
+            if data is None:
+                data = generate()
                 written = store(self.entry_set, path, data, 0o600, self.storage_passphrase())
         self.context.load(written)
         return data
@@ -600,8 +660,20 @@ class SSLCertCreator(CfgCreator):
         with self.context.lock(path):
             data = _read(path)
             if data is None or self._problem(data, key_pem, names, ca) is not None:
-                data = self._issue(cert_spec, key_pem, names, ca, metadata, suffix)
-                atomic_write(path, data, 0o644)
+                def make() -> dict[str, tuple[bytes, int]]:
+                    return {path: (self._issue(cert_spec, key_pem, names, ca, metadata,
+                                               suffix), 0o644)}
+
+                def usable(files: dict[str, bytes]) -> bool:
+                    found = next(iter(files.values()), None) if len(files) == 1 else None
+                    return found is not None and \
+                        self._problem(found, key_pem, names, ca) is None
+
+                if self.context.shared(path, make, usable):
+                    data = _read(path)
+                if data is None or self._problem(data, key_pem, names, ca) is not None:
+                    data = self._issue(cert_spec, key_pem, names, ca, metadata, suffix)
+                    atomic_write(path, data, 0o644)
         self.context.load(path)
         return data
 

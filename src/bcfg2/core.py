@@ -948,7 +948,8 @@ class NetworkCore(Core):
                 "address may call the admin methods and every plugin method")
         if engine_of(setup) == "postgresql":
             # before the plugins read their state: no event after it is missed
-            from bcfg2.fleet import Fleet, server_name
+            from bcfg2.fleet import Fleet
+            from bcfg2.options import server_name
 
             try:
                 self.fleet = Fleet(setup, server_name(setup, self.port))
@@ -994,7 +995,8 @@ class NetworkCore(Core):
         """The core now listens for agents: log where, and turn the health check to 200."""
         self.logger.info("Listening on https://%s:%d", self.host or "*", self.port)
         if self.fleet is not None:
-            from bcfg2.fleet import named, server_name
+            from bcfg2.fleet import named
+            from bcfg2.options import server_name
 
             if not named(self.setup):  # the port the kernel chose is known now
                 self.fleet.name = server_name(self.setup, self.port)

@@ -32,9 +32,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import re
-import secrets
-import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -60,22 +57,6 @@ PRUNE_ROUNDS = 10
 BACKOFF, MAX_BACKOFF = 0.1, 10.0
 #: expiries kept while the database cannot be written; beyond, they become one "expire all"
 MAX_PENDING = 1000
-#: what a server name may be (it is stored and compared, never used as a path)
-NAME = re.compile(r"[A-Za-z0-9_.:@\[\]-]{1,200}")
-
-
-def server_name(setup: Setup, port: int) -> str:
-    """This server's name in the events (``[server] name``; default host name and port)."""
-    name = str(getattr(setup.server, "name", "") or "").strip()
-    if name:
-        if not NAME.fullmatch(name):
-            raise ConfigError(f"[server] name: {name[:64]!r} is not a name of at most 200 "
-                              f"letters, digits and _.:@[]-")
-        return name
-    host = socket.gethostname() or "localhost"
-    # port 0 (chosen by the kernel) names nothing yet: a name of its own until it is known,
-    # as two servers of one name would skip each other's events
-    return f"{host}:{port}" if port else f"{host}:0-{secrets.token_hex(6)}"
 
 
 def named(setup: Setup) -> bool:
@@ -328,4 +309,4 @@ class Fleet:
             self._expire(frozenset([client]), STORAGE)
 
 
-__all__ = ["Fleet", "named", "server_name"]
+__all__ = ["Fleet", "named"]

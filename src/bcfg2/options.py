@@ -17,6 +17,9 @@ from __future__ import annotations
 import argparse
 import configparser
 import os
+import re
+import secrets
+import socket
 import sys
 import textwrap
 import urllib.parse
@@ -87,6 +90,11 @@ OPTIONS: list[Option] = [
            "clients registered on first contact, asserted profiles). Set it to the "
            "repository itself to have clients.xml rewritten in place, as upstream does.",
            type="path", flags=("--state-dir",), metavar="DIR"),
+    Option("server", "name", "",
+           "This server's name among several sharing one database: recorded with every "
+           "run it stores, every key or certificate it generates and every cache expiry "
+           "it announces (so it skips its own). Empty: the host name and the port it "
+           "listens on (host:port), stable across restarts."),
     Option("server", "max_request_size", 10 * 1024 * 1024,
            "Largest request body accepted, in bytes; larger requests are refused unread.",
            type="int"),
@@ -126,10 +134,6 @@ OPTIONS: list[Option] = [
            "everything (identification by address, ACLs, connection caps, logs); a "
            "connection from anyone else that sends one is refused. Empty: off.",
            type="list"),
-    Option("server", "name", "",
-           "This server's name among the servers sharing one PostgreSQL database (stored "
-           "with each cache expiry it announces, so it skips its own). Empty: the host name "
-           "and the port of [components] bcfg2, stable across restarts."),
     Option("server", "health_port", "0",
            "Port of a plain-HTTP health endpoint on 127.0.0.1 for a load balancer's checks "
            "(GET /healthz: 200 while serving, 503 while starting or stopping); PORT or "
@@ -561,6 +565,38 @@ def _names(setup: Setup, opt: Option, known: Sequence[Option], path: str | None,
         return dict(opt.default)
     return {name: value.strip() for name, value in setup.raw.items(opt.section)
             if name not in declared}
+
+
+#: what a server name may be (it is stored and compared, never used as a path)
+SERVER_NAME = re.compile(r"[A-Za-z0-9_.:@\[\]-]{1,200}")
+
+
+def server_name(setup: Setup, port: int | None = None) -> str:
+    """This server's name (``[server] name``, else ``<host name>:<port>``).
+
+    The port is the one the server listens on (``port``, once known), else
+    the one ``[components] bcfg2`` gives, so two servers on one machine get
+    different names. A server on port 0 that does not know its port yet
+    gets a name of its own (two servers of one name would skip each
+    other's cache expiries). A ``[server] name`` that is not a plain name
+    is a ConfigError.
+    """
+    given = str(getattr(getattr(setup, "server", None), "name", "") or "").strip()
+    if given:
+        if not SERVER_NAME.fullmatch(given):
+            raise ConfigError(f"[server] name: {given[:64]!r} is not a name of at most 200 "
+                              f"letters, digits and _.:@[]-")
+        return given
+    if port is None:
+        url = str(getattr(getattr(setup, "components", None), "bcfg2", "") or "")
+        try:
+            port = urllib.parse.urlsplit(url).port
+        except ValueError:
+            port = None
+        if port is None:
+            port = 6789
+    host = socket.gethostname() or "localhost"
+    return f"{host}:{port}" if port else f"{host}:0-{secrets.token_hex(6)}"
 
 
 def require(setup: Setup, section: str, name: str, why: str) -> Any:

@@ -100,6 +100,11 @@ SCHEMA = Schema(
                                      real="DOUBLE PRECISION"),
                         _DROPPED.format(real="DOUBLE PRECISION")),
             statements=_COMMON, apply=_add_missing_columns),
+        Migration(
+            2, "which server stored each run and the repository revision it served",
+            statements=("ALTER TABLE runs ADD COLUMN server TEXT NOT NULL DEFAULT ''",
+                        "ALTER TABLE runs ADD COLUMN served_revision TEXT NOT NULL "
+                        "DEFAULT ''")),
     ),
     # a crash of the server loses nothing; a power cut may lose the last runs.
     # cache_size in KiB: runs are written, rarely read
@@ -115,6 +120,8 @@ MAX_VALUE = 1024
 #: the longest reason and revision stored
 MAX_REASON = 1024
 MAX_REVISION = 128
+#: the longest server name stored with a run
+MAX_SERVER = 255
 #: entry tags and attribute names: plain XML names, no namespace
 TAG = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 ATTRIBUTE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
@@ -178,6 +185,10 @@ class Run:
     dropped: int = 0
     #: values cut at their limit or refused
     truncated: int = 0
+    #: the server that stored the run (``[server] name``; '' before schema version 2)
+    server: str = ""
+    #: the repository revision that server served (its Version plugins; '' if unknown)
+    served_revision: str = ""
     entries: list[Entry] = field(default_factory=list)
 
     def of_kind(self, kind: str) -> list[Entry]:
@@ -365,10 +376,17 @@ class RunStore:
         self.db.close()
 
     def record(self, client: str, statistics: lxml.etree._Element,
-               timestamp: float | None = None, limits: StoreLimits | None = None) -> Recorded:
-        """Store one run of ``client`` (server time unless given) within ``limits``."""
+               timestamp: float | None = None, limits: StoreLimits | None = None,
+               server: str = "", served_revision: str = "") -> Recorded:
+        """Store one run of ``client`` (server time unless given) within ``limits``.
+
+        ``server`` and ``served_revision`` say which server stored it and the
+        repository revision that server was serving (provenance in a fleet).
+        """
         limits = limits or StoreLimits()
         when = time.time() if timestamp is None else timestamp
+        server = cut(server, MAX_SERVER)[0]
+        served_revision = cut(served_revision, MAX_REVISION)[0]
 
         def write(tx: Transaction) -> Recorded:
             if limits.max_runs_per_hour > 0 and tx.execute(
@@ -380,9 +398,11 @@ class RunStore:
             run = report.record
             run_id = int(tx.execute(
                 "INSERT INTO runs (client, timestamp, state, revision, total, good, bad, "
-                "modified, extra, dry_run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                "modified, extra, dry_run, server, served_revision) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (client, when, run["state"], run["revision"], run["total"], run["good"],
-                 run["bad"], run["modified"], run["extra"], int(bool(run["dry_run"])))).scalar())
+                 run["bad"], run["modified"], run["extra"], int(bool(run["dry_run"])),
+                 server, served_revision)).scalar())
             tx.executemany(
                 "INSERT INTO entries (run, kind, tag, name, reason, attrs, truncated) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -454,8 +474,9 @@ class RunStore:
 
 
 RUN_COLUMNS = ("id, client, timestamp, state, revision, total, good, bad, modified, extra, "
-               "dry_run, dropped, truncated")
+               "dry_run, dropped, truncated, server, served_revision")
 
 
 def _run(row: tuple) -> Run:
-    return Run(*row[:10], dry_run=bool(row[10]), dropped=row[11], truncated=row[12])
+    return Run(*row[:10], dry_run=bool(row[10]), dropped=row[11], truncated=row[12],
+               server=row[13], served_revision=row[14])

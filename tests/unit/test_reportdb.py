@@ -252,5 +252,6 @@ def test_a_database_of_the_first_schema_is_brought_up_to_date(tmp_path: Path) ->
     store.record("new", doc(DIRTY))
     assert store.latest("new").bad == 3
     store.close()
-    with sqlite3.connect(path) as conn:  # stamped as the first version, nothing else changed
-        assert conn.execute("SELECT * FROM schema_versions").fetchall() == [("reporting", 1)]
+    assert (old.server, old.served_revision) == ("", "")  # stored before provenance
+    with sqlite3.connect(path) as conn:  # stamped as the first version, then migrated
+        assert conn.execute("SELECT * FROM schema_versions").fetchall() == [("reporting", 2)]

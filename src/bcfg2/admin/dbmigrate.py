@@ -13,7 +13,7 @@ import argparse
 import os
 from dataclasses import dataclass
 
-from bcfg2 import clientstate, reportdb
+from bcfg2 import clientstate, generated, reportdb
 from bcfg2.errors import StorageError
 from bcfg2.options import Setup
 from bcfg2.plugins import probes
@@ -50,6 +50,9 @@ def stores(setup: Setup) -> list[Store]:
         Store(reportdb.SCHEMA, reportdb.database_path(setup)),
         Store(events.SCHEMA, "", "" if engine_of(setup) == "postgresql"
               else "PostgreSQL only (servers sharing a database tell each other of expiries)"),
+        Store(generated.SCHEMA, "",
+              "" if engine_of(setup) == "postgresql" else
+              "generated keys are kept in the repository alone (one server, SQLite)"),
     ]
 
 

@@ -84,7 +84,8 @@ def as_dict(run: Run, entries: bool = True) -> dict[str, Any]:
         "client": run.client, "timestamp": run.timestamp, "time": when(run.timestamp),
         "state": run.state, "revision": run.revision, "total": run.total, "good": run.good,
         "bad": run.bad, "modified": run.modified, "extra": run.extra,
-        "dry_run": run.dry_run, "dropped": run.dropped, "truncated": run.truncated}
+        "dry_run": run.dry_run, "dropped": run.dropped, "truncated": run.truncated,
+        "server": run.server, "served_revision": run.served_revision}
     if entries:
         record["entries"] = [{"kind": e.kind.lower(), "tag": e.tag, "name": e.name,
                               "reason": e.reason, "truncated": list(e.truncated)}
@@ -96,6 +97,17 @@ def shown(value: str) -> str:
     """A value a client reported, fit for one line of a report: control characters escaped."""
     line = one_line(value)
     return line if len(line) <= SHOWN else line[:SHOWN] + "..."
+
+
+def provenance(run: Run) -> str:
+    """Which server stored a run and the revision it served, as a note ('' if unknown)."""
+    if not run.server and not run.served_revision:
+        return ""
+    return f"  served by {shown(run.server or '?')} at revision {shown(run.served_revision or '?')}"
+
+
+#: the characters of a served revision the overview shows (a Git hash's short form)
+SHORT_REVISION = 12
 
 
 def not_stored(run: Run) -> str:
@@ -140,7 +152,8 @@ def overview(clients: list[str], latest: dict[str, Run],
     """Every client, known or reporting, with its last run and state.
 
     The last column counts the client's runs not stored over ``[reporting]
-    max_runs_per_hour``.
+    max_runs_per_hour``; the two before it, which server stored the last run and
+    the repository revision it served (shortened; ``--client`` shows it whole).
     """
     names = sorted(set(clients) | set(latest))
     if args.json:
@@ -150,15 +163,16 @@ def overview(clients: list[str], latest: dict[str, Run],
                          indent=1))
         return 0
     rows = [("Client", "Last run", "State", "Good/Total", "Bad", "Modified", "Extra",
-             "Over cap")]
+             "Server", "Revision", "Over cap")]
     for name in names:
         r = latest.get(name)
         over = str(dropped.get(name, (0, 0.0))[0])
         if r is None:
-            rows.append((shown(name), "never", "-", "-", "-", "-", "-", over))
+            rows.append((shown(name), "never", "-", "-", "-", "-", "-", "-", "-", over))
         else:
             rows.append((shown(name), when(r.timestamp), shown(r.state), f"{r.good}/{r.total}",
-                         str(r.bad), str(r.modified), str(r.extra), over))
+                         str(r.bad), str(r.modified), str(r.extra), shown(r.server or "-"),
+                         shown(r.served_revision[:SHORT_REVISION] or "-"), over))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -179,7 +193,8 @@ def dirty_report(dirty: list[Run], args: argparse.Namespace) -> int:
         return 0
     for r in dirty:
         print(f"{shown(r.client)}: {shown(r.state)} at {when(r.timestamp)} ({r.bad} bad, "
-              f"{r.modified} modified, {r.extra} extra of {r.total}){not_stored(r)}")
+              f"{r.modified} modified, {r.extra} extra of {r.total}){not_stored(r)}"
+              f"{provenance(r)}")
         for line in run_lines(r):
             print(line)
     return 0
@@ -226,7 +241,7 @@ def one_client(store: RunStore | None, clients: list[str], latest: dict[str, Run
     for r in runs:
         print(f"{when(r.timestamp)}  {shown(r.state):5}  good {r.good}/{r.total}  bad {r.bad}  "
               f"modified {r.modified}  extra {r.extra}"
-              + ("  (dry run)" if r.dry_run else "") + not_stored(r))
+              + ("  (dry run)" if r.dry_run else "") + not_stored(r) + provenance(r))
     if over:
         print(f"{over} runs not stored over [reporting] max_runs_per_hour, the last at "
               f"{when(last_over)}")

@@ -1,8 +1,9 @@
 """One storage layer for what the server learns at run time, with two engines.
 
 Client registrations and profiles (``bcfg2.clientstate``), probe data and
-probe groups (the Probes plugin) and client runs (``bcfg2.reportdb``) are
-each a store: a ``Schema`` of numbered migrations and code that reads and
+probe groups (the Probes plugin), client runs (``bcfg2.reportdb``) and,
+on PostgreSQL, the fleet's generated keys (``bcfg2.generated``) are each a
+store: a ``Schema`` of numbered migrations and code that reads and
 writes through a ``Database``. ``[database] engine`` chooses where:
 
 - ``sqlite`` (the default; ``sqlite3``, upstream's name, is the same): one
