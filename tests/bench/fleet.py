@@ -26,9 +26,11 @@ Steps:
    SQLite agent runs per second;
 4. the CPU (utime + stime from /proc/PID/stat) each server, PostgreSQL,
    HAProxy and the agents used in each measured window, divided by the runs
-   completed: the cost of a run, from which the capacity of a machine with
-   more cores follows. On 2 cores the agents, the balancer and the database
-   share the CPUs with the servers, so more servers cannot add throughput.
+   served (the calls HAProxy passed on, five a run): the cost of a run, from
+   which the capacity of a machine with more cores follows. On 2 cores the
+   agents, the balancer and the database share the CPUs with the servers,
+   and one server process uses at most about one core (the GIL), so more
+   servers than cores cannot add throughput.
 
 It is a report, not a test: the exit status is 1 only when something could
 not be measured.
@@ -634,8 +636,10 @@ def format_report(results: dict[str, Any]) -> str:
             f"of a fleet machine, e.g. {8 / fleet_cost:.0f} runs/s on 8 cores or "
             f"{32 / fleet_cost:.0f} on 32 (agents on other machines)")
     lines.append(f"  Note: this machine has {env['cpus']} cores, shared by the agents, HAProxy, "
-                 "PostgreSQL and every server: more servers cannot add throughput here, they "
-                 "only split the same CPU; the cost per run is what carries over.")
+                 "PostgreSQL and every server. One builtin server uses at most about one core "
+                 "(the GIL), so a second one can still add throughput here; beyond that more "
+                 "servers cannot add throughput, they only split the same CPU. The cost per "
+                 "run is what carries over to bigger machines.")
     for fleet in results["fleets"]:
         prop = fleet.get("propagation")
         if prop:
