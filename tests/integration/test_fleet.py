@@ -15,7 +15,7 @@ from pathlib import Path
 import lxml.etree
 import pytest
 from conftest import Repo, wait_until
-from fleet import HAPROXY, Fleet
+from fleet_harness import HAPROXY, Fleet
 from test_reports_cli import statistics
 
 pytestmark = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed "
