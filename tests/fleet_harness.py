@@ -39,16 +39,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def haproxy_config(listen: int, servers: list[tuple[int, int]], stats: Path) -> str:
+def haproxy_config(listen: int, servers: list[tuple[int, int]], stats: Path | None = None,
+                   roundrobin: bool = True) -> str:
     """examples/haproxy.cfg for ``servers`` ((TLS port, health port) each), listening on
-    ``listen``, round-robin, checking often, with a stats socket at ``stats`` (where the
-    test reads which servers HAProxy has up), without the daemon-wide settings."""
+    ``listen``, checking often, without the daemon-wide settings; round-robin unless
+    asked to keep the example's balancing, with a stats socket at ``stats`` if given
+    (where a test reads which servers HAProxy has up)."""
     text = (ROOT / "examples" / "haproxy.cfg").read_text()
     text = re.sub(r"^(\s*)(user|group|chroot|daemon|log)\b.*$", r"\1# \2 (test)", text,
                   flags=re.M)
-    text = text.replace("global\n", f"global\n    stats socket {stats} mode 600\n", 1)
+    if stats is not None:
+        text = text.replace("global\n", f"global\n    stats socket {stats} mode 600\n", 1)
     text = text.replace("*:6789", f"127.0.0.1:{listen}")
-    text = re.sub(r"^(\s*)balance source$", r"\1balance roundrobin", text, flags=re.M)
+    if roundrobin:
+        text = re.sub(r"^(\s*)balance source$", r"\1balance roundrobin", text, flags=re.M)
     text = text.replace("inter 2s", f"inter {CHECK_INTERVAL_MS}ms")
     lines = "\n".join(f"    server bcfg2-{n} 127.0.0.1:{tls} check port {health}"
                       for n, (tls, health) in enumerate(servers, 1))

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import http.client
 import logging
-import os
-import re
-import shutil
 import socket
 import ssl
 import struct
@@ -24,8 +21,9 @@ import xmlrpc.client
 
 import lxml.etree
 import pytest
-from conftest import CORES, PLUGINS, ROOT, make_setup, state_clients, wait_until
+from conftest import CORES, PLUGINS, make_setup, state_clients, wait_until
 from connattack import OTHER, SourceTransport, closed_by_server
+from fleet_harness import HAPROXY, free_port, haproxy_config
 
 from bcfg2.errors import ACCESS_DENIED, CoreInitError
 from bcfg2.proxyprotocol import SIGNATURE
@@ -317,28 +315,6 @@ def test_the_health_endpoint_listens_on_loopback_only(repo, tls, value):
 
 # -- a real HAProxy in front ------------------------------------------------------------------
 
-HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.access("/usr/sbin/haproxy",
-                                                                      os.X_OK) else None)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def haproxy_config(template: str, listen: int, server: int, health: int) -> str:
-    """examples/haproxy.cfg pointed at the test's server, without daemon-wide settings."""
-    text = template
-    text = re.sub(r"^(\s*)(user|group|chroot|daemon|log)\b.*$", r"\1# \2 (test)", text,
-                  flags=re.M)
-    text = text.replace("*:6789", f"127.0.0.1:{listen}")
-    text = re.sub(r"^(\s*server bcfg2-1) \S+ (.*) port \d+", rf"\1 127.0.0.1:{server} \2 "
-                  rf"port {health}", text, flags=re.M)
-    text = re.sub(r"^\s*server bcfg2-[2-9].*$", "", text, flags=re.M)
-    return text
-
-
 @pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (apt-get install haproxy)")
 def test_an_agent_through_haproxy_is_seen_at_its_own_address(repo, network_server, tmp_path):
     repo.write("Metadata/clients.xml", CLIENTS)
@@ -346,8 +322,8 @@ def test_an_agent_through_haproxy_is_seen_at_its_own_address(repo, network_serve
                             server__health_port="127.0.0.1:0")
     listen = free_port()
     config = tmp_path / "haproxy.cfg"
-    template = (ROOT / "examples" / "haproxy.cfg").read_text()
-    config.write_text(haproxy_config(template, listen, server.port, server.core.health.port))
+    config.write_text(haproxy_config(listen, [(server.port, server.core.health.port)],
+                                     roundrobin=False))
     check = subprocess.run([HAPROXY, "-c", "-f", str(config)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     process = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=subprocess.PIPE,
