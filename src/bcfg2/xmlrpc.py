@@ -316,6 +316,10 @@ def handle(core: NetworkCore, request: Request, caller: Caller | None = None) ->
             f"{method}: parameters nested too deep"))))
     except Exception as err:
         logger.exception("%s failed for %s", method, ip)
+        if not isinstance(err, Bcfg2Error):
+            # not an error we raised for the caller: its text may name the server's files
+            err = CriticalError(f"{method} failed on the server ({type(err).__name__}); "
+                                f"the server's log says why")
         return Result("fault", fault_response(fault_for(err)))
     try:
         return Result("ok", response(result))

@@ -14,7 +14,7 @@ from attack import assert_served, call_body, fault_of, raw_call
 from conftest import REPO_EXAMPLE, WEB1
 from connattack import WEB2
 
-from bcfg2.errors import ACCESS_DENIED, INVALID_PARAMS, UNKNOWN_METHOD
+from bcfg2.errors import ACCESS_DENIED, INVALID_PARAMS, UNKNOWN_METHOD, StorageError
 from bcfg2.identity import valid_client_name
 
 EXAMPLE_CLIENTS = ["web1.example.com", "web2.example.com", "db1.example.com",
@@ -140,7 +140,7 @@ def test_faults_say_what_failed_not_where(hostile, monkeypatch) -> None:
     where = f"{state.name}: disk I/O error"
 
     def broken(*args: object) -> None:
-        raise sqlite3.OperationalError(where)
+        raise StorageError(where)  # what the storage layer makes of an SQLite error
 
     monkeypatch.setattr(state.db, "update", broken)
     with pytest.raises(xmlrpc.client.Fault) as failed:
@@ -148,6 +148,15 @@ def test_faults_say_what_failed_not_where(hostile, monkeypatch) -> None:
     assert "Unable to set version for web1.example.com" in failed.value.faultString
     assert "server's log" in failed.value.faultString
     assert state.name not in failed.value.faultString
+
+    def unexpected(*args: object) -> None:
+        raise sqlite3.OperationalError(where)  # an error no layer was written to expect
+
+    monkeypatch.setattr(state.db, "update", unexpected)
+    with pytest.raises(xmlrpc.client.Fault) as failed:
+        server.proxy(*WEB1).DeclareVersion("1.4.10")
+    assert failed.value.faultString.endswith("DeclareVersion failed on the server "
+                                             "(OperationalError); the server's log says why")
     assert "/" not in failed.value.faultString
     monkeypatch.undo()
     assert_served(server)
