@@ -184,8 +184,8 @@ class Fleet:
         for _ in self.haproxy.stderr:
             pass
 
-    def agent(self, user: str, password: str) -> xmlrpc.client.ServerProxy:
-        """An agent's XML-RPC client, through HAProxy."""
+    def proxy(self, user: str, password: str) -> xmlrpc.client.ServerProxy:
+        """An agent's XML-RPC client, through HAProxy (as ``RunningServer.proxy``)."""
         return xmlrpc.client.ServerProxy(
             f"https://{user}:{password}@127.0.0.1:{self.port}/RPC2",
             context=self.tls.client_context(), allow_none=True)

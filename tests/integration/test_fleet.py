@@ -16,34 +16,22 @@ import lxml.etree
 import pytest
 from conftest import Repo, wait_until
 from fleet_harness import HAPROXY, Fleet
+from test_postgresql_storage import PLUGINS, agent_run, pg_repo
 from test_reports_cli import statistics
 
 pytestmark = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed "
                                                         "(apt-get install haproxy)")
 
-PLUGINS = "Metadata,Bundler,Cfg,Rules,Defaults,Probes,Reporting"
-GROUPS = """\
-<Groups>
-  <Group name="basic" profile="true" public="true" default="true"/>
-  <Group name="webserver"><Bundle name="web"/></Group>
-</Groups>
-"""
 CLIENTS = """\
 <Clients>
   <Client name="agent1.example.com" profile="basic" uuid="agent1" password="agent1-pw"/>
   <Client name="agent2.example.com" profile="basic" uuid="agent2" password="agent2-pw"/>
 </Clients>
 """
-UPLOAD = ('<ProbeData><probe-data name="role" source="Probes">group:webserver\n'
-          '</probe-data></ProbeData>')
-
-
 @pytest.fixture
 def fleet(repo: Repo, tls, network_server, pg_database, tmp_path: Path):
-    repo.write("Metadata/groups.xml", GROUPS)
+    pg_repo(repo)
     repo.write("Metadata/clients.xml", CLIENTS)
-    repo.write("Bundler/web.xml", '<Bundle name="web"><Package name="nginx"/></Bundle>')
-    repo.write("Probes/role", "#!/bin/sh\necho group:webserver\n")
     repo.write("Rules/packages.xml", '<Rules><Package name="nginx" type="deb" version="auto"/>'
                                      '</Rules>')
     made = Fleet(repo, tls, network_server, pg_database, tmp_path / "fleet", PLUGINS,
@@ -54,17 +42,6 @@ def fleet(repo: Repo, tls, network_server, pg_database, tmp_path: Path):
 
 def runs_of(pg_database, client: str) -> int:
     return pg_database.query("SELECT COUNT(*) FROM runs WHERE client = %s", (client,))[0][0]
-
-
-def agent_run(fleet: Fleet, user: str, password: str) -> lxml.etree._Element:
-    """One agent run through the balancer: five calls, each to the next server."""
-    agent = fleet.agent(user, password)
-    assert agent.DeclareVersion("1.4.0") is True
-    assert lxml.etree.fromstring(agent.GetProbes().encode()).find("probe").get("name") == "role"
-    assert agent.RecvProbeData(UPLOAD) is True
-    config = lxml.etree.fromstring(agent.GetConfig().encode())
-    assert agent.RecvStats(statistics(config, {})) is True
-    return config
 
 
 def test_runs_spread_over_the_servers_share_one_state(fleet: Fleet, pg_database) -> None:
@@ -108,7 +85,7 @@ def test_a_postgresql_restart_fails_the_calls_in_flight_and_no_later_one(
     fleet.start_haproxy()
     agent_run(fleet, "agent1", "agent1-pw")
     pg_cluster.pause()
-    agent = fleet.agent("agent1", "agent1-pw")
+    agent = fleet.proxy("agent1", "agent1-pw")
     try:
         with pytest.raises(xmlrpc.client.Fault):
             agent.RecvStats(statistics(lxml.etree.fromstring(agent.GetConfig().encode()), {}))
