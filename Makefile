@@ -37,7 +37,7 @@ run: $(STAMP) $(RUN)/server.crt
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# the benchmarks (reports, not tests): `make bench` runs all five, bench-live, bench-load,
+# the benchmarks (reports, not tests): `make bench` runs all six, bench-live, bench-load,
 # bench-tools (bcfg2-info buildall and bcfg2-test on 1,000 clients), bench-hostile (agent runs
 # under attack), bench-packages (Packages on a Debian-main sized index) and bench-fleet (1-3
 # servers on PostgreSQL behind HAProxy) one each.
