@@ -48,7 +48,7 @@ from bcfg2.plugins.packages.fetch import Fetcher
 from bcfg2.plugins.packages.index import Index
 from bcfg2.plugins.packages.resolver import View
 from bcfg2.plugins.packages.sources import Source, SourcesFile
-from bcfg2.plugins.packages.store import IndexStore
+from bcfg2.plugins.packages.store import open_store
 from bcfg2.untrusted import escaped
 
 if TYPE_CHECKING:
@@ -140,7 +140,8 @@ class Packages(Plugin, StructureValidator, Generator, PackageSources):
         self.keypath = opts.gpg_keypath
         self.backends = {name.lower() for name in opts.backends}
         state_dir = core.setup.server.state_dir or core.repository
-        self.store = IndexStore(opts.cache or os.path.join(state_dir, "Packages", "cache"))
+        self.store = open_store(core.setup,
+                                opts.cache or os.path.join(state_dir, "Packages", "cache"))
         self.fetcher = Fetcher(timeout=float(opts.fetch_timeout), max_size=int(opts.max_index_size))
         self.refresh_interval = max(0, int(opts.refresh_interval))
         #: whether indices are held in memory (not in a core whose children do the builds)

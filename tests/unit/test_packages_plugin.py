@@ -488,3 +488,23 @@ def test_the_refresher_checks_every_source_each_interval(
     wait_until(lambda: upstream.calls.count(("apt", "amd64", "k1")) >= 2, 30,
                "two interval checks of the unchanged source")
     assert ("apt", "amd64", None) not in upstream.calls  # checks, never downloads again
+
+
+def test_servers_sharing_postgresql_share_the_index_cache(
+        repo: Repo, local_core: Factory, upstream: FakeUpstream, pg_database,
+        tmp_path: Path) -> None:
+    """An index one server fetched is what another reads at start-up, with no cache file."""
+    setup_repo(repo, '<Package name="openssh-server"/>')
+    first = local_core(repo, server__plugins=PLUGINS, server__state_dir=str(tmp_path / "one"),
+                       **pg_database.overrides)
+    assert "openssh-client" in independent(first.BuildConfiguration("client1"))
+    assert upstream.calls
+    upstream.calls.clear()
+    upstream.fail["apt"] = upstream.fail["yum"] = "unreachable"
+    second = local_core(repo, server__plugins=PLUGINS, server__state_dir=str(tmp_path / "two"),
+                        **pg_database.overrides)
+    assert "openssh-client" in independent(second.BuildConfiguration("client1"))
+    assert upstream.calls == []  # read from the database, not fetched again
+    assert not list(tmp_path.glob("*/Packages/cache/*.json"))
+    names = {row[0] for row in pg_database.query("SELECT name FROM packages_cache")}
+    assert len(names) == 4  # apt amd64 and arm64, yum x86_64, and the yum source's GPG key

@@ -17,6 +17,7 @@ from bcfg2 import clientstate, generated, reportdb
 from bcfg2.errors import StorageError
 from bcfg2.options import Setup
 from bcfg2.plugins import probes
+from bcfg2.plugins.packages import store as packages_cache
 from bcfg2.storage import Schema, engine_of, events, migrate, open_database, status
 from bcfg2.tools import ToolError
 
@@ -53,6 +54,9 @@ def stores(setup: Setup) -> list[Store]:
         Store(generated.SCHEMA, "",
               "" if engine_of(setup) == "postgresql" else
               "generated keys are kept in the repository alone (one server, SQLite)"),
+        Store(packages_cache.SCHEMA, "",
+              "" if engine_of(setup) == "postgresql" else
+              "package indices are cached as files in the state directory (one server)"),
     ]
 
 
