@@ -180,6 +180,13 @@ class DatabaseStore:
         self.path = path
         self.db = database if database is not None else SQLiteDatabase(
             path, SCHEMA.sqlite_pragmas)
+        #: on PostgreSQL, what was read last per client (a read costs a round trip, and a
+        #: metadata build reads twice); forgotten with every expiry naming the client (a
+        #: write here, a relayed one, another server's or the generation check's)
+        self.memoise = self.db.engine == "postgresql"
+        self._memo: dict[str, tuple[dict[str, str], list[str]]] = {}
+        self._memo_lock = threading.Lock()
+        self._forgotten = 0
         try:
             migrate(self.db, SCHEMA)
             if self.db.engine == "postgresql":  # the client generations other servers read
@@ -199,7 +206,27 @@ class DatabaseStore:
 
     def load(self, client: str) -> tuple[dict[str, str], list[str]]:
         """The client's stored (probe name -> output, groups)."""
-        return self.db.run(lambda tx: self._read(tx, client))
+        if not self.memoise:
+            return self.db.run(lambda tx: self._read(tx, client))
+        with self._memo_lock:
+            kept = self._memo.get(client)
+            forgotten = self._forgotten
+        if kept is None:
+            kept = self.db.run(lambda tx: self._read(tx, client))
+            with self._memo_lock:
+                if forgotten == self._forgotten:  # nothing was forgotten while it was read
+                    self._memo[client] = kept
+        return dict(kept[0]), list(kept[1])
+
+    def forget(self, clients: frozenset[str] | None) -> None:
+        """Read these clients' data (None: everyone's) from the database next time."""
+        with self._memo_lock:
+            self._forgotten += 1
+            if clients is None:
+                self._memo.clear()
+            else:
+                for client in clients:
+                    self._memo.pop(client, None)
 
     def save(self, client: str, data: dict[str, str], groups: list[str]) -> bool:
         """Replace the client's data in one transaction; True if anything changed."""
@@ -217,10 +244,14 @@ class DatabaseStore:
                 events.bump_generation(tx, client)
             return True
 
-        return self.db.run(write, write=True)
+        try:
+            return self.db.run(write, write=True)
+        finally:
+            self.forget(frozenset([client]))  # written, or maybe not: read it again
 
     def invalidate(self) -> None:
-        """Nothing to forget: every read goes to the database."""
+        """Read every client's data from the database next time."""
+        self.forget(None)
 
     def close(self) -> None:
         self.db.close()
@@ -357,6 +388,8 @@ class Probes(Plugin, Probing, Connector, Caching):
                 self.store = DatabaseStore(path, open_database(setup, path, SCHEMA))
             except StorageError as err:
                 raise PluginInitError(f"cannot open the probe database: {err}") from err
+            if self.store.memoise:
+                self.on_metadata_expiry(lambda expiry: self.store.forget(expiry.clients))
         self.probes: dict[str, EntrySet] = {}
         if os.path.isdir(self.data):
             core.fam.AddMonitor(self.data, self)
