@@ -97,6 +97,12 @@ def _none_first(value: Any) -> Any:
     return ("",) if value is None else value
 
 
+#: the calls whose answer follows from the client's stored state, so they first check
+#: whether another server changed it (``check_stored``): the others (DeclareVersion,
+#: RecvProbeData, RecvStats) record what the agent says and read nothing it must see
+FRESH_METHODS = frozenset({"GetConfig", "GetProbes", "GetDecisionList"})
+
+
 class Core:
     """The container of all server logic: plugins, metadata, configuration builds."""
 
@@ -645,7 +651,8 @@ class Core:
         if isinstance(address, Caller) and address.metadata is not None:
             return address.metadata
         client = self.client_for(address)
-        self.check_stored(client)
+        if method in FRESH_METHODS:
+            self.check_stored(client)
         self.metadata_cache.before_call(method, client)
         with self._metadata_errors(address):
             meta = self.build_metadata(client)
