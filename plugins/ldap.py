@@ -63,6 +63,8 @@ if TYPE_CHECKING:
     from bcfg2.metadata import ClientMetadata
 
 logger = logging.getLogger("bcfg2.plugins.Ldap")
+#: guards the outage state of every connection (marked by search and deadline threads)
+_OUTAGE_LOCK = threading.Lock()
 
 SCOPES = {"base": ldap3.BASE, "one": ldap3.LEVEL, "sub": ldap3.SUBTREE}
 
@@ -398,17 +400,24 @@ class LdapConnection:
         return entries
 
     def mark_down(self, error: Exception | str) -> None:
-        """Note that the server does not answer; logged once until it answers again."""
-        self._failed_at = time.monotonic()
-        if self.outage is None:
+        """Note that the server does not answer; logged once until it answers again.
+
+        The search that times out and the run whose deadline passed may both
+        say so at once (two threads): one of them logs.
+        """
+        with _OUTAGE_LOCK:
+            self._failed_at = time.monotonic()
+            first = self.outage is None
+            self.outage = f"{self.get_uri()}: {error}"
+        if first:
             logger.error("Ldap: %s does not answer (%s); clients get no groups or data from "
                          "its queries until it does", self.get_uri(), error)
-        self.outage = f"{self.get_uri()}: {error}"
 
     def _answering(self) -> None:
-        if self.outage is not None:
+        with _OUTAGE_LOCK:
+            was_down, self.outage = self.outage is not None, None
+        if was_down:
             logger.warning("Ldap: %s answers again", self.get_uri())
-            self.outage = None
 
     def __repr__(self) -> str:
         return f"LdapConnection({self.get_uri()!r})"
