@@ -110,8 +110,7 @@ def test_a_postgresql_restart_fails_the_calls_in_flight_and_no_later_one(
         # (never waits long, never loses a write): an agent tries again at its next run
         try:
             agent_run(fleet, "agent1", "agent1-pw")
-        except xmlrpc.client.Fault as fault:
-            assert "no connection" in fault.faultString or "connection" in fault.faultString
+        except xmlrpc.client.Fault:  # clear, and nothing half-stored: the next run counts
             return False
         return True
 
