@@ -197,19 +197,22 @@ class DatabaseStore:
 
     @staticmethod
     def _read(tx: Transaction, client: str) -> tuple[dict[str, str], list[str]]:
-        # sorted here, not by the database: its collation is the site's choice
-        data = dict(sorted(tx.execute(
-            "SELECT name, value FROM probes WHERE client = ?", (client,)).rows))
-        groups = sorted(row[0] for row in tx.execute(
-            "SELECT name FROM groups WHERE client = ?", (client,)))
+        # one statement (one round trip on PostgreSQL): probe rows carry their value,
+        # group rows none; sorted here, not by the database (its collation is the site's)
+        rows = tx.execute("SELECT name, value FROM probes WHERE client = ? UNION ALL "
+                          "SELECT name, NULL FROM groups WHERE client = ?",
+                          (client, client)).rows
+        data = dict(sorted((name, value) for name, value in rows if value is not None))
+        groups = sorted(name for name, value in rows if value is None)
         return data, groups
 
-    def load(self, client: str) -> tuple[dict[str, str], list[str]]:
-        """The client's stored (probe name -> output, groups)."""
+    def load(self, client: str, fresh: bool = False) -> tuple[dict[str, str], list[str]]:
+        """The client's stored (probe name -> output, groups); ``fresh``: read from the
+        database even if this process keeps what it read last."""
         if not self.memoise:
             return self.db.run(lambda tx: self._read(tx, client))
         with self._memo_lock:
-            kept = self._memo.get(client)
+            kept = None if fresh else self._memo.get(client)
             forgotten = self._forgotten
         if kept is None:
             kept = self.db.run(lambda tx: self._read(tx, client))
@@ -229,7 +232,15 @@ class DatabaseStore:
                     self._memo.pop(client, None)
 
     def save(self, client: str, data: dict[str, str], groups: list[str]) -> bool:
-        """Replace the client's data in one transaction; True if anything changed."""
+        """Replace the client's data in one transaction; True if anything changed.
+
+        Most uploads repeat what is stored: one plain read finds that out (an
+        upload equal to the stored data at that moment changes nothing, whatever
+        comes after it), and only a change takes the lock and writes.
+        """
+        if self.load(client, fresh=True) == (data, groups):
+            return False
+
         def write(tx: Transaction) -> bool:
             tx.lock(f"probes:{client}")  # two servers never replace one client's data at once
             if self._read(tx, client) == (data, groups):

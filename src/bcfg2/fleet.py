@@ -97,6 +97,9 @@ class Fleet:
         self._seen: dict[str, int] = {}
         self._seen_lock = threading.Lock()
         self._check_failing = False
+        #: ids of the last event of each batch this server announced, not yet notified back
+        self._published: set[int] = set()
+        self._published_lock = threading.Lock()
         #: set while the listener's LISTEN is in place (and its missed events read)
         self.listening = threading.Event()
         #: the PostgreSQL backend of the listener's connection (0: none)
@@ -185,7 +188,28 @@ class Fleet:
 
     def _send(self, batch: list[tuple[frozenset[str] | None, str]]) -> None:
         """Store and announce some expiries in one transaction."""
-        self.db.run(lambda tx: events.publish(tx, self.name, batch, time.time()), write=True)
+        last = self.db.run(lambda tx: events.publish(tx, self.name, batch, time.time()),
+                           write=True)
+        with self._published_lock:
+            self._published.add(last)
+
+    def _own(self, payload: str) -> bool:
+        """Whether a notification announces this server's own latest events, and every
+        event before them was read already.
+
+        Inserts are serialised and notifications arrive in commit order, so
+        when this server's notification of id N arrives, every other server's
+        event below N was notified (and read) before: there is nothing to read.
+        """
+        if not payload.isdigit() or len(payload) > 19:
+            return False
+        announced = int(payload)
+        with self._published_lock:
+            if announced not in self._published:
+                return False
+            self._published = {n for n in self._published if n > announced}
+        self.last_seen = max(self.last_seen, announced)
+        return True
 
     # -- listening --------------------------------------------------------------
 
@@ -237,10 +261,12 @@ class Fleet:
                 self.listener_pid = 0
 
     def _serve(self, conn: Any, tx: Any) -> None:
-        """Wait for notifications; read the new events at each, and now and then anyway."""
+        """Wait for notifications; read the new events at each (but this server's own),
+        and now and then anyway."""
         last_read = time.monotonic()
         while not self._stop_listening.is_set():
-            woken = any(True for _ in conn.notifies(timeout=POLL, stop_after=1))
+            woken = [note.payload for note in conn.notifies(timeout=POLL, stop_after=1)
+                     if not self._own(note.payload)]
             now = time.monotonic()
             if woken or now - last_read >= CATCH_UP_EVERY:
                 self._catch_up(tx)

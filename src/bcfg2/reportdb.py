@@ -403,13 +403,16 @@ class RunStore:
                 (client, when, run["state"], run["revision"], run["total"], run["good"],
                  run["bad"], run["modified"], run["extra"], int(bool(run["dry_run"])),
                  server, served_revision)).scalar())
+            # rows() is lazy (a flood of entries is never all in memory at once) and
+            # counts what it drops or cuts as it goes: the run's row is told afterwards
             tx.executemany(
                 "INSERT INTO entries (run, kind, tag, name, reason, attrs, truncated) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 ((run_id, e.kind, e.tag, e.name, e.reason, attrs, ",".join(e.truncated))
                  for e, attrs in report.rows()))
-            tx.execute("UPDATE runs SET dropped = ?, truncated = ? WHERE id = ?",
-                       (report.dropped, report.truncated, run_id))
+            if report.dropped or report.truncated:
+                tx.execute("UPDATE runs SET dropped = ?, truncated = ? WHERE id = ?",
+                           (report.dropped, report.truncated, run_id))
             return Recorded(run_id)
 
         fresh = [parse_run(statistics, limits)]  # no <Statistics>: refused before any write

@@ -51,8 +51,10 @@ import multiprocessing
 import os
 import queue
 import secrets
+import shutil
 import signal
 import ssl
+import subprocess
 import sys
 import tempfile
 import time
@@ -249,8 +251,11 @@ def run_load(fleet: Fleet, cluster: Cluster | None, kind: str, order: list[tuple
         go.set()
         time.sleep(max(0.0, begin + args.warmup - time.monotonic()))
         before = snapshot(fleet, cluster)
+        spies = profile(fleet, kind, args)
         time.sleep(max(0.0, begin + args.warmup + args.seconds - time.monotonic()))
         after = snapshot(fleet, cluster)
+        for spy in spies:
+            spy.wait(timeout=60)
         collected = []
         for _ in procs:
             try:
@@ -295,6 +300,26 @@ def run_load(fleet: Fleet, cluster: Cluster | None, kind: str, order: list[tuple
                   "machine": after["machine"] - before["machine"]},
         "calls_served": calls_served,
     }
+
+
+def profile(fleet: Fleet, kind: str, args: argparse.Namespace) -> list[subprocess.Popen]:
+    """With ``--profile DIR``: py-spy records every server through the measured window of
+    a run load, as collapsed stacks in DIR (one file per engine, fleet size and server)."""
+    if not args.profile or kind != "run":
+        return []
+    spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+    if spy is None:
+        raise BenchError("--profile needs py-spy (pip install py-spy)")
+    os.makedirs(args.profile, exist_ok=True)
+    label = "sqlite" if not fleet.database.overrides else "postgresql"
+    spies = []
+    for n, member in enumerate((m for m in fleet.members if m.process), 1):
+        out = os.path.join(args.profile, f"{label}-{len(fleet.members)}-server{n}.txt")
+        spies.append(subprocess.Popen(
+            [spy, "record", "--pid", str(member.process.proc.pid), "--duration", str(int(args.seconds)),
+             "--format", "raw", "--nonblocking", "--output", out],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return spies
 
 
 # -- direct calls (step 2) --------------------------------------------------------------
@@ -706,6 +731,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="a short run: 3 s per load, 10 propagation trials")
     parser.add_argument("--json", metavar="FILE", help="also write the numbers to FILE")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="record every server's stacks with py-spy during the run loads "
+                             "(collapsed-stack files in DIR)")
     args = parser.parse_args(argv)
     if args.seconds is None:
         args.seconds = 3.0 if args.quick else 20.0

@@ -337,9 +337,26 @@ def test_a_connection_lost_during_commit_is_never_retried(pg: Database, pg_datab
         pg.run(work, write=True)
     assert len(calls) == 1
     assert notes(pg) == []  # this time it was lost; the caller was told it might be
-    cut.append(True)  # a read has nothing to lose: it is done again
-    assert pg.run(lambda tx: (calls.append(1), tx.execute("SELECT 5").scalar())[1]) == 5
+
+    def read(tx: Transaction) -> int:  # a read has nothing to lose: it is done again
+        calls.append(1)
+        if len(calls) == 2:
+            pg_database.terminate(tx.backend_pid())
+        return tx.execute("SELECT 5").scalar()
+
+    assert pg.run(read) == 5
     assert len(calls) == 3
+
+
+def test_a_read_sends_no_begin_or_commit(pg: Database, monkeypatch) -> None:
+    from bcfg2.storage.postgresql import PostgreSQLDatabase
+
+    commits = []
+    monkeypatch.setattr(PostgreSQLDatabase, "_commit", lambda self, conn: commits.append(1))
+    assert pg.run(lambda tx: tx.execute("SELECT 7").scalar()) == 7
+    assert commits == []
+    with pytest.raises(StorageError, match="outside a write transaction"):
+        pg.run(lambda tx: tx.lock("anything"))
 
 
 def test_a_read_transaction_cannot_write(pg: Database) -> None:

@@ -53,6 +53,8 @@ OUTAGE_WAIT = 0.5
 #: one libpq connection parameter name (``[database] options``)
 KEYWORD = re.compile(r"[a-z_]{1,64}")
 INSTALL = "pip install 'psycopg[binary]' psycopg-pool"
+#: the session setting of every pooled connection (libpq's ``options`` parameter)
+READ_ONLY_SESSION = "-c default_transaction_read_only=on"
 
 
 def _modules() -> tuple[Any, Any]:
@@ -131,8 +133,13 @@ class _SharedPool:
         _, psycopg_pool = _modules()
         self.pid = os.getpid()
         self.users = 0
+        keywords = settings.keywords()
+        # a statement outside BEGIN READ WRITE cannot write: reads run in autocommit mode
+        # (one round trip each, no BEGIN and COMMIT), and stay read-only all the same
+        keywords["options"] = " ".join(
+            filter(None, (keywords.get("options", ""), READ_ONLY_SESSION)))
         self.pool: psycopg_pool.ConnectionPool = psycopg_pool.ConnectionPool(
-            "", kwargs={**settings.keywords(), "autocommit": False},
+            "", kwargs={**keywords, "autocommit": False},
             min_size=1, max_size=settings.pool_size, timeout=POOL_WAIT,
             name=f"bcfg2-{os.getpid()}", open=True)
 
@@ -167,8 +174,9 @@ class PostgreSQLTransaction(Transaction):
 
     engine = "postgresql"
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], write: bool = True) -> None:
         self.conn = conn
+        self.write = write
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
         with self.conn.cursor() as cursor:
@@ -186,6 +194,8 @@ class PostgreSQLTransaction(Transaction):
 
     def lock(self, name: str) -> None:
         """A transaction-level advisory lock: released by COMMIT or ROLLBACK."""
+        if not self.write:
+            raise StorageError(f"advisory lock {name!r} taken outside a write transaction")
         self.execute("SELECT pg_advisory_xact_lock(?)", (lock_key(name),))
 
     def backend_pid(self) -> int:
@@ -246,14 +256,21 @@ class PostgreSQLDatabase(Database):
     def _attempt(self, write: bool) -> Iterator[PostgreSQLTransaction]:
         """One transaction on one connection; the block's own errors go up as they are.
 
-        A transaction that does not write is READ ONLY (PostgreSQL refuses a
-        write in it). COMMIT is sent when the block ends; if the connection
-        breaks during it, a write's outcome is unknown (CommitUncertainError),
-        while a read can simply be done again (the error goes up as it is).
+        A write is one transaction (BEGIN READ WRITE); COMMIT is sent when
+        the block ends, and if the connection breaks during it, the outcome
+        is unknown (CommitUncertainError). A read runs its statements in
+        autocommit mode, each read-only by the session's default (PostgreSQL
+        refuses a write in it): under READ COMMITTED each statement of a
+        transaction sees its own snapshot anyway, so BEGIN and COMMIT would
+        only cost two round trips. A read that fails is simply done again.
         """
         with self._connection() as conn:
+            conn.autocommit = not write  # the connection is idle: no query is sent
+            if not write:
+                yield PostgreSQLTransaction(conn, write=False)
+                return
             try:
-                conn.read_only = not write
+                conn.read_only = False
                 yield PostgreSQLTransaction(conn)
             except BaseException:
                 self._rollback(conn)
