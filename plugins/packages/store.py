@@ -136,18 +136,12 @@ class IndexStore:
 #: postgresql``): fetched and parsed by one, read by all at start-up
 SCHEMA = Schema("packages", (
     Migration(1, "package indices and GPG keys shared by the servers of one database",
-              sqlite=("""
+              tables=("""
         CREATE TABLE IF NOT EXISTS packages_cache (
             name TEXT PRIMARY KEY,
             header TEXT NOT NULL,
-            body BLOB NOT NULL,
-            saved REAL NOT NULL
-        )""",), postgresql=("""
-        CREATE TABLE IF NOT EXISTS packages_cache (
-            name TEXT PRIMARY KEY,
-            header TEXT NOT NULL,
-            body BYTEA NOT NULL,
-            saved DOUBLE PRECISION NOT NULL
+            body {blob} NOT NULL,
+            saved {real} NOT NULL
         )""",)),
 ))
 

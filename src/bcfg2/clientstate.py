@@ -34,7 +34,7 @@ COLUMNS = ("profile", "trusted_profile", "repository_profile", "version", "auth"
 
 #: the clients table; migration 1 is the layout it had before schema versions
 SCHEMA = Schema("clients", (
-    Migration(1, "one row per client", sqlite=("""
+    Migration(1, "one row per client", tables=("""
         CREATE TABLE IF NOT EXISTS clients (
             name TEXT PRIMARY KEY,
             profile TEXT,
@@ -42,16 +42,7 @@ SCHEMA = Schema("clients", (
             repository_profile TEXT,
             version TEXT,
             auth TEXT,
-            registered REAL NOT NULL
-        )""",), postgresql=("""
-        CREATE TABLE IF NOT EXISTS clients (
-            name TEXT PRIMARY KEY,
-            profile TEXT,
-            trusted_profile TEXT,
-            repository_profile TEXT,
-            version TEXT,
-            auth TEXT,
-            registered DOUBLE PRECISION NOT NULL
+            registered {real} NOT NULL
         )""",)),
 ))
 

@@ -33,21 +33,13 @@ logger = logging.getLogger(__name__)
 
 #: the generated files of every server; no SQLite file: the table is only used on PostgreSQL
 SCHEMA = Schema("generated", (
-    Migration(1, "files generated once for the whole fleet", sqlite=("""
+    Migration(1, "files generated once for the whole fleet", tables=("""
         CREATE TABLE IF NOT EXISTS generated_files (
             path TEXT PRIMARY KEY,
             grp TEXT NOT NULL,
-            content BLOB NOT NULL,
+            content {blob} NOT NULL,
             mode INTEGER NOT NULL,
-            created REAL NOT NULL,
-            server TEXT NOT NULL
-        )""",), postgresql=("""
-        CREATE TABLE IF NOT EXISTS generated_files (
-            path TEXT PRIMARY KEY,
-            grp TEXT NOT NULL,
-            content BYTEA NOT NULL,
-            mode INTEGER NOT NULL,
-            created DOUBLE PRECISION NOT NULL,
+            created {real} NOT NULL,
             server TEXT NOT NULL
         )""",), statements=(
         "CREATE INDEX IF NOT EXISTS generated_files_by_group ON generated_files (grp)",)),

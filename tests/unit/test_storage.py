@@ -38,9 +38,7 @@ V1 = Migration(1, "notes", statements=(
 ))
 V2 = Migration(
     2, "note authors and a counter",
-    sqlite=("CREATE TABLE counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL, at REAL)",),
-    postgresql=("CREATE TABLE counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL, "
-                "at DOUBLE PRECISION)",),
+    tables=("CREATE TABLE counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL, at {real})",),
     statements=("ALTER TABLE notes ADD COLUMN author TEXT NOT NULL DEFAULT 'nobody'",))
 SCHEMA_V1 = Schema("contract", (V1,))
 SCHEMA_V2 = Schema("contract", (V1, V2))

@@ -37,12 +37,8 @@ BATCH = 1000
 
 SCHEMA = Schema("cache_events", (
     Migration(1, "expiries announced to the other servers; a generation per client",
-              sqlite=("CREATE TABLE IF NOT EXISTS cache_events (id INTEGER PRIMARY KEY "
-                      "AUTOINCREMENT, server TEXT NOT NULL, clients TEXT, tag TEXT NOT NULL, "
-                      "created REAL NOT NULL)",),
-              postgresql=("CREATE TABLE IF NOT EXISTS cache_events (id BIGSERIAL PRIMARY KEY, "
-                          "server TEXT NOT NULL, clients TEXT, tag TEXT NOT NULL, "
-                          "created DOUBLE PRECISION NOT NULL)",),
+              tables=("CREATE TABLE IF NOT EXISTS cache_events (id {serial}, server TEXT "
+                      "NOT NULL, clients TEXT, tag TEXT NOT NULL, created {real} NOT NULL)",),
               statements=(
                   "CREATE INDEX IF NOT EXISTS cache_events_created ON cache_events (created)",
                   "CREATE TABLE IF NOT EXISTS cache_events_pruned (singleton INTEGER PRIMARY "
