@@ -43,9 +43,13 @@ def test_keys_made_by_gpg_are_named_as_rpm_names_them(tmp_path: Path) -> None:
         return subprocess.run(["gpg", "--batch", "--quiet", "--passphrase", "", *args],
                               env=env, check=True, capture_output=True, timeout=120).stdout
 
-    gpg("--quick-gen-key", "RSA signer <rsa@example.invalid>", "rsa2048", "sign", "never")
-    gpg("--quick-gen-key", "Ed signer <ed@example.invalid>", "ed25519", "sign", "never")
-    armoured = gpg("--armor", "--export")
+    try:
+        gpg("--quick-gen-key", "RSA signer <rsa@example.invalid>", "rsa2048", "sign", "never")
+        gpg("--quick-gen-key", "Ed signer <ed@example.invalid>", "ed25519", "sign", "never")
+        armoured = gpg("--armor", "--export")
+    finally:  # key generation started a gpg-agent for this home: it goes with the test
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], env=env,
+                       capture_output=True, timeout=60)
     (tmp_path / "keys.asc").write_bytes(armoured)
     db = tmp_path / "rpmdb"
     subprocess.run(["rpmkeys", "--dbpath", str(db), "--import", str(tmp_path / "keys.asc")],
