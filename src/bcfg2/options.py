@@ -270,6 +270,47 @@ OPTIONS: list[Option] = [
            type="bool"),
     Option("mdata", "important", False, "Default important flag of Path entries.",
            type="bool"),
+    # the agent's drivers (read from the client's bcfg2.conf)
+    Option("POSIXUsers", "uid_whitelist", "",
+           "Comma-separated uid ranges (1000-1999, 5000-) whose users the agent manages; "
+           "when set, uid_blacklist is ignored. Users outside the managed ranges are never "
+           "reported extra, and an entry with an explicit uid outside them is an error.",
+           type="list"),
+    Option("POSIXUsers", "uid_blacklist", "",
+           "Comma-separated uid ranges whose users the agent leaves alone (used when no "
+           "uid_whitelist is set).", type="list"),
+    Option("POSIXUsers", "gid_whitelist", "",
+           "Comma-separated gid ranges whose groups the agent manages; when set, "
+           "gid_blacklist is ignored.", type="list"),
+    Option("POSIXUsers", "gid_blacklist", "",
+           "Comma-separated gid ranges whose groups the agent leaves alone (used when no "
+           "gid_whitelist is set).", type="list"),
+    Option("APT", "install_path", "/usr",
+           "Prefix of the APT and dpkg tools (apt-get, apt-cache, dpkg-query are in its "
+           "bin/).", type="path"),
+    Option("APT", "var_path", "/var",
+           "The system's var directory: dpkg's database is lib/dpkg under it, APT's state "
+           "lib/apt and its cache cache/apt.", type="path"),
+    Option("APT", "etc_path", "/etc", "The system's etc directory (APT's configuration is "
+           "apt/ under it).", type="path"),
+    Option("YUM", "pkg_checks", True,
+           "Check the installed version of rpm packages (false: only that each is "
+           "installed).", type="bool"),
+    Option("YUM", "pkg_verify", True,
+           "Also check the installed files of rpm packages (rpm -V) and reinstall a package "
+           "whose files changed.", type="bool"),
+    Option("YUM", "installed_action", "install",
+           "What to do with a missing rpm package: install it, or none (report only).",
+           type="choice", choices=("install", "none")),
+    Option("YUM", "version_fail_action", "upgrade",
+           "What to do with an rpm package of the wrong version: upgrade (or downgrade) "
+           "it, or none (report only).", type="choice", choices=("upgrade", "none")),
+    Option("YUM", "verify_fail_action", "reinstall",
+           "What to do with an rpm package whose files fail rpm -V: reinstall it, or none "
+           "(report only).", type="choice", choices=("reinstall", "none")),
+    Option("YUM", "verify_flags", "",
+           "Comma-separated rpm -V options for every package (nomtime, nomode, "
+           "nolinkto...), without their leading dashes.", type="list"),
 ]
 
 SERVER_CLI_ONLY = {
