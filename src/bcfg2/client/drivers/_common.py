@@ -31,6 +31,13 @@ def setting(context: Context, section: str, name: str) -> Any:
     raise KeyError(f"no option [{section}] {name}")
 
 
+def client_option(context: Context, name: str, default: Any) -> Any:
+    """One of the run's ``[client]`` settings (``quick``, ``interactive``, ``service_mode``),
+    or ``default`` when the run has none."""
+    value = getattr(getattr(context.setup, "client", None), name, None)
+    return default if value is None else value
+
+
 def truthy(value: str | None, default: bool) -> bool:
     """An XML boolean attribute (``true``/``false``, any case; absent: ``default``)."""
     if value is None:

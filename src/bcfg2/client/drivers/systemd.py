@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import lxml.etree
 
-from bcfg2.client.drivers._common import truthy, which
+from bcfg2.client.drivers._common import client_option, truthy, which
 from bcfg2.client.drivers.base import Context, Driver, Element, EntryState, entry_key
 
 #: the suffixes of systemd unit names; a name without one is a service
@@ -62,18 +62,14 @@ class Systemd(Driver):
 
     # the run's choices
 
-    def _client_option(self, name: str, default: object) -> object:
-        value = getattr(getattr(self.context.setup, "client", None), name, None)
-        return default if value is None else value
-
     @property
     def service_mode(self) -> str:
         """The run's ``-s``: default, disabled or build."""
-        return str(self._client_option("service_mode", "default"))
+        return str(client_option(self.context, "service_mode", "default"))
 
     @property
     def interactive(self) -> bool:
-        return bool(self._client_option("interactive", False))
+        return bool(client_option(self.context, "interactive", False))
 
     @property
     def chrooted(self) -> bool:
