@@ -1,0 +1,331 @@
+"""Package entries of type yum, rpm or dnf, verified with rpm and changed with dnf.
+
+A Package names its instances in ``Instance`` children (``epoch``, ``version``,
+``release``, ``arch``), or carries those attributes itself for one instance; an unset
+attribute matches anything. ``version="any"`` accepts any installed instance and
+``version="auto"`` also wants no update (``dnf check-update``). What is checked and done
+follows upstream's ``[YUM]`` options (``pkg_checks``, ``pkg_verify``, ``installed_action``,
+``version_fail_action``, ``verify_fail_action``, ``verify_flags``) and the entries'
+``pkg_checks``, ``pkg_verify``, ``verify_flags``, ``install_missing``, ``fix_version``
+and ``reinstall_broken``: a file that fails ``rpm -V`` counts unless it is a
+configuration file, a path the configuration manages or an ``Ignore`` child's name.
+
+Missing and wrong instances are installed in one ``dnf install`` of their exact NEVRAs
+(dnf upgrades or downgrades to them); ``auto`` packages with an update go in one
+``dnf upgrade`` and broken ones in one ``dnf reinstall``; extras go in one ``dnf remove``.
+Under a root other than ``/`` rpm gets ``--root`` and dnf ``--installroot``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import lxml.etree
+
+from bcfg2.client.drivers._common import client_option, setting, truthy, which
+from bcfg2.client.drivers.base import Context, Driver, Element, EntryState, entry_key
+
+QUERY_FORMAT = "%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\n"
+#: what may appear in a package name and in each version field (no spaces, no shell)
+NAME = re.compile(r"[A-Za-z0-9_+.-]+")
+FIELD = re.compile(r"[A-Za-z0-9_+.~^]+")
+VERIFY_FLAG = re.compile(r"no[a-z]+")
+
+
+@dataclass(frozen=True)
+class Rpm:
+    """One installed package instance."""
+
+    name: str
+    epoch: str
+    version: str
+    release: str
+    arch: str
+
+    def __str__(self) -> str:
+        return f"{self.name}-{self.epoch}:{self.version}-{self.release}.{self.arch}"
+
+    @property
+    def nvra(self) -> str:
+        """The name rpm and dnf take for this instance (no epoch)."""
+        return f"{self.name}-{self.version}-{self.release}.{self.arch}"
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """One instance an entry asks for; None fields match anything."""
+
+    element: Element
+    epoch: str | None
+    version: str | None
+    release: str | None
+    arch: str | None
+
+    def matches(self, rpm: Rpm, versions: bool = True) -> bool:
+        if self.arch is not None and rpm.arch != self.arch:
+            return False
+        if not versions:
+            return True
+        return all(want is None or want == have for want, have in (
+            (self.epoch, rpm.epoch), (self.version, rpm.version), (self.release, rpm.release)))
+
+    def spec(self, name: str) -> str:
+        """The NEVRA (as much as is given) dnf installs."""
+        text = name
+        if self.version is not None:
+            epoch = f"{self.epoch}:" if self.epoch is not None else ""
+            text += f"-{epoch}{self.version}"
+            if self.release is not None:
+                text += f"-{self.release}"
+        if self.arch is not None:
+            text += f".{self.arch}"
+        return text
+
+    def __str__(self) -> str:
+        return self.spec("").lstrip("-.") or "any version"
+
+
+class DNF(Driver):
+    """RPM packages: the rpm database for verifying, dnf for changing."""
+
+    name = "DNF"
+    handles = frozenset({("Package", "yum"), ("Package", "rpm"), ("Package", "dnf")})
+
+    def __init__(self, context: Context) -> None:
+        super().__init__(context)
+        self.rpm = which(context, "rpm") or "rpm"
+        self.dnf = which(context, "dnf") or "dnf"
+        self._installed: dict[str, list[Rpm]] | None = None
+        #: per package name of this run's entries, the instances asked for (None: any)
+        self.configured: dict[str, list[Wanted] | None] = {}
+        #: what verify decided per entry: the dnf verb for each instance spec
+        self.todo: dict[tuple[str, str], list[tuple[str, str]]] = {}
+
+    @classmethod
+    def available(cls, context: Context) -> bool:
+        return which(context, "rpm") is not None and which(context, "dnf") is not None
+
+    @property
+    def chrooted(self) -> bool:
+        return self.context.root not in ("", "/")
+
+    def _option(self, name: str) -> object:
+        return setting(self.context, "YUM", name)
+
+    # the rpm database
+
+    def _rpm(self, *args: str) -> tuple[int, str]:
+        root = ["--root", self.context.root] if self.chrooted else []
+        result = self.context.run([self.rpm, *root, *args])
+        return result.returncode, result.stdout.decode("utf-8", "replace")
+
+    @property
+    def installed(self) -> dict[str, list[Rpm]]:
+        """Every installed instance, by name."""
+        if self._installed is None:
+            code, out = self._rpm("-qa", "--qf", QUERY_FORMAT)
+            if code != 0:
+                self.log.error("rpm -qa failed (exit %s)", code)
+            self._installed = {}
+            for line in out.splitlines():
+                fields = line.split("\t")
+                if len(fields) == 5 and fields[0]:
+                    self._installed.setdefault(fields[0], []).append(Rpm(*fields))
+        return self._installed
+
+    def _forget(self) -> None:
+        self._installed = None
+
+    def changed_files(self, rpm: Rpm, flags: Sequence[str], ignore: Sequence[str],
+                      modlist: Sequence[str]) -> list[str]:
+        """Files of an instance that fail ``rpm -V``, except configuration files, managed
+        paths and ignored ones."""
+        _, out = self._rpm("-V", *(f"--{f}" for f in flags), rpm.nvra)
+        managed = set(modlist)
+        bad = []
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) < 2 or not parts[-1].startswith("/"):
+                continue
+            path = parts[-1]
+            if (len(parts) >= 3 and parts[-2] == "c") or path in managed \
+                    or any(fnmatch.fnmatchcase(path, pattern) for pattern in ignore):
+                continue
+            bad.append(path)
+        return bad
+
+    def _has_update(self, name: str) -> bool:
+        root = [f"--installroot={self.context.root}"] if self.chrooted else []
+        result = self.context.run([self.dnf, "-q", *root, "check-update", name])
+        if result.returncode not in (0, 100):
+            self.log.error("dnf check-update %s failed (exit %s)", name, result.returncode)
+        return result.returncode == 100
+
+    # what an entry asks for
+
+    @staticmethod
+    def instances(entry: Element) -> list[Wanted] | None:
+        """The instances of an entry; None for version any/auto (any instance will do)."""
+        if entry.get("version") in ("any", "auto"):
+            return None
+        elements = entry.findall("Instance") or [entry]
+        wanted = []
+        for element in elements:
+            epoch = element.get("epoch")
+            wanted.append(Wanted(element, str(int(epoch)) if epoch and epoch.isdigit() else epoch,
+                                 element.get("version"), element.get("release"),
+                                 element.get("arch")))
+        return wanted
+
+    @staticmethod
+    def _malformed(entry: Element, wanted: list[Wanted] | None) -> str | None:
+        if not NAME.fullmatch(entry.get("name", "")):
+            return f"{entry.get('name', '')!r} is not a package name"
+        for want in wanted or ():
+            for field in ("epoch", "version", "release", "arch"):
+                value = getattr(want, field)
+                if value is not None and not FIELD.fullmatch(value):
+                    return f"{field} {value!r} is not an rpm {field}"
+        return None
+
+    def _flag(self, element: Element, entry: Element, attr: str, option: str) -> bool:
+        """A yes/no the [YUM] option and the entry (instance first, then package) both allow."""
+        value = element.get(attr) if element.get(attr) is not None else entry.get(attr)
+        return bool(self._option(option)) and truthy(value, True)
+
+    # the interface
+
+    def verify(self, entry: Element, modlist: Sequence[str]) -> EntryState:
+        name = entry.get("name", "")
+        wanted = self.instances(entry)
+        self.configured[name] = wanted
+        todo: list[tuple[str, str]] = []
+        self.todo[entry_key(entry)] = todo
+        problem = self._malformed(entry, wanted)
+        if problem:
+            return EntryState(False, [problem])
+        present = self.installed.get(name, [])
+        if not present:
+            entry.set("current_exists", "false")
+        if wanted is None:
+            if not present:
+                self._queue_missing(entry, name, todo)
+                return EntryState(False, ["is not installed"])
+            if entry.get("version") == "auto" and self._has_update(name):
+                todo.append(("upgrade", name))
+                return EntryState(False, ["an update is available"])
+            return EntryState(True)
+        reasons: list[str] = []
+        for want in wanted:
+            checks = self._flag(want.element, entry, "pkg_checks", "pkg_checks")
+            match = next((r for r in present if want.matches(r, versions=checks)), None)
+            if match is None:
+                same_arch = [r for r in present if want.matches(r, versions=False)]
+                if not same_arch:
+                    reasons.append(f"instance {want} is not installed")
+                    self._queue_missing(want.element, want.spec(name), todo)
+                    continue
+                reasons.append(f"version is {', '.join(sorted(str(r) for r in same_arch))}, "
+                               f"should be {want.spec(name)}")
+                if (self._option("version_fail_action") == "upgrade"
+                        and truthy(want.element.get("fix_version"), True)):
+                    todo.append(("install", want.spec(name)))
+                continue
+            if checks and self._flag(want.element, entry, "pkg_verify", "pkg_verify") \
+                    and not client_option(self.context, "quick", False):
+                flags = [*self._option("verify_flags"),
+                         *[f.strip() for f in (want.element.get("verify_flags")
+                                               or entry.get("verify_flags") or "").split(",")
+                           if f.strip()]]
+                flags = [f for f in flags if VERIFY_FLAG.fullmatch(f)]
+                ignore = [i.get("name", "") for i in (*entry.findall("Ignore"),
+                                                       *want.element.findall("Ignore"))]
+                bad = self.changed_files(match, flags, ignore, modlist)
+                if bad:
+                    reasons.append(f"{match} has changed files: {', '.join(bad)}")
+                    if (self._option("verify_fail_action") == "reinstall"
+                            and truthy(want.element.get("reinstall_broken"), True)):
+                        todo.append(("reinstall", match.nvra))
+        return EntryState(not reasons, reasons)
+
+    def _queue_missing(self, element: Element, spec: str, todo: list[tuple[str, str]]) -> None:
+        """Install a missing instance, unless [YUM] installed_action or the entry say not."""
+        if (self._option("installed_action") == "install"
+                and truthy(element.get("install_missing"), True)):
+            todo.append(("install", spec))
+
+    def _dnf(self, verb: str, specs: Sequence[str]) -> bool:
+        root = [f"--installroot={self.context.root}"] if self.chrooted else []
+        result = self.context.run([self.dnf, "-y", *root, verb, "--", *specs])
+        if result.returncode != 0:
+            err = result.stderr.decode("utf-8", "replace").strip() if result.stderr else ""
+            self.log.error("dnf %s failed (exit %s): %s", verb, result.returncode, err[-2000:])
+        return result.returncode == 0
+
+    def install(self, entries: Sequence[Element]) -> dict[tuple[str, str], bool]:
+        """One dnf transaction per verb (install, upgrade, reinstall) that has work."""
+        results = {entry_key(e): False for e in entries}
+        by_verb: dict[str, list[str]] = {"install": [], "upgrade": [], "reinstall": []}
+        for entry in entries:
+            if entry_key(entry) not in self.todo:
+                self.verify(entry, ())
+            for verb, spec in self.todo[entry_key(entry)]:
+                if spec not in by_verb[verb]:
+                    by_verb[verb].append(spec)
+        if self.context.dry_run:
+            return results
+        for verb, specs in by_verb.items():
+            if specs:
+                self._dnf(verb, specs)
+        self._forget()
+        for entry in entries:
+            results[entry_key(entry)] = self.verify(entry, ()).correct
+        return results
+
+    def find_extra(self) -> list[Element]:
+        """Installed packages no entry names, and instances of named packages that the
+        entries' exact instances leave out; each a Package with Instance children."""
+        extra = []
+        for name, rpms in sorted(self.installed.items()):
+            if name in self.configured:
+                wanted = self.configured[name]
+                if wanted is None or not all(w.version for w in wanted):
+                    continue
+                rpms = [r for r in rpms if not any(w.matches(r) for w in wanted)]
+            if not rpms:
+                continue
+            package = lxml.etree.Element("Package", name=name, type="yum")
+            for rpm in rpms:
+                instance = lxml.etree.SubElement(package, "Instance", epoch=rpm.epoch,
+                                                 version=rpm.version, release=rpm.release)
+                if rpm.arch != "(none)":  # gpg-pubkey
+                    instance.set("arch", rpm.arch)
+            extra.append(package)
+        return extra
+
+    def remove(self, entries: Sequence[Element]) -> dict[tuple[str, str], bool]:
+        """Every extra instance (or package) in one dnf remove."""
+        results = {entry_key(e): False for e in entries}
+        specs = []
+        for entry in entries:
+            name = entry.get("name", "")
+            wanted = self.instances(entry)
+            if self._malformed(entry, wanted):
+                continue
+            if entry.findall("Instance"):
+                specs.extend(w.spec(name) for w in wanted or ())
+            else:
+                specs.append(name)
+        if not specs or self.context.dry_run:
+            return results
+        self._dnf("remove", specs)
+        self._forget()
+        for entry in entries:
+            present = self.installed.get(entry.get("name", ""), [])
+            wanted = self.instances(entry) if entry.findall("Instance") else None
+            results[entry_key(entry)] = (not present if wanted is None else
+                                         not any(w.matches(r) for w in wanted for r in present))
+        return results
