@@ -270,7 +270,11 @@ OPTIONS: list[Option] = [
            type="bool"),
     Option("mdata", "important", False, "Default important flag of Path entries.",
            type="bool"),
-    # the agent's drivers (read from the client's bcfg2.conf)
+]
+
+#: the options of the agent's drivers, in sections of their own as upstream's client
+#: tools have them; the server never reads them, the drivers do (``drivers._common.setting``)
+DRIVER_OPTIONS: list[Option] = [
     Option("POSIXUsers", "uid_whitelist", "",
            "Comma-separated uid ranges (1000-1999, 5000-) whose users the agent manages; "
            "when set, uid_blacklist is ignored. Users outside the managed ranges are never "
@@ -660,10 +664,11 @@ def _format_default(opt: Option) -> str:
 
 
 def all_options() -> list[Option]:
-    """The whole table: OPTIONS and the options of every plugin and core there is."""
+    """The whole table: OPTIONS, the options of every plugin and core there is, and those
+    of the agent's drivers."""
     from bcfg2.plugin.manager import component_options
 
-    return list(OPTIONS) + component_options(everything=True)
+    return list(OPTIONS) + component_options(everything=True) + list(DRIVER_OPTIONS)
 
 
 def example() -> str:

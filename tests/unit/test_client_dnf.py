@@ -16,13 +16,15 @@ from types import SimpleNamespace
 import lxml.etree
 import pytest
 
+from bcfg2 import options
 from bcfg2.client.drivers import Context
 from bcfg2.client.drivers.dnf import DNF
+from bcfg2.errors import ConfigError
 
 pytestmark = pytest.mark.skipif(not (shutil.which("rpm") and shutil.which("rpmbuild")),
                                 reason="needs rpm and rpmbuild to make an rpm database and rpms")
 
-STUB = """#!{python}
+STUB = """#!{python} -S
 import glob, json, os, re, subprocess, sys
 with open(os.environ["STUB_LOG"], "a") as fh:
     fh.write(json.dumps(sys.argv[1:]) + "\\n")
@@ -220,6 +222,17 @@ def test_yum_options_can_make_it_report_only(env: Env) -> None:
     no_fix = package("tiny-bcfg", {**TINY2, "fix_version": "false"})
     assert env.driver().install([no_fix]) == {("Package", "tiny-bcfg"): False}
     assert env.dnf_calls() == []
+
+
+def test_yum_options_come_from_bcfg2_conf_and_a_bad_one_stops_the_driver(
+        env: Env, tmp_path: Path) -> None:
+    conf = tmp_path / "bcfg2.conf"
+    conf.write_text("[YUM]\npkg_checks = no\nverify_flags = nomtime, nomode\n")
+    drv = DNF(Context(root=str(env.root), env=env.env, setup=options.build(str(conf))))
+    assert drv.yum["pkg_checks"] is False and drv.yum["verify_flags"] == ["nomtime", "nomode"]
+    conf.write_text("[YUM]\ninstalled_action = always\n")
+    with pytest.raises(ConfigError, match=r"\[YUM\] installed_action: 'always' is not one of"):
+        DNF(Context(root=str(env.root), env=env.env, setup=options.build(str(conf))))
 
 
 def test_extra_packages_and_extra_instances_are_found_and_removed_in_one_go(env: Env) -> None:

@@ -132,6 +132,8 @@ def test_each_wrong_attribute_is_named_and_usermod_fixes_all(root: Path) -> None
                              "gecos is 'Bob', should be 'Robert'",
                              "shell is '/bin/bash', should be '/bin/sh'",
                              "supplementary groups are users, should be none"]
+    assert (bob.get("current_uid"), bob.get("current_shell"), bob.get("current_group")) == (
+        "1000", "/bin/bash", "bob")
     assert drv.install([bob]) == {("POSIXUser", "bob"): True}
     assert passwd_line(root, "bob") == "bob:x:1005:1000:Robert:/home/bob:/bin/sh"
     assert group_line(root, "users") == "users:x:100:"

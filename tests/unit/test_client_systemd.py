@@ -15,7 +15,7 @@ import pytest
 from bcfg2.client.drivers import Context
 from bcfg2.client.drivers.systemd import Systemd
 
-STUB = """#!{python}
+STUB = """#!{python} -S
 import json, os, sys
 with open(os.environ["STUB_LOG"], "a") as fh:
     fh.write(json.dumps(sys.argv[1:]) + "\\n")
@@ -224,13 +224,13 @@ def test_interactive_restarts_ask_and_target_is_the_command(stub: Stub) -> None:
 
 
 def test_service_modes(stub: Stub) -> None:
-    disabled = stub.driver(service_mode="disabled")
+    disabled = stub.driver(servicemode="disabled")
     cron = service("cron", status="on")
     disabled.verify(cron, [])
     disabled.install([cron])
     disabled.bundle_updated(bundle_of(service("ssh", status="on")), {})
     assert stub.changes() == [["enable", "cron.service"]]
-    build = stub.driver(service_mode="build")
+    build = stub.driver(servicemode="build")
     ssh = service("ssh", status="on")
     build.verify(ssh, [])
     build.install([ssh])

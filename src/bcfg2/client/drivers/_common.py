@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import os
 import shutil
 from typing import Any
@@ -21,18 +22,25 @@ def which(context: Context, tool: str) -> str | None:
 
 
 def setting(context: Context, section: str, name: str) -> Any:
-    """A driver's option: from the run's parsed options, else the table's default."""
-    value = getattr(getattr(context.setup, section, None), name, None)
+    """A driver's option (one of ``options.DRIVER_OPTIONS``): as the run parsed it, else
+    from its bcfg2.conf (``setup.raw``), else the default; a bad value is a ConfigError."""
+    opt = next((o for o in options.DRIVER_OPTIONS if (o.section, o.name) == (section, name)),
+               None)
+    if opt is None:
+        raise KeyError(f"no driver option [{section}] {name}")
+    setup = context.setup
+    value = getattr(getattr(setup, section, None), name, None)
     if value is not None:
         return value
-    for opt in options.OPTIONS:
-        if opt.section == section and opt.name == name:
-            return options.convert(opt, opt.default, "default")
-    raise KeyError(f"no option [{section}] {name}")
+    raw = getattr(setup, "raw", None)
+    if isinstance(raw, configparser.RawConfigParser) and raw.has_option(section, name):
+        where = getattr(setup, "config_file", None) or "bcfg2.conf"
+        return options.convert(opt, raw.get(section, name), where)
+    return options.convert(opt, opt.default, "default")
 
 
 def client_option(context: Context, name: str, default: Any) -> Any:
-    """One of the run's ``[client]`` settings (``quick``, ``interactive``, ``service_mode``),
+    """One of the run's ``[client]`` settings (``quick``, ``interactive``, ``servicemode``),
     or ``default`` when the run has none."""
     value = getattr(getattr(context.setup, "client", None), name, None)
     return default if value is None else value

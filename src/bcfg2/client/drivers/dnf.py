@@ -22,6 +22,7 @@ import fnmatch
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import lxml.etree
 
@@ -98,6 +99,10 @@ class DNF(Driver):
         super().__init__(context)
         self.rpm = which(context, "rpm") or "rpm"
         self.dnf = which(context, "dnf") or "dnf"
+        #: the [YUM] options, read once so that a bad value stops the driver's loading
+        self.yum = {name: setting(context, "YUM", name) for name in (
+            "pkg_checks", "pkg_verify", "installed_action", "version_fail_action",
+            "verify_fail_action", "verify_flags")}
         self._installed: dict[str, list[Rpm]] | None = None
         #: per package name of this run's entries, the instances asked for (None: any)
         self.configured: dict[str, list[Wanted] | None] = {}
@@ -112,8 +117,8 @@ class DNF(Driver):
     def chrooted(self) -> bool:
         return self.context.root not in ("", "/")
 
-    def _option(self, name: str) -> object:
-        return setting(self.context, "YUM", name)
+    def _option(self, name: str) -> Any:
+        return self.yum[name]
 
     # the rpm database
 

@@ -203,13 +203,15 @@ class POSIXUsers(Driver):
             return EntryState(False, [f"{attr} {number} is outside the ranges [POSIXUsers] "
                                       f"lets the agent manage"])
         if entry.tag == "POSIXGroup":
-            return self._verify_group(name, number)
+            return self._verify_group(entry, name, number)
         return self._verify_user(entry, name, number)
 
-    def _verify_group(self, name: str, gid: int | None) -> EntryState:
+    def _verify_group(self, entry: Element, name: str, gid: int | None) -> EntryState:
         group = self.groups.get(name)
         if group is None:
+            entry.set("current_exists", "false")
             return EntryState(False, [f"group {name} does not exist"])
+        entry.set("current_gid", str(group.gid))
         if gid is not None and group.gid != gid:
             return EntryState(False, [f"gid is {group.gid}, should be {gid}"])
         return EntryState(True)
@@ -217,12 +219,18 @@ class POSIXUsers(Driver):
     def _verify_user(self, entry: Element, name: str, uid: int | None) -> EntryState:
         user = self.users.get(name)
         if user is None:
+            entry.set("current_exists", "false")
             return EntryState(False, [f"user {name} does not exist"])
         want = self.wanted(entry)
+        primary = next((g.name for g in self.groups.values() if g.gid == user.gid), None)
+        # what is there, for the statistics (as upstream's current_ attributes)
+        entry.set("current_uid", str(user.uid))
+        entry.set("current_group", primary or str(user.gid))
+        for attr in ("gecos", "home", "shell"):
+            entry.set(f"current_{attr}", getattr(user, attr))
         reasons = []
         if uid is not None and user.uid != uid:
             reasons.append(f"uid is {user.uid}, should be {uid}")
-        primary = next((g.name for g in self.groups.values() if g.gid == user.gid), None)
         if primary != want["group"]:
             now = primary if primary is not None else f"gid {user.gid} (no such group)"
             reasons.append(f"primary group is {now}, should be {want['group']}")

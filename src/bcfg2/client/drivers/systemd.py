@@ -49,8 +49,8 @@ class Systemd(Driver):
     def __init__(self, context: Context) -> None:
         super().__init__(context)
         self.systemctl = which(context, "systemctl") or "systemctl"
-        #: how restart="interactive" asks; the agent may give its own prompt
-        self.ask: Callable[[str], bool] = ask_on_terminal
+        #: how interactive restarts ask: the run's prompt (the context's), else the terminal
+        self.ask: Callable[[str], bool] = getattr(context, "ask", None) or ask_on_terminal
         self.restarted: set[str] = set()
         self.configured: set[str] = set()
         #: what verify found, per unit: (boot state, running state or None)
@@ -64,8 +64,8 @@ class Systemd(Driver):
 
     @property
     def service_mode(self) -> str:
-        """The run's ``-s``: default, disabled or build."""
-        return str(client_option(self.context, "service_mode", "default"))
+        """The run's ``-s`` (``[client] servicemode``): default, disabled or build."""
+        return str(client_option(self.context, "servicemode", "default"))
 
     @property
     def interactive(self) -> bool:
