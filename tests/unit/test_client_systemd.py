@@ -109,6 +109,17 @@ def stub(tmp_path: Path) -> Stub:
     })
 
 
+def test_available_where_systemd_runs_the_machine_or_in_a_root(
+        stub: Stub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bcfg2.client.drivers import systemd
+
+    monkeypatch.setattr(systemd, "BOOTED_MARKER", str(tmp_path / "run-systemd-system"))
+    assert not Systemd.available(Context(env=stub.env))
+    assert Systemd.available(Context(root=str(tmp_path / "image"), env=stub.env))
+    (tmp_path / "run-systemd-system").mkdir()
+    assert Systemd.available(Context(env=stub.env))
+
+
 def test_a_correct_service_is_only_looked_at(stub: Stub) -> None:
     drv = stub.driver()
     assert drv.verify(service("ssh", status="on"), []).correct
@@ -184,6 +195,18 @@ def test_dry_run_changes_nothing(stub: Stub) -> None:
     bundle.append(service("ssh", status="on"))
     drv.bundle_updated(bundle, {})
     assert stub.changes() == []
+
+
+def test_malformed_entries_never_reach_systemctl(stub: Stub) -> None:
+    drv = stub.driver()
+    entries = [service("--root=/", status="on"), service("cron", status="up"),
+               service("cron", status="on", bootstatus="yes")]
+    assert [drv.verify(e, []).reasons for e in entries] == [
+        ["'--root=/' is not a unit name"], ["status 'up' is not one of on, off, ignore"],
+        ["bootstatus 'yes' is not one of on, off, masked"]]
+    assert drv.install(entries) == {("Service", "--root=/"): False, ("Service", "cron"): False}
+    drv.bundle_updated(bundle_of(*entries), {})
+    assert stub.calls() == []
 
 
 def bundle_of(*entries: lxml.etree._Element) -> lxml.etree._Element:

@@ -16,6 +16,8 @@ running services are the host's, not the root's.
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
@@ -28,6 +30,12 @@ from bcfg2.client.drivers.base import Context, Driver, Element, EntryState, entr
 UNIT_SUFFIXES = (".service", ".socket", ".timer", ".target", ".path", ".mount",
                  ".automount", ".swap", ".slice", ".scope", ".device")
 ACTIVE = ("active", "activating", "reloading")
+#: what a unit name may be (never an option of systemctl)
+UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\@][A-Za-z0-9:_.\\@-]{0,254}")
+BOOT_STATES = ("on", "off", "masked")
+STATUSES = ("on", "off", "ignore")
+#: exists when systemd runs the machine (sd_booted(3)); systemctl alone proves nothing
+BOOTED_MARKER = "/run/systemd/system"
 
 
 def ask_on_terminal(question: str) -> bool:
@@ -58,7 +66,10 @@ class Systemd(Driver):
 
     @classmethod
     def available(cls, context: Context) -> bool:
-        return which(context, "systemctl") is not None
+        """systemctl, and (on the machine itself, not in a root) systemd as its init."""
+        if which(context, "systemctl") is None:
+            return False
+        return context.root not in ("", "/") or os.path.isdir(BOOTED_MARKER)
 
     # the run's choices
 
@@ -116,9 +127,23 @@ class Systemd(Driver):
 
     # the interface
 
+    @classmethod
+    def malformed(cls, entry: Element) -> str | None:
+        """Why an entry cannot be acted on (a bad name, bootstatus or status), or None."""
+        if not UNIT_NAME.fullmatch(cls.unit(entry)):
+            return f"{entry.get('name', '')!r} is not a unit name"
+        if entry.get("status", "off") not in STATUSES:
+            return f"status {entry.get('status')!r} is not one of {', '.join(STATUSES)}"
+        if cls.bootstatus(entry) not in (*BOOT_STATES, None):
+            return f"bootstatus {entry.get('bootstatus')!r} is not one of {', '.join(BOOT_STATES)}"
+        return None
+
     def verify(self, entry: Element, modlist: Sequence[str]) -> EntryState:
         unit = self.unit(entry)
         self.configured.add(unit)
+        problem = self.malformed(entry)
+        if problem:
+            return EntryState(False, [problem])
         want_boot = self.bootstatus(entry)
         status = entry.get("status", "off")
         boot = self._boot_state(unit)
@@ -141,6 +166,8 @@ class Systemd(Driver):
         for entry in entries:
             if not truthy(entry.get("install"), True):
                 self.log.info("service %s: install is false, left as it is", entry.get("name"))
+                continue
+            if self.malformed(entry):
                 continue
             if self._install_one(entry):
                 results[entry_key(entry)] = self.verify(entry, ()).correct
@@ -175,7 +202,8 @@ class Systemd(Driver):
         if self.service_mode == "disabled" or self.chrooted or self.context.dry_run:
             return
         for entry in bundle.iter("Service"):
-            if not self.handles_entry(entry) or not truthy(entry.get("install"), True):
+            if (not self.handles_entry(entry) or not truthy(entry.get("install"), True)
+                    or self.malformed(entry)):
                 continue
             restart = (entry.get("restart") or "true").lower()
             status = entry.get("status", "off")
@@ -217,7 +245,7 @@ class Systemd(Driver):
             return results
         for entry in entries:
             unit = self.unit(entry)
-            if not self._do("disable", unit, boot=True):
+            if not UNIT_NAME.fullmatch(unit) or not self._do("disable", unit, boot=True):
                 continue
             if not self.chrooted and self.service_mode != "disabled":
                 self._do("stop", unit)
