@@ -68,7 +68,7 @@ def driver(root: Path, conf: str = "", tmp: Path | None = None, dry_run: bool = 
 def user(name: str, **attrs: str) -> lxml.etree._Element:
     groups = attrs.pop("member_of", "")
     entry = lxml.etree.Element("POSIXUser", name=name, **attrs)
-    for group in filter(None, groups.split(",")):
+    for group in filter(None, groups.split(" ")):
         lxml.etree.SubElement(entry, "MemberOf", group=group)
     return entry
 
@@ -175,7 +175,13 @@ def test_an_explicit_id_outside_the_managed_ranges_is_an_error_and_never_applied
         "uid 500 is outside the ranges [POSIXUsers] lets the agent manage"]
     assert drv.install([entry]) == {("POSIXUser", "mallory"): False}
     assert calls == [] and passwd_line(root, "mallory") is None
-    assert drv.verify(user("eve", uid="12x"), []).reasons == ["uid '12x' is not a number"]
+    bad = [user("eve", uid="12x"), user("-r"), user("eve", uid="2000", gecos="a:b"),
+           user("eve", uid="2000", member_of="users,wheel"), group("x,y")]
+    assert [drv.verify(e, []).reasons for e in bad] == [
+        ["uid '12x' is not a number"], ["'-r' is not a user or group name"],
+        ["gecos 'a:b' cannot go in passwd"], ["'users,wheel' is not a user or group name"],
+        ["'x,y' is not a user or group name"]]
+    assert not any(drv.install(bad).values()) and calls == []
 
 
 def test_commands_get_the_prefix_and_dry_run_runs_nothing(root: Path) -> None:

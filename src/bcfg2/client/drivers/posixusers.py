@@ -27,6 +27,11 @@ from bcfg2.client.drivers.base import Context, Driver, Element, EntryState, entr
 from bcfg2.errors import ConfigError
 
 TOOLS = ("useradd", "usermod", "userdel", "groupadd", "groupmod", "groupdel")
+#: a user or group name the shadow tools and the files can take (no ":", ",", spaces,
+#: no leading "-")
+NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.@$-]{0,255}")
+#: a GECOS field, home or shell: one line, no ":" (the files' separator)
+FIELD = re.compile(r"[^:\n\r\0]{0,1024}")
 #: one range of a white- or blacklist: "N", "N-M" or "N-" (open upward)
 RANGE = re.compile(r"(\d+)(?:(-)(\d*))?")
 
@@ -191,17 +196,34 @@ class POSIXUsers(Driver):
 
     # the interface
 
+    def malformed(self, entry: Element) -> str | None:
+        """Why an entry may not be acted on (a bad name, field or id, an unmanaged id)."""
+        explicit = self._explicit_id(entry)
+        attr = "uid" if entry.tag == "POSIXUser" else "gid"
+        if explicit is None:
+            return f"{attr} {entry.get(attr)!r} is not a number"
+        names = [entry.get("name", "")]
+        if entry.tag == "POSIXUser":
+            want = self.wanted(entry)
+            names += [want["group"], *self.member_of(entry)]
+            for field in ("gecos", "home", "shell"):
+                if not FIELD.fullmatch(want[field]):
+                    return f"{field} {want[field][:64]!r} cannot go in passwd"
+        for name in names:
+            if not NAME.fullmatch(name):
+                return f"{name[:64]!r} is not a user or group name"
+        if explicit[1] is not None and not self.in_managed_range(entry.tag, explicit[1]):
+            return f"{attr} {explicit[1]} is outside the ranges [POSIXUsers] lets the agent manage"
+        return None
+
     def verify(self, entry: Element, modlist: Sequence[str]) -> EntryState:
         name = entry.get("name", "")
         self.configured.setdefault(entry.tag, set()).add(name)
+        problem = self.malformed(entry)
+        if problem:
+            return EntryState(False, [problem])
         explicit = self._explicit_id(entry)
-        if explicit is None:
-            attr = "uid" if entry.tag == "POSIXUser" else "gid"
-            return EntryState(False, [f"{attr} {entry.get(attr)!r} is not a number"])
-        attr, number = explicit
-        if number is not None and not self.in_managed_range(entry.tag, number):
-            return EntryState(False, [f"{attr} {number} is outside the ranges [POSIXUsers] "
-                                      f"lets the agent manage"])
+        number = explicit[1] if explicit else None
         if entry.tag == "POSIXGroup":
             return self._verify_group(entry, name, number)
         return self._verify_user(entry, name, number)
@@ -308,12 +330,11 @@ class POSIXUsers(Driver):
         return results
 
     def _allowed(self, entry: Element) -> bool:
-        """Whether an entry may be installed at all (a well-formed id in a managed range)."""
-        explicit = self._explicit_id(entry)
-        if explicit is None or (explicit[1] is not None
-                                and not self.in_managed_range(entry.tag, explicit[1])):
-            self.log.error("%s %s: not installed, its id is malformed or unmanaged",
-                           entry.tag, entry.get("name"))
+        """Whether an entry may be installed at all (see ``malformed``)."""
+        problem = self.malformed(entry)
+        if problem:
+            self.log.error("%s %r not installed: %s", entry.tag, entry.get("name", "")[:64],
+                           problem)
             return False
         return True
 
