@@ -63,6 +63,8 @@ class APT(Driver):
         self._packages: dict[str, list[Installed]] | None = None
         #: package names (without :arch) of this run's entries, for find_extra
         self.configured: set[str] = set()
+        #: the configuration's paths as the run gave them, for checking again after installing
+        self.modlist: Sequence[str] = ()
 
     @classmethod
     def available(cls, context: Context) -> bool:
@@ -152,6 +154,7 @@ class APT(Driver):
     # the interface
 
     def verify(self, entry: Element, modlist: Sequence[str]) -> EntryState:
+        self.modlist = modlist
         spec = entry.get("name", "")
         self.configured.add(spec.partition(":")[0])
         if not PACKAGE_NAME.fullmatch(spec):
@@ -217,7 +220,7 @@ class APT(Driver):
         self._apt_get("--allow-downgrades", "--reinstall", "install", "--", *specs)
         self._forget()
         for entry in entries:
-            results[entry_key(entry)] = self.verify(entry, ()).correct
+            results[entry_key(entry)] = self.verify(entry, self.modlist).correct
         return results
 
     def find_extra(self) -> list[Element]:

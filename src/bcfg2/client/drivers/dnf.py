@@ -108,6 +108,8 @@ class DNF(Driver):
         self.configured: dict[str, list[Wanted] | None] = {}
         #: what verify decided per entry: the dnf verb for each instance spec
         self.todo: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        #: the configuration's paths as the run gave them, for checking again after installing
+        self.modlist: Sequence[str] = ()
 
     @classmethod
     def available(cls, context: Context) -> bool:
@@ -204,6 +206,7 @@ class DNF(Driver):
     # the interface
 
     def verify(self, entry: Element, modlist: Sequence[str]) -> EntryState:
+        self.modlist = modlist
         name = entry.get("name", "")
         wanted = self.instances(entry)
         self.configured[name] = wanted
@@ -276,7 +279,7 @@ class DNF(Driver):
         by_verb: dict[str, list[str]] = {"install": [], "upgrade": [], "reinstall": []}
         for entry in entries:
             if entry_key(entry) not in self.todo:
-                self.verify(entry, ())
+                self.verify(entry, self.modlist)
             for verb, spec in self.todo[entry_key(entry)]:
                 if spec not in by_verb[verb]:
                     by_verb[verb].append(spec)
@@ -287,7 +290,7 @@ class DNF(Driver):
                 self._dnf(verb, specs)
         self._forget()
         for entry in entries:
-            results[entry_key(entry)] = self.verify(entry, ()).correct
+            results[entry_key(entry)] = self.verify(entry, self.modlist).correct
         return results
 
     def find_extra(self) -> list[Element]:
