@@ -200,3 +200,29 @@ def test_ranges_parse_and_bad_ones_are_named() -> None:
     assert parse_ranges(["0-500", "700", "1000-"], "x") == [(0, 500), (700, 700), (1000, None)]
     with pytest.raises(ConfigError, match=r"\[POSIXUsers\] uid_blacklist: 'a-b'"):
         parse_ranges(["a-b"], "uid_blacklist")
+
+
+def test_a_users_primary_group_is_never_extra(root: Path) -> None:
+    drv = driver(root)
+    carol = user("carol")
+    drv.verify(carol, [])
+    drv.install([carol])
+    names = {(e.tag, e.get("name")) for e in drv.find_extra()}
+    assert ("POSIXGroup", "carol") not in names and ("POSIXUser", "carol") not in names
+    assert ("POSIXUser", "bob") in names
+
+
+def test_memberships_in_unmanaged_groups_are_neither_checked_nor_lost(
+        root: Path, tmp_path: Path) -> None:
+    drv = driver(root, "[POSIXUsers]\ngid_blacklist = 100\n", tmp_path)
+    bob = user("bob", gecos="Bob")
+    # bob is in users (gid 100), which the agent does not manage
+    assert drv.verify(bob, []).correct
+    staff = group("staff", gid="2000")
+    bob_staff = user("bob", gecos="Bob", member_of="staff")
+    assert drv.verify(bob_staff, []).reasons == [
+        "supplementary groups are none, should be staff"]
+    assert drv.install([staff, bob_staff]) == {("POSIXGroup", "staff"): True,
+                                               ("POSIXUser", "bob"): True}
+    assert group_line(root, "staff") == "staff:x:2000:bob"
+    assert group_line(root, "users") == "users:x:100:bob"

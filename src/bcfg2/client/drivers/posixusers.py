@@ -219,6 +219,9 @@ class POSIXUsers(Driver):
     def verify(self, entry: Element, modlist: Sequence[str]) -> EntryState:
         name = entry.get("name", "")
         self.configured.setdefault(entry.tag, set()).add(name)
+        if entry.tag == "POSIXUser":
+            # a user's primary group is configured with it (created with it if missing)
+            self.configured["POSIXGroup"].add(self.wanted(entry)["group"])
         problem = self.malformed(entry)
         if problem:
             return EntryState(False, [problem])
@@ -260,12 +263,19 @@ class POSIXUsers(Driver):
             now = getattr(user, attr)
             if now != want[attr]:
                 reasons.append(f"{attr} is {now!r}, should be {want[attr]!r}")
-        current = sorted(g.name for g in self.groups.values() if name in g.members)
-        should = sorted(self.member_of(entry))
+        current = sorted(self._supplementary(name, want["group"]))
+        should = sorted(g for g in self.member_of(entry) if g != want["group"])
         if current != should:
             reasons.append(f"supplementary groups are {', '.join(current) or 'none'}, should "
                            f"be {', '.join(should) or 'none'}")
         return EntryState(not reasons, reasons)
+
+    def _supplementary(self, user: str, primary: str, managed: bool = True) -> list[str]:
+        """The groups listing ``user`` as a member, but its primary group, whose gids are
+        in (``managed``) or out of the managed ranges."""
+        return [g.name for g in self.groups.values()
+                if user in g.members and g.name != primary
+                and self.in_managed_range("POSIXGroup", g.gid) == managed]
 
     def _prefix(self) -> list[str]:
         return [] if self.context.root in ("", "/") else ["--prefix", self.context.root]
@@ -289,7 +299,10 @@ class POSIXUsers(Driver):
         # the gid, not the name: usermod --prefix looks group names up outside the prefix
         primary = self.groups.get(want["group"])
         argv += ["-g", str(primary.gid) if primary else want["group"]]
+        # usermod -G sets the whole list: memberships in unmanaged groups are kept
         groups = self.member_of(entry)
+        groups += [g for g in self._supplementary(name, want["group"], managed=False)
+                   if g not in groups]
         if groups or exists:
             argv += ["-G", ",".join(groups)]
         argv += ["-d", want["home"], "-s", want["shell"], "-c", want["gecos"]]
@@ -361,6 +374,8 @@ class POSIXUsers(Driver):
         for entry in sorted(entries, key=lambda e: e.tag != "POSIXUser"):
             if entry.tag not in ("POSIXUser", "POSIXGroup"):
                 continue
+            if entry.tag == "POSIXGroup" and entry.get("name") not in self.groups:
+                continue  # userdel removed it with its user (USERGROUPS_ENAB)
             tool = "userdel" if entry.tag == "POSIXUser" else "groupdel"
             self._run([self.tools[tool], *self._prefix(), "--", entry.get("name", "")])
             self._forget()

@@ -11,7 +11,8 @@ The ``-s`` service mode of the run is honoured: ``disabled`` touches no running 
 ``build`` stops the services it would start.
 
 Under a root other than ``/`` only the boot state is managed (``systemctl --root``): the
-running services are the host's, not the root's.
+running services are the host's, not the root's. As upstream's Systemd tool, it reports no
+extra services: ``-r services`` leaves unconfigured units alone.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-
-import lxml.etree
 
 from bcfg2.client.drivers._common import client_option, truthy, which
 from bcfg2.client.drivers.base import Context, Driver, Element, EntryState, entry_key
@@ -60,7 +59,6 @@ class Systemd(Driver):
         #: how interactive restarts ask: the run's prompt (the context's), else the terminal
         self.ask: Callable[[str], bool] = getattr(context, "ask", None) or ask_on_terminal
         self.restarted: set[str] = set()
-        self.configured: set[str] = set()
         #: what verify found, per unit: (boot state, running state or None)
         self.current: dict[str, tuple[str, str | None]] = {}
 
@@ -140,7 +138,6 @@ class Systemd(Driver):
 
     def verify(self, entry: Element, modlist: Sequence[str]) -> EntryState:
         unit = self.unit(entry)
-        self.configured.add(unit)
         problem = self.malformed(entry)
         if problem:
             return EntryState(False, [problem])
@@ -149,6 +146,7 @@ class Systemd(Driver):
         boot = self._boot_state(unit)
         running = None if status == "ignore" or self.chrooted else self._running_state(unit)
         self.current[unit] = (boot, running)
+        entry.set("target_status", status)  # for the statistics, as upstream
         entry.set("current_bootstatus", boot)
         if running is not None:
             entry.set("current_status", running)
@@ -221,33 +219,3 @@ class Systemd(Driver):
                 continue
             if self._do(entry.get("target") or "restart", unit):
                 self.restarted.add(unit)
-
-    def find_extra(self) -> list[Element]:
-        """Enabled services that no entry of this run names (template units excepted)."""
-        code, out = self._systemctl("list-unit-files", "--type=service", "--state=enabled",
-                                    "--no-legend", "--no-pager", boot=True)
-        if code != 0:
-            self.log.error("systemctl list-unit-files failed (exit %s)", code)
-            return []
-        extra = []
-        for line in out.splitlines():
-            unit = line.split()[0] if line.split() else ""
-            if not unit.endswith(".service") or "@." in unit or unit in self.configured:
-                continue
-            extra.append(lxml.etree.Element("Service", name=unit.removesuffix(".service"),
-                                            type="systemd", current_bootstatus="on"))
-        return extra
-
-    def remove(self, entries: Sequence[Element]) -> dict[tuple[str, str], bool]:
-        """Extra services can only be disabled (and stopped), as upstream says."""
-        results = {entry_key(e): False for e in entries}
-        if self.context.dry_run:
-            return results
-        for entry in entries:
-            unit = self.unit(entry)
-            if not UNIT_NAME.fullmatch(unit) or not self._do("disable", unit, boot=True):
-                continue
-            if not self.chrooted and self.service_mode != "disabled":
-                self._do("stop", unit)
-            results[entry_key(entry)] = self._boot_state(unit) == "off"
-        return results
