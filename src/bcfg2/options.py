@@ -303,15 +303,23 @@ DRIVER_OPTIONS: list[Option] = [
     Option("YUM", "pkg_verify", True,
            "Also check the installed files of rpm packages (rpm -V) and reinstall a package "
            "whose files changed.", type="bool"),
-    Option("YUM", "installed_action", "install",
-           "What to do with a missing rpm package: install it, or none (report only).",
-           type="choice", choices=("install", "none")),
+    Option("YUM", "install_missing", True,
+           "Install missing rpm packages (false: report them only).", type="bool"),
+    Option("YUM", "fix_version", True,
+           "Upgrade or downgrade rpm packages of the wrong version (false: report them "
+           "only).", type="bool"),
+    Option("YUM", "reinstall_broken", True,
+           "Reinstall rpm packages whose files fail rpm -V (false: report them only).",
+           type="bool"),
+    Option("YUM", "install_action", "install",
+           "The documented spelling of install_missing: install, or none (report only); "
+           "both must allow it.", type="choice", choices=("install", "none")),
     Option("YUM", "version_fail_action", "upgrade",
-           "What to do with an rpm package of the wrong version: upgrade (or downgrade) "
-           "it, or none (report only).", type="choice", choices=("upgrade", "none")),
+           "The documented spelling of fix_version: upgrade, or none (report only); both "
+           "must allow it.", type="choice", choices=("upgrade", "none")),
     Option("YUM", "verify_fail_action", "reinstall",
-           "What to do with an rpm package whose files fail rpm -V: reinstall it, or none "
-           "(report only).", type="choice", choices=("reinstall", "none")),
+           "The documented spelling of reinstall_broken: reinstall, or none (report only); "
+           "both must allow it.", type="choice", choices=("reinstall", "none")),
     Option("YUM", "verify_flags", "",
            "Comma-separated rpm -V options for every package (nomtime, nomode, "
            "nolinkto...), without their leading dashes.", type="list"),

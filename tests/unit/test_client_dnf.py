@@ -213,7 +213,7 @@ def test_yum_options_can_make_it_report_only(env: Env) -> None:
     env.rpm_install("tiny-bcfg-1.0-1.noarch.rpm")
     tiny2 = package("tiny-bcfg", TINY2)
     assert env.driver(YUM={"pkg_checks": False}).verify(tiny2, []).correct
-    drv = env.driver(YUM={"installed_action": "none", "version_fail_action": "none"})
+    drv = env.driver(YUM={"install_missing": False, "version_fail_action": "none"})
     old = package("oldrpm", version="0.1")
     assert not drv.verify(old, []).correct and not drv.verify(tiny2, []).correct
     assert drv.install([old, tiny2]) == {("Package", "oldrpm"): False,
@@ -221,6 +221,8 @@ def test_yum_options_can_make_it_report_only(env: Env) -> None:
     assert env.dnf_calls() == []
     no_fix = package("tiny-bcfg", {**TINY2, "fix_version": "false"})
     assert env.driver().install([no_fix]) == {("Package", "tiny-bcfg"): False}
+    no_install = package("oldrpm", {"version": "0.1", "install_action": "none"})
+    assert env.driver().install([no_install]) == {("Package", "oldrpm"): False}
     assert env.dnf_calls() == []
 
 
@@ -230,8 +232,8 @@ def test_yum_options_come_from_bcfg2_conf_and_a_bad_one_stops_the_driver(
     conf.write_text("[YUM]\npkg_checks = no\nverify_flags = nomtime, nomode\n")
     drv = DNF(Context(root=str(env.root), env=env.env, setup=options.build(str(conf))))
     assert drv.yum["pkg_checks"] is False and drv.yum["verify_flags"] == ["nomtime", "nomode"]
-    conf.write_text("[YUM]\ninstalled_action = always\n")
-    with pytest.raises(ConfigError, match=r"\[YUM\] installed_action: 'always' is not one of"):
+    conf.write_text("[YUM]\ninstall_action = always\n")
+    with pytest.raises(ConfigError, match=r"\[YUM\] install_action: 'always' is not one of"):
         DNF(Context(root=str(env.root), env=env.env, setup=options.build(str(conf))))
 
 

@@ -4,11 +4,13 @@ A Package names its instances in ``Instance`` children (``epoch``, ``version``,
 ``release``, ``arch``), or carries those attributes itself for one instance; an unset
 attribute matches anything. ``version="any"`` accepts any installed instance and
 ``version="auto"`` also wants no update (``dnf check-update``). What is checked and done
-follows upstream's ``[YUM]`` options (``pkg_checks``, ``pkg_verify``, ``installed_action``,
-``version_fail_action``, ``verify_fail_action``, ``verify_flags``) and the entries'
-``pkg_checks``, ``pkg_verify``, ``verify_flags``, ``install_missing``, ``fix_version``
-and ``reinstall_broken``: a file that fails ``rpm -V`` counts unless it is a
-configuration file, a path the configuration manages or an ``Ignore`` child's name.
+follows upstream's ``[YUM]`` options and the same-named attributes of a Package or its
+Instance: ``pkg_checks`` (versions), ``pkg_verify`` and ``verify_flags`` (files), and
+what may be done, each in both of upstream's spellings (its YUM driver's and its
+documentation's), which must both allow it: ``install_missing``/``install_action``,
+``fix_version``/``version_fail_action``, ``reinstall_broken``/``verify_fail_action``. A
+file that fails ``rpm -V`` counts unless it is a configuration file, a path the
+configuration manages or an ``Ignore`` child's name.
 
 Missing and wrong instances are installed in one ``dnf install`` of their exact NEVRAs
 (dnf upgrades or downgrades to them); ``auto`` packages with an update go in one
@@ -28,12 +30,20 @@ import lxml.etree
 
 from bcfg2.client.drivers._common import client_option, setting, truthy, which
 from bcfg2.client.drivers.base import Context, Driver, Element, EntryState, entry_key
+from bcfg2.options import DRIVER_OPTIONS
 
 QUERY_FORMAT = "%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\n"
 #: what may appear in a package name and in each version field (no spaces, no shell)
 NAME = re.compile(r"[A-Za-z0-9_+.-]+")
 FIELD = re.compile(r"[A-Za-z0-9_+.~^]+")
 VERIFY_FLAG = re.compile(r"no[a-z]+")
+#: what may be done to an instance: (the boolean option and attribute, the action option
+#: and attribute, the action's value)
+PERMISSIONS = {
+    "install": ("install_missing", "install_action", "install"),
+    "fix": ("fix_version", "version_fail_action", "upgrade"),
+    "reinstall": ("reinstall_broken", "verify_fail_action", "reinstall"),
+}
 
 
 @dataclass(frozen=True)
@@ -100,9 +110,8 @@ class DNF(Driver):
         self.rpm = which(context, "rpm") or "rpm"
         self.dnf = which(context, "dnf") or "dnf"
         #: the [YUM] options, read once so that a bad value stops the driver's loading
-        self.yum = {name: setting(context, "YUM", name) for name in (
-            "pkg_checks", "pkg_verify", "installed_action", "version_fail_action",
-            "verify_fail_action", "verify_flags")}
+        self.yum = {opt.name: setting(context, "YUM", opt.name)
+                    for opt in DRIVER_OPTIONS if opt.section == "YUM"}
         self._installed: dict[str, list[Rpm]] | None = None
         #: per package name of this run's entries, the instances asked for (None: any)
         self.configured: dict[str, list[Wanted] | None] = {}
@@ -220,7 +229,7 @@ class DNF(Driver):
             entry.set("current_exists", "false")
         if wanted is None:
             if not present:
-                self._queue_missing(entry, name, todo)
+                self._queue_missing(entry, entry, name, todo)
                 return EntryState(False, ["is not installed"])
             if entry.get("version") == "auto" and self._has_update(name):
                 todo.append(("upgrade", name))
@@ -234,12 +243,11 @@ class DNF(Driver):
                 same_arch = [r for r in present if want.matches(r, versions=False)]
                 if not same_arch:
                     reasons.append(f"instance {want} is not installed")
-                    self._queue_missing(want.element, want.spec(name), todo)
+                    self._queue_missing(want.element, entry, want.spec(name), todo)
                     continue
                 reasons.append(f"version is {', '.join(sorted(str(r) for r in same_arch))}, "
                                f"should be {want.spec(name)}")
-                if (self._option("version_fail_action") == "upgrade"
-                        and truthy(want.element.get("fix_version"), True)):
+                if self._may("fix", want.element, entry):
                     todo.append(("install", want.spec(name)))
                 continue
             if checks and self._flag(want.element, entry, "pkg_verify", "pkg_verify") \
@@ -254,15 +262,22 @@ class DNF(Driver):
                 bad = self.changed_files(match, flags, ignore, modlist)
                 if bad:
                     reasons.append(f"{match} has changed files: {', '.join(bad)}")
-                    if (self._option("verify_fail_action") == "reinstall"
-                            and truthy(want.element.get("reinstall_broken"), True)):
+                    if self._may("reinstall", want.element, entry):
                         todo.append(("reinstall", match.nvra))
         return EntryState(not reasons, reasons)
 
-    def _queue_missing(self, element: Element, spec: str, todo: list[tuple[str, str]]) -> None:
-        """Install a missing instance, unless [YUM] installed_action or the entry say not."""
-        if (self._option("installed_action") == "install"
-                and truthy(element.get("install_missing"), True)):
+    def _may(self, what: str, element: Element, entry: Element) -> bool:
+        """Whether [YUM], the instance and its package all allow ``what`` (see PERMISSIONS)."""
+        flag, action, value = PERMISSIONS[what]
+        if not self.yum[flag] or self.yum[action] != value:
+            return False
+        return all(truthy(e.get(flag), True) and e.get(action, value) == value
+                   for e in (element, entry))
+
+    def _queue_missing(self, element: Element, entry: Element, spec: str,
+                       todo: list[tuple[str, str]]) -> None:
+        """Install a missing instance, if [YUM] and the entry allow it."""
+        if self._may("install", element, entry):
             todo.append(("install", spec))
 
     def _dnf(self, verb: str, specs: Sequence[str]) -> bool:
