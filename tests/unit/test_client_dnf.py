@@ -168,6 +168,8 @@ def test_a_wrong_version_is_named_and_replaced(env: Env) -> None:
     # attributes on the Package itself are its one instance; unset ones match anything
     assert env.driver().verify(package("tiny-bcfg", version="2.0"), []).correct
     assert not env.driver().verify(package("tiny-bcfg", version="2.0", epoch="3"), []).correct
+    assert env.driver().verify(package("tiny-bcfg", {"version": "2.0", "release": "any",
+                                                     "arch": "any"}), []).correct
 
 
 def test_any_and_auto(env: Env) -> None:

@@ -184,16 +184,25 @@ class DNF(Driver):
 
     @staticmethod
     def instances(entry: Element) -> list[Wanted] | None:
-        """The instances of an entry; None for version any/auto (any instance will do)."""
-        if entry.get("version") in ("any", "auto"):
-            return None
-        elements = entry.findall("Instance") or [entry]
+        """The instances of an entry (its Instance children, else itself); None for a
+        Package of version any or auto without Instances (any instance will do). A field
+        that is unset or ``any`` matches anything, as upstream."""
+        elements = entry.findall("Instance")
+        if not elements:
+            if entry.get("version") in ("any", "auto"):
+                return None
+            elements = [entry]
+
+        def field(element: Element, name: str) -> str | None:
+            value = element.get(name)
+            return None if value in (None, "", "any") else value
+
         wanted = []
         for element in elements:
-            epoch = element.get("epoch")
+            epoch = field(element, "epoch")
             wanted.append(Wanted(element, str(int(epoch)) if epoch and epoch.isdigit() else epoch,
-                                 element.get("version"), element.get("release"),
-                                 element.get("arch")))
+                                 field(element, "version"), field(element, "release"),
+                                 field(element, "arch")))
         return wanted
 
     @staticmethod
