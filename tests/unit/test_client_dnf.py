@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -264,3 +265,55 @@ def test_dry_run_and_malformed_entries_run_no_dnf(env: Env) -> None:
     assert real.verify(bad, []).reasons == ["version '1.0; rm -rf /' is not an rpm version"]
     assert real.install([bad]) == {("Package", "tiny-bcfg"): False}
     assert env.dnf_calls() == [] and env.query("tiny-bcfg") == []
+
+
+@pytest.fixture
+def signing_keys(tmp_path: Path) -> Iterator[list[tuple[str, str, bytes]]]:
+    """Two signing keys made by gpg: (rpm version, rpm release, armoured key) each."""
+    if not shutil.which("gpg"):
+        pytest.skip("gpg is needed to make signing keys (Debian package gnupg)")
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    env = {**os.environ, "GNUPGHOME": str(home)}
+
+    def gpg(*args: str) -> str:
+        return subprocess.run(["gpg", "--batch", "--quiet", "--passphrase", "", *args], env=env,
+                              check=True, capture_output=True, text=True, timeout=120).stdout
+
+    try:
+        keys = []
+        for who in ("one", "two"):
+            gpg("--quick-gen-key", f"{who} <{who}@example.invalid>", "ed25519", "sign", "never")
+            pub = next(line.split(":") for line in gpg("--with-colons", "--list-keys",
+                                                       f"{who}@example.invalid").splitlines()
+                       if line.startswith("pub:"))
+            armoured = gpg("--armor", "--export", f"{who}@example.invalid").encode()
+            keys.append((pub[4][-8:].lower(), format(int(pub[5]), "x"), armoured))
+        yield keys
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], env=env,
+                       capture_output=True, timeout=60)
+
+
+def test_signing_keys_are_imported_found_extra_and_removed_with_rpm(
+        env: Env, signing_keys: list[tuple[str, str, bytes]]) -> None:
+    (one_v, one_r, one_key), (two_v, two_r, two_key) = signing_keys
+    keydir = env.root / "etc/pki/rpm-gpg"
+    keydir.mkdir(parents=True)
+    (keydir / "one.asc").write_bytes(one_key)
+    (keydir / "two.asc").write_bytes(two_key)
+    subprocess.run(["rpm", "--root", str(env.root), "--import", str(keydir / "two.asc")],
+                   check=True, capture_output=True, env=env.env)
+    drv = env.driver()
+    keys = package("gpg-pubkey", {"simplefile": "/etc/pki/rpm-gpg/one.asc", "version": one_v,
+                                  "release": one_r})
+    assert drv.verify(keys, []).reasons == [f"instance {one_v}-{one_r} is not installed"]
+    assert drv.install([keys]) == {("Package", "gpg-pubkey"): True}
+    assert env.dnf_calls() == []
+    assert env.query("gpg-pubkey") == sorted([f"0:{one_v}-{one_r}", f"0:{two_v}-{two_r}"])
+    extra = drv.find_extra()
+    assert [(e.get("name"), [(i.get("version"), i.get("release"), i.get("arch")) for i in e])
+            for e in extra] == [("gpg-pubkey", [(two_v, two_r, None)])]
+    assert drv.remove(extra) == {("Package", "gpg-pubkey"): True}
+    assert env.query("gpg-pubkey") == [f"0:{one_v}-{one_r}"]
+    assert env.dnf_calls() == []

@@ -15,7 +15,9 @@ configuration manages or an ``Ignore`` child's name.
 Missing and wrong instances are installed in one ``dnf install`` of their exact NEVRAs
 (dnf upgrades or downgrades to them); ``auto`` packages with an update go in one
 ``dnf upgrade`` and broken ones in one ``dnf reinstall``; extras go in one ``dnf remove``.
-Under a root other than ``/`` rpm gets ``--root`` and dnf ``--installroot``.
+Signing keys (``gpg-pubkey``, one instance per key) are imported with ``rpm --import``
+from each Instance's ``simplefile`` and removed with ``rpm -e``, as upstream. Under a root
+other than ``/`` rpm gets ``--root`` and dnf ``--installroot``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ QUERY_FORMAT = "%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\n"
 NAME = re.compile(r"[A-Za-z0-9_+.-]+")
 FIELD = re.compile(r"[A-Za-z0-9_+.~^]+")
 VERIFY_FLAG = re.compile(r"no[a-z]+")
+#: the package rpm makes of each imported signing key: one instance per key, each
+#: imported from its Instance's ``simplefile`` (a key file the configuration puts there)
+#: with ``rpm --import``, removed with ``rpm -e``
+GPG_PUBKEY = "gpg-pubkey"
 #: what may be done to an instance: (the boolean option and attribute, the action option
 #: and attribute, the action's value)
 PERMISSIONS = {
@@ -249,7 +255,8 @@ class DNF(Driver):
             checks = self._flag(want.element, entry, "pkg_checks", "pkg_checks")
             match = next((r for r in present if want.matches(r, versions=checks)), None)
             if match is None:
-                same_arch = [r for r in present if want.matches(r, versions=False)]
+                same_arch = [] if name == GPG_PUBKEY else [
+                    r for r in present if want.matches(r, versions=False)]
                 if not same_arch:
                     reasons.append(f"instance {want} is not installed")
                     self._queue_missing(want.element, entry, want.spec(name), todo)
@@ -259,7 +266,8 @@ class DNF(Driver):
                 if self._may("fix", want.element, entry):
                     todo.append(("install", want.spec(name)))
                 continue
-            if checks and self._flag(want.element, entry, "pkg_verify", "pkg_verify") \
+            if checks and name != GPG_PUBKEY \
+                    and self._flag(want.element, entry, "pkg_verify", "pkg_verify") \
                     and not client_option(self.context, "quick", False):
                 flags = [*self._option("verify_flags"),
                          *[f.strip() for f in (want.element.get("verify_flags")
@@ -285,9 +293,18 @@ class DNF(Driver):
 
     def _queue_missing(self, element: Element, entry: Element, spec: str,
                        todo: list[tuple[str, str]]) -> None:
-        """Install a missing instance, if [YUM] and the entry allow it."""
-        if self._may("install", element, entry):
+        """Install a missing instance (import a missing key), if [YUM] and the entry
+        allow it."""
+        if not self._may("install", element, entry):
+            return
+        if entry.get("name") != GPG_PUBKEY:
             todo.append(("install", spec))
+            return
+        keyfile = element.get("simplefile", "")
+        if keyfile.startswith("/") and "\0" not in keyfile:
+            todo.append(("import", self.context.path(keyfile)))
+        else:
+            self.log.error("gpg-pubkey %s: no key file (simplefile) to import", spec)
 
     def _dnf(self, verb: str, specs: Sequence[str]) -> bool:
         root = [f"--installroot={self.context.root}"] if self.chrooted else []
@@ -297,10 +314,20 @@ class DNF(Driver):
             self.log.error("dnf %s failed (exit %s): %s", verb, result.returncode, err[-2000:])
         return result.returncode == 0
 
+    def _rpm_change(self, action: str, args: Sequence[str]) -> bool:
+        """rpm --import or -e (for signing keys, which dnf does not handle)."""
+        root = ["--root", self.context.root] if self.chrooted else []
+        result = self.context.run([self.rpm, *root, action, "--", *args])
+        if result.returncode != 0:
+            err = result.stderr.decode("utf-8", "replace").strip() if result.stderr else ""
+            self.log.error("rpm %s failed (exit %s): %s", action, result.returncode, err[-2000:])
+        return result.returncode == 0
+
     def install(self, entries: Sequence[Element]) -> dict[tuple[str, str], bool]:
         """One dnf transaction per verb (install, upgrade, reinstall) that has work."""
         results = {entry_key(e): False for e in entries}
-        by_verb: dict[str, list[str]] = {"install": [], "upgrade": [], "reinstall": []}
+        by_verb: dict[str, list[str]] = {"import": [], "install": [], "upgrade": [],
+                                         "reinstall": []}
         for entry in entries:
             if entry_key(entry) not in self.todo:
                 self.verify(entry, self.modlist)
@@ -309,6 +336,9 @@ class DNF(Driver):
                     by_verb[verb].append(spec)
         if self.context.dry_run:
             return results
+        keys = by_verb.pop("import")
+        if keys:
+            self._rpm_change("--import", keys)
         for verb, specs in by_verb.items():
             if specs:
                 self._dnf(verb, specs)
@@ -341,19 +371,25 @@ class DNF(Driver):
     def remove(self, entries: Sequence[Element]) -> dict[tuple[str, str], bool]:
         """Every extra instance (or package) in one dnf remove."""
         results = {entry_key(e): False for e in entries}
-        specs = []
+        specs, keys = [], []
         for entry in entries:
             name = entry.get("name", "")
             wanted = self.instances(entry)
             if self._malformed(entry, wanted):
                 continue
-            if entry.findall("Instance"):
+            if name == GPG_PUBKEY:
+                keys.extend(f"{name}-{w.version}-{w.release}" for w in wanted or ()
+                            if w.version and w.release)
+            elif entry.findall("Instance"):
                 specs.extend(w.spec(name) for w in wanted or ())
             else:
                 specs.append(name)
-        if not specs or self.context.dry_run:
+        if not (specs or keys) or self.context.dry_run:
             return results
-        self._dnf("remove", specs)
+        if keys:
+            self._rpm_change("-e", keys)
+        if specs:
+            self._dnf("remove", specs)
         self._forget()
         for entry in entries:
             present = self.installed.get(entry.get("name", ""), [])
