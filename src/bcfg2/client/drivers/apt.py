@@ -25,6 +25,7 @@ import lxml.etree
 
 from bcfg2.client.drivers._common import client_option, setting, truthy
 from bcfg2.client.drivers.base import Context, Driver, Element, EntryState, entry_key
+from bcfg2.untrusted import escaped, one_line
 
 #: dpkg states in which a package's files are all in place
 INSTALLED = ("installed", "triggers-pending", "triggers-awaited")
@@ -104,7 +105,8 @@ class APT(Driver):
                                        "-f", QUERY_FORMAT])
             if result.returncode != 0:
                 err = result.stderr.decode("utf-8", "replace").strip() if result.stderr else ""
-                self.log.error("dpkg-query failed (exit %s): %s", result.returncode, err)
+                self.log.error("dpkg-query failed (exit %s): %s", result.returncode,
+                           one_line(err[-2000:]))
             self._packages = {}
             for line in result.stdout.decode("utf-8", "replace").splitlines():
                 fields = line.split("\t")
@@ -158,7 +160,7 @@ class APT(Driver):
         spec = entry.get("name", "")
         self.configured.add(spec.partition(":")[0])
         if not PACKAGE_NAME.fullmatch(spec):
-            return EntryState(False, [f"{spec!r} is not a Debian package name"])
+            return EntryState(False, [f"'{escaped(spec, 64)}' is not a Debian package name"])
         want = entry.get("version")
         if not want:
             return EntryState(False, ["has no version: cannot be verified"])
@@ -174,7 +176,7 @@ class APT(Driver):
         elif want == "any":
             want = pkg.version
         elif not VERSION.fullmatch(want):
-            return EntryState(False, [f"version {want!r} is not a Debian version"])
+            return EntryState(False, [f"version '{escaped(want, 64)}' is not a Debian version"])
         if pkg.version != want:
             entry.set("current_version", pkg.version)
             return EntryState(False, [f"version is {pkg.version}, should be {want}"])
@@ -202,7 +204,7 @@ class APT(Driver):
         if result.returncode != 0:
             err = result.stderr.decode("utf-8", "replace").strip() if result.stderr else ""
             self.log.error("apt-get %s failed (exit %s): %s", args[0], result.returncode,
-                           err[-2000:])
+                           one_line(err[-2000:]))
         return result.returncode == 0
 
     def install(self, entries: Sequence[Element]) -> dict[tuple[str, str], bool]:
@@ -212,7 +214,7 @@ class APT(Driver):
             spec = self._spec(entry)
             if spec is None:
                 self.log.error("Package %s: no valid name and version, not installed",
-                               entry.get("name"))
+                               escaped(entry.get("name", ""), 64))
             else:
                 specs.append(spec)
         if not specs or self.context.dry_run:

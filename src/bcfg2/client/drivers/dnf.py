@@ -33,6 +33,7 @@ import lxml.etree
 from bcfg2.client.drivers._common import client_option, setting, truthy, which
 from bcfg2.client.drivers.base import Context, Driver, Element, EntryState, entry_key
 from bcfg2.options import DRIVER_OPTIONS
+from bcfg2.untrusted import escaped, one_line
 
 QUERY_FORMAT = "%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\n"
 #: what may appear in a package name and in each version field (no spaces, no shell)
@@ -214,12 +215,12 @@ class DNF(Driver):
     @staticmethod
     def _malformed(entry: Element, wanted: list[Wanted] | None) -> str | None:
         if not NAME.fullmatch(entry.get("name", "")):
-            return f"{entry.get('name', '')!r} is not a package name"
+            return f"'{escaped(entry.get('name', ''), 64)}' is not a package name"
         for want in wanted or ():
             for field in ("epoch", "version", "release", "arch"):
                 value = getattr(want, field)
                 if value is not None and not FIELD.fullmatch(value):
-                    return f"{field} {value!r} is not an rpm {field}"
+                    return f"{field} '{escaped(value, 64)}' is not an rpm {field}"
         return None
 
     def _flag(self, element: Element, entry: Element, attr: str, option: str) -> bool:
@@ -311,7 +312,7 @@ class DNF(Driver):
         result = self.context.run([self.dnf, "-y", *root, verb, "--", *specs])
         if result.returncode != 0:
             err = result.stderr.decode("utf-8", "replace").strip() if result.stderr else ""
-            self.log.error("dnf %s failed (exit %s): %s", verb, result.returncode, err[-2000:])
+            self.log.error("dnf %s failed (exit %s): %s", verb, result.returncode, one_line(err[-2000:]))
         return result.returncode == 0
 
     def _rpm_change(self, action: str, args: Sequence[str]) -> bool:
@@ -320,7 +321,8 @@ class DNF(Driver):
         result = self.context.run([self.rpm, *root, action, "--", *args])
         if result.returncode != 0:
             err = result.stderr.decode("utf-8", "replace").strip() if result.stderr else ""
-            self.log.error("rpm %s failed (exit %s): %s", action, result.returncode, err[-2000:])
+            self.log.error("rpm %s failed (exit %s): %s", action, result.returncode,
+                           one_line(err[-2000:]))
         return result.returncode == 0
 
     def install(self, entries: Sequence[Element]) -> dict[tuple[str, str], bool]:

@@ -25,6 +25,7 @@ import lxml.etree
 from bcfg2.client.drivers._common import setting, which
 from bcfg2.client.drivers.base import Context, Driver, Element, EntryState, entry_key
 from bcfg2.errors import ConfigError
+from bcfg2.untrusted import escaped, one_line
 
 TOOLS = ("useradd", "usermod", "userdel", "groupadd", "groupmod", "groupdel")
 #: a user or group name the shadow tools and the files can take (no ":", ",", spaces,
@@ -63,7 +64,7 @@ def parse_ranges(items: Sequence[str], where: str) -> list[tuple[int, int | None
     for item in items:
         match = RANGE.fullmatch(item.strip())
         if not match:
-            raise ConfigError(f"[POSIXUsers] {where}: {item!r} is not a range like 100-200, "
+            raise ConfigError(f"[POSIXUsers] {where}: '{escaped(item, 64)}' is not a range like 100-200, "
                               f"100 or 100-")
         low = int(match.group(1))
         if match.group(2) is None:
@@ -201,17 +202,17 @@ class POSIXUsers(Driver):
         explicit = self._explicit_id(entry)
         attr = "uid" if entry.tag == "POSIXUser" else "gid"
         if explicit is None:
-            return f"{attr} {entry.get(attr)!r} is not a number"
+            return f"{attr} '{escaped(entry.get(attr, ''), 64)}' is not a number"
         names = [entry.get("name", "")]
         if entry.tag == "POSIXUser":
             want = self.wanted(entry)
             names += [want["group"], *self.member_of(entry)]
             for field in ("gecos", "home", "shell"):
                 if not FIELD.fullmatch(want[field]):
-                    return f"{field} {want[field][:64]!r} cannot go in passwd"
+                    return f"{field} '{escaped(want[field], 64)}' cannot go in passwd"
         for name in names:
             if not NAME.fullmatch(name):
-                return f"{name[:64]!r} is not a user or group name"
+                return f"'{escaped(name, 64)}' is not a user or group name"
         if explicit[1] is not None and not self.in_managed_range(entry.tag, explicit[1]):
             return f"{attr} {explicit[1]} is outside the ranges [POSIXUsers] lets the agent manage"
         return None
@@ -262,7 +263,7 @@ class POSIXUsers(Driver):
         for attr in ("gecos", "home", "shell"):
             now = getattr(user, attr)
             if now != want[attr]:
-                reasons.append(f"{attr} is {now!r}, should be {want[attr]!r}")
+                reasons.append(f"{attr} is '{one_line(now)}', should be '{one_line(want[attr])}'")
         current = sorted(self._supplementary(name, want["group"]))
         should = sorted(g for g in self.member_of(entry) if g != want["group"])
         if current != should:
@@ -312,7 +313,8 @@ class POSIXUsers(Driver):
         result = self.context.run(argv)
         if result.returncode != 0:
             err = result.stderr.decode("utf-8", "replace").strip() if result.stderr else ""
-            self.log.error("%s failed (exit %s): %s", " ".join(argv), result.returncode, err)
+            self.log.error("%s failed (exit %s): %s", one_line(" ".join(argv)),
+                           result.returncode, one_line(err[-2000:]))
             return False
         return True
 
@@ -346,8 +348,8 @@ class POSIXUsers(Driver):
         """Whether an entry may be installed at all (see ``malformed``)."""
         problem = self.malformed(entry)
         if problem:
-            self.log.error("%s %r not installed: %s", entry.tag, entry.get("name", "")[:64],
-                           problem)
+            self.log.error("%s %s not installed: %s", entry.tag,
+                           escaped(entry.get("name", ""), 64), problem)
             return False
         return True
 

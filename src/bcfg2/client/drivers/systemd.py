@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from bcfg2.client.drivers._common import client_option, truthy, which
 from bcfg2.client.drivers.base import Context, Driver, Element, EntryState, entry_key
+from bcfg2.untrusted import escaped
 
 #: the suffixes of systemd unit names; a name without one is a service
 UNIT_SUFFIXES = (".service", ".socket", ".timer", ".target", ".path", ".mount",
@@ -129,11 +130,13 @@ class Systemd(Driver):
     def malformed(cls, entry: Element) -> str | None:
         """Why an entry cannot be acted on (a bad name, bootstatus or status), or None."""
         if not UNIT_NAME.fullmatch(cls.unit(entry)):
-            return f"{entry.get('name', '')!r} is not a unit name"
+            return f"'{escaped(entry.get('name', ''), 64)}' is not a unit name"
         if entry.get("status", "off") not in STATUSES:
-            return f"status {entry.get('status')!r} is not one of {', '.join(STATUSES)}"
+            status = escaped(entry.get("status", ""), 64)
+            return f"status '{status}' is not one of {', '.join(STATUSES)}"
         if cls.bootstatus(entry) not in (*BOOT_STATES, None):
-            return f"bootstatus {entry.get('bootstatus')!r} is not one of {', '.join(BOOT_STATES)}"
+            boot = escaped(entry.get("bootstatus", ""), 64)
+            return f"bootstatus '{boot}' is not one of {', '.join(BOOT_STATES)}"
         return None
 
     def verify(self, entry: Element, modlist: Sequence[str]) -> EntryState:
@@ -163,7 +166,8 @@ class Systemd(Driver):
             return results
         for entry in entries:
             if not truthy(entry.get("install"), True):
-                self.log.info("service %s: install is false, left as it is", entry.get("name"))
+                self.log.info("service %s: install is false, left as it is",
+                              escaped(entry.get("name", ""), 64))
                 continue
             if self.malformed(entry):
                 continue
