@@ -181,3 +181,11 @@ def test_dry_run_changes_nothing(root: Path) -> None:
     assert drv.remove([package("oldtool")]) == {("Package", "oldtool"): False}
     assert not any(a.endswith("apt-get") for c in calls for a in c)
     assert installed(root, "oldtool") == "0.1-1" and installed(root, "hello-bcfg") is None
+
+
+def test_available_only_where_install_path_has_the_tools(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    assert APT.available(Context())
+    elsewhere = SimpleNamespace(APT=SimpleNamespace(install_path=str(tmp_path)))
+    assert not APT.available(Context(setup=elsewhere))

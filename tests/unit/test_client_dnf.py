@@ -317,3 +317,15 @@ def test_signing_keys_are_imported_found_extra_and_removed_with_rpm(
     assert drv.remove(extra) == {("Package", "gpg-pubkey"): True}
     assert env.query("gpg-pubkey") == [f"0:{one_v}-{one_r}"]
     assert env.dnf_calls() == []
+
+
+def test_available_only_with_rpm_and_dnf(env: Env, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from bcfg2.client.drivers import _common
+
+    assert DNF.available(Context(env=env.env))
+    monkeypatch.setattr(_common, "FALLBACK_PATH", "")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "rpm").symlink_to(shutil.which("rpm") or "/usr/bin/rpm")
+    assert not DNF.available(Context(env={"PATH": str(bare)}))

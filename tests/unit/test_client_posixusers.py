@@ -226,3 +226,16 @@ def test_memberships_in_unmanaged_groups_are_neither_checked_nor_lost(
                                                ("POSIXUser", "bob"): True}
     assert group_line(root, "staff") == "staff:x:2000:bob"
     assert group_line(root, "users") == "users:x:100:bob"
+
+
+def test_available_only_with_every_shadow_tool(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from bcfg2.client.drivers import _common
+
+    monkeypatch.setattr(_common, "FALLBACK_PATH", "")
+    assert POSIXUsers.available(Context(env={"PATH": "/usr/sbin:/sbin"}))
+    partial = tmp_path / "sbin"
+    partial.mkdir()
+    for tool in TOOLS[:-1]:  # no groupdel
+        (partial / tool).symlink_to(shutil.which(tool, path="/usr/sbin:/sbin") or tool)
+    assert not POSIXUsers.available(Context(env={"PATH": str(partial)}))
