@@ -189,3 +189,28 @@ def test_available_only_where_install_path_has_the_tools(tmp_path: Path) -> None
     assert APT.available(Context())
     elsewhere = SimpleNamespace(APT=SimpleNamespace(install_path=str(tmp_path)))
     assert not APT.available(Context(setup=elsewhere))
+
+
+def test_kevlar_finishes_an_interrupted_dpkg_run_and_refreshes_the_lists(
+        root: Path, repo: Path, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    subprocess.run(["dpkg", f"--root={root}", "--unpack", str(repo / "hello-bcfg_1.0-1_all.deb")],
+                   check=True, capture_output=True)
+    assert installed(root, "hello-bcfg") is None  # unpacked, never configured
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    build_deb(newer, "hello-bcfg", "3.0-1", "hello three\n")
+    (newer / "Packages").write_bytes(subprocess.run(
+        ["dpkg-scanpackages", "."], cwd=newer, check=True, capture_output=True).stdout)
+    (root / "etc/apt/sources.list").write_text(f"deb [trusted=yes] file:{newer} ./\n")
+    kevlar = SimpleNamespace(client=SimpleNamespace(kevlar=True))
+    drv = driver(root, setup=kevlar)
+    assert installed(root, "hello-bcfg") == "1.0-1"
+    assert drv.candidate("hello-bcfg") == "3.0-1"
+    assert drv.verify(package("hello-bcfg", "auto"), []).reasons == [
+        "version is 1.0-1, should be 3.0-1"]
+    # without -k nothing runs before the entries are verified
+    calls: list[list[str]] = []
+    driver(root, calls)
+    assert calls == []

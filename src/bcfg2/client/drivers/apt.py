@@ -12,6 +12,8 @@ downgrades and reinstalls alike), and extra packages removed in one ``apt-get re
 --purge``. Under a root other than ``/`` every tool gets the root's database and APT
 directories (``-o Dir``, ``Dir::State::status``, dpkg's ``--root``). ``[APT]
 install_path``, ``var_path`` and ``etc_path`` say where the tools and directories are.
+In kevlar mode (``-k``), as upstream, the driver first finishes an interrupted dpkg run
+(``dpkg --configure --pending``) and cleans and refreshes APT's lists.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ class APT(Driver):
         self.configured: set[str] = set()
         #: the configuration's paths as the run gave them, for checking again after installing
         self.modlist: Sequence[str] = ()
+        if client_option(context, "kevlar", False) and not context.dry_run:
+            self.recover()
 
     @classmethod
     def available(cls, context: Context) -> bool:
@@ -132,13 +136,27 @@ class APT(Driver):
                 return None if value in ("", "(none)") else value
         return None
 
+    def _dpkg(self) -> list[str]:
+        """dpkg pointed at the root and the database."""
+        root = [f"--root={self.context.root}"] if self.chrooted else []
+        return [self.dpkg, *root, f"--admindir={self.admindir}"]
+
+    def recover(self) -> None:
+        """What upstream's kevlar mode (-k) does first: finish an interrupted dpkg run,
+        clean APT's cache of downloaded packages and refresh its package lists."""
+        for argv in ([*self._dpkg(), "--force-confold", "--configure", "--pending"],
+                     [self.apt_get, *self.apt_options(), "-q", "clean"],
+                     [self.apt_get, *self.apt_options(), "-q", "update"]):
+            result = self.context.run(argv)
+            if result.returncode != 0:
+                err = result.stderr.decode("utf-8", "replace").strip() if result.stderr else ""
+                self.log.error("%s failed (exit %s): %s", " ".join(argv[-2:]),
+                               result.returncode, one_line(err[-2000:]))
+
     def changed_files(self, spec: str, modlist: Sequence[str]) -> list[str]:
         """Files of an installed package that ``dpkg --verify`` finds changed, except
         configuration files and the paths the configuration manages."""
-        argv = [self.dpkg, f"--admindir={self.admindir}"]
-        if self.chrooted:
-            argv.insert(1, f"--root={self.context.root}")
-        result = self.context.run([*argv, "--verify", spec])
+        result = self.context.run([*self._dpkg(), "--verify", spec])
         managed = set(modlist)
         bad = []
         for line in result.stdout.decode("utf-8", "replace").splitlines():
