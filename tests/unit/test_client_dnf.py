@@ -41,6 +41,9 @@ if verb == "remove":
     sys.exit(subprocess.run(rpm + ["-e", *specs]).returncode)
 files = []
 for spec in specs:
+    if spec.startswith(("file://", "/")):
+        files.append(spec.removeprefix("file://"))
+        continue
     found = sorted(glob.glob(os.path.join(os.environ["STUB_RPMS"], spec + "*.rpm")))
     if not found:
         print("No match for argument:", spec, file=sys.stderr)
@@ -156,6 +159,22 @@ def test_missing_packages_are_installed_in_one_transaction(env: Env) -> None:
     assert env.query("tiny-bcfg") == ["2:1.0-1"]
     assert (env.root / "usr/share/tiny-bcfg/greeting").read_text() == "one\n"
     assert env.driver().verify(tiny, []).correct
+
+
+def test_package_files_named_by_the_entry_are_what_dnf_installs(env: Env) -> None:
+    drv = env.driver()
+    by_url = package("oldrpm", version="0.1", release="1",
+                     url=f"file://{env.rpms}/oldrpm-0.1-1.noarch.rpm", type="rpm")
+    by_uri = package("tiny-bcfg", {**TINY1, "simplefile": "tiny-bcfg-1.0-1.noarch.rpm"},
+                     uri=str(env.rpms))
+    odd = package("kern-bcfg", {"version": "1", "url": "http://mirror/kern; rm -rf /"})
+    for entry in (by_url, by_uri, odd):
+        assert not drv.verify(entry, []).correct
+    assert drv.install([by_url, by_uri, odd]) == {("Package", "oldrpm"): True,
+                                                  ("Package", "tiny-bcfg"): True,
+                                                  ("Package", "kern-bcfg"): True}
+    assert env.dnf_calls()[-1][4:] == [f"file://{env.rpms}/oldrpm-0.1-1.noarch.rpm",
+                                       f"{env.rpms}/tiny-bcfg-1.0-1.noarch.rpm", "kern-bcfg-1"]
 
 
 def test_a_wrong_version_is_named_and_replaced(env: Env) -> None:

@@ -13,8 +13,10 @@ file that fails ``rpm -V`` counts unless it is a configuration file, a path the
 configuration manages or an ``Ignore`` child's name.
 
 Missing and wrong instances are installed in one ``dnf install`` of their exact NEVRAs
-(dnf upgrades or downgrades to them); ``auto`` packages with an update go in one
-``dnf upgrade`` and broken ones in one ``dnf reinstall``; extras go in one ``dnf remove``.
+(dnf upgrades or downgrades to them), or of their package files where the entry names
+one (Pkgmgr's ``url``, or ``uri`` and an Instance's ``simplefile``); ``auto`` packages
+with an update go in one ``dnf upgrade`` and broken ones in one ``dnf reinstall``; extras
+go in one ``dnf remove``.
 Signing keys (``gpg-pubkey``, one instance per key) are imported with ``rpm --import``
 from each Instance's ``simplefile`` and removed with ``rpm -e``, as upstream. Under a root
 other than ``/`` rpm gets ``--root`` and dnf ``--installroot``.
@@ -40,6 +42,8 @@ QUERY_FORMAT = "%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\n"
 NAME = re.compile(r"[A-Za-z0-9_+.-]+")
 FIELD = re.compile(r"[A-Za-z0-9_+.~^]+")
 VERIFY_FLAG = re.compile(r"no[a-z]+")
+#: a package file dnf can install: a URL (http, https, ftp, file) or an absolute path
+PACKAGE_URL = re.compile(r"(?:(?:https?|ftp|file)://|/)[^\s\0]+\.rpm")
 #: the package rpm makes of each imported signing key: one instance per key, each
 #: imported from its Instance's ``simplefile`` (a key file the configuration puts there)
 #: with ``rpm --import``, removed with ``rpm -e``
@@ -260,12 +264,12 @@ class DNF(Driver):
                     r for r in present if want.matches(r, versions=False)]
                 if not same_arch:
                     reasons.append(f"instance {want} is not installed")
-                    self._queue_missing(want.element, entry, want.spec(name), todo)
+                    self._queue_missing(want.element, entry, self._source(want, entry), todo)
                     continue
                 reasons.append(f"version is {', '.join(sorted(str(r) for r in same_arch))}, "
                                f"should be {want.spec(name)}")
                 if self._may("fix", want.element, entry):
-                    todo.append(("install", want.spec(name)))
+                    todo.append(("install", self._source(want, entry)))
                 continue
             if checks and name != GPG_PUBKEY \
                     and self._flag(want.element, entry, "pkg_verify", "pkg_verify") \
@@ -283,6 +287,19 @@ class DNF(Driver):
                     if self._may("reinstall", want.element, entry):
                         todo.append(("reinstall", match.nvra))
         return EntryState(not reasons, reasons)
+
+    @staticmethod
+    def _source(want: Wanted, entry: Element) -> str:
+        """What dnf installs for an instance: its package file when the entry names one
+        (Pkgmgr's ``url``, or ``uri`` and ``simplefile``), else its NEVRA."""
+        url = want.element.get("url")
+        if not url and want.element.get("simplefile"):
+            base = want.element.get("uri") or entry.get("uri") or entry.get("url")
+            if base:
+                url = base.rstrip("/") + "/" + want.element.get("simplefile", "").lstrip("/")
+        if url and PACKAGE_URL.fullmatch(url):
+            return url
+        return want.spec(entry.get("name", ""))
 
     def _may(self, what: str, element: Element, entry: Element) -> bool:
         """Whether [YUM], the instance and its package all allow ``what`` (see PERMISSIONS)."""
