@@ -272,6 +272,59 @@ OPTIONS: list[Option] = [
            type="bool"),
 ]
 
+#: the options of the agent's drivers, in sections of their own as upstream's client
+#: tools have them; the server never reads them, the drivers do (``drivers._common.setting``)
+DRIVER_OPTIONS: list[Option] = [
+    Option("POSIXUsers", "uid_whitelist", "",
+           "Comma-separated uid ranges (1000-1999, 5000-) whose users the agent manages; "
+           "when set, uid_blacklist is ignored. Users outside the managed ranges are never "
+           "reported extra, and an entry with an explicit uid outside them is an error.",
+           type="list"),
+    Option("POSIXUsers", "uid_blacklist", "",
+           "Comma-separated uid ranges whose users the agent leaves alone (used when no "
+           "uid_whitelist is set).", type="list"),
+    Option("POSIXUsers", "gid_whitelist", "",
+           "Comma-separated gid ranges whose groups the agent manages; when set, "
+           "gid_blacklist is ignored.", type="list"),
+    Option("POSIXUsers", "gid_blacklist", "",
+           "Comma-separated gid ranges whose groups the agent leaves alone (used when no "
+           "gid_whitelist is set).", type="list"),
+    Option("APT", "install_path", "/usr",
+           "Prefix of the APT and dpkg tools (apt-get, apt-cache, dpkg-query are in its "
+           "bin/).", type="path"),
+    Option("APT", "var_path", "/var",
+           "The system's var directory: dpkg's database is lib/dpkg under it, APT's state "
+           "lib/apt and its cache cache/apt.", type="path"),
+    Option("APT", "etc_path", "/etc", "The system's etc directory (APT's configuration is "
+           "apt/ under it).", type="path"),
+    Option("YUM", "pkg_checks", True,
+           "Check the installed version of rpm packages (false: only that each is "
+           "installed).", type="bool"),
+    Option("YUM", "pkg_verify", True,
+           "Also check the installed files of rpm packages (rpm -V) and reinstall a package "
+           "whose files changed.", type="bool"),
+    Option("YUM", "install_missing", True,
+           "Install missing rpm packages (false: report them only).", type="bool"),
+    Option("YUM", "fix_version", True,
+           "Upgrade or downgrade rpm packages of the wrong version (false: report them "
+           "only).", type="bool"),
+    Option("YUM", "reinstall_broken", True,
+           "Reinstall rpm packages whose files fail rpm -V (false: report them only).",
+           type="bool"),
+    Option("YUM", "install_action", "install",
+           "The documented spelling of install_missing: install, or none (report only); "
+           "both must allow it.", type="choice", choices=("install", "none")),
+    Option("YUM", "version_fail_action", "upgrade",
+           "The documented spelling of fix_version: upgrade, or none (report only); both "
+           "must allow it.", type="choice", choices=("upgrade", "none")),
+    Option("YUM", "verify_fail_action", "reinstall",
+           "The documented spelling of reinstall_broken: reinstall, or none (report only); "
+           "both must allow it.", type="choice", choices=("reinstall", "none")),
+    Option("YUM", "verify_flags", "",
+           "Comma-separated rpm -V options for every package (nomtime, nomode, "
+           "nolinkto...), without their leading dashes.", type="list"),
+]
+
 SERVER_CLI_ONLY = {
     "daemon": ("-D", "--daemon"),
 }
@@ -619,10 +672,11 @@ def _format_default(opt: Option) -> str:
 
 
 def all_options() -> list[Option]:
-    """The whole table: OPTIONS and the options of every plugin and core there is."""
+    """The whole table: OPTIONS, the options of every plugin and core there is, and those
+    of the agent's drivers."""
     from bcfg2.plugin.manager import component_options
 
-    return list(OPTIONS) + component_options(everything=True)
+    return list(OPTIONS) + component_options(everything=True) + list(DRIVER_OPTIONS)
 
 
 def example() -> str:
