@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import time
 import urllib.error
 import urllib.request
@@ -213,6 +214,47 @@ def test_packages_index_ages_are_the_oldest_by_source_type(counted):
     assert 7200 <= age < 7200 + 600
     assert value(counted, "bcfg2_packages_indices", type="apt") == 2
     assert value(counted, "bcfg2_packages_indices", type="yum") == 1
+
+
+def test_the_packages_plugin_reports_the_indices_it_serves(repo, local_core, counted,
+                                                          monkeypatch, tmp_path):
+    from bcfg2.plugins.packages import drivers
+    from bcfg2.plugins.packages.index import Index
+
+    index = Index("deb")
+    index.add("libc6", version="2.36")
+    monkeypatch.setattr(drivers, "load", lambda source, arch, fetcher, known_key=None:
+                        drivers.Loaded(key="k1", index=index, files=[source.base_url]))
+    repo.write("Metadata/groups.xml", GROUPS_WITH_DEBIAN)
+    repo.write("Bundler/base.xml", '<Bundle><Package name="libc6"/></Bundle>')
+    repo.write("Packages/sources.xml", APT_SOURCES)
+    local_core(repo, server__plugins="Metadata,Bundler,Packages").BuildConfiguration("client1")
+    assert value(counted, "bcfg2_packages_indices", type="apt") == 2  # one per architecture
+    assert value(counted, "bcfg2_packages_index_age_seconds", type="apt") < 600
+    hour_ago = time.time() - 3600
+    for cached in (tmp_path / "state" / "Packages" / "cache").glob("*.json"):
+        os.utime(cached, (hour_ago, hour_ago))
+    local_core(repo, server__plugins="Metadata,Bundler,Packages")  # reads the cache at start
+    assert 3600 <= value(counted, "bcfg2_packages_index_age_seconds", type="apt") < 3600 + 600
+
+
+GROUPS_WITH_DEBIAN = """\
+<Groups>
+  <Group name="basic" profile="true" public="true">
+    <Group name="debian"/><Group name="amd64"/>
+  </Group>
+  <Bundle name="base"/>
+</Groups>
+"""
+APT_SOURCES = """\
+<Sources>
+  <Group name="debian">
+    <Source type="apt" url="http://mirror.invalid/debian" version="bookworm">
+      <Component>main</Component><Arch>amd64</Arch><Arch>arm64</Arch>
+    </Source>
+  </Group>
+</Sources>
+"""
 
 
 class Pool:
