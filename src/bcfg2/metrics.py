@@ -157,6 +157,8 @@ class Metrics:
         self._lock = threading.Lock()
         self._children: dict[str, Snapshot] = {}
         self._retired: Snapshot = {}
+        #: children retired: an answer relayed after its child was retired is not added twice
+        self._gone: set[str] = set()
         self._packages: tuple[tuple[str, float], ...] = ()
         self._alive: Callable[[], Any] | None = None
         #: what /metrics serves: this process's metrics with the children's added
@@ -209,11 +211,13 @@ class Metrics:
                 with contextlib.suppress(KeyError, ValueError):
                     metric.labels(*(values[label] for label in names))
         with self._lock:
-            self._children[child] = snapshot
+            if child not in self._gone:
+                self._children[child] = snapshot
 
     def retire(self, child: str) -> None:
         """A child is gone: what it counted stays in the totals."""
         with self._lock:
+            self._gone.add(child)
             last = self._children.pop(child, None)
             for name, samples in (last or {}).items():
                 kept = self._retired.setdefault(name, {})
@@ -503,6 +507,8 @@ class Endpoint:
     #: threads answering scrapes on the listener, and seconds a request may be silent
     THREADS = 4
     TIMEOUT = 5
+    #: accepted connections waiting for a thread
+    QUEUE = 16
 
     def __init__(self, setup: Setup) -> None:
         """Raises ConfigError for a bad listen address or allow list, or listen without
@@ -525,9 +531,12 @@ class Endpoint:
             return True
         import cheroot.wsgi  # only where a listener is wanted
 
+        # a few threads, silent clients cut after TIMEOUT, and a bounded queue of accepted
+        # connections (beyond it cheroot answers 503): a scrape is small and rare
         server = cheroot.wsgi.Server(self.address, self.app, numthreads=self.THREADS,
                                      max=self.THREADS, request_queue_size=16,
-                                     timeout=self.TIMEOUT, shutdown_timeout=2)
+                                     timeout=self.TIMEOUT, shutdown_timeout=2,
+                                     accepted_queue_size=self.QUEUE, accepted_queue_timeout=1)
         server.error_log = _cheroot_log
         server.max_request_header_size = 8192
         server.max_request_body_size = 1024

@@ -10,7 +10,7 @@ import xmlrpc.client
 from typing import Any
 
 import pytest
-from conftest import WEB1, ServerProcess, wait_until, write_conf
+from conftest import CORES, WEB1, ServerProcess, wait_until, write_conf
 from prometheus_client.parser import text_string_to_metric_families
 
 from bcfg2 import metrics
@@ -40,11 +40,10 @@ def agent(tls, port: int, user: str, password: str) -> xmlrpc.client.ServerProxy
                                      context=tls.client_context(), allow_none=True)
 
 
-@pytest.mark.parametrize("backend", ["builtin", "multiprocessing"])
+@pytest.mark.parametrize("backend", CORES)
 def test_a_running_server_counts_what_agents_do(backend, example_repo, tls, tmp_path,
                                                 processes):
-    extra = "backend = multiprocessing\nchildren = 2\n" if backend == "multiprocessing" \
-        else "backend = builtin\n"
+    extra = f"backend = {backend}\n" + ("children = 2\n" if backend == "multiprocessing" else "")
     conf = write_conf(tmp_path / "bcfg2.conf", example_repo, tls, server_extra=extra)
     conf.write_text(conf.read_text() + f"\n[metrics]\nenabled = true\nlisten = 127.0.0.1:0\n"
                                        f"token = {TOKEN}\n")

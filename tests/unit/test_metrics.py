@@ -299,6 +299,8 @@ def test_what_children_count_is_added_and_stays_once_they_are_gone(counted):
     counted.retire("child-1")
     counted.relay("child-2", metrics.Metrics().snapshot())  # its replacement starts at 0
     assert value(counted, "bcfg2_build_phase_seconds_count", phase="bind") == 4
+    counted.relay("child-1", child.snapshot())  # its last answer, arriving after it was gone
+    assert value(counted, "bcfg2_build_phase_seconds_count", phase="bind") == 4
 
 
 def test_a_relayed_snapshot_of_unknown_families_is_ignored(counted):
