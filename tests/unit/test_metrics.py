@@ -189,18 +189,27 @@ def test_file_events_handed_to_a_handler_are_counted_by_action(tmp_path, counted
     assert value(counted, "bcfg2_file_events_total", action="changed") == 1
 
 
-def test_storage_transactions_are_timed_by_engine_and_operation(tmp_path, counted):
-    db = SQLiteDatabase(str(tmp_path / "state.sqlite"))
-    db.run(lambda tx: tx.execute("CREATE TABLE t (x INTEGER)"), write=True)
-    db.run(lambda tx: tx.execute("INSERT INTO t VALUES (?)", (1,)), True)
-    assert db.run(lambda tx: tx.execute("SELECT COUNT(*) FROM t").scalar()) == 1
-    with pytest.raises(StorageError):
-        db.run(lambda tx: tx.execute("SELECT * FROM missing"))
-    db.close()
-    assert value(counted, "bcfg2_storage_seconds_count", engine="sqlite", operation="write") == 2
-    assert value(counted, "bcfg2_storage_seconds_count", engine="sqlite", operation="read") == 2
-    assert value(counted, "bcfg2_storage_errors_total", engine="sqlite", operation="read") == 1
-    assert value(counted, "bcfg2_storage_errors_total", engine="sqlite", operation="write") == 0
+def test_storage_transactions_are_timed_by_engine_and_operation(storage_engine, tmp_path,
+                                                                request, counted):
+    if storage_engine == "sqlite":
+        db = SQLiteDatabase(str(tmp_path / "state.sqlite"))
+    else:
+        from bcfg2.storage.postgresql import PostgreSQLDatabase
+
+        db = PostgreSQLDatabase(request.getfixturevalue("pg_database").settings())
+    try:
+        db.run(lambda tx: tx.execute("CREATE TABLE t (x INTEGER)"), write=True)
+        db.run(lambda tx: tx.execute("INSERT INTO t VALUES (?)", (1,)), True)
+        assert db.run(lambda tx: tx.execute("SELECT COUNT(*) FROM t").scalar()) == 1
+        with pytest.raises(StorageError):
+            db.run(lambda tx: tx.execute("SELECT * FROM missing"))
+    finally:
+        db.close()
+    engine = storage_engine
+    assert value(counted, "bcfg2_storage_seconds_count", engine=engine, operation="write") == 2
+    assert value(counted, "bcfg2_storage_seconds_count", engine=engine, operation="read") == 2
+    assert value(counted, "bcfg2_storage_errors_total", engine=engine, operation="read") == 1
+    assert value(counted, "bcfg2_storage_errors_total", engine=engine, operation="write") == 0
 
 
 # -- gauges, and what children relay ------------------------------------------------------------
