@@ -132,7 +132,7 @@ class ChildCore(Core):
                 fault = fault_for(err)
                 answer = ("fault", (fault.faultCode, fault.faultString))
             try:
-                self.rpc.send((*answer, metrics.snapshot()))
+                self.rpc.send((*answer, metrics.drain()))
             except (OSError, ValueError):
                 return
 
@@ -155,6 +155,7 @@ def child_main(child_name: str, setup: Setup, rpc: Any, control: Any) -> None:
     """Entry point of a child process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the children in order
     setup_logging(setup, console=not setup.daemon, prog=f"bcfg2-server[{child_name}]")
+    metrics.relay_to_parent()
     setup.daemon = None
     try:
         core = ChildCore(child_name, setup, rpc, control)
@@ -321,7 +322,6 @@ class MultiprocessingCore(BuiltinCore):
             if self.children.get(child.name) is not child:
                 return False
             del self.children[child.name]
-        metrics.retire(child.name)
         child.close()
         if child.process.is_alive():
             child.process.kill()
@@ -346,10 +346,10 @@ class MultiprocessingCore(BuiltinCore):
                 child.rpc.send((method, args))
                 if not child.rpc.poll(timeout):
                     raise ChildFailed(f"{child.name} did not answer {method} in {timeout} s")
-                status, value, counts = child.rpc.recv()
+                status, value, events = child.rpc.recv()
             except (EOFError, OSError, ValueError) as err:
                 raise ChildFailed(f"{child.name} is gone ({err or type(err).__name__})") from None
-            metrics.relay(child.name, counts)
+            metrics.relay(events)
         if status == "fault":
             raise Fault(*value)
         return value

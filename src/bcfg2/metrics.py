@@ -23,18 +23,18 @@ Every label is bounded: a method is one the core exposes (or a plugin's
 RMI) or ``other``; a fault is named by its code's class; nothing is
 labelled with a client's name, a path or anything else a client chooses.
 
-A multiprocessing child counts in its own ``Metrics`` and sends a
-``snapshot()`` of its counters and histograms with every answer on the rpc
-pipe it already has (what it counts happens while it renders, so nothing
-waits for a later answer); the parent keeps each child's latest
-(``relay``) and, once the child is gone, adds it to what retired children
-counted (``retire``), so a total never goes down. File events are the
-parent's alone: each child watches the same files, and the same change
-counted once per process would say nothing more. Relaying over the pipes needs no
-shared directory to clean, no environment set before import and no
-per-process files piling up as children are replaced, which
-prometheus-client's multiprocess mode all does; what it can lose is what a
-child counted since its last answer when it dies mid-render.
+A multiprocessing child does not count for itself: its ``Metrics`` is a
+relay (``Metrics(relay=True)``) that keeps each event (a phase timed, a
+cache lookup, a transaction) until ``drain()``, and every answer on the
+rpc pipe it already shares with the parent carries them; the parent
+applies them to its own metrics (``relay``), exactly as if it had seen
+them, so its /metrics shows the whole server, and what a child did up to
+its last answer stays counted when it is replaced. What a child does
+happens while it renders, so it is sent with that render's answer. (prometheus-client's multiprocess mode
+would need a shared directory cleaned at every start, an environment
+variable set before any import, and a file per child that ever ran.) File
+events are the parent's alone: each child watches the same files, and a
+change counted once per process would say nothing more.
 
 ``make_app(setup)`` is the WSGI application answering ``/metrics`` in the
 Prometheus text format (the web page mounts it; ``Endpoint`` also serves it
@@ -47,7 +47,6 @@ any other request gets 403 and is counted.
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import hmac
 import ipaddress
@@ -106,20 +105,21 @@ STORAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 #: the paths ``make_app`` answers: grafted at /metrics (the web page) or at the root
 PATHS = ("", "/", "/metrics")
 
-#: one relayed sample: (sample name, labels as sorted pairs) -> value
-SampleKey = tuple[str, tuple[tuple[str, str], ...]]
-Snapshot = dict[str, dict[SampleKey, float]]
-
-
-def _label_key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(labels.items()))
+#: events a child keeps for its next answer at most (beyond them it keeps none)
+MAX_PENDING = 10_000
+#: one event a child relays: (metric, labels, amount counted or seconds observed)
+Event = tuple[str, tuple[str, ...], float]
 
 
 class Metrics:
-    """The metrics of one server process, in a registry of their own."""
+    """The metrics of one server process, in a registry of their own.
 
-    def __init__(self) -> None:
-        #: the metric objects this process counts in (merged with the children's on collect)
+    ``relay=True`` makes the metrics of a multiprocessing child: events are
+    kept for the parent (``drain``) instead of counted here.
+    """
+
+    def __init__(self, relay: bool = False) -> None:
+        #: the metric objects this process counts in
         self.own = CollectorRegistry(auto_describe=True)
         self.requests = Counter("bcfg2_requests", "XML-RPC calls by method and outcome.",
                                 ["method", "outcome"], registry=self.own)
@@ -146,33 +146,44 @@ class Metrics:
         self.refused = Counter("bcfg2_metrics_refused",
                                "Scrapes of /metrics refused, by reason (address, token).",
                                ["reason"], registry=self.own)
-        #: what children count, with its label names: summed into the parent's. Gauges stay
-        #: each process's own, and so do file events: every child watches the same files
-        self._relayable: dict[str, tuple[Any, tuple[str, ...]]] = {
-            metric.describe()[0].name: (metric, labels) for metric, labels in (
-                (self.requests, ("method", "outcome")), (self.request_seconds, ("method",)),
-                (self.build_phase, ("phase",)), (self.metadata_cache, ("result",)),
-                (self.storage_seconds, ("engine", "operation")),
-                (self.storage_errors, ("engine", "operation")))}
+        #: what a child relays, by name, with the number of labels; file events stay
+        #: each process's own (every child watches the same files), and so do gauges
+        self._relayed: dict[str, tuple[Any, int]] = {
+            "requests": (self.requests, 2), "request_seconds": (self.request_seconds, 1),
+            "build_phase": (self.build_phase, 1), "metadata_cache": (self.metadata_cache, 1),
+            "storage_seconds": (self.storage_seconds, 2),
+            "storage_errors": (self.storage_errors, 2)}
+        self.relaying = relay
+        self._pending: list[Event] = []
         self._lock = threading.Lock()
-        self._children: dict[str, Snapshot] = {}
-        self._retired: Snapshot = {}
-        #: children retired: an answer relayed after its child was retired is not added twice
-        self._gone: set[str] = set()
         self._packages: tuple[tuple[str, float], ...] = ()
         self._alive: Callable[[], Any] | None = None
-        #: what /metrics serves: this process's metrics with the children's added
+        #: what /metrics serves: the metrics above, the gauges, the process's own
         self.registry = CollectorRegistry()
-        self.registry.register(_Merged(self))
+        self.registry.register(_Served(self))
         ProcessCollector(registry=self.registry)
 
     # -- what the modules report -------------------------------------------------
 
+    def record(self, name: str, labels: tuple[str, ...], amount: float = 1.0) -> None:
+        """Count ``amount`` (a counter) or observe it (a histogram) on a relayed metric;
+        a relay keeps it for the parent instead."""
+        if self.relaying:
+            with self._lock:
+                if len(self._pending) < MAX_PENDING:
+                    self._pending.append((name, labels, amount))
+            return
+        metric = self._relayed[name][0]
+        if isinstance(metric, Histogram):
+            metric.labels(*labels).observe(amount)
+        else:
+            metric.labels(*labels).inc(amount)
+
     def request(self, method: str, outcome: str, seconds: float | None = None) -> None:
         """Count one XML-RPC call (``method`` already bounded by the caller)."""
-        self.requests.labels(method, outcome).inc()
+        self.record("requests", (method, outcome))
         if seconds is not None:
-            self.request_seconds.labels(method).observe(seconds)
+            self.record("request_seconds", (method,), seconds)
 
     def watch_children(self, alive: Callable[[], int]) -> None:
         """Report ``alive()`` (a bound method, held weakly) as ``bcfg2_children_alive``."""
@@ -185,68 +196,35 @@ class Metrics:
 
     # -- children ------------------------------------------------------------------
 
-    def snapshot(self) -> Snapshot:
-        """This process's counters and histograms, for the parent (``relay``)."""
-        found: Snapshot = {}
-        for name, (metric, _) in self._relayable.items():
-            samples = {}
-            for family in metric.collect():
-                for sample in family.samples:
-                    if not sample.name.endswith("_created") and sample.value:
-                        samples[(sample.name, _label_key(sample.labels))] = sample.value
-            if samples:
-                found[name] = samples
-        return found
+    def drain(self) -> list[Event]:
+        """The events kept for the parent since the last drain (none unless a relay)."""
+        with self._lock:
+            events, self._pending = self._pending, []
+        return events
 
-    def relay(self, child: str, snapshot: Snapshot) -> None:
-        """A child's latest ``snapshot()``: added to this process's counts when collected."""
-        if not isinstance(snapshot, dict):
+    def relay(self, events: Any) -> None:
+        """Apply the events a child relayed, as if they had happened here."""
+        if not isinstance(events, list):
             return
-        for name, samples in snapshot.items():
-            metric, names = self._relayable.get(name, (None, ()))
-            if metric is None or not names:
+        for event in events:
+            try:
+                name, labels, amount = event
+                metric, count = self._relayed[name]
+            except (TypeError, ValueError, KeyError):
                 continue
-            for _, labels in samples:  # every label set the child has is shown here too
-                values = dict(labels)
-                with contextlib.suppress(KeyError, ValueError):
-                    metric.labels(*(values[label] for label in names))
-        with self._lock:
-            if child not in self._gone:
-                self._children[child] = snapshot
-
-    def retire(self, child: str) -> None:
-        """A child is gone: what it counted stays in the totals."""
-        with self._lock:
-            self._gone.add(child)
-            last = self._children.pop(child, None)
-            for name, samples in (last or {}).items():
-                kept = self._retired.setdefault(name, {})
-                for key, value in samples.items():
-                    kept[key] = kept.get(key, 0.0) + value
-
-    def relayed(self) -> Snapshot:
-        """The sums of what the children counted, living and retired."""
-        with self._lock:
-            total: Snapshot = {name: dict(samples) for name, samples in self._retired.items()}
-            for snapshot in self._children.values():
-                for name, samples in snapshot.items():
-                    kept = total.setdefault(name, {})
-                    for key, value in samples.items():
-                        kept[key] = kept.get(key, 0.0) + value
-        return total
+            if not (isinstance(labels, tuple) and len(labels) == count
+                    and all(isinstance(label, str) for label in labels)
+                    and isinstance(amount, int | float) and 0 <= amount < float("inf")):
+                continue
+            self.record(name, labels, amount)
 
     # -- collecting ------------------------------------------------------------------
 
     def _collect(self) -> Iterator[Metric]:
-        relayed = self.relayed()
         for family in self.own.collect():
-            extra = relayed.get(family.name, {})
-            merged = copy.copy(family)
-            merged.samples = [
-                sample._replace(value=sample.value + extra.get(
-                    (sample.name, _label_key(sample.labels)), 0.0))
-                for sample in family.samples if not sample.name.endswith("_created")]
-            yield merged
+            family.samples = [sample for sample in family.samples
+                              if not sample.name.endswith("_created")]
+            yield family
         alive = self._alive() if self._alive is not None else None
         if alive is not None:
             yield GaugeMetricFamily("bcfg2_children_alive",
@@ -269,7 +247,7 @@ class Metrics:
             yield counts
 
 
-class _Merged:
+class _Served:
     """The collector ``Metrics.registry`` serves."""
 
     def __init__(self, metrics: Metrics) -> None:
@@ -327,13 +305,13 @@ def phase(name: str) -> Iterator[None]:
     try:
         yield
     finally:
-        _current.build_phase.labels(name if name in PHASES else OTHER).observe(
-            time.monotonic() - start)
+        _current.record("build_phase", (name if name in PHASES else OTHER,),
+                        time.monotonic() - start)
 
 
 def metadata_cache(hit: bool) -> None:
     """Client metadata was wanted: kept in the cache (hit) or built anew (miss)."""
-    _current.metadata_cache.labels("hit" if hit else "miss").inc()
+    _current.record("metadata_cache", ("hit" if hit else "miss",))
 
 
 def file_event(action: str) -> None:
@@ -352,10 +330,10 @@ def timed_storage(run: Callable[..., T]) -> Callable[..., T]:
         try:
             return run(db, work, write)
         except Exception:
-            _current.storage_errors.labels(engine, operation).inc()
+            _current.record("storage_errors", (engine, operation))
             raise
         finally:
-            _current.storage_seconds.labels(engine, operation).observe(time.monotonic() - start)
+            _current.record("storage_seconds", (engine, operation), time.monotonic() - start)
 
     return timed
 
@@ -370,19 +348,19 @@ def watch_children(alive: Callable[[], int]) -> None:
     _current.watch_children(alive)
 
 
-def snapshot() -> Snapshot:
-    """This process's counts, for the parent process."""
-    return _current.snapshot()
+def relay_to_parent() -> None:
+    """Make this process a multiprocessing child's: its events go to the parent (``drain``)."""
+    use(Metrics(relay=True))
 
 
-def relay(child: str, counts: Snapshot) -> None:
-    """A child's counts, as its latest answer carried them."""
-    _current.relay(child, counts)
+def drain() -> list[Event]:
+    """The events a child keeps for its next answer to the parent."""
+    return _current.drain()
 
 
-def retire(child: str) -> None:
-    """A child is gone; what it counted stays counted."""
-    _current.retire(child)
+def relay(events: list[Event]) -> None:
+    """The events a child's answer carried, counted here."""
+    _current.relay(events)
 
 
 # -- who may scrape, and serving -------------------------------------------------------
@@ -567,6 +545,6 @@ class Endpoint:
 __all__ = [
     "FAULT_OUTCOMES", "OTHER", "PHASES", "Access", "Endpoint", "Metrics", "current",
     "file_event", "listen_address", "make_app", "metadata_cache", "method_label",
-    "packages_indices", "phase", "relay", "request", "retire", "snapshot",
+    "drain", "packages_indices", "phase", "relay", "relay_to_parent", "request",
     "timed_storage", "unauthorized", "use", "watch_children",
 ]

@@ -284,8 +284,8 @@ def test_children_alive_follow_the_pool_and_vanish_with_it(counted):
     assert counted.registry.get_sample_value("bcfg2_children_alive") is None
 
 
-def test_what_children_count_is_added_and_stays_once_they_are_gone(counted):
-    child = metrics.Metrics()
+def test_what_a_child_does_is_counted_by_the_parent_once(counted):
+    child = metrics.Metrics(relay=True)
     with metrics.phase("bind"):
         pass  # counted by the parent's own (current) metrics
     previous = metrics.use(child)
@@ -297,26 +297,32 @@ def test_what_children_count_is_added_and_stays_once_they_are_gone(counted):
         metrics.file_event("changed")
     finally:
         metrics.use(previous)
-    counted.relay("child-1", child.snapshot())
+    assert child.registry.get_sample_value("bcfg2_build_phase_seconds_count",
+                                           {"phase": "bind"}) is None  # kept, not counted
+    events = child.drain()
+    assert child.drain() == []
+    counted.relay(events)
     assert value(counted, "bcfg2_build_phase_seconds_count", phase="bind") == 4
     assert value(counted, "bcfg2_build_phase_seconds_bucket", phase="bind", le="+Inf") == 4
     assert value(counted, "bcfg2_metadata_cache_lookups_total", result="miss") == 1
     # every child watches the same files as the parent: each change is counted once
     assert value(counted, "bcfg2_file_events_total", action="changed") == 0
-    counted.relay("child-1", child.snapshot())  # a later answer: the same totals, not twice
-    assert value(counted, "bcfg2_build_phase_seconds_count", phase="bind") == 4
-    counted.retire("child-1")
-    counted.relay("child-2", metrics.Metrics().snapshot())  # its replacement starts at 0
-    assert value(counted, "bcfg2_build_phase_seconds_count", phase="bind") == 4
-    counted.relay("child-1", child.snapshot())  # its last answer, arriving after it was gone
-    assert value(counted, "bcfg2_build_phase_seconds_count", phase="bind") == 4
 
 
-def test_a_relayed_snapshot_of_unknown_families_is_ignored(counted):
-    counted.relay("child-1", {"bcfg2_made_up": {("bcfg2_made_up_total", ()): 5.0}})
-    counted.relay("child-2", "not a snapshot")  # type: ignore[arg-type]
-    assert "bcfg2_made_up" not in families(scrape(metrics.make_app(
-        make_setup("/nonexistent", metrics__enabled="true"), counted))[2].decode())
+def test_a_child_keeps_a_bounded_number_of_events(counted):
+    child = metrics.Metrics(relay=True)
+    for _ in range(metrics.MAX_PENDING + 50):
+        child.record("metadata_cache", ("hit",))
+    assert len(child.drain()) == metrics.MAX_PENDING
+
+
+def test_malformed_relayed_events_are_ignored(counted):
+    counted.relay([("made_up", ("x",), 1.0), ("metadata_cache", ("hit", "extra"), 1.0),
+                   ("metadata_cache", (1,), 1.0), ("metadata_cache", ("hit",), -1.0),
+                   ("metadata_cache", ("hit",), float("nan")), ("metadata_cache",),
+                   "not an event", ("metadata_cache", ("hit",), 2.0)])
+    counted.relay("not a list")  # type: ignore[arg-type]
+    assert value(counted, "bcfg2_metadata_cache_lookups_total", result="hit") == 2
 
 
 # -- who may scrape ---------------------------------------------------------------------------
