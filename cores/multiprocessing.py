@@ -34,6 +34,7 @@ import time
 from typing import Any
 from xmlrpc.client import Fault
 
+from bcfg2 import metrics
 from bcfg2.cache import Expiry, relayed
 from bcfg2.core import Core, exposed
 from bcfg2.cores.builtin import BuiltinCore
@@ -105,7 +106,9 @@ class ChildCore(Core):
                                     generation, SYNC_WAIT)
                 self.metadata_cache.expire(tag="sync timeout")
         self.catch_up()
-        return tostring(self.BuildConfiguration(client))
+        config = self.BuildConfiguration(client)
+        with metrics.phase("serialise"):
+            return tostring(config)
 
     def _run(self) -> bool:
         threading.Thread(target=self._control_loop, name="control", daemon=True).start()
@@ -129,7 +132,7 @@ class ChildCore(Core):
                 fault = fault_for(err)
                 answer = ("fault", (fault.faultCode, fault.faultString))
             try:
-                self.rpc.send(answer)
+                self.rpc.send((*answer, metrics.drain()))
             except (OSError, ValueError):
                 return
 
@@ -152,6 +155,7 @@ def child_main(child_name: str, setup: Setup, rpc: Any, control: Any) -> None:
     """Entry point of a child process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the children in order
     setup_logging(setup, console=not setup.daemon, prog=f"bcfg2-server[{child_name}]")
+    metrics.relay_to_parent()
     setup.daemon = None
     try:
         core = ChildCore(child_name, setup, rpc, control)
@@ -212,6 +216,7 @@ class MultiprocessingCore(BuiltinCore):
         self._watcher: threading.Thread | None = None
         super().__init__(setup)
         self.metadata_cache.subscribe(self._publish_expiry)
+        metrics.watch_children(self.alive)
 
     def _publish_expiry(self, expiry: Expiry) -> None:
         """Every expiry of the parent's cache goes to every child, with its generation."""
@@ -239,6 +244,10 @@ class MultiprocessingCore(BuiltinCore):
                                          daemon=True)
         self._watcher.start()
         return super()._run()
+
+    def alive(self) -> int:
+        """How many children have loaded the repository and are still running."""
+        return sum(1 for child in self.pool() if child.ready and child.process.is_alive())
 
     def pool(self) -> list[Child]:
         """The children now in the pool (a snapshot: the watcher replaces dead ones)."""
@@ -337,9 +346,10 @@ class MultiprocessingCore(BuiltinCore):
                 child.rpc.send((method, args))
                 if not child.rpc.poll(timeout):
                     raise ChildFailed(f"{child.name} did not answer {method} in {timeout} s")
-                status, value = child.rpc.recv()
+                status, value, events = child.rpc.recv()
             except (EOFError, OSError, ValueError) as err:
                 raise ChildFailed(f"{child.name} is gone ({err or type(err).__name__})") from None
+            metrics.relay(events)
         if status == "fault":
             raise Fault(*value)
         return value

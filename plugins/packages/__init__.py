@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import lxml.etree
 
+from bcfg2 import metrics
 from bcfg2.options import Option
 from bcfg2.plugin import (
     Generator,
@@ -237,6 +238,7 @@ class Packages(Plugin, StructureValidator, Generator, PackageSources):
     def _install(self, loaded: dict[Part, Loaded]) -> None:
         self.loaded = loaded
         self._views = {}
+        metrics.packages_indices((source.type, item.mtime) for (source, _), item in loaded.items())
 
     def _keep_key(self, url: str, blob: bytes) -> None:
         """Serve a GPG key file, with the ``gpg-pubkey`` instances RPM will know it by."""

@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bcfg2 import metrics
+
 if TYPE_CHECKING:
     from bcfg2.metadata import ClientMetadata
 
@@ -106,6 +108,7 @@ class MetadataCache:
         if self.keeps_complete:
             cached = self.get(client)
             if cached is not None:
+                metrics.metadata_cache(hit=True)
                 return cached
         generation = self.generation
         imd = None
@@ -113,6 +116,7 @@ class MetadataCache:
             cached = self.get(client)
             if cached is not None:
                 imd = cached.copy()
+        metrics.metadata_cache(hit=imd is not None)
         if imd is None:
             imd = self._initial(client)
             if self.keeps_initial:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, NoReturn
 
 import lxml.etree
 
-from bcfg2 import statistics
+from bcfg2 import metrics, statistics
 from bcfg2.cache import MetadataCache
 from bcfg2.errors import (
     ConfigError,
@@ -404,6 +404,7 @@ class Core:
                 self.logger.exception("%s: %s failed for %s", plugin.name, hook,
                                       metadata.hostname)
 
+    @metrics.phase("structures")
     def GetStructures(self, metadata: ClientMetadata) -> list[lxml.etree._Element]:  # noqa: N802
         """All structures (bundles) for the client from every Structure plugin."""
         structures = list(chain.from_iterable(
@@ -416,6 +417,7 @@ class Core:
                               metadata.hostname, ":".join(missing))
         return structures
 
+    @metrics.phase("validate")
     def validate_structures(self, metadata: ClientMetadata,
                             data: list[lxml.etree._Element]) -> None:
         """Let StructureValidator plugins check (and adjust) the structures."""
@@ -430,6 +432,7 @@ class Core:
                 self.logger.exception("Plugin %s: unexpected structure validation failure",
                                       plugin.name)
 
+    @metrics.phase("goals")
     def validate_goals(self, metadata: ClientMetadata, data: lxml.etree._Element) -> None:
         """Let GoalValidator plugins check (and adjust) the bound configuration."""
         for plugin in self.plugins_by_type(interfaces.GoalValidator):
@@ -442,6 +445,7 @@ class Core:
                 self.logger.exception("Plugin %s: unexpected goal validation failure",
                                       plugin.name)
 
+    @metrics.phase("bind")
     def BindStructures(self, structures: list[lxml.etree._Element],  # noqa: N802
                        metadata: ClientMetadata, config: lxml.etree._Element) -> None:
         """Bind every structure and add it to the configuration."""
@@ -799,7 +803,9 @@ class Core:
         self.catch_up()
         meta = self.metadata_for(address, "GetConfig")
         try:
-            return tostring(self.BuildConfiguration(meta.hostname, metadata=meta))
+            config = self.BuildConfiguration(meta.hostname, metadata=meta)
+            with metrics.phase("serialise"):
+                return tostring(config)
         except Exception:
             self.critical_error(f"Error creating config for {meta.hostname}")
 
@@ -934,6 +940,8 @@ class NetworkCore(Core):
             #: the load balancers whose PROXY protocol headers are believed (None: off)
             self.balancers = TrustedBalancers.from_list(setup.server.proxy_protocol)
             self.health_address = health_address(setup.server.health_port)
+            #: /metrics: the web page mounts its app; [metrics] listen starts with the health
+            self.metrics_endpoint = metrics.Endpoint(setup)
         except ConfigError as err:
             raise CoreInitError(str(err)) from None
         #: the health endpoint (``[server] health_port``), once started
@@ -981,11 +989,14 @@ class NetworkCore(Core):
         return None
 
     def _start_health(self) -> bool:
-        """Start the health endpoint if one is configured; False (logged) if it cannot listen.
+        """Start the health endpoint and the metrics listener, those configured; False
+        (logged) if one cannot listen.
 
         Cores call it as they start, after daemonizing (its thread would not
         survive the fork); a second call does nothing.
         """
+        if not self.metrics_endpoint.start():  # [metrics] listen, if set, logs why it cannot
+            return False
         if self.health_address is None or self.health is not None:
             return True
         try:
@@ -1057,6 +1068,7 @@ class NetworkCore(Core):
         if self.health is not None:  # answered 503 while the rest stopped
             self.health.stop()
             self.health = None
+        self.metrics_endpoint.stop()
         for attr in ("_stop_w", "_stop_r"):
             fd = getattr(self, attr)
             if fd >= 0:

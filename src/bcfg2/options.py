@@ -193,6 +193,21 @@ OPTIONS: list[Option] = [
            "large_upload_wait seconds, then the agent is told to try later.", type="int"),
     Option("reporting", "large_upload_wait", 5.0,
            "Seconds a large statistics upload waits for its turn.", type="float"),
+    # [metrics]: /metrics for Prometheus (bcfg2.metrics)
+    Option("metrics", "enabled", False,
+           "Serve the server's metrics (requests, build times, caches, file events, Packages "
+           "indices, children, storage) in the Prometheus text format at /metrics: on the "
+           "web page, and on listen if set. Off: /metrics answers 404.", type="bool"),
+    Option("metrics", "listen", "",
+           "Also serve /metrics on its own plain-HTTP listener at HOST:PORT ([V6]:PORT), an IP "
+           "address of this machine, for a site that scrapes without the web page. Needs "
+           "enabled = true. Empty: no listener."),
+    Option("metrics", "allow", "127.0.0.1, ::1",
+           "Comma-separated addresses or networks (CIDR) that may scrape /metrics; a "
+           "request from anywhere else gets 403 (and is counted).", type="list"),
+    Option("metrics", "token", None,
+           "If set, a scrape must also send it as a bearer token (Authorization: Bearer "
+           "TOKEN; Prometheus' authorization or bearer_token_file); else 403."),
     # [database]: where run-time state is kept (bcfg2.storage)
     Option("database", "engine", "sqlite",
            "Where the server keeps what it learns at run time (client registrations and "
@@ -345,8 +360,8 @@ class Section:
 
 
 def _shown(name: str, value: Any) -> str:
-    """An option's value as a Section's repr shows it: a password only as set or not."""
-    if "password" in name and value:
+    """An option's value as a Section's repr shows it: a password or token only as set or not."""
+    if ("password" in name or name == "token") and value:
         return "'***'"
     return repr(value)
 

@@ -20,6 +20,7 @@ import binascii
 import inspect
 import logging
 import threading
+import time
 import weakref
 import xmlrpc.client
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from xml.parsers.expat import ExpatError
 
 import lxml.etree
 
+from bcfg2 import metrics
 from bcfg2.errors import (
     GENERIC_ERROR,
     AccessDenied,
@@ -124,6 +126,8 @@ class Result:
 
     outcome: str  # "ok", "fault" or "unauthorized"
     body: bytes = b""
+    #: the fault's code, for a fault
+    code: int | None = None
 
     @property
     def unauthorized(self) -> bool:
@@ -282,10 +286,12 @@ def authenticate(core: NetworkCore, request: Request) -> Caller | None:
     throttle = throttle_for(core)
     ip = request.address[0]
     if throttle.refused(ip):
+        metrics.unauthorized()
         return None
     caller = core.authenticate(request.cert, request.user, request.password, request.address)
     if caller is None:
         throttle.failed(ip, request.user)
+        metrics.unauthorized()
     return caller
 
 
@@ -295,39 +301,51 @@ def handle(core: NetworkCore, request: Request, caller: Caller | None = None) ->
         caller = authenticate(core, request)
         if caller is None:
             return UNAUTHORIZED
+    start = time.monotonic()
+    method, result = _dispatch(core, request, caller)
+    metrics.request(core, method, result.outcome, result.code, time.monotonic() - start)
+    return result
+
+
+def _fault(fault: xmlrpc.client.Fault) -> Result:
+    return Result("fault", fault_response(fault), fault.faultCode)
+
+
+def _dispatch(core: NetworkCore, request: Request, caller: Caller) -> tuple[str, Result]:
+    """The method a request names (once looked up; '' before) and its result."""
     ip = request.address[0]
-    method = ""
+    method = found = ""
     try:
         params, raw_name = parse_request(request.body)
         method = canonical_name(raw_name)
         func, with_caller = lookup(core, method)
+        found = method
         if not core.check_acls(caller, method):
             raise AccessDenied(f"{caller.client or caller.admin} may not call {method}")
         result = call(func, with_caller, caller, method, params)
     except RequestError as err:
         if not isinstance(err, CriticalError):  # critical errors are logged where raised
             logger.warning("Refused request from %s: %s", ip, escaped(str(err)))
-        return Result("fault", fault_response(fault_for(err)))
+        return found, _fault(fault_for(err))
     except xmlrpc.client.Fault as fault:
-        return Result("fault", fault_response(fault))
+        return found, _fault(fault)
     except RecursionError:  # a traceback thousands of frames deep would tell nothing more
         logger.error("%s failed for %s: its parameters nest too deep", method, ip)
-        return Result("fault", fault_response(fault_for(CriticalError(
-            f"{method}: parameters nested too deep"))))
+        return found, _fault(fault_for(CriticalError(f"{method}: parameters nested too deep")))
     except Exception as err:
         logger.exception("%s failed for %s", method, ip)
         if not isinstance(err, Bcfg2Error):
             # not an error we raised for the caller: its text may name the server's files
             err = CriticalError(f"{method} failed on the server ({type(err).__name__}); "
                                 f"the server's log says why")
-        return Result("fault", fault_response(fault_for(err)))
+        return found, _fault(fault_for(err))
     try:
-        return Result("ok", response(result))
+        return found, Result("ok", response(result))
     except UNMARSHALLABLE as err:  # a method returned what XML-RPC cannot carry
         what = "nests too deep" if isinstance(err, RecursionError) else escaped(str(err), 200)
         logger.error("%s for %s returned a result that cannot be sent: %s", method, ip, what)
-        return Result("fault", fault_response(fault_for(CriticalError(
-            f"{method} returned a result XML-RPC cannot carry: {what}"))))
+        return found, _fault(fault_for(CriticalError(
+            f"{method} returned a result XML-RPC cannot carry: {what}")))
 
 
 __all__ = ["Request", "Result", "authenticate", "call", "canonical_name", "fault_for",

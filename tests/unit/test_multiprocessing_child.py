@@ -37,7 +37,7 @@ def child(repo, tmp_path):
 
 
 def rendered_bundles(rpc) -> set[str]:
-    status, config = rpc.recv()
+    status, config, _events = rpc.recv()  # and the events it relays (bcfg2.metrics)
     assert status == "ok", config
     return {b.get("name") for b in lxml.etree.fromstring(config.encode()).iter("Bundle")}
 

@@ -23,6 +23,7 @@ import threading
 import time
 from typing import Any, Protocol
 
+from bcfg2 import metrics
 from bcfg2.errors import CoreInitError
 
 logger = logging.getLogger(__name__)
@@ -162,6 +163,7 @@ class FileMonitor:
             return
         if self.debug:
             logger.debug("file monitor: %s", event)
+        metrics.file_event(event.action)
         try:
             handler.HandleEvent(event)
         except Exception:  # one bad handler must not stop the others

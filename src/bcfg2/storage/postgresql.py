@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from bcfg2 import metrics
 from bcfg2.errors import CommitUncertainError, ConfigError, StorageError
 from bcfg2.storage.base import Database, Result, Transaction, lock_key, to_pyformat
 
@@ -297,6 +298,7 @@ class PostgreSQLDatabase(Database):
         return getattr(err, "sqlstate", None) is None \
             or str(err.sqlstate).startswith(("08", "57P"))
 
+    @metrics.timed_storage
     def run(self, work: Callable[[Transaction], T], write: bool = False) -> T:
         attempt = 0
         while True:

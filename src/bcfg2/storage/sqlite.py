@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from bcfg2 import metrics
 from bcfg2.errors import StorageError
 from bcfg2.storage.base import Database, Result, Transaction, check_sql
 
@@ -115,6 +116,7 @@ class SQLiteDatabase(Database):
                     conn.execute("ROLLBACK")
                 raise StorageError(f"{self.path}: cannot commit: {err}") from err
 
+    @metrics.timed_storage
     def run(self, work: Callable[[Transaction], T], write: bool = False) -> T:
         """``work`` in one transaction: a local file has no connection to lose."""
         with self.transaction(write) as tx:
