@@ -462,7 +462,7 @@ class POSIX(Driver):
             key, _, perms = line.rpartition(":")
             parts = key.split(":")
             default = parts[0] == "default"
-            scope, qualifier = (parts[1:] if default else parts) + [""] * 2
+            scope, qualifier = ((parts[1:] if default else parts) + ["", ""])[:2]
             if scope in ("user", "group") and qualifier or default and scope == "other":
                 acls[f"{'default:' if default else ''}{scope}:{qualifier}"] = perms
         return acls
@@ -487,7 +487,10 @@ class POSIX(Driver):
         except OSError as err:
             state.reasons.append(f"its ACLs cannot be read: {err.strerror}")
             return
-        wrong = sorted(k for k in set(wanted) | set(current) if wanted.get(k) != current.get(k))
+        # named entries, and the unnamed default:other: only when asked for (setfacl adds
+        # it with the first default entry)
+        relevant = set(wanted) | {k for k in current if not k.endswith(":")}
+        wrong = sorted(k for k in relevant if wanted.get(k) != current.get(k))
         if wrong:
             state.reasons.append("ACLs differ: " + ", ".join(
                 f"{k} is {current.get(k, 'unset')}, should be {wanted.get(k, 'unset')}"
@@ -502,7 +505,7 @@ class POSIX(Driver):
         wanted = self._wanted_acls(entry, EntryState(True))
         if not stat.S_ISDIR(st.st_mode):
             wanted = {k: v for k, v in wanted.items() if not k.startswith("default:")}
-        extra = [k for k in self._current_acls(path) if k not in wanted]
+        extra = [k for k in self._current_acls(path) if k not in wanted and not k.endswith(":")]
         ok = True
         for flag, spec in (("-x", ",".join(extra)),
                            ("-m", ",".join(f"{k}:{v}" for k, v in sorted(wanted.items())))):
@@ -526,10 +529,12 @@ class POSIX(Driver):
         os.chown(path, uid, gid, follow_symlinks=False)
         if mode is None and entry.get("mode") is not None and MODE.fullmatch(entry.get("mode")):
             mode = int(entry.get("mode"), 8)
-        if mode is not None and not os.path.islink(path):
-            os.chmod(path, mode)
         self._set_secontext(entry, path)
-        return self._set_acls(entry, path)
+        ok = self._set_acls(entry, path)
+        if mode is not None and not os.path.islink(path):
+            # last: with ACLs, the group bits are the ACL mask, which the mode decides
+            os.chmod(path, mode)
+        return ok
 
     def _make_parents(self, entry: Element, path: str) -> bool:
         """Create the missing parents of ``path`` with mode 0755 and the entry's owner and
