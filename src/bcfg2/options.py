@@ -330,8 +330,9 @@ CLIENT_OPTIONS: list[Option] = [
                  "it the server is not authenticated (a warning says so, as upstream's).",
             flags=("--ca-cert",)),
     Option("communication", "serverCommonNames", [],
-           "Colon-separated common names the server's certificate may have; when set, "
-           "checked instead of the URL's host name.", type="colon", flags=("--ssl-cns",)),
+           "Colon-separated names the server's certificate may have (its common name or a "
+           "subject alternative name); when set, checked instead of the URL's host name.",
+           type="colon", flags=("--ssl-cns",)),
     _shared("communication", "protocol"),
     Option("communication", "retries", 3,
            "How many times a call that met a network error is tried again.", type="int",

@@ -39,6 +39,9 @@ MAX_RESPONSE = 512 * 1024 * 1024
 VERSION = "1.4.0"
 
 log = logging.getLogger("bcfg2.client.proxy")
+#: how a kept-alive connection the server closed meanwhile fails its next call
+DROPPED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+           ssl.SSLEOFError, ssl.SSLZeroReturnError)
 
 
 def tls_context(ca: str | None, cert: str | None, key: str | None,
@@ -69,9 +72,12 @@ def tls_context(ca: str | None, cert: str | None, key: str | None,
     return ctx
 
 
-def _common_names(peer: dict[str, Any]) -> list[str]:
-    return [value for rdn in peer.get("subject", ()) for name, value in rdn
-            if name == "commonName"]
+def _names(peer: dict[str, Any]) -> list[str]:
+    """The names a certificate is for: its common names, then its DNS and IP alt names."""
+    names = [value for rdn in peer.get("subject", ()) for name, value in rdn
+             if name == "commonName"]
+    return names + [value for kind, value in peer.get("subjectAltName", ())
+                    if kind in ("DNS", "IP Address") and value not in names]
 
 
 class Proxy:
@@ -129,21 +135,23 @@ class Proxy:
                     f"{err.verify_message or err.reason}") from None
             except ssl.SSLError as err:
                 self.close()
-                raise CertificateRefused(
-                    f"TLS with {self.where} failed: {err.reason or err}") from None
+                if not isinstance(err, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+                    raise CertificateRefused(
+                        f"TLS with {self.where} failed: {err.reason or err}") from None
+                error: Exception = err
             except (OSError, http.client.HTTPException) as err:
                 self.close()
-                if reused and isinstance(err, (http.client.RemoteDisconnected,
-                                               ConnectionResetError, BrokenPipeError)):
-                    continue  # the server closed a kept-alive connection: not a failure
-                if attempt >= self.retries:
-                    raise Unreachable(f"cannot reach the server at {self.where}: "
-                                      f"{_reason(err)} (tried {attempt + 1} times)") from None
-                delay = self.retry_delay * 2 ** attempt
-                log.warning("%s to %s failed: %s; trying again in %.1f s", method,
-                            self.where, _reason(err), delay)
-                self._sleep(delay)
-                attempt += 1
+                error = err
+            if reused and isinstance(error, DROPPED):
+                continue  # the server closed a kept-alive connection: not a failure
+            if attempt >= self.retries:
+                raise Unreachable(f"cannot reach the server at {self.where}: "
+                                  f"{_reason(error)} (tried {attempt + 1} times)") from None
+            delay = self.retry_delay * 2 ** attempt
+            log.warning("%s to %s failed: %s; trying again in %.1f s", method, self.where,
+                        _reason(error), delay)
+            self._sleep(delay)
+            attempt += 1
 
     def _connection(self) -> http.client.HTTPSConnection:
         if self._conn is None:
@@ -153,7 +161,7 @@ class Proxy:
             self.connections += 1
             if self.server_cns:
                 assert conn.sock is not None
-                names = _common_names(conn.sock.getpeercert() or {})
+                names = _names(conn.sock.getpeercert() or {})
                 if not set(names) & set(self.server_cns):
                     conn.close()
                     raise CertificateRefused(
@@ -172,7 +180,7 @@ class Proxy:
         conn.putheader("User-Agent", f"bcfg2/{VERSION} (Python 3 agent)")
         conn.endheaders(body)
         response = conn.getresponse()
-        data = response.read(MAX_RESPONSE + 1)
+        data = _read(response)
         if response.will_close or len(data) > MAX_RESPONSE:
             self.close()
         if response.status == 401:
@@ -201,6 +209,19 @@ class Proxy:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _read(response: http.client.HTTPResponse) -> bytes:
+    """The body of an answer, at most MAX_RESPONSE + 1 bytes (one read may return less)."""
+    chunks: list[bytes] = []
+    total = 0
+    while total <= MAX_RESPONSE:
+        chunk = response.read(min(1 << 16, MAX_RESPONSE + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
 
 
 def _reason(err: BaseException) -> str:
