@@ -736,10 +736,13 @@ def _format_default(opt: Option) -> str:
 
 
 def all_options() -> list[Option]:
-    """The whole table: OPTIONS and the options of every plugin and core there is."""
+    """The whole table: OPTIONS, the options of every plugin and core there is, and the
+    agent's that the server does not read."""
     from bcfg2.plugin.manager import component_options
 
-    return list(OPTIONS) + component_options(everything=True)
+    table = list(OPTIONS) + component_options(everything=True)
+    known = {opt.dest for opt in table}
+    return table + [opt for opt in CLIENT_OPTIONS if opt.dest not in known]
 
 
 def example() -> str:
@@ -751,8 +754,6 @@ def example() -> str:
     ]
     section = None
     table = all_options()
-    known = {opt.dest for opt in table}
-    table += [opt for opt in CLIENT_OPTIONS if opt.dest not in known]
     order = {}
     for opt in table:
         order.setdefault(opt.section, len(order))
