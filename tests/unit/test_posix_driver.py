@@ -308,3 +308,21 @@ def test_acls_are_set_and_extra_ones_removed(root: Path) -> None:
     subprocess.run(["setfacl", "-n", "-m", "u:999:r", str(root / "shared")], check=True)
     assert posix.verify(entry, []).reasons == ["ACLs differ: user:999 is r--, should be unset"]
     assert apply(posix, entry).correct
+
+
+def test_one_bad_entry_fails_alone_and_incomplete_ones_are_never_written(root: Path) -> None:
+    posix = driver(root)
+    bare = lxml.etree.Element("Path", name="/etc/bare", type="file")
+    bare.text = "no owner, group or mode\n"
+    relative = path("/etc/hard", "hardlink", to="etc/target", owner="root", group="root",
+                    mode="0644")
+    (root / "etc").mkdir()
+    (root / "etc/dir").write_text("a file where a file entry wants to go")
+    in_the_way = path("/etc/dir/sub", text="x")  # its parent is a file: ENOTDIR
+    good = path("/etc/good", text="fine\n")
+    assert posix.install([bare, relative, in_the_way, good]) == {
+        ("Path", "/etc/bare"): False, ("Path", "/etc/hard"): False,
+        ("Path", "/etc/dir/sub"): False, ("Path", "/etc/good"): True}
+    assert sorted(os.listdir(root / "etc")) == ["dir", "good"]
+    assert posix.verify(relative, []).reasons == [
+        "its target 'etc/target' is not an absolute path"]

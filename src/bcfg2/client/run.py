@@ -352,16 +352,14 @@ class Run:
                     self.reasons[entry].append(f"not installed: the server's {mode} says so")
                     self.blacklist.append(entry)
             self.whitelist = kept
-        self._install_important()
-        if self.flags.only_important:
-            return
         chosen = [s for s in self.structures() if self._installable(s)]
         for struct in self.structures():
             if struct not in chosen:
                 for entry in struct:
                     if entry in self.whitelist:
                         self.whitelist.remove(entry)
-        if self.flags.dry_run:
+        self._install_important()
+        if self.flags.only_important or self.flags.dry_run:
             return
         for struct in chosen:
             self._pre_actions(struct)

@@ -153,26 +153,43 @@ class POSIX(Driver):
         done: dict[tuple[str, str], bool] = {}
         for entry in entries:
             kind = entry.get("type", "")
+            incomplete = self._incomplete(entry)
+            if incomplete:
+                self.log.error("Path %s is not installed: %s", entry.get("name"), incomplete)
+                done[entry_key(entry)] = False
+                continue
             try:
                 ok = getattr(self, f"_install_{kind}")(entry, self.context.path(entry.get("name")))
-            except OSError as err:
+                ok = ok and self._check(entry, record=False).correct
+            except (OSError, ValueError) as err:  # ValueError: a NUL byte in a name
                 self.log.error("Failed to install Path %s: %s", entry.get("name"),
-                               err.strerror or err)
+                               getattr(err, "strerror", None) or err)
                 ok = False
-            done[entry_key(entry)] = ok and self._check(entry, record=False).correct
+            done[entry_key(entry)] = ok
         return done
+
+    @staticmethod
+    def _incomplete(entry: Element) -> str:
+        """Why an entry cannot be verified or installed as it is ("" when it can)."""
+        name, kind = entry.get("name", ""), entry.get("type", "")
+        if not os.path.isabs(name):
+            return f"the path {name!r} is not absolute"
+        missing = [attr for attr in REQUIRED.get(kind, ()) if entry.get(attr) is None]
+        if kind == "device" and entry.get("dev_type") in ("block", "char"):
+            missing += [attr for attr in ("major", "minor") if entry.get(attr) is None]
+        if kind == "hardlink" and entry.get("to") and not os.path.isabs(entry.get("to")):
+            return f"its target {entry.get('to')!r} is not an absolute path"
+        if missing:
+            return f"missing required attribute(s) {', '.join(missing)}"
+        return ""
 
     # --- verification ----------------------------------------------------------------------
     def _check(self, entry: Element, record: bool) -> EntryState:
         name = entry.get("name", "")
         kind = entry.get("type", "")
-        if not os.path.isabs(name):
-            return EntryState(False, [f"the path {name!r} is not absolute"])
-        missing = [attr for attr in REQUIRED.get(kind, ()) if entry.get(attr) is None]
-        if kind == "device" and entry.get("dev_type") in ("block", "char"):
-            missing += [attr for attr in ("major", "minor") if entry.get(attr) is None]
-        if missing:
-            return EntryState(False, [f"missing required attribute(s) {', '.join(missing)}"])
+        incomplete = self._incomplete(entry)
+        if incomplete:
+            return EntryState(False, [incomplete])
         state = EntryState(True)
         getattr(self, f"_verify_{kind}")(entry, self.context.path(name), state, record)
         state.correct = not state.reasons
