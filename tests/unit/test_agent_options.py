@@ -1,7 +1,9 @@
-"""The agent's options (upstream's bcfg2.conf names and flags), probes and Action driver."""
+"""The agent's options (upstream's bcfg2.conf names and flags), probes, the Action driver,
+the driver registry and the terminal's questions."""
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from pathlib import Path
@@ -10,10 +12,11 @@ import lxml.etree
 import pytest
 
 from bcfg2 import options
-from bcfg2.client import cli, probes
+from bcfg2.client import cli, probes, registry
 from bcfg2.client.drivers.action import Action, decision_allows
-from bcfg2.client.drivers.base import Context
-from bcfg2.client.errors import ProbeError
+from bcfg2.client.drivers.base import Context, Driver
+from bcfg2.client.errors import AgentError, ProbeError
+from bcfg2.client.run import terminal_ask
 
 UPSTREAM_CONF = """\
 [components]
@@ -178,3 +181,43 @@ def test_decision_lists_match_tag_and_name_with_wildcards() -> None:
     assert not decision_allows(entry, "blacklist", [("*", "apt-key")])
     assert decision_allows(entry, "blacklist", [("Action", "other")])
     assert decision_allows(entry, "none", [("*", "*")])
+
+
+class Unavailable(Driver):
+    name = "Unavailable"
+
+    @classmethod
+    def available(cls, context):
+        return False
+
+
+def test_drivers_are_found_by_name_and_missing_ones_are_unavailable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    (tmp_path / "broken_driver.py").write_text("raise RuntimeError('half written')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(registry.DRIVERS, "Missing", "bcfg2.client.drivers.nosuch:Missing")
+    monkeypatch.setitem(registry.DRIVERS, "Unavailable", "test_agent_options:Unavailable")
+    monkeypatch.setitem(registry.DRIVERS, "Broken", "broken_driver:Broken")
+    context = Context(root=str(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        loaded = registry.load_drivers(context, ["POSIX", "Missing", "Unavailable", "Action"])
+    assert [d.name for d in loaded] == ["POSIX", "Action"]
+    assert "Driver Missing is not installed" in caplog.text
+    assert "Driver Unavailable cannot be used on this machine" in caplog.text
+    with pytest.raises(AgentError, match="driver Broken cannot be loaded: RuntimeError: "
+                                         "half written"):
+        registry.load_drivers(context, ["Broken"])
+    with pytest.raises(AgentError, match="unknown driver"):
+        registry.load_drivers(context, ["posix"])
+    caplog.clear()
+    everything = [d.name for d in registry.load_drivers(context)]  # Broken is said, skipped
+    assert everything[0] == "POSIX" and everything[-1] == "Action" and "Broken" not in everything
+    assert "driver Broken cannot be loaded: RuntimeError: half written; going on" in caplog.text
+
+
+def test_the_terminal_is_asked_and_only_y_is_yes(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\nn\nyes\n"))
+    assert [terminal_ask("Install Path:/etc/motd?") for _ in range(4)] == [
+        True, False, False, False]  # the last: end of input
+    assert capsys.readouterr().out.startswith("Install Path:/etc/motd? (y/N): ")

@@ -331,3 +331,19 @@ def test_two_runs_never_overlap_unless_told(tmp_path: Path) -> None:
             run(tmp_path, Server(config()))
         run(tmp_path, Server(config()), no_lock=True)
     run(tmp_path, Server(config()))  # released
+
+
+def test_cache_only_important_and_kevlar(tmp_path: Path) -> None:
+    cfg = config(bundle("b", package("plain"),
+                        '<Package name="key" type="deb" important="true"/>'))
+    cache = tmp_path / "cached.xml"
+    server = Server(cfg)
+    run(tmp_path, server, cache=str(cache), only_important=True)
+    assert cache.read_text() == cfg
+    assert FakePackages.installed == {"key"}
+    assert [e.get("name") for e in server.stats().find("Good")] == ["key"]  # -i: only those
+    assert server.stats().get("total") == "1"
+    FakePackages.calls = []
+    agent = run(tmp_path, Server(cfg), kevlar=True)
+    assert FakePackages.installed == {"key", "plain"}
+    assert all(agent.states.values())

@@ -54,7 +54,13 @@ def load_drivers(context: Context, names: Sequence[str] = ()) -> list[Driver]:
     chosen = [name for name in DRIVERS if name in names] if names else list(DRIVERS)
     drivers: list[Driver] = []
     for name in chosen:
-        cls = driver_class(name)
+        try:
+            cls = driver_class(name)
+        except AgentError as err:
+            if names:
+                raise
+            log.error("%s; going on without it", err)  # said, never silently dropped
+            continue
         if cls is None:
             (log.warning if names else log.debug)("Driver %s is not installed", name)
             continue
