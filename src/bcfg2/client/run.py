@@ -125,11 +125,12 @@ class Run:
         self.states: dict[Element, bool] = {}
         self.reasons: dict[Element, list[str]] = {}
         self.diffs: dict[Element, str] = {}
-        self.modified: list[Element] = []
+        # ordered sets (dicts): membership is asked for every entry of every bundle
+        self.modified: dict[Element, None] = {}
         self.extra: list[Element] = []
         self.extra_driver: dict[Element, Driver] = {}
-        self.whitelist: list[Element] = []
-        self.blacklist: list[Element] = []
+        self.whitelist: dict[Element, None] = {}
+        self.blacklist: dict[Element, None] = {}
         self.modlist: list[str] = []
         # what the drivers read of the command line, next to bcfg2.conf's [client]
         for name in ("quick", "kevlar", "interactive", "dry_run", "remove"):
@@ -340,24 +341,23 @@ class Run:
 
     # --- deciding and installing -----------------------------------------------------------
     def _decide_and_install(self) -> None:
-        self.whitelist = [e for _, e in self._entries()
+        self.whitelist = {e: None for _, e in self._entries()
                           if not self.states[e] and self.driver_of[e] is not None
-                          and "failure" not in e.attrib]
+                          and "failure" not in e.attrib}
         mode = self.setup.client.decision
         if mode in ("whitelist", "blacklist") and not self.flags.file:
             decisions = self.setup.client.decision_list
-            kept = [e for e in self.whitelist if decision_allows(e, mode, decisions)]
+            kept = {e: None for e in self.whitelist if decision_allows(e, mode, decisions)}
             for entry in self.whitelist:
                 if entry not in kept:
                     self.reasons[entry].append(f"not installed: the server's {mode} says so")
-                    self.blacklist.append(entry)
+                    self.blacklist[entry] = None
             self.whitelist = kept
         chosen = [s for s in self.structures() if self._installable(s)]
         for struct in self.structures():
             if struct not in chosen:
                 for entry in struct:
-                    if entry in self.whitelist:
-                        self.whitelist.remove(entry)
+                    self.whitelist.pop(entry, None)
         self._install_important()
         if self.flags.only_important or self.flags.dry_run:
             return
@@ -366,9 +366,9 @@ class Run:
         if self.flags.interactive:
             for entry in list(self.whitelist):
                 if not self._ask_entry(entry):
-                    self.whitelist.remove(entry)
-                    self.blacklist.append(entry)
-        self._install(self.whitelist)
+                    del self.whitelist[entry]
+                    self.blacklist[entry] = None
+        self._install(list(self.whitelist))
         self.times["install"] = time.time()
         modified_bundles = [s for s in self.structures() if s.tag == "Bundle"
                             and any(e in self.modified for e in s)]
@@ -398,8 +398,7 @@ class Run:
             important = [e for e in important if self._ask_entry(e)]
         self._install(important)
         for entry in important:
-            if entry in self.whitelist:
-                self.whitelist.remove(entry)
+            self.whitelist.pop(entry, None)
 
     def _pre_actions(self, struct: Element) -> None:
         """Run a bundle's pre actions; one that fails keeps the bundle from being installed."""
@@ -418,8 +417,8 @@ class Run:
                  struct.get("name"))
         for entry in struct:
             if entry in self.whitelist:
-                self.whitelist.remove(entry)
-                self.blacklist.append(entry)
+                del self.whitelist[entry]
+                self.blacklist[entry] = None
                 self.reasons[entry].append("not installed: a pre action of its bundle failed")
 
     def _ask_entry(self, entry: Element) -> bool:
@@ -446,8 +445,8 @@ class Run:
             for entry in batch:
                 ok = bool(answers.get(entry_key(entry), False))
                 self.states[entry] = ok
-                if ok and count_modified and entry not in self.modified:
-                    self.modified.append(entry)
+                if ok and count_modified:
+                    self.modified[entry] = None
                 if not ok:
                     log.error("Failed to install %s", describe(entry))
 

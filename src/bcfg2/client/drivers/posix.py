@@ -127,6 +127,7 @@ class POSIX(Driver):
     def __init__(self, context: Context) -> None:
         super().__init__(context)
         self._modlist: set[str] = set()
+        self._modlist_given: Sequence[str] | None = None
         self._said: set[str] = set()
         self._selinux = _selinux_module()
         self._acl_tools = all(shutil.which(tool, path=self._search_path())
@@ -146,7 +147,9 @@ class POSIX(Driver):
 
     # --- the driver interface --------------------------------------------------------------
     def verify(self, entry: Element, modlist: Sequence[str]) -> EntryState:
-        self._modlist = {os.path.normpath(name) for name in modlist}
+        if modlist is not self._modlist_given:  # the run gives the same list for every entry
+            self._modlist_given = modlist
+            self._modlist = {os.path.normpath(name) for name in modlist}
         return self._check(entry, record=True)
 
     def install(self, entries: Sequence[Element]) -> dict[tuple[str, str], bool]:
