@@ -133,19 +133,26 @@ def reports(capsys, repo: str, state: Path, *args: str) -> str:
     return out
 
 
-@pytest.fixture
-def site(tmp_path: Path, network_server):
-    """The generated repository served by the builtin core, and what an agent needs."""
+def serve(tmp_path: Path, network_server, core: str = "builtin"):
+    """The generated repository served by a core, and the marker its Action writes."""
     marker = tmp_path / "action-ran"
     repo = genrepo.generate(str(tmp_path / "repo"), SPEC)
     extra_bundles(repo, marker)
-    server = network_server(repo.root, server__plugins=PLUGINS,
-                            probes__allowed_groups="agent-probed")
+    server = network_server(repo.root, core=core, server__plugins=PLUGINS,
+                            probes__allowed_groups="agent-probed", server__children="2")
     return repo, server, marker
 
 
-def test_dry_run_then_real_run_then_nothing_to_do(site, tmp_path: Path, capsys) -> None:
-    repo, server, marker = site
+@pytest.fixture
+def site(tmp_path: Path, network_server):
+    """The generated repository served by the builtin core, and what an agent needs."""
+    return serve(tmp_path, network_server)
+
+
+@pytest.mark.parametrize("core", ["builtin", "multiprocessing"])
+def test_dry_run_then_real_run_then_nothing_to_do(tmp_path: Path, network_server, capsys,
+                                                  core: str) -> None:
+    repo, server, marker = serve(tmp_path, network_server, core)
     state = tmp_path / "state"
     for client in repo.clients:
         root = machine(tmp_path / f"root-{client.name}")
