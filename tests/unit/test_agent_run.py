@@ -347,3 +347,12 @@ def test_cache_only_important_and_kevlar(tmp_path: Path) -> None:
     agent = run(tmp_path, Server(cfg), kevlar=True)
     assert FakePackages.installed == {"key", "plain"}
     assert all(agent.states.values())
+
+
+def test_a_diff_cannot_send_escape_sequences_to_the_terminal(tmp_path: Path) -> None:
+    (tmp_path / "root/etc").mkdir(parents=True)
+    (tmp_path / "root/etc/f").write_text("\x1b]0;owned\x07\tkept tab\n")
+    out = io.StringIO()
+    run(tmp_path, Server(config(bundle("b", file("/etc/f", "clean\n")))), out=out, dry_run=True)
+    assert "-\\x1b]0;owned\\x07\tkept tab\n+clean\n" in out.getvalue()
+    assert "\x1b" not in out.getvalue()

@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -62,6 +63,16 @@ class Flags:
     no_lock: bool = False
     only_important: bool = False
     root: str = "/"
+
+
+#: what a diff may not carry to the terminal: control characters but tab and newline
+TERMINAL_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """A diff fit for a terminal: control characters (escape sequences...) escaped."""
+    return TERMINAL_UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"),
+                               text)
 
 
 def describe(entry: Element) -> str:
@@ -425,7 +436,7 @@ class Run:
         why = "; ".join(self.reasons.get(entry, [])) or "wrong"
         diff = self.diffs.get(entry, "")
         if diff:
-            self.out.write(diff + "\n")
+            self.out.write(printable(diff) + "\n")
         return self._ask(f"Install {describe(entry)} ({why})?")
 
     def _install(self, entries: Sequence[Element], count_modified: bool = True) -> None:
@@ -537,7 +548,7 @@ class Run:
             out.write(f"{verb} {describe(entry)}: {why}\n")
             diff = self.diffs.get(entry)
             if diff:
-                out.write(diff.rstrip("\n") + "\n")
+                out.write(printable(diff.rstrip("\n")) + "\n")
         for struct in self.structures():
             if not self._installable(struct):
                 continue
