@@ -326,3 +326,55 @@ def test_one_bad_entry_fails_alone_and_incomplete_ones_are_never_written(root: P
     assert sorted(os.listdir(root / "etc")) == ["dir", "good"]
     assert posix.verify(relative, []).reasons == [
         "its target 'etc/target' is not an absolute path"]
+
+
+class FakeSELinux:
+    """The libselinux calls the driver makes, over the contexts of inodes (as a label is)."""
+
+    def __init__(self) -> None:
+        self.inodes: dict[int, str] = {}
+
+    def context_of(self, path: Path) -> str:
+        return self.inodes[path.lstat().st_ino]
+
+    def label(self, path: Path, context: str) -> None:
+        self.inodes[path.lstat().st_ino] = context
+
+    def matchpathcon(self, name: str, mode: int) -> tuple[int, str]:
+        return 0, "system_u:object_r:etc_t:s0" if name.startswith("/etc") else \
+            "system_u:object_r:default_t:s0"
+
+    def lgetfilecon(self, path: str) -> tuple[int, str]:
+        return 0, self.inodes.get(os.lstat(path).st_ino, "system_u:object_r:unlabeled_t:s0")
+
+    def lsetfilecon(self, path: str, context: str) -> None:
+        self.inodes[os.lstat(path).st_ino] = context
+
+
+def test_selinux_contexts_where_selinux_is_enabled(root: Path, monkeypatch) -> None:
+    fake = FakeSELinux()
+    monkeypatch.setattr("bcfg2.client.drivers.posix._selinux_module", lambda: fake)
+    posix = driver(root)
+    default = path("/etc/motd", text="x\n", secontext="__default__")
+    assert posix.verify(default, []).reasons == ["does not exist"]
+    assert apply(posix, default).correct
+    assert fake.context_of(root / "etc/motd") == "system_u:object_r:etc_t:s0"
+    fake.label(root / "etc/motd", "system_u:object_r:tmp_t:s0")
+    assert posix.verify(default, []).reasons == [
+        "SELinux context is system_u:object_r:tmp_t:s0, should be system_u:object_r:etc_t:s0"]
+    assert default.get("current_secontext") == "system_u:object_r:tmp_t:s0"
+    given = path("/etc/motd", text="x\n", secontext="system_u:object_r:httpd_config_t:s0")
+    assert apply(posix, given).correct
+    assert fake.context_of(root / "etc/motd") == "system_u:object_r:httpd_config_t:s0"
+
+
+def test_without_selinux_contexts_are_skipped_with_one_log_line(root: Path, monkeypatch,
+                                                                caplog) -> None:
+    monkeypatch.setattr("bcfg2.client.drivers.posix._selinux_module", lambda: None)
+    posix = driver(root)
+    with caplog.at_level(logging.INFO):
+        for name in ("/a", "/b"):
+            entry = path(name, text="x\n", secontext="system_u:object_r:etc_t:s0")
+            assert apply(posix, entry).correct
+        assert apply(posix, path("/c", text="x\n", secontext="__default__")).correct
+    assert caplog.text.count("SELinux is not enabled here") == 1
