@@ -113,11 +113,13 @@ def agent_conf(path: Path, url: str, client: genrepo.Client, ca: str, lockfile: 
     return path
 
 
-def run_agent(conf: Path, root: Path, *args: str) -> subprocess.CompletedProcess:
+def run_agent(conf: Path, root: Path, *args: str, answers: str | None = None
+              ) -> subprocess.CompletedProcess:
+    """The installed bcfg2 script; ``answers`` are typed at its questions (-I)."""
     assert AGENT is not None, "the bcfg2 console script is not installed"
     return subprocess.run([AGENT, "-C", str(conf), "--root", str(root), *args],
                           capture_output=True, text=True, timeout=120, check=False,
-                          stdin=subprocess.DEVNULL)
+                          input=answers, stdin=None if answers is not None else subprocess.DEVNULL)
 
 
 def errors(stderr: str) -> list[str]:
@@ -299,3 +301,22 @@ def test_a_server_certificate_of_another_name_is_refused(site, tmp_path: Path) -
     conf = agent_conf(tmp_path / "agent.conf", f"https://localhost:{server.port}",
                       repo.clients[0], server.tls.ca_cert, tmp_path / "bcfg2.lock")
     assert run_agent(conf, machine(tmp_path / "root2"), "-n").returncode == 0
+
+
+def test_interactive_mode_asks_at_the_terminal(site, tmp_path: Path) -> None:
+    repo, server, marker = site
+    root = machine(tmp_path / "root")
+    conf = agent_conf(tmp_path / "agent.conf", f"https://127.0.0.1:{server.port}",
+                      repo.clients[0], server.tls.ca_cert, tmp_path / "bcfg2.lock")
+    before = snapshot(root)
+    declined = run_agent(conf, root, "-I", answers="n\n" * 100)
+    assert declined.returncode == 0, declined.stderr
+    assert "Install Path:file:/etc/agent-test/hello.conf (does not exist)? (y/N): " \
+        in declined.stdout
+    assert "+greeting = hello" in declined.stdout  # the diff, before the question
+    assert snapshot(root) == before and not marker.exists()
+    accepted = run_agent(conf, root, "-I", answers="y\n" * 100)
+    assert accepted.returncode == 0, accepted.stderr
+    assert (root / "etc/agent-test/hello.conf").read_text() == "greeting = hello\n"
+    assert f"Run Action agent-post: echo ran >> {marker}? (y/N): " in accepted.stdout
+    assert marker.read_text() == "ran\n"

@@ -27,7 +27,7 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bcfg2.client.drivers.base import Context, Driver, Element, EntryState, entry_key
@@ -636,7 +636,7 @@ class POSIX(Driver):
                 self._remove(self.context.path(name))
         return ok
 
-    def _replace_with(self, entry: Element, path: str, make: Any) -> None:
+    def _replace_with(self, entry: Element, path: str, make: Callable[[str], None]) -> None:
         """Put a new link at ``path`` atomically (``make(tmp)`` creates it at a temporary
         name in the same directory, then it is renamed over what was there)."""
         st = _lstat(path)
