@@ -44,8 +44,8 @@ class Option:
     default: Any
     help: str
     #: str, bool, int, float, list, colon (a colon-separated list), octal, path, url, choice,
-    #: or names: every option of the
-    #: section that no other option declares, as a dict (never on the command line)
+    #: or names: every option of the section that no other option declares, as a dict
+    #: (never on the command line)
     type: str = "str"
     flags: tuple[str, ...] = ()
     choices: tuple[str, ...] = ()
@@ -275,6 +275,7 @@ OPTIONS: list[Option] = [
     Option("mdata", "important", False, "Default important flag of Path entries.",
            type="bool"),
 ]
+
 
 def _shared(section: str, name: str, **changes: Any) -> Option:
     """An option of OPTIONS as the agent reads it (its own flags or help where they differ)."""
