@@ -165,3 +165,17 @@ def test_a_client_certificate_identifies_the_client(builtin_server, repo, tls) -
     proxy = proxy_for(server.port, tls, user="root", password="globalpw", cert=cert, key=key)
     assert proxy.call("DeclareVersion", "1.4.0-cert") is True
     assert state_clients(repo.path.parent / "state")["client2"]["version"] == "1.4.0-cert"
+
+
+def test_a_plain_http_server_is_named_as_such(tls) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(CertificateRefused, match=r"WRONG_VERSION_NUMBER \(is it an HTTPS "
+                                                     r"server\?\)"):
+            proxy_for(server.server_address[1], tls).call("echo")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

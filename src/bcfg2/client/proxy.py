@@ -136,8 +136,10 @@ class Proxy:
             except ssl.SSLError as err:
                 self.close()
                 if not isinstance(err, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+                    hint = " (is it an HTTPS server?)" \
+                        if err.reason == "WRONG_VERSION_NUMBER" else ""
                     raise CertificateRefused(
-                        f"TLS with {self.where} failed: {err.reason or err}") from None
+                        f"TLS with {self.where} failed: {err.reason or err}{hint}") from None
                 error: Exception = err
             except (OSError, http.client.HTTPException) as err:
                 self.close()
