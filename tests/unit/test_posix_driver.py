@@ -378,3 +378,32 @@ def test_without_selinux_contexts_are_skipped_with_one_log_line(root: Path, monk
             assert apply(posix, entry).correct
         assert apply(posix, path("/c", text="x\n", secontext="__default__")).correct
     assert caplog.text.count("SELinux is not enabled here") == 1
+
+
+def test_symlinks_in_the_tree_never_lead_writes_out_of_the_root(root: Path,
+                                                                tmp_path: Path) -> None:
+    outside = tmp_path / "real-machine"
+    outside.mkdir()
+    (outside / "passwd").write_text("root:x:0:0\n")
+    (root / "var").mkdir()
+    os.symlink(str(outside), root / "var/run")  # as an image's /var/run -> /run
+    posix = driver(root)
+    entry = path("/var/run/passwd", text="owned\n")
+    reason = f"its directory leads outside the root {root} through a symlink"
+    assert posix.verify(entry, []).reasons == [reason]
+    assert posix.install([entry]) == {("Path", "/var/run/passwd"): False}
+    gone = path("/var/run/passwd", "nonexistent")
+    assert posix.install([gone]) == {("Path", "/var/run/passwd"): False}
+    hard = path("/stolen", "hardlink", to="/var/run/passwd", owner="root", group="root",
+                mode="0644")
+    assert posix.verify(hard, []).reasons == [
+        f"its target leads outside the root {root} through a symlink"]
+    assert (outside / "passwd").read_text() == "root:x:0:0\n"
+    assert not (root / "stolen").exists()
+    # a symlink that stays inside the root is followed as on the machine
+    (root / "srv").mkdir()
+    os.symlink("/srv", root / "data")  # absolute: outside the root (the machine's /srv)
+    os.symlink("srv", root / "data2")  # relative: inside
+    assert posix.verify(path("/data/file", text="x\n"), []).reasons == [reason]
+    assert apply(posix, path("/data2/file", text="x\n")).correct
+    assert (root / "srv/file").exists()

@@ -171,8 +171,7 @@ class POSIX(Driver):
             done[entry_key(entry)] = ok
         return done
 
-    @staticmethod
-    def _incomplete(entry: Element) -> str:
+    def _incomplete(self, entry: Element) -> str:
         """Why an entry cannot be verified or installed as it is ("" when it can)."""
         name, kind = entry.get("name", ""), entry.get("type", "")
         if not os.path.isabs(name):
@@ -184,7 +183,20 @@ class POSIX(Driver):
             return f"its target {entry.get('to')!r} is not an absolute path"
         if missing:
             return f"missing required attribute(s) {', '.join(missing)}"
+        if self._outside_root(os.path.dirname(self.context.path(name))):
+            return f"its directory leads outside the root {self.context.root} through a symlink"
+        if kind == "hardlink" and self._outside_root(self.context.path(entry.get("to", "/"))):
+            return f"its target leads outside the root {self.context.root} through a symlink"
         return ""
+
+    def _outside_root(self, path: str) -> bool:
+        """Whether a path under a root other than / resolves outside it (a symlink in the
+        tree, such as an image's /var/run -> /run, would lead to the real machine's)."""
+        if self.context.root in ("", "/"):
+            return False
+        root = os.path.realpath(self.context.root)
+        real = os.path.realpath(path)
+        return real != root and not real.startswith(root + os.sep)
 
     # --- verification ----------------------------------------------------------------------
     def _check(self, entry: Element, record: bool) -> EntryState:
@@ -749,6 +761,10 @@ class POSIX(Driver):
                 or not self._option("client", "paranoid", False):
             return
         backups = self.context.path(self._option("paranoid", "path", "/var/cache/bcfg2"))
+        if self._outside_root(backups):
+            self.log.error("Not backing up %s: %s leads outside the root", entry.get("name"),
+                           backups)
+            return
         copies = max(int(self._option("paranoid", "max_copies", 1)), 1)
         stem = entry.get("name", "").replace("/", "_")
         pattern = re.compile(re.escape(stem) + r"_\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}")
