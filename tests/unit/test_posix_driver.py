@@ -158,15 +158,17 @@ def test_directory_created_pruned_and_replacing_a_file(root: Path) -> None:
     (root / "srv/www/stray.html").write_text("stray")
     (root / "srv/www/stray.d").mkdir()
     (root / "srv/www/stray.d/x").write_text("x")
+    (root / "srv/www/holds/deep").mkdir(parents=True)  # holds a managed path: kept
     pruned = path("/srv/www", "directory", mode="0750", prune="true")
-    modlist = ["/srv/www", "/srv/www/keep.html"]
+    modlist = ["/srv/www", "/srv/www/keep.html", "/srv/www/holds/deep/file"]
     state = posix.verify(pruned, modlist)
     assert state.reasons == ["holds 2 path(s) not in the configuration: "
                              "/srv/www/stray.d, /srv/www/stray.html"]
     assert [p.get("name") for p in pruned.findall("Prune")] == ["/srv/www/stray.d",
                                                                 "/srv/www/stray.html"]
     assert posix.install([pruned])[("Path", "/srv/www")]
-    assert sorted(os.listdir(root / "srv/www")) == ["keep.html"]
+    assert sorted(os.listdir(root / "srv/www")) == ["holds", "keep.html"]
+    assert posix.verify(pruned, modlist).correct
     (root / "srv/file").write_text("in the way")
     entry = path("/srv/file", "directory")
     assert posix.verify(entry, []).reasons == ["is a file, should be a directory"]

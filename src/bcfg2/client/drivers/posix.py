@@ -128,6 +128,8 @@ class POSIX(Driver):
         super().__init__(context)
         self._modlist: set[str] = set()
         self._modlist_given: Sequence[str] | None = None
+        #: the managed paths and their directories: what pruning a directory keeps
+        self._kept: set[str] = set()
         self._said: set[str] = set()
         self._selinux = _selinux_module()
         self._acl_tools = all(shutil.which(tool, path=self._search_path())
@@ -150,6 +152,12 @@ class POSIX(Driver):
         if modlist is not self._modlist_given:  # the run gives the same list for every entry
             self._modlist_given = modlist
             self._modlist = {os.path.normpath(name) for name in modlist}
+            self._kept = set(self._modlist)  # and every directory holding one of them
+            for name in self._modlist:
+                parent = os.path.dirname(name)
+                while parent not in self._kept:
+                    self._kept.add(parent)
+                    parent = os.path.dirname(parent)
         return self._check(entry, record=True)
 
     def install(self, entries: Sequence[Element]) -> dict[tuple[str, str], bool]:
@@ -298,10 +306,11 @@ class POSIX(Driver):
                         entry.append(prune)
 
     def _prunable(self, entry: Element, path: str) -> list[str]:
-        """The names (entry paths) in a pruned directory that no Path entry names."""
+        """The names (entry paths) in a pruned directory that no Path entry names or
+        holds."""
         base = entry.get("name", "")
         return [os.path.join(base, child) for child in sorted(os.listdir(path))
-                if os.path.normpath(os.path.join(base, child)) not in self._modlist]
+                if os.path.normpath(os.path.join(base, child)) not in self._kept]
 
     def _verify_symlink(self, entry: Element, path: str, state: EntryState,
                         record: bool) -> None:
