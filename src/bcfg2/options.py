@@ -1,4 +1,4 @@
-"""The server's options: one declarative table for bcfg2.conf and the command line.
+"""The options of the server and the agent: declarative tables for bcfg2.conf and the command line.
 
 Every option lives in the table with its section and name in bcfg2.conf
 (the upstream names, so an existing ``/etc/bcfg2.conf`` works), its type,
@@ -7,6 +7,8 @@ server's own) plus what the plugins and cores in use declare in their
 ``options`` attribute (ours and third-party ones alike; each gets a flag
 ``--section-name``). The same table drives parsing, ``--help`` and
 ``bcfg2.conf.example`` (``python -m bcfg2.options``, with every plugin's).
+The agent (``bcfg2``) reads ``CLIENT_OPTIONS`` instead (``build_client``):
+upstream's agent options, sharing the entries both read.
 
 Values are reached as ``setup.<section>.<name>``, e.g.
 ``setup.server.repository`` or ``setup.communication.password``.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import dataclasses
 import os
 import re
 import secrets
@@ -40,8 +43,9 @@ class Option:
     name: str
     default: Any
     help: str
-    #: str, bool, int, float, list, octal, path, url, choice, or names: every option of the
-    #: section that no other option declares, as a dict (never on the command line)
+    #: str, bool, int, float, list, colon (a colon-separated list), octal, path, url, choice,
+    #: or names: every option of the section that no other option declares, as a dict
+    #: (never on the command line)
     type: str = "str"
     flags: tuple[str, ...] = ()
     choices: tuple[str, ...] = ()
@@ -340,6 +344,85 @@ DRIVER_OPTIONS: list[Option] = [
            "nolinkto...), without their leading dashes.", type="list"),
 ]
 
+def _shared(section: str, name: str, **changes: Any) -> Option:
+    """An option of OPTIONS as the agent reads it (its own flags or help where they differ)."""
+    opt = next(o for o in OPTIONS if o.section == section and o.name == name)
+    return dataclasses.replace(opt, **changes)
+
+
+#: the agent's options (``bcfg2``): the bcfg2.conf options upstream's agent reads, with its
+#: flags. Options the server reads too ([communication] password...) are the same entries.
+CLIENT_OPTIONS: list[Option] = [
+    # [client]
+    Option("client", "drivers", [],
+           "Comma-separated drivers to use (POSIX, Action, APT, DNF, POSIXUsers, Systemd); "
+           "empty: every driver this machine can use.", type="list", flags=("-D", "--drivers")),
+    Option("client", "decision", "none",
+           "Decision list mode: whitelist (install only what the server's whitelist names), "
+           "blacklist (never what its blacklist names) or none. Ignored with -f.",
+           type="choice", choices=("whitelist", "blacklist", "none"),
+           flags=("-l", "--decision")),
+    Option("client", "paranoid", False,
+           "Back up files marked paranoid=\"true\" before replacing them (see [paranoid]).",
+           type="bool", flags=("-P", "--paranoid"), cli_value=True),
+    Option("client", "profile", "", "Assert this profile group for the host (AssertProfile).",
+           flags=("-p", "--profile")),
+    Option("client", "probe_timeout", 300.0,
+           "Seconds a probe may run before it is killed (0: no limit).", type="float"),
+    Option("client", "command_timeout", 0.0,
+           "Seconds an Action's command may run before it is killed (0: no limit).",
+           type="float"),
+    Option("client", "exit_on_probe_failure", True,
+           "Stop the run when a probe fails (exits non-zero or cannot run).", type="bool"),
+    Option("client", "servicemode", "default",
+           "Service handling: default (restart what changed), disabled (touch no service) or "
+           "build (stop services started; skip Actions with build=\"false\").",
+           type="choice", choices=("default", "disabled", "build"),
+           flags=("-s", "--service-mode")),
+    # [components]
+    _shared("components", "bcfg2", help="The server's URL.", metavar="URL"),
+    Option("components", "lockfile", "/var/lock/bcfg2.run",
+           "The lock file that keeps two agent runs from overlapping.", type="path"),
+    Option("components", "encoding", "UTF-8", "Text encoding of configuration files.",
+           flags=("-E", "--encoding")),
+    # [communication]
+    _shared("communication", "password", help="The password sent to the server."),
+    _shared("communication", "user",
+            help="The user name sent to the server: root (the server identifies the client "
+                 "by its address) or the client's uuid."),
+    _shared("communication", "key", help="The agent's TLS private key, for certificate auth."),
+    _shared("communication", "certificate",
+            help="The agent's TLS certificate, for certificate auth."),
+    _shared("communication", "ca",
+            help="CA certificate (PEM) the server's certificate must be signed by. Without "
+                 "it the server is not authenticated (a warning says so, as upstream's).",
+            flags=("--ca-cert",)),
+    Option("communication", "serverCommonNames", [],
+           "Colon-separated names the server's certificate may have (its common name or a "
+           "subject alternative name); when set, checked instead of the URL's host name.",
+           type="colon", flags=("--ssl-cns",)),
+    _shared("communication", "protocol"),
+    Option("communication", "retries", 3,
+           "How many times a call that met a network error is tried again.", type="int",
+           flags=("-R", "--retries")),
+    Option("communication", "retry_delay", 1.0,
+           "Seconds before the first retry; each further retry waits twice as long.",
+           type="float", flags=("-y", "--retry-delay")),
+    Option("communication", "timeout", 90.0, "Seconds a call to the server may take.",
+           type="float", flags=("-t", "--timeout")),
+    # [paranoid]
+    Option("paranoid", "path", "/var/cache/bcfg2",
+           "Where paranoid mode keeps backups (named after the path, / replaced by _, and "
+           "the time).", type="path"),
+    Option("paranoid", "max_copies", 1, "Backups kept per file in paranoid mode.",
+           type="int"),
+    # [logging]
+    _shared("logging", "path", help="Also log to this file."),
+    _shared("logging", "syslog"),
+    _shared("logging", "debug"),
+    _shared("logging", "verbose"),
+]
+
 SERVER_CLI_ONLY = {
     "daemon": ("-D", "--daemon"),
 }
@@ -445,6 +528,8 @@ def convert(opt: Option, raw: Any, where: str) -> Any:
             raise bad(f"{value!r} is not an octal number") from None
     if opt.type == "list":
         return [item.strip() for item in value.replace("\n", ",").split(",") if item.strip()]
+    if opt.type == "colon":
+        return [item.strip() for item in value.split(":") if item.strip()]
     if opt.type == "path":
         return os.path.abspath(os.path.expanduser(value)) if value else ""
     if opt.type == "choice":
@@ -587,14 +672,7 @@ def build(config_file: str | None, cli: dict[str, Any] | None = None,
     if path is None and os.path.exists(DEFAULT_CONFIG):
         path = DEFAULT_CONFIG
     if path is not None:
-        if not os.path.exists(path):
-            raise ConfigError(f"{path}: no such configuration file")
-        try:
-            with open(path, encoding="utf-8") as fh:
-                setup.raw.read_file(fh, source=path)
-        except (configparser.Error, UnicodeDecodeError, OSError) as err:
-            raise ConfigError(f"{path}: cannot be parsed: {err}".replace("\n", " ")) from None
-        setup.config_file = os.path.abspath(path)
+        _read(setup, path)
     _apply(setup, OPTIONS, path, cli)
     from bcfg2.plugin.manager import component_options
 
@@ -602,6 +680,44 @@ def build(config_file: str | None, cli: dict[str, Any] | None = None,
     _apply(setup, extra, path, cli)
     setup.options = list(OPTIONS) + extra
     return setup
+
+
+def client_parser(prog: str = "bcfg2", description: str = "") -> argparse.ArgumentParser:
+    """An argument parser with -C and the flags of the agent's options; the agent adds its own."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("-C", "--config", default=None, metavar="FILE",
+                        help=f"bcfg2.conf to read (default {DEFAULT_CONFIG})")
+    _add_flags(parser, CLIENT_OPTIONS)
+    return parser
+
+
+def build_client(config_file: str | None, cli: dict[str, Any] | None = None) -> Setup:
+    """The agent's Setup from a bcfg2.conf path (None: the default, if it exists).
+
+    Only ``CLIENT_OPTIONS`` and the drivers' ``DRIVER_OPTIONS`` are read.
+    """
+    cli = cli or {}
+    setup = Setup()
+    path = config_file
+    if path is None and os.path.exists(DEFAULT_CONFIG):
+        path = DEFAULT_CONFIG
+    if path is not None:
+        _read(setup, path)
+    _apply(setup, [*CLIENT_OPTIONS, *DRIVER_OPTIONS], path, cli)
+    setup.options = [*CLIENT_OPTIONS, *DRIVER_OPTIONS]
+    return setup
+
+
+def _read(setup: Setup, path: str) -> None:
+    """Read a bcfg2.conf into ``setup.raw``; a ConfigError if it is missing or unreadable."""
+    if not os.path.exists(path):
+        raise ConfigError(f"{path}: no such configuration file")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            setup.raw.read_file(fh, source=path)
+    except (configparser.Error, UnicodeDecodeError, OSError) as err:
+        raise ConfigError(f"{path}: cannot be parsed: {err}".replace("\n", " ")) from None
+    setup.config_file = os.path.abspath(path)
 
 
 def _apply(setup: Setup, opts: Sequence[Option], path: str | None, cli: dict[str, Any]) -> None:
@@ -687,17 +803,19 @@ def _format_default(opt: Option) -> str:
 
 
 def all_options() -> list[Option]:
-    """The whole table: OPTIONS, the options of every plugin and core there is, and those
-    of the agent's drivers."""
+    """The whole table: OPTIONS, the options of every plugin and core there is, and the
+    agent's that the server does not read."""
     from bcfg2.plugin.manager import component_options
 
-    return list(OPTIONS) + component_options(everything=True) + list(DRIVER_OPTIONS)
+    table = list(OPTIONS) + component_options(everything=True)
+    known = {opt.dest for opt in table}
+    return table + [opt for opt in (*CLIENT_OPTIONS, *DRIVER_OPTIONS) if opt.dest not in known]
 
 
 def example() -> str:
     """The text of bcfg2.conf.example: every option, the plugins' and cores' too, commented."""
     out = [
-        "# bcfg2.conf: every option the server reads, with its default.",
+        "# bcfg2.conf: every option the server and the agent (bcfg2) read, with its default.",
         "# Uncomment a line to change it. Command-line flags are noted where they exist.",
         "# Generated from src/bcfg2/options.py: python -m bcfg2.options > bcfg2.conf.example",
     ]
@@ -711,7 +829,7 @@ def example() -> str:
             section = opt.section
             out.extend(["", f"[{section}]"])
         help_text = opt.help
-        flags = opt.flags if opt in OPTIONS else component_flags(opt)
+        flags = opt.flags if opt in OPTIONS or opt in CLIENT_OPTIONS else component_flags(opt)
         if flags:
             help_text += f" (command line: {', '.join(flags)})"
         out.extend("# " + line for line in textwrap.wrap(help_text, 76))

@@ -56,6 +56,8 @@ class Context:
     runner: Runner = subprocess.run
     #: environment for commands (tests point PATH at stub tools)
     env: Mapping[str, str] | None = None
+    #: asks the person at the terminal a yes/no question (interactive mode, -I); None: never
+    ask: Callable[[str], bool] | None = None
 
     def path(self, name: str) -> str:
         """The real location of an entry's absolute path under the root."""
@@ -66,11 +68,13 @@ class Context:
         return os.path.join(self.root, os.path.normpath(name).lstrip("/"))
 
     def run(self, argv: Sequence[str], *, input: bytes | None = None,
-            check: bool = False) -> subprocess.CompletedProcess:
-        """Run a command with no shell, capturing its output."""
+            check: bool = False, timeout: float | None = None) -> subprocess.CompletedProcess:
+        """Run a command with no shell, capturing its output (``timeout`` seconds at most:
+        subprocess.TimeoutExpired after)."""
         self.log.debug("running %s", " ".join(argv))
+        extra = {"timeout": timeout} if timeout else {}
         return self.runner(list(argv), input=input, capture_output=True, check=check,
-                           env=dict(self.env) if self.env is not None else None)
+                           env=dict(self.env) if self.env is not None else None, **extra)
 
 
 class Driver:
@@ -96,7 +100,10 @@ class Driver:
         return (entry.tag, entry.get("type")) in self.handles
 
     def verify(self, entry: Element, modlist: Sequence[str]) -> EntryState:
-        """Check one entry against the machine; ``modlist`` names the bundle's modified paths."""
+        """Check one entry against the machine; ``modlist`` names every Path entry of the
+        configuration (files a package's checksums need not match, paths a pruned directory
+        keeps). A driver may set ``current_<attr>`` attributes on a wrong entry: they go to
+        the server with the statistics, as upstream's drivers do."""
         raise NotImplementedError
 
     def install(self, entries: Sequence[Element]) -> dict[tuple[str, str], bool]:
@@ -113,8 +120,13 @@ class Driver:
         """Remove extra entries; answers, per ``entry_key``, whether each was removed."""
         return {entry_key(e): False for e in entries}
 
-    def bundle_updated(self, bundle: Element, changed: Mapping[tuple[str, str], bool]) -> None:
-        """A bundle had entries installed: restart its services and the like."""
+    def bundle_updated(self, bundle: Element, changed: Mapping[tuple[str, str], bool]
+                       ) -> Mapping[tuple[str, str], bool] | None:
+        """A bundle had entries installed: restart its services and the like. May answer,
+        per ``entry_key``, the new state of entries it acted on (an Action that failed)."""
+        return None
 
-    def bundle_not_updated(self, bundle: Element) -> None:
-        """A bundle needed no change (services with ``restart="interactive"`` etc.)."""
+    def bundle_not_updated(self, bundle: Element) -> Mapping[tuple[str, str], bool] | None:
+        """A bundle needed no change (services with ``restart="interactive"`` etc.); answers
+        as ``bundle_updated``."""
+        return None
