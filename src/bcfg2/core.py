@@ -142,7 +142,7 @@ class Core:
         #: held while file-monitor events are handled
         self.lock = threading.Lock()
         self.db_write_lock = threading.RLock()
-        self.debug_flag = bool(setup.logging.debug)
+        self.debug_flag = bool(setup.logging.debug) or getattr(setup.logging, "level", "") == "debug"
         self.metadata_cache = MetadataCache(setup.caching.client_metadata)
         self.metadata_cache.bind(self._initial_metadata, self._complete_metadata)
         self.upload_gate = UploadGate.from_setup(setup)

@@ -8,6 +8,11 @@ server's own) plus what the plugins and cores in use declare in their
 ``--section-name``). The same table drives parsing, ``--help`` and
 ``bcfg2.conf.example`` (``python -m bcfg2.options``, with every plugin's).
 
+Every option may also come from the environment, as containers and service
+managers set it: ``BCFG2_<SECTION>_<OPTION>`` in upper case (``env_name``),
+e.g. ``BCFG2_SERVER_BACKEND=cherrypy``. The command line wins over the
+environment, which wins over bcfg2.conf, which wins over the default.
+
 Values are reached as ``setup.<section>.<name>``, e.g.
 ``setup.server.repository`` or ``setup.communication.password``.
 """
@@ -40,8 +45,9 @@ class Option:
     name: str
     default: Any
     help: str
-    #: str, bool, int, float, list, octal, path, url, choice, or names: every option of the
-    #: section that no other option declares, as a dict (never on the command line)
+    #: str, bool, int, float, list, octal, path, url, choice, level (a log level's name), or
+    #: names: every option of the section that no other option declares, as a dict (never on
+    #: the command line)
     type: str = "str"
     flags: tuple[str, ...] = ()
     choices: tuple[str, ...] = ()
@@ -51,6 +57,22 @@ class Option:
     @property
     def dest(self) -> str:
         return f"{self.section}.{self.name}"
+
+    @property
+    def env(self) -> str:
+        """The environment variable that sets it (see ``env_name``)."""
+        return env_name(self.section, self.name)
+
+
+ENV_PREFIX = "BCFG2_"
+PRECEDENCE = ("Every option may also be set in the environment as BCFG2_<SECTION>_<OPTION> "
+              "(upper case, e.g. BCFG2_SERVER_BACKEND=cherrypy); the command line wins over "
+              "the environment, which wins over bcfg2.conf, which wins over the default.")
+
+
+def env_name(section: str, name: str) -> str:
+    """``BCFG2_<SECTION>_<OPTION>``: upper case, anything but letters and digits an underscore."""
+    return re.sub(r"[^A-Z0-9]", "_", f"{ENV_PREFIX}{section}_{name}".upper())
 
 
 IGNORE_DEFAULT = ("*~, *#, #*, .#*, *.swp, *.swpx, *.swx, SCCS, .svn, .git, 4913, .gitignore, "
@@ -234,6 +256,10 @@ OPTIONS: list[Option] = [
            flags=("-o", "--logfile"), metavar="FILE"),
     Option("logging", "syslog", True, "Also log to syslog (when /dev/log exists).",
            type="bool"),
+    Option("logging", "level", "",
+           "Log level by name: debug, info, warning, error or critical. The most detailed of "
+           "it, debug and verbose applies; empty: warning unless debug or verbose is on.",
+           type="level"),
     Option("logging", "debug", False, "Log debug messages.", type="bool",
            flags=("-d", "--debug"), cli_value=True),
     Option("logging", "verbose", False, "Log informational messages.", type="bool",
@@ -345,13 +371,23 @@ _TRUE = {"1", "yes", "true", "on"}
 _FALSE = {"0", "no", "false", "off"}
 
 
+#: the log levels ``[logging] level`` accepts, by name
+LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
 def convert(opt: Option, raw: Any, where: str) -> Any:
-    """Turn a raw string into the option's type, or raise a one-line ConfigError."""
+    """Turn a raw string into the option's type, or raise a one-line ConfigError.
+
+    ``where`` is the file, ``default``, ``command line`` or ``environment``;
+    an error from the environment names the variable.
+    """
     if raw is None or not isinstance(raw, str):
         return raw
     value = raw.strip()
 
     def bad(what: str) -> ConfigError:
+        if where == "environment":
+            return ConfigError(f"{opt.env}: {what}")
         return ConfigError(f"{where}: [{opt.section}] {opt.name}: {what}")
 
     if opt.type == "bool":
@@ -383,6 +419,10 @@ def convert(opt: Option, raw: Any, where: str) -> Any:
         if value not in opt.choices:
             raise bad(f"{value!r} is not one of {', '.join(opt.choices)}")
         return value
+    if opt.type == "level":
+        if value and value.lower() not in LEVELS:
+            raise bad(f"{value!r} is not a log level (use {', '.join(LEVELS)})")
+        return value.lower()
     if opt.type == "url":
         parsed = urllib.parse.urlsplit(value)
         try:
@@ -402,7 +442,7 @@ def make_parser(prog: str, description: str = "", extra: Sequence[Option] = ()) 
     namespace to ``build(ns.config, vars(ns))``: it ignores what is not an
     option.
     """
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=PRECEDENCE)
     parser.add_argument("-C", "--config", default=None, metavar="FILE",
                         help=f"bcfg2.conf to read (default {DEFAULT_CONFIG})")
     _add_flags(parser, list(OPTIONS) + list(extra))
@@ -419,7 +459,7 @@ def _add_flags(parser: Any, opts: Sequence[Option], component: bool = False) -> 
         flags = component_flags(opt) if component else opt.flags
         if not flags:
             continue
-        help_text = f"{opt.help} [{opt.section}] {opt.name}".replace("%", "%%")
+        help_text = f"{opt.help} [{opt.section}] {opt.name}, ${opt.env}".replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": opt.dest, "default": None, "help": help_text}
         if opt.cli_value is not None:
             kwargs["action"] = "store_const"
@@ -473,6 +513,8 @@ def _components(config: str | None, plugins: str | None,
         opt = by_name[dest]
         if given is not None:
             return given
+        if opt.env in os.environ:
+            return os.environ[opt.env]
         if raw.has_option(opt.section, opt.name):
             return raw.get(opt.section, opt.name)
         return opt.default
@@ -490,8 +532,10 @@ def load(
 ) -> Setup:
     """Parse bcfg2.conf and the command line into a Setup.
 
-    The command line wins over bcfg2.conf, which wins over the defaults. Any
-    invalid value raises ConfigError naming the file, section and option.
+    The command line wins over the environment (``BCFG2_<SECTION>_<OPTION>``),
+    which wins over bcfg2.conf, which wins over the defaults. Any invalid
+    value raises ConfigError naming the file, section and option, or the
+    environment variable.
     """
     parser = make_parser(prog, description)
     add_component_options(parser, argv)
@@ -505,11 +549,12 @@ def load(
 
 
 def build(config_file: str | None, cli: dict[str, Any] | None = None,
-          plugins: Sequence[str] = ()) -> Setup:
+          plugins: Sequence[str] = (), environ: dict[str, str] | None = None) -> Setup:
     """Build a Setup from a bcfg2.conf path (None: the default, if it exists).
 
     The options of the plugins in ``[server] plugins`` (and of ``plugins``)
-    and of the ``[server] backend`` core are read too.
+    and of the ``[server] backend`` core are read too. ``environ`` (default
+    ``os.environ``) gives the ``BCFG2_<SECTION>_<OPTION>`` variables.
     """
     cli = cli or {}
     setup = Setup()
@@ -527,44 +572,57 @@ def build(config_file: str | None, cli: dict[str, Any] | None = None,
         except (configparser.Error, UnicodeDecodeError, OSError) as err:
             raise ConfigError(f"{path}: cannot be parsed: {err}".replace("\n", " ")) from None
         setup.config_file = os.path.abspath(path)
-    _apply(setup, OPTIONS, path, cli)
+    env = dict(os.environ if environ is None else environ)
+    _apply(setup, OPTIONS, path, cli, env)
     from bcfg2.plugin.manager import component_options
 
     extra = component_options([*setup.server.plugins, *plugins], setup.server.backend)
-    _apply(setup, extra, path, cli)
+    _apply(setup, extra, path, cli, env)
     setup.options = list(OPTIONS) + extra
     return setup
 
 
-def _apply(setup: Setup, opts: Sequence[Option], path: str | None, cli: dict[str, Any]) -> None:
+def _apply(setup: Setup, opts: Sequence[Option], path: str | None, cli: dict[str, Any],
+           env: dict[str, str]) -> None:
     for opt in opts:
         if opt.type == "names":
-            setup.set(opt.section, opt.name, _names(setup, opt, [*OPTIONS, *opts], path, cli))
+            setup.set(opt.section, opt.name,
+                      _names(setup, opt, [*OPTIONS, *opts], path, cli, env))
             continue
         value: Any = opt.default
         if path is not None and setup.raw.has_option(opt.section, opt.name):
             value = convert(opt, setup.raw.get(opt.section, opt.name), path)
         elif isinstance(opt.default, str):
             value = convert(opt, opt.default, "default")
+        if opt.env in env:
+            value = convert(opt, env[opt.env], "environment")
         if cli.get(opt.dest) is not None:
             value = convert(opt, cli[opt.dest], "command line")
         setup.set(opt.section, opt.name, value)
 
 
 def _names(setup: Setup, opt: Option, known: Sequence[Option], path: str | None,
-           cli: dict[str, Any]) -> dict[str, str]:
+           cli: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
     """A ``names`` option: the section's options that no other option of it declares.
 
-    In-process callers (tests, tools) may give the whole dict as ``cli[opt.dest]``.
+    ``BCFG2_<SECTION>_<NAME>`` adds (or replaces) the name in lower case, as
+    bcfg2.conf's names are. In-process callers (tests, tools) may give the
+    whole dict as ``cli[opt.dest]``.
     """
     given = cli.get(opt.dest)
     if isinstance(given, dict):
         return dict(given)
     declared = {o.name for o in known if o.section == opt.section}
-    if path is None or not setup.raw.has_section(opt.section):
-        return dict(opt.default)
-    return {name: value.strip() for name, value in setup.raw.items(opt.section)
-            if name not in declared}
+    names = dict(opt.default)
+    if path is not None and setup.raw.has_section(opt.section):
+        names = {name: value.strip() for name, value in setup.raw.items(opt.section)
+                 if name not in declared}
+    prefix = env_name(opt.section, "")
+    taken = {env_name(opt.section, name) for name in declared}
+    for var, value in env.items():
+        if var.startswith(prefix) and len(var) > len(prefix) and var not in taken:
+            names[var[len(prefix):].lower()] = value.strip()
+    return names
 
 
 #: what a server name may be (it is stored and compared, never used as a path)
@@ -630,6 +688,7 @@ def example() -> str:
     out = [
         "# bcfg2.conf: every option the server reads, with its default.",
         "# Uncomment a line to change it. Command-line flags are noted where they exist.",
+        *("# " + line for line in textwrap.wrap(PRECEDENCE, 76)),
         "# Generated from src/bcfg2/options.py: python -m bcfg2.options > bcfg2.conf.example",
     ]
     section = None
@@ -645,6 +704,10 @@ def example() -> str:
         flags = opt.flags if opt in OPTIONS else component_flags(opt)
         if flags:
             help_text += f" (command line: {', '.join(flags)})"
+        if opt.type == "names":
+            help_text += f" (environment: {env_name(opt.section, opt.metavar or 'name')})"
+        else:
+            help_text += f" (environment: {opt.env})"
         out.extend("# " + line for line in textwrap.wrap(help_text, 76))
         if opt.type == "names":
             out.append(f"# {opt.metavar or 'name'} = ...")
