@@ -68,3 +68,22 @@ def setup_logging(setup: Setup, console: bool = True, prog: str = "bcfg2-server"
         else:
             handler.setFormatter(OneLineFormatter(prog + "[%(process)d]: %(message)s"))
             root.addHandler(handler)
+
+
+def reopen_logs() -> list[str]:
+    """Reopen the log files whose path now names another file, or none (``SIGHUP``).
+
+    After logrotate renames ``bcfg2-server.log``, the next line goes to a new
+    file of that name, created now. The paths of the files are returned.
+    """
+    paths = []
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.handlers.WatchedFileHandler):
+            handler.acquire()  # no line is half written to the old file meanwhile
+            try:
+                handler.reopenIfNeeded()
+            finally:
+                handler.release()
+            paths.append(handler.baseFilename)
+    return paths
+
