@@ -50,6 +50,7 @@ from bcfg2.plugin import interfaces
 from bcfg2.plugin.base import Plugin, as_bool, exposed
 from bcfg2.plugin.manager import check_plugin, find_plugin
 from bcfg2.proxyprotocol import TrustedBalancers
+from bcfg2.sdnotify import notify
 from bcfg2.statsupload import UploadGate, read_statistics, statistics_element
 from bcfg2.storage import engine_of
 from bcfg2.untrusted import GROUP_NAME, MAX_GROUP_NAME, MAX_VERSION, VERSION, client_text, escaped
@@ -1016,6 +1017,7 @@ class NetworkCore(Core):
             self.logger.info("PROXY protocol v2 required from the balancers %s ([server] "
                              "proxy_protocol)", ", ".join(map(str, self.balancers.networks)))
         self.serving = True
+        notify(f"READY=1\nSTATUS=Listening on https://{self.host or '*'}:{self.port}")
 
     @exposed
     def ping(self, address: tuple[str, int], *args: Any) -> list[Any]:
@@ -1073,6 +1075,9 @@ class NetworkCore(Core):
         self.terminate.set()
 
     def shutdown(self) -> None:
+        if self.serving:  # once: shutdown may be called again
+            self.serving = False
+            notify("STOPPING=1")
         if self.fleet is not None:  # first: nothing more is applied while plugins stop
             self.fleet.close()
             self.fleet = None
