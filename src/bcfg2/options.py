@@ -443,10 +443,18 @@ def make_parser(prog: str, description: str = "", extra: Sequence[Option] = ()) 
     option.
     """
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=PRECEDENCE)
+    add_version_flag(parser)
     parser.add_argument("-C", "--config", default=None, metavar="FILE",
                         help=f"bcfg2.conf to read (default {DEFAULT_CONFIG})")
     _add_flags(parser, list(OPTIONS) + list(extra))
     return parser
+
+
+def add_version_flag(parser: argparse.ArgumentParser) -> None:
+    """``--version``: the program's name and this distribution's version, then exit."""
+    from bcfg2 import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
 
 def component_flags(opt: Option) -> tuple[str, ...]:
