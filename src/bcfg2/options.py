@@ -71,7 +71,7 @@ PRECEDENCE = ("Every option may also be set in the environment as BCFG2_<SECTION
 
 
 def env_name(section: str, name: str) -> str:
-    """``BCFG2_<SECTION>_<OPTION>``: upper case, anything but letters and digits an underscore."""
+    """``BCFG2_<SECTION>_<OPTION>``: in upper case, any character but letters and digits as ``_``."""
     return re.sub(r"[^A-Z0-9]", "_", f"{ENV_PREFIX}{section}_{name}".upper())
 
 
