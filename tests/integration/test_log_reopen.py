@@ -59,11 +59,13 @@ def test_sighup_reopens_the_log_file_after_a_rename(example_repo, tls, tmp_path,
     assert re.search(r"Got signal 15, shutting down", text(log))
 
 
-def test_a_daemon_reopens_its_log_file_on_sighup(example_repo, tls, tmp_path, processes, daemons):
+@pytest.mark.parametrize("backend", ["builtin", "cherrypy"])
+def test_a_daemon_reopens_its_log_file_on_sighup(example_repo, tls, tmp_path, processes, daemons,
+                                                 backend):
     log = tmp_path / "bcfg2-server.log"
     pidfile = tmp_path / "run" / "bcfg2-server.pid"
     conf = write_conf(tmp_path / "bcfg2.conf", example_repo, tls,
-                      server_extra="backend = builtin\n", logging_extra=f"path = {log}\n")
+                      server_extra=f"backend = {backend}\n", logging_extra=f"path = {log}\n")
     launcher = ServerProcess(["-C", str(conf), "-v", "-D", str(pidfile)])
     processes.append(launcher)
     assert launcher.finish(timeout=STARTUP)[0] == 0
