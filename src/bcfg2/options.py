@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import difflib
 import os
 import re
 import secrets
@@ -588,6 +589,28 @@ def build(config_file: str | None, cli: dict[str, Any] | None = None,
     _apply(setup, extra, path, cli, env)
     setup.options = list(OPTIONS) + extra
     return setup
+
+
+def misspelt_variables(environ: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """``BCFG2_`` variables that set no option but look like one's: (variable, that one's).
+
+    A variable close to no option's (another program's) is left alone.
+    """
+    env = os.environ if environ is None else environ
+    given = [var for var in env if var.startswith(ENV_PREFIX)]
+    if not given:
+        return []
+    table = all_options()
+    known = {opt.env for opt in table if opt.type != "names"}
+    prefixes = [env_name(opt.section, "") for opt in table if opt.type == "names"]
+    out = []
+    for var in sorted(given):
+        if var in known or any(var.startswith(prefix) for prefix in prefixes):
+            continue
+        close = difflib.get_close_matches(var, known, n=1, cutoff=0.85)
+        if close:
+            out.append((var, close[0]))
+    return out
 
 
 def _apply(setup: Setup, opts: Sequence[Option], path: str | None, cli: dict[str, Any],

@@ -184,3 +184,15 @@ def test_log_levels_by_name(tmp_path, monkeypatch, root_logger, conf_text, argv,
     assert log_level(setup) == level
     setup_logging(setup, console=False)
     assert root_logger.level == level
+
+
+def test_a_misspelt_variable_is_named_with_the_option_it_resembles():
+    env = {"BCFG2_SERVER_MAX_CONECTIONS": "100",  # one N short
+           "BCFG2_SERVER_BACKEND": "builtin",  # an option
+           "BCFG2_ENCRYPTION_SITE": "secret",  # a passphrase
+           "BCFG2_INFO_HISTORY": "/tmp/history",  # bcfg2-info's own, like no option
+           "BCFG2_PROBES_ALLOWED_GROUP": "x"}  # a plugin's option, one S short
+    assert options.misspelt_variables(env) == [
+        ("BCFG2_PROBES_ALLOWED_GROUP", "BCFG2_PROBES_ALLOWED_GROUPS"),
+        ("BCFG2_SERVER_MAX_CONECTIONS", "BCFG2_SERVER_MAX_CONNECTIONS")]
+    assert options.misspelt_variables({}) == []
