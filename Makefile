@@ -1,13 +1,23 @@
 # Quick start: `make run` serves repo-example/ on https://127.0.0.1:6789;
 # `make test` runs the test suite. Both create .venv on first use.
+# `make test-all` runs the suite on every Python requires-python claims: the default one in
+# .venv, and 3.12 and 3.13 in .venv-3.12 and .venv-3.13 (`make test-3.12 TESTS=tests/unit`
+# runs some of it on one).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 RUN := .run
 STAMP := $(VENV)/.installed
+# the Pythons besides the default one that the suite runs on (each in .venv-X.Y)
+OTHER_PYTHONS := 3.12 3.13
+PYENV_ROOT ?= $(HOME)/.pyenv
+# the interpreter of Python X.Y: pyenv's newest X.Y.* if there is one, else pythonX.Y on PATH
+python_of = $(or $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1)))),python$(1))
+# what test-X.Y runs (empty: the whole suite)
+TESTS ?=
 
-.PHONY: run test bench bench-live bench-load bench-tools bench-hostile bench-packages bench-fleet bench-agent lint install clean
+.PHONY: run test test-all $(OTHER_PYTHONS:%=test-%) bench bench-live bench-load bench-tools bench-hostile bench-packages bench-fleet bench-agent lint install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required")'
@@ -17,6 +27,13 @@ $(STAMP): pyproject.toml
 	touch $@
 
 install: $(STAMP)
+
+$(OTHER_PYTHONS:%=.venv-%/.installed): .venv-%/.installed: pyproject.toml
+	@$(call python_of,$*) -c 'import sys; sys.exit(0 if sys.version_info[:2] == tuple(map(int, "$*".split("."))) else "$(call python_of,$*) is not Python $*")'
+	test -x .venv-$*/bin/python || $(call python_of,$*) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet --upgrade pip
+	.venv-$*/bin/python -m pip install --quiet -e '.[test]'
+	touch $@
 
 $(RUN)/server.crt: $(STAMP)
 	mkdir -p $(RUN)
@@ -36,6 +53,11 @@ run: $(STAMP) $(RUN)/server.crt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+$(OTHER_PYTHONS:%=test-%): test-%: .venv-%/.installed
+	.venv-$*/bin/python -m pytest -q $(TESTS)
+
+test-all: test $(OTHER_PYTHONS:%=test-%)
 
 # the benchmarks (reports, not tests): `make bench` runs all seven, bench-live, bench-load,
 # bench-tools (bcfg2-info buildall and bcfg2-test on 1,000 clients), bench-hostile (agent runs
@@ -89,4 +111,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(RUN) build dist *.egg-info
+	rm -rf $(RUN) build dist *.egg-info $(OTHER_PYTHONS:%=.venv-%)

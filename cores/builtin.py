@@ -199,6 +199,7 @@ class BuiltinCore(NetworkCore):
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, self._on_signal)
+            signal.signal(signal.SIGHUP, self._on_hangup)
         raise_fd_limit(self.setup.server.max_connections, logger)
         if not self._start_health():
             return False
@@ -236,7 +237,7 @@ class BuiltinCore(NetworkCore):
 
     def _daemonize(self) -> None:
         """Detach with python-daemon: pidfile, user and group, umask."""
-        self.context = daemon_context(self.setup, self.fds(), self._on_signal)
+        self.context = daemon_context(self.setup, self.fds(), self._on_signal, self._on_hangup)
         self.context.open()
         logger.info("Daemonized; pid %d written to %s", os.getpid(), self.setup.daemon)
 

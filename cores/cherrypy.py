@@ -469,9 +469,8 @@ class CherrypyCore(NetworkCore):
         if threading.current_thread() is threading.main_thread():
             # before "Listening on" is logged: a signal from then on is a clean shutdown
             handlers = {"SIGTERM": partial(self._on_signal, signal.SIGTERM),
-                        "SIGINT": partial(self._on_signal, signal.SIGINT)}
-            if self.setup.daemon:  # as python-daemon does: a daemon has no terminal to lose
-                handlers["SIGHUP"] = partial(logger.info, "Got signal %d, ignored", signal.SIGHUP)
+                        "SIGINT": partial(self._on_signal, signal.SIGINT),
+                        "SIGHUP": self._on_hangup}
             signals = SignalHandler(self.engine)
             signals.handlers = handlers
             signals.subscribe()

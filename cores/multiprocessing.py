@@ -39,7 +39,7 @@ from bcfg2.cache import Expiry, relayed
 from bcfg2.core import Core, exposed
 from bcfg2.cores.builtin import BuiltinCore
 from bcfg2.errors import CriticalError, MetadataConsistencyError, MetadataRuntimeError
-from bcfg2.logger import setup_logging
+from bcfg2.logger import reopen_logs, setup_logging
 from bcfg2.options import Option, Setup
 from bcfg2.xml import tostring
 from bcfg2.xmlrpc import fault_for
@@ -80,6 +80,7 @@ class ChildCore(Core):
             "sync": self.apply_expiry,
             "expire_plugin_caches": self.expire_plugin_caches,
             "set_debug": lambda debug: self.set_debug(None, debug),
+            "reopen_logs": reopen_logs,
         }
 
     def apply_expiry(self, generation: int, clients: list[str] | None = (),
@@ -424,6 +425,11 @@ class MultiprocessingCore(BuiltinCore):
         super().expire_metadata_cache(address, hostnames)  # the cache publishes its part
         self.publish("expire_plugin_caches", hostnames)
         return True
+
+    def reopen_logs(self) -> None:
+        """Reopen the log files here and in every child."""
+        super().reopen_logs()
+        self.publish("reopen_logs")
 
     @exposed
     def set_debug(self, address: tuple[str, int], debug: bool | str) -> bool:

@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import select
+import signal
 import threading
 import time
 import urllib.parse
@@ -42,12 +43,14 @@ from bcfg2.errors import (
 from bcfg2.filemonitor import load_backend
 from bcfg2.health import HealthServer, health_address
 from bcfg2.identity import Caller, admin_identity, identity_allows, is_loopback
+from bcfg2.logger import reopen_logs
 from bcfg2.metadata import ClientMetadata
 from bcfg2.options import Option, Setup, put_in_service, require
 from bcfg2.plugin import interfaces
 from bcfg2.plugin.base import Plugin, as_bool, exposed
 from bcfg2.plugin.manager import check_plugin, find_plugin
 from bcfg2.proxyprotocol import TrustedBalancers
+from bcfg2.sdnotify import notify
 from bcfg2.statsupload import UploadGate, read_statistics, statistics_element
 from bcfg2.storage import engine_of
 from bcfg2.untrusted import GROUP_NAME, MAX_GROUP_NAME, MAX_VERSION, VERSION, client_text, escaped
@@ -142,7 +145,7 @@ class Core:
         #: held while file-monitor events are handled
         self.lock = threading.Lock()
         self.db_write_lock = threading.RLock()
-        self.debug_flag = bool(setup.logging.debug)
+        self.debug_flag = bool(setup.logging.debug) or getattr(setup.logging, "level", "") == "debug"
         self.metadata_cache = MetadataCache(setup.caching.client_metadata)
         self.metadata_cache.bind(self._initial_metadata, self._complete_metadata)
         self.upload_gate = UploadGate.from_setup(setup)
@@ -955,6 +958,7 @@ class NetworkCore(Core):
         self.ca = setup.communication.ca
         # a signal handler only sets a flag and writes to this pipe: no locks
         self._stop_signal = 0
+        self._hangup = False
         self._stop_r, self._stop_w = os.pipe()
         os.set_blocking(self._stop_w, False)
         if setup.communication.trust_loopback:
@@ -1024,6 +1028,7 @@ class NetworkCore(Core):
             self.logger.info("PROXY protocol v2 required from the balancers %s ([server] "
                              "proxy_protocol)", ", ".join(map(str, self.balancers.networks)))
         self.serving = True
+        notify(f"READY=1\nSTATUS=Listening on https://{self.host or '*'}:{self.port}")
 
     @exposed
     def ping(self, address: tuple[str, int], *args: Any) -> list[Any]:
@@ -1039,12 +1044,29 @@ class NetworkCore(Core):
             except OSError:
                 pass
 
+    def _on_hangup(self, signum: int = signal.SIGHUP, frame: Any = None) -> None:
+        """SIGHUP: have the main thread reopen the log files. Safe in a signal handler."""
+        self._hangup = True
+        if self._stop_w >= 0:
+            try:
+                os.write(self._stop_w, b"h")
+            except OSError:
+                pass
+
+    def reopen_logs(self) -> None:
+        """Reopen the log files (logrotate moved them away); cores with children tell them."""
+        paths = reopen_logs()
+        self.logger.info("Got SIGHUP: reopened the log files %s",
+                         ", ".join(paths) if paths else "(none: logging to no file)")
+
     def fds(self) -> list[int]:
         """Descriptors the core needs after daemonizing (the rest are closed)."""
         return [*self.fam.fds(), self._stop_r, self._stop_w]
 
     def _wait_for_stop(self) -> None:
         """Sleep until a signal asks the core to stop (or terminate is set), then set terminate.
+
+        A SIGHUP meanwhile reopens the log files.
 
         The main thread sleeps on a pipe the signal handler writes to, never
         inside a lock a signal handler could need; other threads (a core run
@@ -1054,6 +1076,9 @@ class NetworkCore(Core):
             while not self._stop_signal and not self.terminate.is_set():
                 select.select([self._stop_r], [], [])
                 os.read(self._stop_r, 512)
+                if self._hangup:
+                    self._hangup = False
+                    self.reopen_logs()
         else:
             self.terminate.wait()
         if self._stop_signal:
@@ -1061,6 +1086,9 @@ class NetworkCore(Core):
         self.terminate.set()
 
     def shutdown(self) -> None:
+        if self.serving:  # once: shutdown may be called again
+            self.serving = False
+            notify("STOPPING=1")
         if self.fleet is not None:  # first: nothing more is applied while plugins stop
             self.fleet.close()
             self.fleet = None

@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line: bcfg2.conf, what to do, with which passphrase, and the files."""
     parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    options.add_version_flag(parser)
     parser.add_argument("-C", "--config", default=None, metavar="FILE",
                         help=f"the server's bcfg2.conf, with the [encryption] section (default "
                              f"{options.DEFAULT_CONFIG})")

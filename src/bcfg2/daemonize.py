@@ -68,9 +68,12 @@ def daemon_ids(setup: Setup) -> tuple[int, int] | None:
     return None
 
 
-def daemon_context(setup: Setup, keep: list[int],
-                   on_signal: Callable[[int, Any], None]) -> Any:
-    """A DaemonContext that keeps the log files and the core's descriptors (``keep``) open."""
+def daemon_context(setup: Setup, keep: list[int], on_signal: Callable[[int, Any], None],
+                   on_hangup: Callable[[int, Any], None]) -> Any:
+    """A DaemonContext that keeps the log files and the core's descriptors (``keep``) open.
+
+    ``on_signal`` answers SIGTERM and SIGINT, ``on_hangup`` SIGHUP (the log files).
+    """
     pidfile = prepare_pidfile(setup.daemon)
     ids = daemon_ids(setup)
     preserve = []
@@ -90,6 +93,6 @@ def daemon_context(setup: Setup, keep: list[int],
         pidfile=daemon.pidfile.TimeoutPIDLockFile(pidfile, acquire_timeout=5),
         files_preserve=preserve,
         signal_map={signal.SIGTERM: on_signal, signal.SIGINT: on_signal,
-                    signal.SIGHUP: None},
+                    signal.SIGHUP: on_hangup},
         **kwargs,
     )

@@ -26,14 +26,26 @@ class OneLineFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
+def log_level(setup: Setup) -> int:
+    """The most detailed of ``[logging] level`` (a name), ``debug`` and ``verbose``.
+
+    So ``-v`` on the command line still shows more than ``level = error`` in
+    bcfg2.conf; neither set: warning.
+    """
+    levels: list[int] = []
+    name = getattr(setup.logging, "level", "")
+    if name:
+        levels.append(logging.getLevelNamesMapping()[name.upper()])
+    if setup.logging.debug:
+        levels.append(logging.DEBUG)
+    if setup.logging.verbose:
+        levels.append(logging.INFO)
+    return min(levels, default=logging.WARNING)
+
+
 def setup_logging(setup: Setup, console: bool = True, prog: str = "bcfg2-server") -> None:
     """Log to stderr (when in the foreground), a file and syslog as configured."""
-    if setup.logging.debug:
-        level = logging.DEBUG
-    elif setup.logging.verbose:
-        level = logging.INFO
-    else:
-        level = logging.WARNING
+    level = log_level(setup)
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -56,3 +68,22 @@ def setup_logging(setup: Setup, console: bool = True, prog: str = "bcfg2-server"
         else:
             handler.setFormatter(OneLineFormatter(prog + "[%(process)d]: %(message)s"))
             root.addHandler(handler)
+
+
+def reopen_logs() -> list[str]:
+    """Reopen the log files whose path now names another file, or none (``SIGHUP``).
+
+    After logrotate renames ``bcfg2-server.log``, the next line goes to a new
+    file of that name, created now. The paths of the files are returned.
+    """
+    paths = []
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.handlers.WatchedFileHandler):
+            handler.acquire()  # no line is half written to the old file meanwhile
+            try:
+                handler.reopenIfNeeded()
+            finally:
+                handler.release()
+            paths.append(handler.baseFilename)
+    return paths
+

@@ -10,6 +10,11 @@ server's own) plus what the plugins and cores in use declare in their
 The agent (``bcfg2``) reads ``CLIENT_OPTIONS`` instead (``build_client``):
 upstream's agent options, sharing the entries both read.
 
+Every option may also come from the environment, as containers and service
+managers set it: ``BCFG2_<SECTION>_<OPTION>`` in upper case (``env_name``),
+e.g. ``BCFG2_SERVER_BACKEND=cherrypy``. The command line wins over the
+environment, which wins over bcfg2.conf, which wins over the default.
+
 Values are reached as ``setup.<section>.<name>``, e.g.
 ``setup.server.repository`` or ``setup.communication.password``.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import dataclasses
+import difflib
 import os
 import re
 import secrets
@@ -44,8 +50,8 @@ class Option:
     default: Any
     help: str
     #: str, bool, int, float, list, colon (a colon-separated list), octal, path, url, choice,
-    #: or names: every option of the section that no other option declares, as a dict
-    #: (never on the command line)
+    #: level (a log level's name), or names: every option of the section that no other
+    #: option declares, as a dict (never on the command line)
     type: str = "str"
     flags: tuple[str, ...] = ()
     choices: tuple[str, ...] = ()
@@ -55,6 +61,22 @@ class Option:
     @property
     def dest(self) -> str:
         return f"{self.section}.{self.name}"
+
+    @property
+    def env(self) -> str:
+        """The environment variable that sets it (see ``env_name``)."""
+        return env_name(self.section, self.name)
+
+
+ENV_PREFIX = "BCFG2_"
+PRECEDENCE = ("Every option may also be set in the environment as BCFG2_<SECTION>_<OPTION> "
+              "(upper case, e.g. BCFG2_SERVER_BACKEND=cherrypy); the command line wins over "
+              "the environment, which wins over bcfg2.conf, which wins over the default.")
+
+
+def env_name(section: str, name: str) -> str:
+    """``BCFG2_<SECTION>_<OPTION>``: in upper case, any character but letters and digits as ``_``."""
+    return re.sub(r"[^A-Z0-9]", "_", f"{ENV_PREFIX}{section}_{name}".upper())
 
 
 IGNORE_DEFAULT = ("*~, *#, #*, .#*, *.swp, *.swpx, *.swx, SCCS, .svn, .git, 4913, .gitignore, "
@@ -253,6 +275,10 @@ OPTIONS: list[Option] = [
            flags=("-o", "--logfile"), metavar="FILE"),
     Option("logging", "syslog", True, "Also log to syslog (when /dev/log exists).",
            type="bool"),
+    Option("logging", "level", "",
+           "Log level by name: debug, info, warning, error or critical. The most detailed of "
+           "it, debug and verbose applies; empty: warning unless debug or verbose is on.",
+           type="level"),
     Option("logging", "debug", False, "Log debug messages.", type="bool",
            flags=("-d", "--debug"), cli_value=True),
     Option("logging", "verbose", False, "Log informational messages.", type="bool",
@@ -496,13 +522,23 @@ _TRUE = {"1", "yes", "true", "on"}
 _FALSE = {"0", "no", "false", "off"}
 
 
+#: the log levels ``[logging] level`` accepts, by name
+LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
 def convert(opt: Option, raw: Any, where: str) -> Any:
-    """Turn a raw string into the option's type, or raise a one-line ConfigError."""
+    """Turn a raw string into the option's type, or raise a one-line ConfigError.
+
+    ``where`` is the file, ``default``, ``command line`` or ``environment``;
+    an error from the environment names the variable.
+    """
     if raw is None or not isinstance(raw, str):
         return raw
     value = raw.strip()
 
     def bad(what: str) -> ConfigError:
+        if where == "environment":
+            return ConfigError(f"{opt.env}: {what}")
         return ConfigError(f"{where}: [{opt.section}] {opt.name}: {what}")
 
     if opt.type == "bool":
@@ -536,6 +572,10 @@ def convert(opt: Option, raw: Any, where: str) -> Any:
         if value not in opt.choices:
             raise bad(f"{value!r} is not one of {', '.join(opt.choices)}")
         return value
+    if opt.type == "level":
+        if value and value.lower() not in LEVELS:
+            raise bad(f"{value!r} is not a log level (use {', '.join(LEVELS)})")
+        return value.lower()
     if opt.type == "url":
         parsed = urllib.parse.urlsplit(value)
         try:
@@ -555,11 +595,19 @@ def make_parser(prog: str, description: str = "", extra: Sequence[Option] = ()) 
     namespace to ``build(ns.config, vars(ns))``: it ignores what is not an
     option.
     """
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=PRECEDENCE)
+    add_version_flag(parser)
     parser.add_argument("-C", "--config", default=None, metavar="FILE",
                         help=f"bcfg2.conf to read (default {DEFAULT_CONFIG})")
     _add_flags(parser, list(OPTIONS) + list(extra))
     return parser
+
+
+def add_version_flag(parser: argparse.ArgumentParser) -> None:
+    """``--version``: the program's name and this distribution's version, then exit."""
+    from bcfg2 import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
 
 def component_flags(opt: Option) -> tuple[str, ...]:
@@ -572,7 +620,7 @@ def _add_flags(parser: Any, opts: Sequence[Option], component: bool = False) -> 
         flags = component_flags(opt) if component else opt.flags
         if not flags:
             continue
-        help_text = f"{opt.help} [{opt.section}] {opt.name}".replace("%", "%%")
+        help_text = f"{opt.help} [{opt.section}] {opt.name}, ${opt.env}".replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": opt.dest, "default": None, "help": help_text}
         if opt.cli_value is not None:
             kwargs["action"] = "store_const"
@@ -626,6 +674,8 @@ def _components(config: str | None, plugins: str | None,
         opt = by_name[dest]
         if given is not None:
             return given
+        if opt.env in os.environ:
+            return os.environ[opt.env]
         if raw.has_option(opt.section, opt.name):
             return raw.get(opt.section, opt.name)
         return opt.default
@@ -643,8 +693,10 @@ def load(
 ) -> Setup:
     """Parse bcfg2.conf and the command line into a Setup.
 
-    The command line wins over bcfg2.conf, which wins over the defaults. Any
-    invalid value raises ConfigError naming the file, section and option.
+    The command line wins over the environment (``BCFG2_<SECTION>_<OPTION>``),
+    which wins over bcfg2.conf, which wins over the defaults. Any invalid
+    value raises ConfigError naming the file, section and option, or the
+    environment variable.
     """
     parser = make_parser(prog, description)
     add_component_options(parser, argv)
@@ -658,11 +710,12 @@ def load(
 
 
 def build(config_file: str | None, cli: dict[str, Any] | None = None,
-          plugins: Sequence[str] = ()) -> Setup:
+          plugins: Sequence[str] = (), environ: dict[str, str] | None = None) -> Setup:
     """Build a Setup from a bcfg2.conf path (None: the default, if it exists).
 
     The options of the plugins in ``[server] plugins`` (and of ``plugins``)
-    and of the ``[server] backend`` core are read too.
+    and of the ``[server] backend`` core are read too. ``environ`` (default
+    ``os.environ``) gives the ``BCFG2_<SECTION>_<OPTION>`` variables.
     """
     cli = cli or {}
     setup = Setup()
@@ -673,11 +726,12 @@ def build(config_file: str | None, cli: dict[str, Any] | None = None,
         path = DEFAULT_CONFIG
     if path is not None:
         _read(setup, path)
-    _apply(setup, OPTIONS, path, cli)
+    env = dict(os.environ if environ is None else environ)
+    _apply(setup, OPTIONS, path, cli, env)
     from bcfg2.plugin.manager import component_options
 
     extra = component_options([*setup.server.plugins, *plugins], setup.server.backend)
-    _apply(setup, extra, path, cli)
+    _apply(setup, extra, path, cli, env)
     setup.options = list(OPTIONS) + extra
     return setup
 
@@ -691,8 +745,10 @@ def client_parser(prog: str = "bcfg2", description: str = "") -> argparse.Argume
     return parser
 
 
-def build_client(config_file: str | None, cli: dict[str, Any] | None = None) -> Setup:
-    """The agent's Setup from a bcfg2.conf path (None: the default, if it exists).
+def build_client(config_file: str | None, cli: dict[str, Any] | None = None,
+                 environ: dict[str, str] | None = None) -> Setup:
+    """The agent's Setup from a bcfg2.conf path (None: the default, if it exists), the
+    command line and the environment (``BCFG2_SECTION_OPTION``).
 
     Only ``CLIENT_OPTIONS`` and the drivers' ``DRIVER_OPTIONS`` are read.
     """
@@ -703,7 +759,8 @@ def build_client(config_file: str | None, cli: dict[str, Any] | None = None) -> 
         path = DEFAULT_CONFIG
     if path is not None:
         _read(setup, path)
-    _apply(setup, [*CLIENT_OPTIONS, *DRIVER_OPTIONS], path, cli)
+    env = dict(os.environ if environ is None else environ)
+    _apply(setup, [*CLIENT_OPTIONS, *DRIVER_OPTIONS], path, cli, env)
     setup.options = [*CLIENT_OPTIONS, *DRIVER_OPTIONS]
     return setup
 
@@ -720,35 +777,69 @@ def _read(setup: Setup, path: str) -> None:
     setup.config_file = os.path.abspath(path)
 
 
-def _apply(setup: Setup, opts: Sequence[Option], path: str | None, cli: dict[str, Any]) -> None:
+def misspelt_variables(environ: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """``BCFG2_`` variables that set no option but look like one's: (variable, that one's).
+
+    A variable close to no option's (another program's) is left alone.
+    """
+    env = os.environ if environ is None else environ
+    given = [var for var in env if var.startswith(ENV_PREFIX)]
+    if not given:
+        return []
+    table = all_options()
+    known = {opt.env for opt in table if opt.type != "names"}
+    prefixes = [env_name(opt.section, "") for opt in table if opt.type == "names"]
+    out = []
+    for var in sorted(given):
+        if var in known or any(var.startswith(prefix) for prefix in prefixes):
+            continue
+        close = difflib.get_close_matches(var, known, n=1, cutoff=0.85)
+        if close:
+            out.append((var, close[0]))
+    return out
+
+
+def _apply(setup: Setup, opts: Sequence[Option], path: str | None, cli: dict[str, Any],
+           env: dict[str, str]) -> None:
     for opt in opts:
         if opt.type == "names":
-            setup.set(opt.section, opt.name, _names(setup, opt, [*OPTIONS, *opts], path, cli))
+            setup.set(opt.section, opt.name,
+                      _names(setup, opt, [*OPTIONS, *opts], path, cli, env))
             continue
         value: Any = opt.default
         if path is not None and setup.raw.has_option(opt.section, opt.name):
             value = convert(opt, setup.raw.get(opt.section, opt.name), path)
         elif isinstance(opt.default, str):
             value = convert(opt, opt.default, "default")
+        if opt.env in env:
+            value = convert(opt, env[opt.env], "environment")
         if cli.get(opt.dest) is not None:
             value = convert(opt, cli[opt.dest], "command line")
         setup.set(opt.section, opt.name, value)
 
 
 def _names(setup: Setup, opt: Option, known: Sequence[Option], path: str | None,
-           cli: dict[str, Any]) -> dict[str, str]:
+           cli: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
     """A ``names`` option: the section's options that no other option of it declares.
 
-    In-process callers (tests, tools) may give the whole dict as ``cli[opt.dest]``.
+    ``BCFG2_<SECTION>_<NAME>`` adds (or replaces) the name in lower case, as
+    bcfg2.conf's names are. In-process callers (tests, tools) may give the
+    whole dict as ``cli[opt.dest]``.
     """
     given = cli.get(opt.dest)
     if isinstance(given, dict):
         return dict(given)
     declared = {o.name for o in known if o.section == opt.section}
-    if path is None or not setup.raw.has_section(opt.section):
-        return dict(opt.default)
-    return {name: value.strip() for name, value in setup.raw.items(opt.section)
-            if name not in declared}
+    names = dict(opt.default)
+    if path is not None and setup.raw.has_section(opt.section):
+        names = {name: value.strip() for name, value in setup.raw.items(opt.section)
+                 if name not in declared}
+    prefix = env_name(opt.section, "")
+    taken = {env_name(opt.section, name) for name in declared}
+    for var, value in env.items():
+        if var.startswith(prefix) and len(var) > len(prefix) and var not in taken:
+            names[var[len(prefix):].lower()] = value.strip()
+    return names
 
 
 #: what a server name may be (it is stored and compared, never used as a path)
@@ -817,6 +908,7 @@ def example() -> str:
     out = [
         "# bcfg2.conf: every option the server and the agent (bcfg2) read, with its default.",
         "# Uncomment a line to change it. Command-line flags are noted where they exist.",
+        *("# " + line for line in textwrap.wrap(PRECEDENCE, 76)),
         "# Generated from src/bcfg2/options.py: python -m bcfg2.options > bcfg2.conf.example",
     ]
     section = None
@@ -832,6 +924,10 @@ def example() -> str:
         flags = opt.flags if opt in OPTIONS or opt in CLIENT_OPTIONS else component_flags(opt)
         if flags:
             help_text += f" (command line: {', '.join(flags)})"
+        if opt.type == "names":
+            help_text += f" (environment: {env_name(opt.section, opt.metavar or 'name')})"
+        else:
+            help_text += f" (environment: {opt.env})"
         out.extend("# " + line for line in textwrap.wrap(help_text, 76))
         if opt.type == "names":
             out.append(f"# {opt.metavar or 'name'} = ...")

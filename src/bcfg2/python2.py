@@ -24,7 +24,8 @@ import textwrap
 from dataclasses import dataclass
 from xml.sax.saxutils import unescape
 
-__all__ = ["Python2Code", "check_genshi", "check_python", "runtime_hint"]
+__all__ = ["Python2Code", "check_cheetah", "check_genshi", "check_python", "cheetah_python",
+           "runtime_hint"]
 
 #: the most Python 2 constructs reported for one piece of code (each costs a compile)
 MAX_FINDINGS = 50
@@ -320,6 +321,57 @@ def cheetah_code(data: bytes | str) -> list[tuple[int, str, str]]:
     """The ``#import`` and ``#from`` lines of a Cheetah template, as Python: (line, code, mode)."""
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
     return [(_line_at(text, m.start()), m.group(1), "exec") for m in _CHEETAH_IMPORT.finditer(text)]
+
+
+#: the Cheetah directives whose argument is Python, one line each (``#set x = 1``,
+#: ``#if $x.has_key('a')``), up to the line's end or the ``#`` that closes the directive
+_CHEETAH_DIRECTIVE = re.compile(
+    r"^[ \t]*#(set(?:[ \t]+global)?|silent|echo|if|else[ \t]+if|elif|for|while|raise|"
+    r"assert|del|except|return)\b[ \t]*((?:[^#\n'\"]|'[^'\n]*'|\"[^\"\n]*\")*)",
+    re.MULTILINE)
+#: a Cheetah placeholder's ``$`` before a name (``$metadata.hostname``): Python has none
+_CHEETAH_DOLLAR = re.compile(r"\$(?=[A-Za-z_])")
+
+
+def _cheetah_wrap(directive: str, code: str) -> tuple[str, str, int]:
+    """A Cheetah directive's Python as ``compile()`` takes it, the mode, and the lines put
+    before the directive's own (so its findings keep the template's line)."""
+    code = _CHEETAH_DOLLAR.sub("", code).strip().removesuffix(":").strip()
+    if directive.startswith("set"):
+        return code, "exec", 0
+    if directive in ("for", "while") or directive.startswith(("if", "else", "elif")):
+        keyword = "if" if directive.startswith(("else", "elif")) else directive
+        return f"{keyword} {code}: pass", "exec", 0
+    if directive == "except":
+        return f"try: pass\nexcept {code}: pass", "exec", 1
+    if directive == "return":
+        return f"def f():\n return {code}", "exec", 1
+    if directive in ("raise", "assert", "del"):
+        return f"{directive} {code}", "exec", 0
+    return code, "eval", 0  # silent, echo
+
+
+def cheetah_python(data: bytes | str) -> list[tuple[int, str, str]]:
+    """The Python of a Cheetah template's one-line directives: (line, code, mode).
+
+    Imports (``cheetah_code``) and ``$placeholders`` in the text are not
+    among them.
+    """
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    out = []
+    for m in _CHEETAH_DIRECTIVE.finditer(text):
+        code, mode, before = _cheetah_wrap(re.sub(r"\s+", " ", m.group(1)), m.group(2))
+        if code.strip():
+            out.append((_line_at(text, m.start()) - before, code, mode))
+    return out
+
+
+def check_cheetah(data: bytes | str) -> list[Python2Code]:
+    """The Python 2 constructs of a Cheetah template's directives."""
+    found: list[Python2Code] = []
+    for line, code, mode in cheetah_python(data):
+        found.extend(check_python(code, line, mode))
+    return sorted(found, key=lambda f: f.line)
 
 
 def _provided(module: str, name: str | None = None) -> bool:

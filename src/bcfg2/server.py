@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -46,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bcfg2-server: {err}", file=sys.stderr)
         return 2
     setup_logging(setup, console=not setup.daemon)
+    for var, meant in options.misspelt_variables():
+        logging.getLogger("bcfg2.server").warning(
+            "%s sets no option and is ignored (did you mean %s?)", var, meant)
     limit_malloc_arenas()
     try:
         core = load_core(setup.server.backend)(setup)

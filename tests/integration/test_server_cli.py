@@ -73,6 +73,19 @@ def test_serves_agents_and_exits_0_on_sigterm(example_repo, tls, tmp_path, start
     assert status == 0
 
 
+def test_a_misspelt_variable_is_warned_about_at_start_up(example_repo, tls, tmp_path,
+                                                        processes):
+    conf = write_conf(tmp_path / "bcfg2.conf", example_repo, tls)
+    server = ServerProcess(["-C", str(conf), "-v"], env={**os.environ,
+                                                         "BCFG2_SERVER_MAX_CONECTIONS": "100"})
+    processes.append(server)
+    server.wait_for(re.compile(r"BCFG2_SERVER_MAX_CONECTIONS sets no option and is ignored "
+                               r"\(did you mean BCFG2_SERVER_MAX_CONNECTIONS\?\)"))
+    server.port()
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.finish(timeout=10)[0] == 0
+
+
 def test_sigterm_as_soon_as_listening_is_a_clean_exit(example_repo, tls, tmp_path,
                                                       start_server):
     conf = write_conf(tmp_path / "bcfg2.conf", example_repo, tls)

@@ -285,10 +285,11 @@ def test_schema_for_the_plugin_files(plugin: str, relative: str, schema: str | N
 def test_the_schemas_are_package_data() -> None:
     """Every schema file is covered by pyproject's package-data, so a wheel ships it."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    patterns = config["tool"]["setuptools"]["package-data"]["bcfg2.lint"]
-    shipped = ROOT / "src/bcfg2/lint"
-    files = [p.relative_to(shipped).as_posix() for p in (shipped / "schemas").iterdir()]
-    assert "schemas/cfg-privkey.rng" in files and "schemas/common.rng" in files
+    assert "bcfg2.lint.rng" in config["tool"]["setuptools"]["packages"]
+    patterns = config["tool"]["setuptools"]["package-data"]["bcfg2.lint.rng"]
+    shipped = ROOT / "src/bcfg2/lint/rng"
+    files = [p.name for p in shipped.iterdir() if p.name not in ("__init__.py", "__pycache__")]
+    assert "cfg-privkey.rng" in files and "common.rng" in files
     assert [f for f in files if not any(fnmatch.fnmatch(f, pat) for pat in patterns)] == []
 
 

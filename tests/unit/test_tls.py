@@ -7,6 +7,7 @@ as an old agent would be.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -44,10 +45,14 @@ def handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> tuple[s
 
     def serve() -> None:
         try:
-            with server_ctx.wrap_socket(server_sock, server_side=True) as conn:
-                conn.recv(1)  # until the client closes: the handshake is complete
+            conn = server_ctx.wrap_socket(server_sock, server_side=True)  # the handshake
         except (ssl.SSLError, OSError) as err:
             server_error[0] = err
+            return
+        with conn, contextlib.suppress(OSError):
+            # until the client closes; with TLS 1.3 the session tickets it never reads
+            # may make that a reset (Python 3.13), after a complete handshake all the same
+            conn.recv(1)
 
     for sock in (server_sock, client_sock):
         sock.settimeout(TIMEOUT)

@@ -10,6 +10,7 @@ import lxml.etree
 
 from bcfg2.lint import schemas
 from bcfg2.lint.base import Context, Finding, check, has_fallback, includes, is_genshi, shorten
+from bcfg2.migration import REMOVED_PLUGINS, agent_protocol, cfg_path, random_seeds
 from bcfg2.plugin import (
     SPECIFIC_SUFFIX,
     BundleInfo,
@@ -20,9 +21,11 @@ from bcfg2.plugin import (
 )
 from bcfg2.plugins.packages.sources import SourceProblem, parse_source
 from bcfg2.python2 import (
+    check_cheetah,
     check_genshi,
     check_python,
     cheetah_code,
+    cheetah_python,
     genshi_code,
     upstream_imports,
 )
@@ -409,7 +412,12 @@ def _genshi(ctx: Context, path: str, markup: bool) -> Iterator[Finding]:
 
 @check("Python2", python2_code="error")
 def python2_code(ctx: Context) -> Iterator[Finding]:
-    """Python 2 code in Genshi templates and TemplateHelper modules, with its Python 3 form."""
+    """Python 2 code in Genshi and Cheetah templates and TemplateHelper modules, with its
+    Python 3 form."""
+    for path in ctx.files("Cfg", lambda p: p.endswith(".cheetah")):
+        with open(path, "rb") as fh:
+            for item in check_cheetah(fh.read()):
+                yield ctx.finding(path, item.line, "python2-code", item.message)
     sources: list[tuple[str, str]] = [
         (path, "text") for path in ctx.files("Cfg", lambda p: p.endswith(".genshi"))]
     markup = [p for p in bundle_files(ctx) if not p.endswith(JINJA2_BUNDLE)]
@@ -458,6 +466,125 @@ def upstream_imports_check(ctx: Context) -> Iterator[Finding]:
         for first, code, mode in fragments:
             for line, message in upstream_imports(code, first, mode):
                 yield ctx.finding(path, line, "upstream-import", message)
+
+
+# -- Migration: what changes for an upstream Bcfg2 1.4 site (docs/migrating.md) ----------
+
+@check("Migration", removed_plugin="error", agent_tls_1_0="warning", upstream_state="warning",
+       random_seed="warning")
+def migration(ctx: Context) -> Iterator[Finding]:
+    """What a site moving from upstream Bcfg2 1.4 changes: files of plugins that are gone,
+    agents asking for TLS 1.0, upstream's state files, random.seed() in templates."""
+    yield from _removed_plugins(ctx)
+    yield from _agent_configs(ctx)
+    yield from _upstream_state(ctx)
+    yield from _random_seeds(ctx)
+
+
+def _removed_plugins(ctx: Context) -> Iterator[Finding]:
+    """Every file in the directory of a plugin this server does not have, and where it goes."""
+    for plugin, instead in REMOVED_PLUGINS.items():
+        top = os.path.join(ctx.repository, plugin)
+        if not os.path.isdir(top):
+            continue
+        paths = []
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = sorted(d for d in dirnames if not ctx.ignored(d))
+            paths += [os.path.join(dirpath, f) for f in filenames if not ctx.ignored(f)]
+        message = f"upstream Bcfg2's {plugin} is not part of this server: use {instead}"
+        if not paths:
+            yield ctx.finding(top, None, "removed-plugin", message)
+        for path in sorted(paths):
+            target = cfg_path(plugin, os.path.relpath(path, top))
+            more = f"; move this file to {target[0]} ({target[1]})" if target else ""
+            yield ctx.finding(path, None, "removed-plugin", message + more)
+
+
+def _agent_configs(ctx: Context) -> Iterator[Finding]:
+    """Agents' bcfg2.conf served by Cfg that ask for TLS 1.0, which the server refuses."""
+    folder = os.path.join(ctx.repository, "Cfg", "etc", "bcfg2.conf")
+    allowed = getattr(ctx.setup.communication, "tls_min_version", "1.2") == "1.0"
+    server = ("this server allows it only while [communication] tls_min_version = 1.0"
+              if allowed else "this server refuses TLS 1.0 (tls_min_version = "
+              f"{getattr(ctx.setup.communication, 'tls_min_version', '1.2')})")
+    for path in ctx.files("Cfg", lambda p: os.path.dirname(p) == folder
+                          and not p.endswith((".crypt", "info.xml", ":info", ".xml"))):
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+        for line, why in agent_protocol(text):
+            yield ctx.finding(path, line, "agent-tls-1-0",
+                              f"{why}, and {server}: write protocol = xmlrpc/ssl (TLS 1.2 or "
+                              f"newer, whatever the agent's OpenSSL offers)")
+
+
+def _conf_line(path: str, section: str, option: str) -> int | None:
+    """The line of ``option`` in ``[section]`` of an ini file, if it is there."""
+    current = ""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for number, line in enumerate(fh, 1):
+                header = re.match(r"\s*\[([^\]]+)\]", line)
+                if header:
+                    current = header.group(1).strip()
+                elif current == section and re.match(rf"\s*{re.escape(option)}\s*[=:]", line):
+                    return number
+    except OSError:
+        pass
+    return None
+
+
+def _upstream_state(ctx: Context) -> Iterator[Finding]:
+    """Run-time state upstream kept in the repository or its database, which is not read here."""
+    probed = os.path.join(ctx.repository, "Probes", "probed.xml")
+    storage = getattr(getattr(ctx.setup, "probes", None), "storage", None)
+    if os.path.isfile(probed) and storage != "xml":
+        yield ctx.finding(probed, None, "upstream-state",
+                          "upstream's probe data: this server keeps probe data under [server] "
+                          "state_dir and does not read this file; import it with bcfg2-admin "
+                          "dbcopy --from xml (or set [probes] storage = xml to keep it here)")
+    database = os.path.join(ctx.repository, "etc", "bcfg2.sqlite")
+    if os.path.isfile(database):
+        yield ctx.finding(database, None, "upstream-state",
+                          "upstream's database (Reporting's runs, and clients or probe data "
+                          "with use_database): this server does not read it; its stores are "
+                          "under [server] state_dir or in [database] engine = postgresql")
+    conf = ctx.setup.config_file
+    if conf is None:
+        return
+    raw = ctx.setup.raw
+    for section, what in (("metadata", "clients"), ("probes", "probe data")):
+        if raw.has_option(section, "use_database") and \
+                raw.get(section, "use_database").strip().lower() in ("1", "yes", "true", "on"):
+            yield Finding(conf, _conf_line(conf, section, "use_database"), "upstream-state",
+                          f"[{section}] use_database: upstream kept {what} in its database, "
+                          f"which this server does not read"
+                          + ("; list the clients in Metadata/clients.xml" if section == "metadata"
+                             else "; agents send their probe data again on their next run"))
+
+
+def _random_seeds(ctx: Context) -> Iterator[Finding]:
+    """random.seed() with a value in templates and helpers: other numbers on Python 3."""
+    sources: list[tuple[str, list[tuple[int, str, str]]]] = []
+    for path in ctx.files("Cfg", lambda p: p.endswith((".genshi", ".cheetah"))):
+        with open(path, "rb") as fh:
+            data = fh.read()
+        sources.append((path, cheetah_code(data) + cheetah_python(data) if path.endswith(
+            ".cheetah") else genshi_code(data, markup=False)))
+    for path in bundle_files(ctx):
+        if not path.endswith(JINJA2_BUNDLE) and is_genshi(ctx.xml(path), path):
+            with open(path, "rb") as fh:
+                sources.append((path, genshi_code(fh.read(), markup=True)))
+    for path in ctx.files("TemplateHelper", lambda p: p.endswith(".py"), recursive=False):
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            sources.append((path, [(1, fh.read(), "exec")]))
+    for path, fragments in sources:
+        for line in random_seeds(fragments):
+            yield ctx.finding(path, line, "random-seed",
+                              "random.seed() with a value: Python 3 gives other numbers than "
+                              "Python 2 for the same seed (a string seeds differently; randint, "
+                              "randrange, choice and shuffle draw differently), so what it "
+                              "picks for each client changes once; "
+                              "bcfg2.migration.Python2Random(seed) draws Python 2's numbers")
 
 
 @check("Jinja2", jinja2_syntax_error="error")

@@ -1,4 +1,4 @@
-"""The RELAX NG schemas of the repository formats, shipped in ``bcfg2/lint/schemas``."""
+"""The RELAX NG schemas of the repository formats, shipped in the package ``bcfg2.lint.rng``."""
 
 from __future__ import annotations
 
@@ -43,6 +43,9 @@ FORMATS: list[tuple[str, str, str]] = [
 TOP_LEVEL_ONLY = frozenset({"Metadata", "GroupPatterns", "GroupLogic", "ACL", "Packages",
                             "NagiosGen", "FileProbes", "AWSTags"})
 
+#: the package whose data the schema files are
+RNG = "bcfg2.lint.rng"
+
 #: the schema of a Bundler .xml file whose root declares Genshi's namespace
 GENSHI_BUNDLE = "bundle-genshi.rng"
 
@@ -50,14 +53,14 @@ GENSHI_BUNDLE = "bundle-genshi.rng"
 def schema_names() -> list[str]:
     """Every format schema shipped with lint (common.rng is a library they include)."""
     return sorted(entry.name for entry in
-                  importlib.resources.files("bcfg2.lint").joinpath("schemas").iterdir()
+                  importlib.resources.files(RNG).iterdir()
                   if entry.name.endswith(".rng") and entry.name != "common.rng")
 
 
 @functools.cache
 def load(name: str) -> lxml.etree.RelaxNG:
     """A schema by file name, compiled once; includes resolve next to it."""
-    resource = importlib.resources.files("bcfg2.lint").joinpath("schemas", name)
+    resource = importlib.resources.files(RNG).joinpath(name)
     with importlib.resources.as_file(resource) as path:
         return lxml.etree.RelaxNG(lxml.etree.parse(os.fspath(path)))
 

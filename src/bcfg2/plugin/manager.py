@@ -24,6 +24,7 @@ import inspect
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from bcfg2 import migration
 from bcfg2.errors import ConfigError, CoreInitError
 from bcfg2.plugin import interfaces
 from bcfg2.plugin.base import Plugin
@@ -136,6 +137,9 @@ def find_plugin(name: str) -> type[Plugin]:
             if point is None:
                 close = difflib.get_close_matches(name, plugin_names(), n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
+                if name in migration.REMOVED_PLUGINS:
+                    hint = (f": upstream Bcfg2's {name} is not part of this server; use "
+                            f"{migration.REMOVED_PLUGINS[name]} (docs/migrating.md)")
                 raise CoreInitError(f"no plugin named {name!r}{hint}")
             try:
                 cls = point.load()
