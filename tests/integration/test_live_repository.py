@@ -43,6 +43,15 @@ class Live:
         self.change(path, lambda: path.write_text(text))
         return path
 
+    def replace(self, relative: str, text: str) -> Path:
+        """Write a file whole, as an editor saves it (a temporary file renamed over it):
+        the monitor never sees it half written."""
+        path = self.repo.path / relative
+        temporary = path.with_name(path.name + "~")  # ignored by [server] ignore_files
+        temporary.write_text(text)
+        self.change(path, lambda: os.replace(temporary, path))
+        return path
+
     def config(self, who: tuple[str, str, str] = WEB1) -> lxml.etree._Element:
         uuid, password, _name = who
         return lxml.etree.fromstring(self.server.proxy(uuid, password).GetConfig().encode())
@@ -168,7 +177,9 @@ def test_a_malformed_groups_xml_keeps_the_last_good_one(live: Live,
     groups = live.repo.path / "Metadata/groups.xml"
     good = groups.read_text()
     before = live.config()
-    live.write("Metadata/groups.xml", good.replace("</Groups>", "<Group name='broken'>"))
+    # whole, so that the one bad version is reported once (an in-place write may be read
+    # half done, a second bad version)
+    live.replace("Metadata/groups.xml", good.replace("</Groups>", "<Group name='broken'>"))
     for _ in range(3):  # served from the last good groups.xml, every time
         served = live.config()
         assert [b.get("name") for b in served] == [b.get("name") for b in before]
