@@ -52,7 +52,7 @@ from bcfg2.plugin.manager import check_plugin, find_plugin
 from bcfg2.proxyprotocol import TrustedBalancers
 from bcfg2.sdnotify import notify
 from bcfg2.statsupload import UploadGate, read_statistics, statistics_element
-from bcfg2.storage import engine_of
+from bcfg2.storage import engine_of, sqlite
 from bcfg2.untrusted import GROUP_NAME, MAX_GROUP_NAME, MAX_VERSION, VERSION, client_text, escaped
 from bcfg2.xml import parse_untrusted, tostring
 
@@ -1105,6 +1105,7 @@ class NetworkCore(Core):
 
     def run(self) -> bool:
         if self.setup.daemon:
+            sqlite.close_connections()  # opened again by the daemon (see there)
             self._daemonize()
         if self.fleet is not None:  # after daemonizing: threads do not survive a fork
             self.fleet.start()

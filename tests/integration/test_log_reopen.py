@@ -28,12 +28,15 @@ def rotate_and_hangup(log: Path, pid: int) -> Path:
     return rotated
 
 
+def agent(tls, port: int) -> xmlrpc.client.ServerProxy:
+    user, password = WEB1
+    return xmlrpc.client.ServerProxy(f"https://{user}:{password}@127.0.0.1:{port}/RPC2",
+                                     context=tls.client_context(), allow_none=True)
+
+
 def bundles(tls, port: int) -> int:
     """How many bundles web1's configuration has: the server still serves."""
-    user, password = WEB1
-    proxy = xmlrpc.client.ServerProxy(f"https://{user}:{password}@127.0.0.1:{port}/RPC2",
-                                      context=tls.client_context(), allow_none=True)
-    return len(lxml.etree.fromstring(proxy.GetConfig().encode()))
+    return len(lxml.etree.fromstring(agent(tls, port).GetConfig().encode()))
 
 
 @pytest.mark.parametrize("backend", ["builtin", "cherrypy", "multiprocessing"])
@@ -74,7 +77,11 @@ def test_a_daemon_reopens_its_log_file_on_sighup(example_repo, tls, tmp_path, pr
     finally:
         daemons.extend(int(p) for p in DAEMONIZED.findall(text(log)))
     pid = int(pidfile.read_text())
+    port = int(match.group(1))
+    # the daemon writes its state (SQLite, opened before it forked): a version, a run
+    assert agent(tls, port).DeclareVersion("1.4.0") is True
     rotate_and_hangup(log, pid)
-    assert bundles(tls, int(match.group(1))) > 0
+    assert bundles(tls, port) > 0
+    assert "locking protocol" not in text(log)
     os.kill(pid, signal.SIGTERM)
     wait_until(lambda: not pid_alive(pid), 10, "the daemon to exit")

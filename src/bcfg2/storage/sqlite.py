@@ -14,6 +14,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -60,6 +61,21 @@ class SQLiteTransaction(Transaction):
         """Nothing to take: a write transaction already excludes every other writer."""
 
 
+#: every database opened in this process (close_connections closes their connections)
+_OPEN: weakref.WeakSet[SQLiteDatabase] = weakref.WeakSet()
+
+
+def close_connections() -> None:
+    """Close this process's SQLite connections; each opens again on its next use.
+
+    Before daemonizing: the fork keeps SQLite's per-file lock bookkeeping,
+    which names descriptors the daemon then closes, so a connection opened
+    afterwards would fail every transaction ("locking protocol").
+    """
+    for db in list(_OPEN):
+        db.close()
+
+
 class SQLiteDatabase(Database):
     """One SQLite file; ``pragmas`` are the per-connection settings of its store."""
 
@@ -73,6 +89,7 @@ class SQLiteDatabase(Database):
         self._pid = 0
         with self._lock:
             self._connection()  # a file that cannot be opened fails here, at start-up
+        _OPEN.add(self)
 
     def describe(self) -> str:
         return self.path
