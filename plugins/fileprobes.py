@@ -276,9 +276,10 @@ class FileProbes(Plugin, Probing):
         update = as_bool(probe.get("update", "false"))
         try:
             if current is None:
+                # info.xml first: once the content can be served, so can its owner and mode
+                self.write_info(directory, probe, info)
                 if write_file(target, content, replace=update):
                     self.logger.info("wrote %s, probed from %s", target, metadata.hostname)
-                self.write_info(directory, probe, info)
             elif current == content:
                 self.debug_log(f"{path} of {metadata.hostname} is as served")
             elif update:
