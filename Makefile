@@ -51,8 +51,10 @@ run: $(STAMP) $(RUN)/server.crt
 		-x bcfg2-example --admin-user admin --admin-password bcfg2-admin \
 		--probes-allowed-groups virtual
 
+# the suite in TEST_JOBS processes (pytest-xdist; a module's tests stay in one), one per CPU
+TEST_JOBS ?= auto
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 $(OTHER_PYTHONS:%=test-%): test-%: .venv-%/.installed
 	.venv-$*/bin/python -m pytest -q $(TESTS)
