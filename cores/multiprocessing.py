@@ -105,7 +105,11 @@ class ChildCore(Core):
                                     generation, SYNC_WAIT)
                 self.metadata_cache.expire(tag="sync timeout")
         self.catch_up()
-        return tostring(self.BuildConfiguration(client))
+        try:
+            meta = self.build_metadata(client)
+        except MetadataConsistencyError:
+            return tostring(self.BuildConfiguration(client))  # its error document, logged
+        return self.serve_configuration(client, meta)
 
     def _run(self) -> bool:
         threading.Thread(target=self._control_loop, name="control", daemon=True).start()

@@ -24,8 +24,8 @@ from typing import Any, ClassVar, NoReturn
 
 import lxml.etree
 
-from bcfg2 import statistics
-from bcfg2.cache import MetadataCache
+from bcfg2 import configcache, statistics
+from bcfg2.cache import RELAYED, Expiry, MetadataCache
 from bcfg2.errors import (
     ConfigError,
     CoreInitError,
@@ -145,9 +145,13 @@ class Core:
         self.debug_flag = bool(setup.logging.debug)
         self.metadata_cache = MetadataCache(setup.caching.client_metadata)
         self.metadata_cache.bind(self._initial_metadata, self._complete_metadata)
+        self.config_cache = configcache.ConfigCache(setup.caching.configurations,
+                                                    setup.caching.configuration_bytes)
+        self.metadata_cache.subscribe(self._metadata_expired)
         self.upload_gate = UploadGate.from_setup(setup)
         self.fam = load_backend(setup.server.filemonitor)(
             ignore=setup.server.ignore_files, debug=self.debug_flag)
+        self.fam.listeners.append(self._file_changed)
         self.fam_thread: threading.Thread | None = None
         self.perflog_thread: threading.Thread | None = None
         self.metadata: Any = None
@@ -558,6 +562,55 @@ class Core:
         self.logger.info("Generated config for %s in %.3fs", client, time.monotonic() - start)
         return config
 
+    def serve_configuration(self, client: str, metadata: ClientMetadata) -> str:
+        """The client's configuration as a string: kept from an earlier build if nothing
+        it depends on changed since (``bcfg2.configcache``), else built (and kept)."""
+        cache = self.config_cache
+        if not cache.enabled:
+            return tostring(self.BuildConfiguration(client, metadata=metadata))
+        start = time.monotonic()
+        generation = cache.generation
+        with configcache.recording() as deps:
+            key = configcache.configuration_key(self.revision, metadata,
+                                                self._cache_participants())
+            if key is not None:
+                text = cache.lookup(client, key)
+                if text is not None:
+                    self.client_run_hook("start_client_run", metadata)
+                    self.client_run_hook("end_client_run", metadata)
+                    statistics.stats.add_value("GetConfig:cached", time.monotonic() - start)
+                    return text
+            config = self.BuildConfiguration(client, metadata=metadata)
+        text = tostring(config)
+        if key is None or deps.uncacheable is not None:
+            cache.counts["uncacheable"] += 1
+            self.logger.debug("configuration of %s not kept: %s", client, deps.uncacheable)
+        elif config.tag == "Configuration" and ' failure="' not in text:
+            cache.store(client, key, text, deps.tokens, generation)
+        return text
+
+    def _cache_participants(self) -> list[Plugin]:
+        """Every plugin whose output goes into a configuration (asked for its cache key)."""
+        found = self.__dict__.get("_participants")
+        if found is None:
+            kinds = (interfaces.Metadata, interfaces.Connector, interfaces.Structure,
+                     interfaces.StructureValidator, interfaces.Generator,
+                     interfaces.GoalValidator)
+            found = self._participants = sorted(
+                (p for p in self.plugins.values() if isinstance(p, kinds)),
+                key=lambda p: p.name)
+        return found
+
+    def _file_changed(self, event: Any) -> None:
+        """A repository change is in service: drop the configurations built from it."""
+        self.config_cache.invalidate_path(event.path, listed=event.action != "changed")
+
+    def _metadata_expired(self, expiry: Expiry) -> None:
+        """Client metadata changed (here, in the parent, or on another server): drop the
+        configurations of the clients it names (their keys would differ anyway)."""
+        if expiry.tag.removeprefix(RELAYED) != "cautious":  # a run starting: keys tell
+            self.config_cache.drop(expiry.clients)
+
     def GetDecisions(self, metadata: ClientMetadata, mode: str) -> list[tuple[str, str]]:  # noqa: N802
         """The decision list (whitelist or blacklist) for a client."""
         result: list[tuple[str, str]] = []
@@ -799,7 +852,7 @@ class Core:
         self.catch_up()
         meta = self.metadata_for(address, "GetConfig")
         try:
-            return tostring(self.BuildConfiguration(meta.hostname, metadata=meta))
+            return self.serve_configuration(meta.hostname, meta)
         except Exception:
             self.critical_error(f"Error creating config for {meta.hostname}")
 
