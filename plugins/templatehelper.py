@@ -203,7 +203,8 @@ class TemplateHelper(Plugin, Connector, TemplateDataProvider, DirectoryBacked):
             if isinstance(entry, HelperFile) and entry.helper is not None:
                 reads = entry.reads
                 if reads is None or reads[0] is not entry.data:
-                    reads = entry.reads = (entry.data, TemplateReads.of(entry.name, entry.data))
+                    reads = entry.reads = (entry.data, TemplateReads.of(entry.name, entry.data,
+                                                                    python=True))
                 if reads[1].world is not None:
                     return None
         depends_on(self.data)

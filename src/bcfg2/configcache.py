@@ -54,11 +54,15 @@ if TYPE_CHECKING:
 __all__ = ["ConfigCache", "Dependencies", "TemplateReads", "configuration_key", "depends_on",
            "listing", "not_cacheable", "recording"]
 
-#: words in a template's source that say it may read the time, other clients or anything
-#: outside the repository: a template reaches no module it does not import, and no
-#: file it does not open; ``query`` asks about other clients; the rest are ways around
-_WORLD = re.compile(rb"import|__|\b(?:open|query|eval|exec|compile|globals|getattr|"
-                    rb"time|datetime|random|uuid)\b")
+#: what in a template's or helper's source says it may read the time, other clients or
+#: anything outside the repository: it reaches no module it does not import (the time,
+#: random numbers) and no file it does not open; ``.query`` asks about other clients;
+#: the calls after it are ways around that
+_WORLD = (rb"import|\.query\b|\b(?:open|eval|exec|compile|globals|getattr|vars|"
+          rb"breakpoint|input)\s*\(")
+#: in a template, also any dunder (``().__class__``...), the way to what it was not given
+_WORLD_TEMPLATE = re.compile(_WORLD + rb"|__")
+_WORLD_PYTHON = re.compile(_WORLD)
 #: words that say a template reads other files of the repository
 _INCLUDES = re.compile(rb"\b(?:include|extends|import|xi)\b")
 
@@ -118,8 +122,9 @@ class TemplateReads:
     includes: bool
 
     @classmethod
-    def of(cls, name: str, source: bytes) -> TemplateReads:
-        found = _WORLD.search(source)
+    def of(cls, name: str, source: bytes, python: bool = False) -> TemplateReads:
+        """What a template's source (or, ``python``, a helper module's) says it reads."""
+        found = (_WORLD_PYTHON if python else _WORLD_TEMPLATE).search(source)
         world = None if found is None else (
             f"template {name} may depend on the time or the world outside "
             f"(it says {found.group().decode()!r})")

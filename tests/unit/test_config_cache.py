@@ -210,7 +210,7 @@ def test_randomised_changes_never_serve_a_stale_configuration(tmp_path: Path, lo
     repo = Repo(tmp_path / "repo")
     world = World(repo, random.Random(16))
     core = local_core(repo, server__plugins=PLUGINS, server__filemonitor="inotify",
-                      caching__client_metadata=mode)
+                      caching__client_metadata=mode, probes__allowed_groups="g[0-9]")
     counts = core.config_cache.counts
     kinds: dict[str, int] = {}
     for number in range(steps):
@@ -353,7 +353,9 @@ def test_a_template_that_asks_for_the_time_is_never_kept(tmp_path: Path, local_c
     first, second = serve_all(core, ["c1", "c1"])
     assert first != second and len(core.config_cache) == 0
     assert TemplateReads.of("t", b"${metadata.hostname}").world is None
-    assert TemplateReads.of("t", b"${datetime.now()}").world is not None
+    assert TemplateReads.of("t", b"# time servers, open ports\n").world is None
+    assert TemplateReads.of("t", b"{% python from datetime import date %}").world is not None
+    assert TemplateReads.of("t", b"${open('/etc/passwd').read()}").world is not None
 
 
 def test_a_probe_upload_and_a_metadata_expiry_drop_the_client(tmp_path: Path, local_core):
