@@ -51,8 +51,8 @@ if TYPE_CHECKING:
     from bcfg2.metadata import ClientMetadata
     from bcfg2.plugin.base import Plugin
 
-__all__ = ["ConfigCache", "Dependencies", "TemplateReads", "configuration_key", "depends_on",
-           "listing", "not_cacheable", "recording"]
+__all__ = ["ConfigCache", "Dependencies", "TemplateReads", "compress", "configuration_key",
+           "decompress", "depends_on", "listing", "not_cacheable", "recording"]
 
 #: what in a template's or helper's source says it may read the time, other clients or
 #: anything outside the repository: it reaches no module it does not import (the time,
@@ -157,11 +157,9 @@ class ConfigCache:
     #: invalidations remembered for builds still running (older builds are not stored)
     LOG = 4096
 
-    def __init__(self, max_entries: int = 10000, max_bytes: int = 256 * 1024 * 1024,
-                 level: int = 1) -> None:
+    def __init__(self, max_entries: int = 10000, max_bytes: int = 256 * 1024 * 1024) -> None:
         self.max_entries = max(0, int(max_entries))
         self.max_bytes = max(0, int(max_bytes))
-        self.level = level
         self.generation = 0
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._index: dict[str, set[str]] = {}
@@ -191,6 +189,11 @@ class ConfigCache:
 
     def lookup(self, client: str, key: str) -> str | None:
         """The kept configuration of a client if it was built under ``key``, else None."""
+        blob = self.lookup_compressed(client, key)
+        return None if blob is None else decompress(blob)
+
+    def lookup_compressed(self, client: str, key: str) -> bytes | None:
+        """``lookup``, as it is kept (``compress``): what a child hands its parent."""
         with self._lock:
             entry = self._entries.get(client)
             if entry is None or entry.key != key:
@@ -198,15 +201,14 @@ class ConfigCache:
                 return None
             self._entries.move_to_end(client)
             self.counts["hits"] += 1
-            blob = entry.blob
-        return zlib.decompress(blob).decode("utf-8")
+            return entry.blob
 
-    def store(self, client: str, key: str, text: str, tokens: Iterable[str],
+    def store(self, client: str, key: str, blob: bytes, tokens: Iterable[str],
               generation: int) -> bool:
-        """Keep a configuration built when ``generation`` was current, unless invalidated since."""
+        """Keep a configuration (``compress``-ed) built when ``generation`` was current,
+        unless an invalidation since concerns it."""
         if not self.enabled:
             return False
-        blob = zlib.compress(text.encode("utf-8"), self.level)
         if len(blob) > self.max_bytes:
             return False
         entry = _Entry(key, blob, frozenset(tokens))
@@ -293,6 +295,16 @@ class ConfigCache:
                     dropped += 1
             self.counts["dropped"] += dropped
         return dropped
+
+
+def compress(text: str) -> bytes:
+    """A configuration as the cache keeps it (zlib's fastest level: XML shrinks tenfold)."""
+    return zlib.compress(text.encode("utf-8"), 1)
+
+
+def decompress(blob: bytes) -> str:
+    """A configuration kept by the cache, as text."""
+    return zlib.decompress(blob).decode("utf-8")
 
 
 def configuration_key(revision: str, metadata: ClientMetadata,

@@ -565,29 +565,42 @@ class Core:
     def serve_configuration(self, client: str, metadata: ClientMetadata) -> str:
         """The client's configuration as a string: kept from an earlier build if nothing
         it depends on changed since (``bcfg2.configcache``), else built (and kept)."""
+        text, blob = self._serve(client, metadata, compressed=False)
+        return text if text is not None else configcache.decompress(blob)
+
+    def serve_compressed(self, client: str, metadata: ClientMetadata) -> bytes:
+        """``serve_configuration`` compressed as the cache keeps it (``configcache.compress``):
+        a kept one is handed on as it is, a tenth of its size (a child to its parent)."""
+        text, blob = self._serve(client, metadata, compressed=True)
+        return blob if blob is not None else configcache.compress(text)
+
+    def _serve(self, client: str, metadata: ClientMetadata,
+               compressed: bool) -> tuple[str | None, bytes | None]:
         cache = self.config_cache
         if not cache.enabled:
-            return tostring(self.BuildConfiguration(client, metadata=metadata))
+            return tostring(self.BuildConfiguration(client, metadata=metadata)), None
         start = time.monotonic()
         generation = cache.generation
         with configcache.recording() as deps:
             key = configcache.configuration_key(self.revision, metadata,
                                                 self._cache_participants())
             if key is not None:
-                text = cache.lookup(client, key)
-                if text is not None:
+                blob = cache.lookup_compressed(client, key)
+                if blob is not None:
                     self.client_run_hook("start_client_run", metadata)
                     self.client_run_hook("end_client_run", metadata)
                     statistics.stats.add_value("GetConfig:cached", time.monotonic() - start)
-                    return text
+                    return None, blob
             config = self.BuildConfiguration(client, metadata=metadata)
         text = tostring(config)
         if key is None or deps.uncacheable is not None:
             cache.counts["uncacheable"] += 1
             self.logger.debug("configuration of %s not kept: %s", client, deps.uncacheable)
         elif config.tag == "Configuration" and ' failure="' not in text:
-            cache.store(client, key, text, deps.tokens, generation)
-        return text
+            blob = configcache.compress(text)
+            cache.store(client, key, blob, deps.tokens, generation)
+            return text, blob
+        return text, None
 
     def _cache_participants(self) -> list[Plugin]:
         """Every plugin whose output goes into a configuration (asked for its cache key)."""

@@ -20,7 +20,7 @@ import lxml.etree
 import pytest
 from conftest import Repo
 
-from bcfg2.configcache import ConfigCache, TemplateReads, depends_on, recording
+from bcfg2.configcache import ConfigCache, TemplateReads, compress, depends_on, recording
 from bcfg2.plugin import Generator, Plugin, not_cacheable
 from bcfg2.xml import tostring
 
@@ -300,10 +300,10 @@ def test_the_cache_drops_the_oldest_configuration_when_a_new_one_exceeds_the_byt
     # random bytes do not compress: about 1100 bytes each once kept
     texts = {f"c{i}": base64.b64encode(os.urandom(1100)).decode() for i in range(5)}
     for name, text in texts.items():
-        assert cache.store(name, "k", text, ["/t"], cache.generation)
+        assert cache.store(name, "k", compress(text), ["/t"], cache.generation)
         assert cache.size <= 2000
     assert len(cache) == 1 and cache.lookup("c4", "k") == texts["c4"]
-    assert not cache.store("big", "k", os.urandom(3000).hex(), [], cache.generation)
+    assert not cache.store("big", "k", compress(os.urandom(3000).hex()), [], cache.generation)
 
 
 class Undeclared(Plugin, Generator):
@@ -384,10 +384,11 @@ def test_a_build_that_read_what_changed_meanwhile_is_not_kept():
     with recording() as deps:
         depends_on("/repo/Cfg/etc/motd", "Rules:Package:x")
     cache.invalidate_path("/repo/Cfg/etc/other/other")
-    cache.store("c1", "k", "unrelated change", deps.tokens, generation)
+    assert cache.store("c1", "k", compress("unrelated change"), deps.tokens, generation)
     cache.invalidate_path("/repo/Cfg/etc/motd/motd")
-    assert not cache.store("c2", "k", "stale", deps.tokens, generation)
+    assert not cache.store("c2", "k", compress("stale"), deps.tokens, generation)
     assert cache.lookup("c1", "k") is None  # dropped by the second change
-    cache.store("c1", "k", "again", deps.tokens, cache.generation)
+    cache.store("c1", "k", compress("again"), deps.tokens, cache.generation)
+    assert cache.lookup("c1", "k") == "again"
     cache.drop(["c1"])
     assert cache.lookup("c1", "k") is None
