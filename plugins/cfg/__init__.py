@@ -135,6 +135,8 @@ class CfgEntrySet(EntrySet):
             templates = TemplateContext(repo, os.path.join(repo, "Cfg"))
         self.templates = templates
         self.encryption = encryption if encryption is not None else Encryption.from_setup(setup)
+        #: what a build that binds this entry records (``bcfg2.configcache``)
+        self.listing = listing(path)
 
     def handle_event(self, event: Any) -> None:
         fname = os.path.basename(event.path)
@@ -223,8 +225,9 @@ class Cfg(Plugin, Generator):
         entry set records the version it chose), or on the directory if there is none."""
         binder = super().binder_for(entry, metadata)
         if entry.tag == "Path":
-            directory = os.path.normpath(self.data + "/" + entry.get("name", ""))
-            depends_on(directory if binder is None else listing(directory))
+            entry_set = self.entries.get(entry.get("name", "")) if binder is not None else None
+            depends_on(entry_set.listing if entry_set is not None else
+                       os.path.normpath(self.data + "/" + entry.get("name", "")))
         return binder
 
     def cache_key(self, metadata: ClientMetadata) -> str:

@@ -271,6 +271,11 @@ class ConfigCache:
     def invalidate_path(self, path: str, listed: bool = False) -> int:
         """Drop every configuration that recorded ``path`` or a directory above it, and
         (``listed``: the file came or went) the listing of its directory."""
+        if not self._index:  # nothing kept (start-up reads every file): refuse what runs
+            with self._lock:
+                self.generation += 1
+                self._log.append((self.generation, None, None))
+            return 0
         path = os.path.normpath(path)
         tokens = [path, listing(os.path.dirname(path))] if listed else [path]
         while True:

@@ -380,6 +380,7 @@ def test_a_probe_upload_and_a_metadata_expiry_drop_the_client(tmp_path: Path, lo
 
 def test_a_build_that_read_what_changed_meanwhile_is_not_kept():
     cache = ConfigCache()
+    assert cache.store("c0", "k", compress("kept"), ["/repo/Cfg/etc/x"], cache.generation)
     generation = cache.generation
     with recording() as deps:
         depends_on("/repo/Cfg/etc/motd", "Rules:Package:x")
