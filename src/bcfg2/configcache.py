@@ -138,6 +138,11 @@ class TemplateReads:
             depends_on(tree)
 
 
+def _set_size(tokens: frozenset[str]) -> int:
+    """About what a set of tokens and its index take (the strings, and a slot each)."""
+    return sum(len(token) + 120 for token in tokens)
+
+
 @dataclass
 class _Entry:
     key: str
@@ -147,6 +152,11 @@ class _Entry:
 
 class ConfigCache:
     """Serialised configurations by client, with the tokens each depends on.
+
+    Clients whose builds recorded the same tokens (those of one profile, most
+    often) share one set of them, indexed once: the index grows with the
+    kinds of configurations, not with the clients. ``max_bytes`` counts the
+    compressed configurations and those shared sets.
 
     ``max_entries`` or ``max_bytes`` of 0 turns it off. Every invalidation
     bumps ``generation`` and is remembered for a while: a build that started
@@ -162,7 +172,10 @@ class ConfigCache:
         self.max_bytes = max(0, int(max_bytes))
         self.generation = 0
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._index: dict[str, set[str]] = {}
+        #: each distinct set of tokens (shared by the entries that recorded it) -> its clients
+        self._groups: dict[frozenset[str], tuple[frozenset[str], set[str]]] = {}
+        #: token -> the token sets holding it
+        self._index: dict[str, set[frozenset[str]]] = {}
         self._bytes = 0
         #: recent invalidations: (generation, tokens or None, clients or None); both None: all
         self._log: deque[tuple[int, frozenset[str] | None, frozenset[str] | None]] = deque(
@@ -184,8 +197,13 @@ class ConfigCache:
 
     @property
     def size(self) -> int:
-        """Bytes the kept configurations take, compressed."""
+        """Bytes the kept configurations take, compressed, with their shared token sets."""
         return self._bytes
+
+    @property
+    def token_sets(self) -> int:
+        """How many distinct sets of tokens the kept configurations share."""
+        return len(self._groups)
 
     def lookup(self, client: str, key: str) -> str | None:
         """The kept configuration of a client if it was built under ``key``, else None."""
@@ -217,10 +235,16 @@ class ConfigCache:
                                                                    generation):
                 return False
             self._remove(client)
+            group = self._groups.get(entry.tokens)
+            if group is None:
+                group = self._groups[entry.tokens] = (entry.tokens, set())
+                self._bytes += _set_size(entry.tokens)
+                for token in entry.tokens:
+                    self._index.setdefault(token, set()).add(entry.tokens)
+            entry.tokens = group[0]  # the one shared copy
+            group[1].add(client)
             self._entries[client] = entry
             self._bytes += len(blob)
-            for token in entry.tokens:
-                self._index.setdefault(token, set()).add(client)
             while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
                 self._remove(next(iter(self._entries)))
                 self.counts["evicted"] += 1
@@ -247,11 +271,19 @@ class ConfigCache:
         if entry is None:
             return
         self._bytes -= len(entry.blob)
+        group = self._groups.get(entry.tokens)
+        if group is None:
+            return
+        group[1].discard(client)
+        if group[1]:
+            return
+        del self._groups[entry.tokens]
+        self._bytes -= _set_size(entry.tokens)
         for token in entry.tokens:
-            clients = self._index.get(token)
-            if clients is not None:
-                clients.discard(client)
-                if not clients:
+            sets = self._index.get(token)
+            if sets is not None:
+                sets.discard(entry.tokens)
+                if not sets:
                     del self._index[token]
 
     def invalidate(self, tokens: Iterable[str]) -> int:
@@ -262,7 +294,8 @@ class ConfigCache:
             self._log.append((self.generation, tokens, None))
             stale: set[str] = set()
             for token in tokens:
-                stale.update(self._index.get(token, ()))
+                for shared in self._index.get(token, ()):
+                    stale.update(self._groups[shared][1])
             for client in stale:
                 self._remove(client)
             self.counts["dropped"] += len(stale)
