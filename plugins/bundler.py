@@ -201,12 +201,11 @@ class Bundler(Plugin, Structure, XMLDirectoryBacked):
             name = pending.pop(0)
             depends_on(f"{self.name}:{name}")
             bundle = bundles.get(name)
-            if bundle is not None:
-                bundle.record()
             if bundle is None:
                 self.logger.error("Bundle %s does not exist (needed by %s)", name,
                                   metadata.hostname)
                 continue
+            bundle.record()
             if not bundle.in_service:
                 self.logger.error("Bundle %s cannot be used (needed by %s): %s", name,
                                   metadata.hostname, bundle.error)

@@ -565,17 +565,17 @@ class Core:
     def serve_configuration(self, client: str, metadata: ClientMetadata) -> str:
         """The client's configuration as a string: kept from an earlier build if nothing
         it depends on changed since (``bcfg2.configcache``), else built (and kept)."""
-        text, blob = self._serve(client, metadata, compressed=False)
+        text, blob = self._serve(client, metadata)
         return text if text is not None else configcache.decompress(blob)
 
     def serve_compressed(self, client: str, metadata: ClientMetadata) -> bytes:
         """``serve_configuration`` compressed as the cache keeps it (``configcache.compress``):
         a kept one is handed on as it is, a tenth of its size (a child to its parent)."""
-        text, blob = self._serve(client, metadata, compressed=True)
+        text, blob = self._serve(client, metadata)
         return blob if blob is not None else configcache.compress(text)
 
-    def _serve(self, client: str, metadata: ClientMetadata,
-               compressed: bool) -> tuple[str | None, bytes | None]:
+    def _serve(self, client: str, metadata: ClientMetadata) -> tuple[str | None, bytes | None]:
+        """(text, compressed): either or both, whichever the cache or the build has."""
         cache = self.config_cache
         if not cache.enabled:
             return tostring(self.BuildConfiguration(client, metadata=metadata)), None
