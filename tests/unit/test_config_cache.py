@@ -395,3 +395,21 @@ def test_a_build_that_read_what_changed_meanwhile_is_not_kept():
     assert cache.lookup("c1", "k") == "again"
     cache.drop(["c1"])
     assert cache.lookup("c1", "k") is None
+
+
+def test_a_helper_that_may_read_the_time_keeps_configurations_out(tmp_path: Path, local_core):
+    repo = small_repo(tmp_path)
+    repo.write("TemplateHelper/greet.py", '__export__ = ["greet"]\n\n'
+                                          'def greet(name):\n    return "hello " + name\n')
+    repo.write("Cfg/etc/t/t.genshi", "${metadata.TemplateHelper['greet'].greet('x')}\n")
+    core = local_core(repo, server__plugins="Metadata,Bundler,Cfg,TemplateHelper",
+                      server__filemonitor="inotify")
+    assert "hello x" in serve_all(core, ["c1"])[0]
+    assert "c1" in core.config_cache  # a helper that reads nothing outside is no obstacle
+    (repo.path / "TemplateHelper/greet.py").write_text(
+        '__export__ = ["greet"]\nimport time\n\n'
+        'def greet(name):\n    return f"hello {name} at {time.time()}"\n')
+    core.refresh()
+    assert "c1" not in core.config_cache  # the helper changed: everything built with it goes
+    first, second = serve_all(core, ["c1", "c1"])
+    assert first != second and len(core.config_cache) == 0
