@@ -234,6 +234,9 @@ class ConfigCache:
             if generation != self.generation and self._invalidated(client, entry.tokens,
                                                                    generation):
                 return False
+            if len(blob) + (0 if entry.tokens in self._groups
+                            else _set_size(entry.tokens)) > self.max_bytes:
+                return False  # alone over the bound: the others stay
             self._remove(client)
             group = self._groups.get(entry.tokens)
             if group is None:

@@ -306,6 +306,10 @@ def test_the_cache_drops_the_oldest_configuration_when_a_new_one_exceeds_the_byt
         assert cache.size <= 2000
     assert len(cache) == 1 and cache.lookup("c4", "k") == texts["c4"]
     assert not cache.store("big", "k", compress(os.urandom(3000).hex()), [], cache.generation)
+    # what it depends on counts too: one whose tokens alone are over the bound is not kept
+    assert not cache.store("deps", "k", compress("x"), [f"/repo/{i}" for i in range(20)],
+                           cache.generation)
+    assert cache.lookup("c4", "k") == texts["c4"] and cache.size <= 2000
 
 
 class Undeclared(Plugin, Generator):
