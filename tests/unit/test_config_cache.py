@@ -417,3 +417,25 @@ def test_a_helper_that_may_read_the_time_keeps_configurations_out(tmp_path: Path
     assert "c1" not in core.config_cache  # the helper changed: everything built with it goes
     first, second = serve_all(core, ["c1", "c1"])
     assert first != second and len(core.config_cache) == 0
+
+
+def test_the_version_chosen_per_group_signature_follows_versions_that_come_and_go(
+        tmp_path: Path, local_core) -> None:
+    repo = small_repo(tmp_path)
+    (repo.path / "Cfg/etc/motd/motd.H_c3").unlink()
+    core = local_core(repo, server__plugins="Metadata,Bundler,Cfg", server__filemonitor="inotify")
+
+    def motd(client: str) -> str:
+        config = core.BuildConfiguration(client)  # no configuration cache: the choice alone
+        return config.xpath("//Path[@name='/etc/motd']")[0].text
+
+    assert motd("c1") == motd("c2") == "x" * 5000  # one signature, one choice
+    repo.write("Cfg/etc/motd/motd.H_c1", "c1's own")
+    core.refresh()
+    assert (motd("c1"), motd("c2")) == ("c1's own", "x" * 5000)
+    repo.write("Cfg/etc/motd/motd.G10_p", "the profile's")
+    core.refresh()
+    assert (motd("c1"), motd("c2")) == ("c1's own", "the profile's")
+    (repo.path / "Cfg/etc/motd/motd.H_c1").unlink()
+    core.refresh()
+    assert motd("c1") == motd("c2") == "the profile's"
