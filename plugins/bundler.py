@@ -38,7 +38,16 @@ import lxml.etree
 
 from bcfg2.errors import PluginExecutionError, RepositoryError
 from bcfg2.metadata import ClientMetadata
-from bcfg2.plugin import BundleInfo, Plugin, StructFile, Structure, XMLDirectoryBacked, as_bool
+from bcfg2.plugin import (
+    BundleInfo,
+    Plugin,
+    StructFile,
+    Structure,
+    TemplateReads,
+    XMLDirectoryBacked,
+    as_bool,
+    depends_on,
+)
 from bcfg2.templates import (
     bounded_join,
     bounded_range,
@@ -53,6 +62,14 @@ GENSHI_NS = "http://genshi.edgewall.org/"
 JINJA2_SUFFIX = ".xml.jinja2"
 
 
+def bundle_name(path: str) -> str:
+    """The name of the bundle a file holds: its file name without the suffix."""
+    base = os.path.basename(path)
+    if base.endswith(JINJA2_SUFFIX):
+        return base[:-len(JINJA2_SUFFIX)]
+    return os.path.splitext(base)[0]
+
+
 class BundleFile(StructFile):
     """One bundle: plain XML, or a Genshi or Jinja2 template rendered per client."""
 
@@ -63,13 +80,20 @@ class BundleFile(StructFile):
         self.jinja2_env = jinja2_env or sandboxed_environment(os.path.dirname(name),
                                                               autoescape=True)
         self.template: genshi.template.MarkupTemplate | jinja2.Template | None = None
+        self._reads: tuple[bytes, TemplateReads] | None = None
 
     @property
     def bundle_name(self) -> str:
-        base = os.path.basename(self.name)
-        if base.endswith(JINJA2_SUFFIX):
-            return base[:-len(JINJA2_SUFFIX)]
-        return os.path.splitext(base)[0]
+        return bundle_name(self.name)
+
+    def record(self) -> None:
+        """Record, in the build running, what this bundle's XML for a client depends on."""
+        depends_on(self.name, *self.extras)
+        if self.template is not None:
+            reads = self._reads
+            if reads is None or reads[0] is not self.data:
+                reads = self._reads = (self.data, TemplateReads.of(self.name, self.data))
+            reads[1].record(os.path.dirname(self.name))
 
     def Index(self) -> None:  # noqa: N802
         if not self.name.endswith(JINJA2_SUFFIX):
@@ -118,6 +142,19 @@ class Bundler(Plugin, Structure, XMLDirectoryBacked):
         self.jinja2_env = sandboxed_environment(self.data, autoescape=True)
         XMLDirectoryBacked.__init__(self, self.data, core.fam)
 
+    def HandleEvent(self, event: Any) -> None:  # noqa: N802
+        """A bundle file came or went: the builds that looked for its name are stale."""
+        before = set(self.entries)
+        XMLDirectoryBacked.HandleEvent(self, event)
+        gone_or_new = before.symmetric_difference(self.entries)
+        if gone_or_new:
+            self.expire_configurations(*{f"{self.name}:{bundle_name(rel)}"
+                                         for rel in gone_or_new})
+
+    def cache_key(self, metadata: ClientMetadata) -> str:
+        """Nothing beyond the bundle names and files each build records."""
+        return ""
+
     def add_entry(self, relative: str, event: Any) -> None:
         entry = BundleFile(os.path.join(self.data, relative), self.fam, self.core.repository,
                            self.jinja2_env)
@@ -162,11 +199,13 @@ class Bundler(Plugin, Structure, XMLDirectoryBacked):
         added = set(pending)
         while pending:
             name = pending.pop(0)
+            depends_on(f"{self.name}:{name}")
             bundle = bundles.get(name)
             if bundle is None:
                 self.logger.error("Bundle %s does not exist (needed by %s)", name,
                                   metadata.hostname)
                 continue
+            bundle.record()
             if not bundle.in_service:
                 self.logger.error("Bundle %s cannot be used (needed by %s): %s", name,
                                   metadata.hostname, bundle.error)

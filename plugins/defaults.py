@@ -9,7 +9,7 @@ import lxml.etree
 from bcfg2.errors import PluginExecutionError
 from bcfg2.metadata import ClientMetadata
 from bcfg2.options import Option
-from bcfg2.plugin import GoalValidator, PrioDir
+from bcfg2.plugin import GoalValidator, PrioDir, depends_on
 
 
 class Defaults(PrioDir, GoalValidator):
@@ -40,6 +40,7 @@ class Defaults(PrioDir, GoalValidator):
 
     def validate_goals(self, metadata: ClientMetadata, config: lxml.etree._Element) -> None:
         tags = self._index()  # entries of a tag no default names are left alone at once
+        depends_on(self.data)  # its names are regular expressions: any file may match
         for structure in config:
             for entry in structure:
                 if entry.tag in tags and "failure" not in entry.attrib:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import lxml.etree
 
 from bcfg2.errors import RepositoryError
-from bcfg2.plugin import Plugin, StructFile, StructureValidator, XMLDirectoryBacked
+from bcfg2.plugin import Plugin, StructFile, StructureValidator, XMLDirectoryBacked, depends_on
 
 if TYPE_CHECKING:
     from bcfg2.metadata import ClientMetadata
@@ -63,6 +63,10 @@ class Deps(Plugin, StructureValidator, XMLDirectoryBacked):
         Plugin.__init__(self, core)
         XMLDirectoryBacked.__init__(self, self.data, core.fam)
 
+    def cache_key(self, metadata: ClientMetadata) -> str:
+        """Nothing beyond its files (recorded while validating)."""
+        return ""
+
     def _rules(self, metadata: ClientMetadata) -> dict[Key, list[lxml.etree._Element]]:
         """Prerequisites by entry for this client, priorities resolved."""
         found: dict[Key, list[tuple[int, str, list[lxml.etree._Element]]]] = {}
@@ -88,6 +92,7 @@ class Deps(Plugin, StructureValidator, XMLDirectoryBacked):
     def validate_structures(self, metadata: ClientMetadata,
                             structures: list[lxml.etree._Element]) -> None:
         """Append an ``<Independent name="Deps">`` with the missing prerequisites."""
+        depends_on(self.data)  # every file may name an entry of the configuration
         present: set[Key] = set()
         for structure in structures:
             for entry in structure:

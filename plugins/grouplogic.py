@@ -173,6 +173,10 @@ class GroupLogic(Plugin, Connector):
         """The groups groups.xml declares for this client, sorted."""
         return sorted(evaluate(self.logic.declarations_for(metadata), ClientInput.of(metadata)))
 
+    def cache_key(self, metadata: ClientMetadata) -> str:
+        """Nothing: all it gives is groups, which the core keys configurations by."""
+        return ""
+
     def logic_changed(self) -> None:
         """Expire the cached metadata of the clients whose GroupLogic groups change."""
         self.expire_metadata_if_groups_change()

@@ -214,6 +214,10 @@ class GroupPatterns(Plugin, Connector):
         """The groups the patterns give this client's host name, sorted."""
         return sorted(host_groups(self.config.matchers, metadata.hostname))
 
+    def cache_key(self, metadata: ClientMetadata) -> str:
+        """Nothing: all it gives is groups, which the core keys configurations by."""
+        return ""
+
     def patterns_changed(self) -> None:
         """Expire the cached metadata of the clients whose pattern groups change."""
         self.expire_metadata_if_groups_change()

@@ -631,6 +631,11 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
 
     # -- models --------------------------------------------------------------
 
+    def cache_key(self, metadata: ClientMetadata) -> str:
+        """Nothing: all it gives a configuration is the client's metadata, which the
+        configuration cache keys every configuration by already."""
+        return ""
+
     def core_build_metadata(self, name: str) -> ClientMetadata:
         return self.core.build_metadata(name)
 

@@ -538,6 +538,12 @@ class Probes(Plugin, Probing, Connector, Caching):
         data = self.store.load(metadata.hostname)[0]
         return {name: ProbeData(value) for name, value in data.items()}
 
+    def cache_key(self, metadata: ClientMetadata) -> str:
+        """The client's probe output, as its metadata holds it (its groups are keyed
+        by the core already)."""
+        data = getattr(metadata, self.name, None) or {}
+        return repr(sorted((str(name), str(value)) for name, value in data.items()))
+
     def expire_cache(self, key: str | None = None) -> None:
         """Make the next read go to the stored data."""
         self.store.invalidate()

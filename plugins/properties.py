@@ -51,6 +51,7 @@ from bcfg2.plugin import (
     PropertyFiles,
     StructFile,
     as_bool,
+    depends_on,
     match_element,
 )
 
@@ -228,6 +229,11 @@ class Properties(Plugin, Connector, PropertyFiles, DirectoryBacked):
         DirectoryBacked.HandleEvent(self, event)
         if event.action != "endExist":
             self.expire_metadata()
+
+    def cache_key(self, metadata: ClientMetadata) -> str:
+        """Nothing beyond the property files: any template may read any of them."""
+        depends_on(self.data)
+        return ""
 
     def list_property_files(self) -> list[str]:
         """Names of the property files, relative to Properties/, sorted."""

@@ -39,6 +39,10 @@ NEW_STYLE = (1, 3)
 class ServiceCompat(Plugin, GoalValidator):
     """Adds the pre-1.3 ``mode`` to every Service entry sent to an older agent."""
 
+    def cache_key(self, metadata: ClientMetadata) -> str:
+        """Nothing: what it changes follows from the agent's version (in the metadata)."""
+        return ""
+
     def validate_goals(self, metadata: ClientMetadata, config: lxml.etree._Element) -> None:
         if not metadata.agent_older_than(NEW_STYLE):
             return

@@ -58,6 +58,8 @@ from bcfg2.plugin import (
     SpecificData,
     bind_info,
     default_path_metadata,
+    depends_on,
+    not_cacheable,
     set_content,
 )
 
@@ -220,6 +222,10 @@ class SSHbase(Plugin, Generator, Caching):
         self._known_hosts: tuple[int, int, tuple[int, int], str] | None = None
         core.fam.AddMonitor(self.data, self)
 
+    def cache_key(self, metadata: ClientMetadata) -> str:
+        """Nothing beyond SSHbase/ (the keys; ssh_known_hosts is never kept)."""
+        return ""
+
     def _binder(self, fname: str) -> Callable[[lxml.etree._Element, ClientMetadata],
                                               lxml.etree._Element]:
         def bind(entry: lxml.etree._Element, metadata: ClientMetadata) -> lxml.etree._Element:
@@ -291,6 +297,11 @@ class SSHbase(Plugin, Generator, Caching):
                    metadata: ClientMetadata) -> lxml.etree._Element:
         """Fill a Path entry for one of the served files."""
         key_type, defaults = self.kinds[fname]
+        depends_on(self.data)  # keys, their versions, info.xml, the .static files
+        if key_type is None:
+            not_cacheable("ssh_known_hosts lists every client's keys, names and addresses")
+        elif self.shared is not None:
+            not_cacheable("SSHbase keys are shared through the database")
         entry.set("type", "file")
         bind_info(entry, metadata, self.infoxml, defaults)
         if key_type is None:

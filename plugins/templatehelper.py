@@ -29,7 +29,15 @@ import types
 from typing import TYPE_CHECKING, Any
 
 from bcfg2.errors import RepositoryError
-from bcfg2.plugin import Connector, DirectoryBacked, FileBacked, Plugin, TemplateDataProvider
+from bcfg2.plugin import (
+    Connector,
+    DirectoryBacked,
+    FileBacked,
+    Plugin,
+    TemplateDataProvider,
+    TemplateReads,
+    depends_on,
+)
 from bcfg2.python2 import check_python, runtime_hint
 
 if TYPE_CHECKING:
@@ -78,6 +86,8 @@ class HelperFile(FileBacked):
         self.helper: HelperModule | None = None
         #: the ``__default__`` names and values, for every template's namespace
         self.defaults: dict[str, Any] = {}
+        #: what the source says the helper may read, for the source it was decided from
+        self.reads: tuple[bytes, TemplateReads] | None = None
 
     def Index(self) -> None:  # noqa: N802
         """Run the module and collect its exports; RepositoryError if that fails."""
@@ -185,6 +195,20 @@ class TemplateHelper(Plugin, Connector, TemplateDataProvider, DirectoryBacked):
         DirectoryBacked.HandleEvent(self, event)
         if event.action != "endExist":
             self.expire_metadata()
+
+    def cache_key(self, metadata: ClientMetadata) -> str | None:
+        """Nothing beyond its modules, unless one may read the time or the world outside
+        (``TemplateReads``): then no configuration is kept while it is in service."""
+        for entry in list(self.entries.values()):
+            if isinstance(entry, HelperFile) and entry.helper is not None:
+                reads = entry.reads
+                if reads is None or reads[0] is not entry.data:
+                    reads = entry.reads = (entry.data, TemplateReads.of(entry.name, entry.data,
+                                                                    python=True))
+                if reads[1].world is not None:
+                    return None
+        depends_on(self.data)
+        return ""
 
     def get_additional_data(self, metadata: ClientMetadata) -> dict[str, HelperModule]:
         """Module name -> its exported symbols, for every module in service."""

@@ -42,6 +42,8 @@ from bcfg2.plugin import (
     SpecificData,
     Specificity,
     TemplateDataProvider,
+    depends_on,
+    listing,
     set_content,
 )
 from bcfg2.plugins.cfg.creators import (
@@ -133,6 +135,8 @@ class CfgEntrySet(EntrySet):
             templates = TemplateContext(repo, os.path.join(repo, "Cfg"))
         self.templates = templates
         self.encryption = encryption if encryption is not None else Encryption.from_setup(setup)
+        #: what a build that binds this entry records (``bcfg2.configcache``)
+        self.listing = listing(path)
 
     def handle_event(self, event: Any) -> None:
         fname = os.path.basename(event.path)
@@ -167,11 +171,16 @@ class CfgEntrySet(EntrySet):
 
     def bind_entry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> lxml.etree._Element:
         entry.set("type", "file")
+        if self.creator is not None or self.verifiers.entries:
+            depends_on(self.path)  # what they create or run may read any file here
+        elif self.infoxml is not None:
+            depends_on(self.infoxml.name, *self.infoxml.extras)
         self.bind_info_to_entry(entry, metadata)
         if self.creator is not None:
             set_content(entry, self.creator.serve(entry, metadata))
             return entry
         best = self.best_matching(metadata)
+        depends_on(best.name)
         data = best.get_data(entry, metadata)
         self.verify(entry, metadata, data)
         set_content(entry, data)
@@ -209,6 +218,22 @@ class Cfg(Plugin, Generator):
         self.encryption = Encryption.from_setup(core.setup)
         self.Entries["Path"] = {}
         self.add_directory_monitor(self.data)
+
+    def binder_for(self, entry: lxml.etree._Element,
+                   metadata: ClientMetadata) -> Callable[..., Any] | None:
+        """The entry set's binder. The build depends on the files of its directory (the
+        entry set records the version it chose), or on the directory if there is none."""
+        binder = super().binder_for(entry, metadata)
+        if entry.tag == "Path":
+            entry_set = self.entries.get(entry.get("name", "")) if binder is not None else None
+            depends_on(entry_set.listing if entry_set is not None else
+                       os.path.normpath(self.data + "/" + entry.get("name", "")))
+        return binder
+
+    def cache_key(self, metadata: ClientMetadata) -> str:
+        """Nothing beyond the entry-set directories each build records (templates say
+        what more they read: ``TemplateReads``)."""
+        return ""
 
     def add_directory_monitor(self, path: str) -> None:
         if path in self.handles.values():

@@ -32,7 +32,13 @@ from typing import Any
 import lxml.etree
 
 from bcfg2.metadata import ClientMetadata
-from bcfg2.plugin import PluginExecutionError, SpecificData, Specificity, TemplateDataProvider
+from bcfg2.plugin import (
+    PluginExecutionError,
+    SpecificData,
+    Specificity,
+    TemplateDataProvider,
+    TemplateReads,
+)
 from bcfg2.templates import (
     bounded_join,
     bounded_range,
@@ -77,6 +83,7 @@ class _TemplateGenerator(SpecificData):
         super().__init__(name, specific, fam)
         self.context = context
         self.template: Any = None
+        self._reads: tuple[bytes, TemplateReads] | None = None
 
     def variables(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> dict[str, Any]:
         """The variables a template sees for one entry and client."""
@@ -93,6 +100,10 @@ class _TemplateGenerator(SpecificData):
         template = self.template
         if template is None:
             raise PluginExecutionError(f"{self.name}: template not in service: {self.error}")
+        reads = self._reads
+        if reads is None or reads[0] is not self.data:
+            reads = self._reads = (self.data, TemplateReads.of(self.name, self.data))
+        reads[1].record(self.context.root)  # includes are looked for from the top of Cfg/
         try:
             return self.render(self.variables(entry, metadata)).encode("utf-8")
         except Exception as err:

@@ -42,6 +42,7 @@ from bcfg2.plugin import (
     StructureValidator,
     as_bool,
     default_path_metadata,
+    depends_on,
     set_content,
 )
 from bcfg2.plugins.packages import clientconfig, drivers, gpgkey
@@ -64,6 +65,8 @@ RMI_WAIT = 45.0
 BACKENDS = {"apt": "Apt", "yum": "Yum", "pac": "Pac", "pkgng": "Pkgng"}
 #: clients remembered with the sources that apply to them
 CLIENT_MEMO = 4096
+#: what every configuration Packages takes part in records: the indices and keys in service
+INDICES = "Packages:indices"
 
 
 def switch(value: Any) -> bool:
@@ -239,6 +242,12 @@ class Packages(Plugin, StructureValidator, Generator, PackageSources):
         self.loaded = loaded
         self._views = {}
         metrics.packages_indices((source.type, item.mtime) for (source, _), item in loaded.items())
+        self.expire_configurations(INDICES)
+
+    def cache_key(self, metadata: ClientMetadata) -> str:
+        """Nothing beyond sources.xml (the directory) and the indices and keys in service."""
+        depends_on(self.data, INDICES)
+        return ""
 
     def _keep_key(self, url: str, blob: bytes) -> None:
         """Serve a GPG key file, with the ``gpg-pubkey`` instances RPM will know it by."""
@@ -250,6 +259,7 @@ class Packages(Plugin, StructureValidator, Generator, PackageSources):
             names = []
         self.gpg_key_names = {**self.gpg_key_names, url: names}
         self.gpg_keys = {**self.gpg_keys, url: blob}
+        self.expire_configurations(INDICES)
 
     @staticmethod
     def _key_blob(url: str) -> str:

@@ -25,8 +25,8 @@ from typing import Any, ClassVar, NoReturn
 
 import lxml.etree
 
-from bcfg2 import metrics, statistics
-from bcfg2.cache import MetadataCache
+from bcfg2 import configcache, metrics, statistics
+from bcfg2.cache import RELAYED, Expiry, MetadataCache
 from bcfg2.errors import (
     ConfigError,
     CoreInitError,
@@ -148,9 +148,13 @@ class Core:
         self.debug_flag = bool(setup.logging.debug) or getattr(setup.logging, "level", "") == "debug"
         self.metadata_cache = MetadataCache(setup.caching.client_metadata)
         self.metadata_cache.bind(self._initial_metadata, self._complete_metadata)
+        self.config_cache = configcache.ConfigCache(setup.caching.configurations,
+                                                    setup.caching.configuration_bytes)
+        self.metadata_cache.subscribe(self._metadata_expired)
         self.upload_gate = UploadGate.from_setup(setup)
         self.fam = load_backend(setup.server.filemonitor)(
             ignore=setup.server.ignore_files, debug=self.debug_flag)
+        self.fam.listeners.append(self._file_changed)
         self.fam_thread: threading.Thread | None = None
         self.perflog_thread: threading.Thread | None = None
         self.metadata: Any = None
@@ -565,6 +569,71 @@ class Core:
         self.logger.info("Generated config for %s in %.3fs", client, time.monotonic() - start)
         return config
 
+    def serve_configuration(self, client: str, metadata: ClientMetadata) -> str:
+        """The client's configuration as a string: kept from an earlier build if nothing
+        it depends on changed since (``bcfg2.configcache``), else built (and kept)."""
+        text, blob = self._serve(client, metadata)
+        return text if text is not None else configcache.decompress(blob)
+
+    def serve_compressed(self, client: str, metadata: ClientMetadata) -> bytes:
+        """``serve_configuration`` compressed as the cache keeps it (``configcache.compress``):
+        a kept one is handed on as it is, a tenth of its size (a child to its parent)."""
+        text, blob = self._serve(client, metadata)
+        return blob if blob is not None else configcache.compress(text)
+
+    def _serve(self, client: str, metadata: ClientMetadata) -> tuple[str | None, bytes | None]:
+        """(text, compressed): either or both, whichever the cache or the build has."""
+        cache = self.config_cache
+        if not cache.enabled:
+            config = self.BuildConfiguration(client, metadata=metadata)
+            with metrics.phase("serialise"):
+                return tostring(config), None
+        start = time.monotonic()
+        generation = cache.generation
+        with configcache.recording() as deps:
+            key = configcache.configuration_key(self.revision, metadata,
+                                                self._cache_participants())
+            if key is not None:
+                blob = cache.lookup_compressed(client, key)
+                if blob is not None:
+                    self.client_run_hook("start_client_run", metadata)
+                    self.client_run_hook("end_client_run", metadata)
+                    statistics.stats.add_value("GetConfig:cached", time.monotonic() - start)
+                    return None, blob
+            config = self.BuildConfiguration(client, metadata=metadata)
+        with metrics.phase("serialise"):
+            text = tostring(config)
+        if key is None or deps.uncacheable is not None:
+            cache.counts["uncacheable"] += 1
+            self.logger.debug("configuration of %s not kept: %s", client, deps.uncacheable)
+        elif config.tag == "Configuration" and ' failure="' not in text:
+            blob = configcache.compress(text)
+            cache.store(client, key, blob, deps.tokens, generation)
+            return text, blob
+        return text, None
+
+    def _cache_participants(self) -> list[Plugin]:
+        """Every plugin whose output goes into a configuration (asked for its cache key)."""
+        found = self.__dict__.get("_participants")
+        if found is None:
+            kinds = (interfaces.Metadata, interfaces.Connector, interfaces.Structure,
+                     interfaces.StructureValidator, interfaces.Generator,
+                     interfaces.GoalValidator)
+            found = self._participants = sorted(
+                (p for p in self.plugins.values() if isinstance(p, kinds)),
+                key=lambda p: p.name)
+        return found
+
+    def _file_changed(self, event: Any) -> None:
+        """A repository change is in service: drop the configurations built from it."""
+        self.config_cache.invalidate_path(event.path, listed=event.action != "changed")
+
+    def _metadata_expired(self, expiry: Expiry) -> None:
+        """Client metadata changed (here, in the parent, or on another server): drop the
+        configurations of the clients it names (their keys would differ anyway)."""
+        if expiry.tag.removeprefix(RELAYED) != "cautious":  # a run starting: keys tell
+            self.config_cache.drop(expiry.clients)
+
     def GetDecisions(self, metadata: ClientMetadata, mode: str) -> list[tuple[str, str]]:  # noqa: N802
         """The decision list (whitelist or blacklist) for a client."""
         result: list[tuple[str, str]] = []
@@ -806,9 +875,7 @@ class Core:
         self.catch_up()
         meta = self.metadata_for(address, "GetConfig")
         try:
-            config = self.BuildConfiguration(meta.hostname, metadata=meta)
-            with metrics.phase("serialise"):
-                return tostring(config)
+            return self.serve_configuration(meta.hostname, meta)
         except Exception:
             self.critical_error(f"Error creating config for {meta.hostname}")
 

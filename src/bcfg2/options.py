@@ -270,6 +270,11 @@ OPTIONS: list[Option] = [
     Option("caching", "client_metadata", "off",
            "Client metadata caching: off, initial, cautious (or on), aggressive.",
            type="choice", choices=("off", "initial", "cautious", "on", "aggressive")),
+    Option("caching", "configurations", 10000,
+           "Most client configurations kept, serialised, and served again until something "
+           "they were built from changes (per process; 0 turns the cache off).", type="int"),
+    Option("caching", "configuration_bytes", 256 * 1024 * 1024,
+           "Most bytes the kept configurations take, compressed (per process).", type="int"),
     # [logging]
     Option("logging", "path", "", "Also log to this file.", type="path",
            flags=("-o", "--logfile"), metavar="FILE"),

@@ -97,6 +97,12 @@ TARGET_P50_S = 0.005  # best core, GetConfig p50 at concurrency 1
 TARGET_SPEEDUP = 1.7  # multiprocessing / builtin, GetConfig/s at concurrency 8
 TARGET_RSS_MB = 60.0  # builtin, peak RSS at 1,000 clients
 TARGET_CONCURRENCY = 8
+#: a core with its configuration cache warm, against the protocol floor (floor.py), same run
+TARGET_CPU_VS_FLOOR = 3.0  # server CPU per GetConfig at concurrency 8, at most this many times
+TARGET_RATE_VS_FLOOR = 0.7  # GetConfig/s at concurrency 8, at least this share
+#: a core measured with its configuration cache off is reported under this name
+COLD = "{core} (cold)"
+FLOOR = "floor"
 
 #: for scale: upstream Bcfg2 1.4 on this kind of machine, GetConfig at concurrency 1
 UPSTREAM_NOTE = "upstream Bcfg2 1.4 served about 5 GetConfig/s at concurrency 1 (p50 180 ms)"
@@ -616,14 +622,28 @@ class Workspace:
             fh.write("[logging]\nsyslog = false\n")
             if children:
                 fh.write(f"[server]\nchildren = {children}\n")
+        #: the same, with the configuration cache off: every GetConfig a build
+        self.conf_cold = os.path.join(root, "bcfg2-cold.conf")
+        with open(self.conf, encoding="utf-8") as src, \
+                open(self.conf_cold, "w", encoding="utf-8") as fh:
+            fh.write(src.read() + "[caching]\nconfigurations = 0\n")
         self.context = ssl.create_default_context(cafile=self.cert)
         self._runs = 0
 
-    def start_server(self, repo: Repository, core: str, rss_interval: float) -> CoreServer:
-        """Start bcfg2-server with ``--backend core`` on ``repo`` (fresh state dir, port 0)."""
+    def start_server(self, repo: Repository, core: str, rss_interval: float,
+                     cold: bool = False) -> CoreServer:
+        """Start bcfg2-server with ``--backend core`` on ``repo`` (fresh state dir, port 0);
+        ``cold``: with its configuration cache off; core ``floor``: floor.py instead."""
         self._runs += 1
         state = os.path.join(self.root, f"state-{self._runs}-{core}")
-        argv = [*server_argv(), "-C", self.conf, *(["-v"] if self.verbose else []),
+        if core == FLOOR:
+            argv = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                 "floor.py"),
+                    "-C", self.conf, "-Q", repo.root, "--state-dir", state,
+                    "--ssl-cert", self.cert, "--ssl-key", self.key]
+            return CoreServer(argv, cwd=self.root, rss_interval=rss_interval)
+        argv = [*server_argv(), "-C", self.conf_cold if cold else self.conf,
+                *(["-v"] if self.verbose else []),
                 "-Q", repo.root, "--state-dir", state,
                 "-S", "https://127.0.0.1:0",
                 "--ssl-cert", self.cert, "--ssl-key", self.key,
@@ -971,13 +991,30 @@ def run_level(server: CoreServer, port: int, ws: Workspace, kind: str, concurren
     }
 
 
+def warm_up(server: CoreServer, port: int, ws: Workspace, repo: Repository,
+            args: argparse.Namespace) -> dict[str, Any]:
+    """GetConfig for every client, ``--warm-passes`` times, 8 at a time: the caches of
+    every child (each request goes to any one of them) then hold most configurations."""
+    import concurrent.futures
+
+    requests = [request_bytes("GetConfig", (), c.uuid, c.password, port) for c in repo.clients]
+    start, cpu0 = time.monotonic(), server.cpu_seconds()
+    with concurrent.futures.ThreadPoolExecutor(TARGET_CONCURRENCY) as pool:
+        for _ in range(args.warm_passes):
+            for resp in pool.map(lambda req: call(port, ws.context, req, args.timeout), requests):
+                check_response("GetConfig", resp, False)
+    return {"passes": args.warm_passes, "requests": args.warm_passes * len(requests),
+            "wall_s": time.monotonic() - start, "server_cpu_s": server.cpu_seconds() - cpu0}
+
+
 def measure_core(ws: Workspace, repo: Repository, core: str, args: argparse.Namespace,
-                 stats_docs: dict[str, str]) -> dict[str, Any]:
-    """Start-up, verification, every load level and the memory of one core."""
+                 stats_docs: dict[str, str], cold: bool = False) -> dict[str, Any]:
+    """Start-up, verification, every load level and the memory of one core (``cold``: its
+    configuration cache off; else warmed up first)."""
     data: dict[str, Any] = {"levels": [], "errors": []}
     verify_clients = [repo.clients[round(i * (len(repo.clients) - 1) / max(1, args.verify - 1))]
                       for i in range(args.verify)]
-    server = ws.start_server(repo, core, args.rss_interval)
+    server = ws.start_server(repo, core, args.rss_interval, cold)
     try:
         deadline = time.monotonic() + args.startup_timeout
         port = server.port(deadline)
@@ -1035,6 +1072,9 @@ def measure_core(ws: Workspace, repo: Repository, core: str, args: argparse.Name
             raise BenchError(f"GetProbes returned {probe_count} probes; the benchmark "
                              "repository has none (agent runs skip RecvProbeData)")
 
+        if not cold and core != FLOOR and args.warm_passes:
+            print(f"[{core}] warming the configuration cache ...", file=sys.stderr, flush=True)
+            data["warm_up"] = warm_up(server, port, ws, repo, args)
         rng = random.Random(4)
         order = [(c.uuid, c.password, stats_docs[c.profile]) for c in repo.clients]
         rng.shuffle(order)
@@ -1093,7 +1133,8 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     targets = []
 
     def add(name: str, value: float | None, target: str, ok: bool | None, unit: str) -> None:
-        status = "not measured" if value is None or ok is None else "PASS" if ok else "MISS"
+        status = ("not measured" if value is None or ok is None else "info" if not target
+                  else "PASS" if ok else "MISS")
         targets.append({"target": name, "value": value, "unit": unit, "goal": target,
                         "status": status})
 
@@ -1114,12 +1155,32 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     value = mp["per_s"] / bi["per_s"] if mp and bi and bi["per_s"] else None
     add(f"multiprocessing / builtin GetConfig/s at concurrency {c}", value,
         f">= {TARGET_SPEEDUP:g}x", None if value is None else value >= TARGET_SPEEDUP, "x")
+    floor = _level(cores.get(FLOOR), "getconfig", c)
+    for name in (best, COLD.format(core=best)):
+        level = _level(cores.get(name), "getconfig", c)
+        ratio = (cpu_per_call(level) / cpu_per_call(floor)) if level and floor else None
+        if name == best:
+            add(f"{best} (cache warm) server CPU per GetConfig vs the floor's, concurrency {c}",
+                ratio, f"<= {TARGET_CPU_VS_FLOOR:g}x",
+                None if ratio is None else ratio <= TARGET_CPU_VS_FLOOR, "x")
+            share = level["per_s"] / floor["per_s"] if level and floor else None
+            add(f"{best} (cache warm) GetConfig/s vs the floor's, concurrency {c}", share,
+                f">= {TARGET_RATE_VS_FLOOR:g}x",
+                None if share is None else share >= TARGET_RATE_VS_FLOOR, "x")
+        elif level:
+            add(f"{name} server CPU per GetConfig, concurrency {c}",
+                cpu_per_call(level) * 1000, "", True, "ms")
     builtin = cores.get("builtin") or {}
     memory = builtin.get("memory")
     value = memory["peak_rss_mb"] if memory and memory["peak_rss_mb"] else None
     add(f"builtin peak RSS at {results['repository']['spec']['clients']:,} clients", value,
         f"<= {TARGET_RSS_MB:g} MB", None if value is None else value <= TARGET_RSS_MB, "MB")
     return targets
+
+
+def cpu_per_call(level: dict[str, Any]) -> float:
+    """Server CPU seconds per completed call of a level (CPU time: fair on a busy machine)."""
+    return level["server_cpu_cores"] * level["window_s"] / max(level["completed"], 1)
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
@@ -1181,14 +1242,20 @@ def format_report(results: dict[str, Any]) -> str:
             lines.append(f"   verified {len(data['configs'])} clients: "
                          f"{next(iter(data['configs'].values()))['entries']} entries, "
                          f"{sizes[0]:,}-{sizes[-1]:,} bytes, no failures")
+        warm = data.get("warm_up")
+        if warm:
+            lines.append(f"   configuration cache warmed by {warm['passes']} passes over every "
+                         f"client ({warm['requests']:,} GetConfig, {warm['wall_s']:.1f} s, "
+                         f"server CPU {warm['server_cpu_s']:.1f} s)")
         rows = [("load", "conc", "per s", "p50 ms", "p95 ms", "p99 ms", "max ms", "calls ok",
-                 "errors", "server CPU", "agents CPU", "other CPU")]
+                 "errors", "CPU ms/call", "server CPU", "agents CPU", "other CPU")]
         for level in data.get("levels", []):
             rows.append((KIND_LABEL[level["kind"]], str(level["concurrency"]),
                          f"{level['per_s']:.1f}", f"{level['p50_s'] * 1000:.1f}",
                          f"{level['p95_s'] * 1000:.1f}", f"{level['p99_s'] * 1000:.1f}",
                          f"{level['max_s'] * 1000:.1f}", str(level["completed"]),
-                         str(level["errors"]), f"{level['server_cpu_cores']:.2f}",
+                         str(level["errors"]), f"{cpu_per_call(level) * 1000:.2f}",
+                         f"{level['server_cpu_cores']:.2f}",
                          f"{level['agents_cpu_cores'] + level['bench_cpu_cores']:.2f}",
                          f"{level['other_cpu_cores']:.2f}"))
         if len(rows) > 1:
@@ -1213,7 +1280,8 @@ def format_report(results: dict[str, Any]) -> str:
                  "the server's process tree, 'agents CPU' for the load generator (agent "
                  "processes and this one), 'other CPU' for the rest of the machine (other "
                  "processes, interrupts): the machine has "
-                 f"{env['cpus']} cores in all.")
+                 f"{env['cpus']} cores in all. 'CPU ms/call' is the server's CPU time per "
+                 "completed call (CPU time, not wall time: it holds on a busy machine).")
     ident = results.get("identical")
     if ident is not None:
         lines.append(f"Configurations for the verified clients: {ident}")
@@ -1283,8 +1351,14 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
             results["cores"][core] = {"not_available": reason, "levels": [], "errors": []}
             print(f"[{core}] not available: {reason}", file=sys.stderr, flush=True)
             continue
-        print(f"[{core}] start-up and verification ...", file=sys.stderr, flush=True)
-        results["cores"][core] = measure_core(ws, repo, core, args, stats_docs)
+        for cold in {"warm": [False], "cold": [True], "both": [False, True]}[args.cache]:
+            name = COLD.format(core=core) if cold else core
+            print(f"[{name}] start-up and verification ...", file=sys.stderr, flush=True)
+            results["cores"][name] = measure_core(ws, repo, core, args, stats_docs, cold)
+    if args.floor:
+        print(f"[{FLOOR}] building every reply, start-up and verification ...",
+              file=sys.stderr, flush=True)
+        results["cores"][FLOOR] = measure_core(ws, repo, FLOOR, args, stats_docs)
     for data in results["cores"].values():
         if data.get("configs"):
             sizes = [info["bytes"] for info in data["configs"].values()]
@@ -1359,6 +1433,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--verify", type=int, default=None,
                         help="clients whose configuration is verified per core (default 5, "
                              "3 with --quick)")
+    parser.add_argument("--cache", choices=("warm", "cold", "both"), default="both",
+                        help="measure each core with its configuration cache warm (after "
+                             "--warm-passes over every client), off ('cold'), or both "
+                             "(default)")
+    parser.add_argument("--warm-passes", type=int, default=4,
+                        help="GetConfig passes over every client before a warm core is "
+                             "measured (default 4: a multiprocessing child caches what it "
+                             "served, and a request may go to any child)")
+    parser.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure the protocol floor (floor.py: precomputed replies "
+                             "over the same TLS XML-RPC), the yardstick of the cache targets")
     add_server_arguments(parser)
     parser.add_argument("--server-verbose", action="store_true",
                         help="run the server with -v (a log line per configuration, as "

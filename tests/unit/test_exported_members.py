@@ -25,10 +25,11 @@ PLUGIN_API = [
     "Resolution", "SourceInfo",
     "RepositoryError", "SPECIFIC_SUFFIX", "SpecificData", "Specificity", "SpecificityError",
     "Statistics", "StructFile", "Structure", "StructureValidator", "TemplateDataProvider",
-    "ThreadedStatistics",
+    "TemplateReads", "ThreadedStatistics",
     "ValidationError", "VcsCommandError", "VcsVersion", "Version", "XMLDirectoryBacked",
     "XMLFileBacked", "admitted", "as_bool",
-    "bind_info", "condition_holds", "conditions_hold", "default_path_metadata", "executables", "exposed",
+    "bind_info", "condition_holds", "conditions_hold", "default_path_metadata", "depends_on",
+    "executables", "exposed", "listing", "not_cacheable",
     "flatten_conditions", "match_element", "missing_methods", "run_vcs", "set_content",
 ]
 

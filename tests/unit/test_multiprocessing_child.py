@@ -14,6 +14,7 @@ import lxml.etree
 import pytest
 from conftest import make_setup, probe_groups_repo
 
+from bcfg2 import configcache
 from bcfg2.cores import multiprocessing as multiprocessing_core
 from bcfg2.cores.multiprocessing import ChildCore
 
@@ -39,7 +40,8 @@ def child(repo, tmp_path):
 def rendered_bundles(rpc) -> set[str]:
     status, config, _events = rpc.recv()  # and the events it relays (bcfg2.metrics)
     assert status == "ok", config
-    return {b.get("name") for b in lxml.etree.fromstring(config.encode()).iter("Bundle")}
+    text = configcache.decompress(config)  # the child sends it compressed
+    return {b.get("name") for b in lxml.etree.fromstring(text.encode()).iter("Bundle")}
 
 
 def test_a_render_waits_for_the_expiry_the_parent_made_before_it(child):

@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from bcfg2 import metrics
@@ -84,6 +85,8 @@ class FileMonitor:
         self._handled_at: dict[str, int] = {}
         self._handled_cond = threading.Condition()
         self._busy = False
+        #: called with each event once its handler has applied it (the configuration cache)
+        self.listeners: list[Callable[[Event], None]] = []
 
     def start(self) -> None:
         self.started = True
@@ -168,6 +171,8 @@ class FileMonitor:
             handler.HandleEvent(event)
         except Exception:  # one bad handler must not stop the others
             logger.exception("error handling %s", event)
+        for listener in self.listeners:
+            listener(event)
 
     def handle_event_set(self, lock: threading.Lock | None = None) -> int:
         """Handle every queued event (holding ``lock`` if given); return the count.

@@ -9,11 +9,15 @@
   ``name.H_host``) and info.xml.
 - ``priodir``: the Rules-style generator with priorities.
 - ``vcs``: Version plugins that ask a version-control tool (``run_vcs``).
+- from ``bcfg2.configcache``: what a plugin records while a configuration is
+  built (``depends_on``, ``not_cacheable``, ``TemplateReads``), so the
+  configuration cache serves it again only while nothing it read changed.
 
 Import from ``bcfg2.plugin`` itself; the modules are its layout, ``__all__``
 is the promise.
 """
 
+from bcfg2.configcache import TemplateReads, depends_on, listing, not_cacheable
 from bcfg2.errors import (
     MetadataConsistencyError,
     MetadataRuntimeError,
@@ -98,6 +102,8 @@ __all__ = [
     # entries
     "SPECIFIC_SUFFIX", "EntrySet", "InfoXML", "PrioDir", "SpecificData", "Specificity",
     "bind_info", "default_path_metadata", "set_content",
+    # what a build depends on (the configuration cache)
+    "TemplateReads", "depends_on", "listing", "not_cacheable",
     # the revision from a version-control tool
     "VcsCommandError", "VcsVersion", "run_vcs",
     # the errors a plugin raises

@@ -11,6 +11,7 @@ from bcfg2.options import Option
 
 if TYPE_CHECKING:
     from bcfg2.core import Core
+    from bcfg2.metadata import ClientMetadata
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -135,6 +136,19 @@ class Plugin(Debuggable):
         what this plugin knows, e.g. the state it keeps in a database.
         """
         self.core.metadata_cache.subscribe(listener)
+
+    def cache_key(self, metadata: ClientMetadata) -> str | None:
+        """What this plugin's part of the client's configuration depends on beyond the
+        repository paths and names it records while building (``bcfg2.configcache``):
+        text that changes when that does ('' for nothing more), or None when the
+        plugin cannot say (the default), which keeps every configuration it takes part
+        in out of the configuration cache: built every time, never stale."""
+        return None
+
+    def expire_configurations(self, *names: str) -> None:
+        """Have the configuration cache drop every configuration that recorded one of
+        these names (paths are dropped by the file monitor's events already)."""
+        self.core.config_cache.invalidate(names)
 
     def rmi(self) -> dict[str, Callable[..., Any]]:
         """The plugin's methods callable over XML-RPC, by name."""

@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 SPECIFIC_SUFFIX = re.compile(r"\.(?:H_(?P<hostname>\S+)|G(?P<prio>\d+)_(?P<group>\S+))\Z")
 
 
+#: group signatures whose choice one entry set remembers
+MEMO = 4096
+
+
 class Specificity:
     """How specifically a file applies: to all clients, a group, or one host."""
 
@@ -193,6 +197,11 @@ class EntrySet(Debuggable):
         self.entries: dict[str, SpecificData] = {}
         self.infoxml: InfoXML | None = None
         self.default_info = default_path_metadata(setup)
+        #: the version each group signature gets (and host, when a version is a host's):
+        #: chosen once per signature, not once per client; emptied when versions come or go
+        self._best: dict[tuple[str, frozenset[str]], SpecificData] = {}
+        self._versions = 0
+        self._by_host = False
 
     def specificity_from_filename(self, fname: str) -> Specificity:
         """Parse ``name``, ``name.G##_group`` or ``name.H_host``."""
@@ -221,8 +230,13 @@ class EntrySet(Debuggable):
             self.entries.pop(fname, None)
         elif event.action == "changed" and fname in self.entries:
             self.entries[fname].HandleEvent(event)
+            return  # the same versions: the same choices
         elif event.action in ("exists", "created", "changed"):
             self.entry_init(event)
+        # in this order: a choice made from the old versions meanwhile is not kept
+        self._versions += 1
+        self._by_host = any(item.specific.hostname for item in list(self.entries.values()))
+        self._best = {}
 
     def entry_init(self, event: Event) -> None:
         fname = os.path.basename(event.path)
@@ -250,7 +264,14 @@ class EntrySet(Debuggable):
                       matching: list[SpecificData] | None = None) -> SpecificData:
         """The most specific match; SpecificityError on none or on a tie."""
         if matching is None:
-            matching = self.get_matching(metadata)
+            best, versions = self._best, self._versions
+            key = (metadata.hostname if self._by_host else "", frozenset(metadata.groups))
+            found = best.get(key)
+            if found is None:
+                found = self.best_matching(metadata, self.get_matching(metadata))
+                if versions == self._versions and len(best) < MEMO:
+                    best[key] = found
+            return found
         if not matching:
             raise PluginExecutionError(
                 f"no version of {self.path} applies to {metadata.hostname}")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import lxml.etree
 
+from bcfg2.configcache import depends_on
 from bcfg2.errors import PluginExecutionError
 from bcfg2.plugin.base import Plugin
 from bcfg2.plugin.filebacked import XMLDirectoryBacked
@@ -65,7 +66,7 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
 
     def HandleEvent(self, event: Event) -> None:  # noqa: N802
         XMLDirectoryBacked.HandleEvent(self, event)
-        self._merged = None
+        self._invalidate()
 
     def add_entry(self, relative: str, event: Event) -> None:
         super().add_entry(relative, event)
@@ -74,7 +75,31 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
             entry.on_change = self._invalidate
 
     def _invalidate(self) -> None:
+        """A file changed, came or went: rebuild the index, and drop the configurations
+        that asked about a name whose rules are not the same ones now."""
+        old = self._merged
         self._merged = None
+        if old is None:
+            return  # not built since the last change: no build has read it
+        new = self._index()
+        stale = set()
+        for tag in old.keys() | new.keys():
+            before, after = old.get(tag, {}), new.get(tag, {})
+            for name in before.keys() | after.keys():
+                if [id(rule[3]) for rule in before.get(name, ())] != \
+                        [id(rule[3]) for rule in after.get(name, ())]:
+                    stale.add(self._token(tag, name))
+        if stale:
+            self.expire_configurations(*stale)
+
+    def _token(self, tag: str, name: str) -> str:
+        """What a build that asks about (tag, name) records (``bcfg2.configcache``)."""
+        return f"{self.name}:{tag}:{name}"
+
+    def cache_key(self, metadata: ClientMetadata) -> str:
+        """Nothing beyond the names each build asks about (the whole directory with
+        regular expressions)."""
+        return ""
 
     def _index(self) -> dict[str, dict[str, list[Rule]]]:
         """Every rule of every file, by tag and name: built once per change, not per entry."""
@@ -93,11 +118,14 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
 
     def _exact(self, entry: lxml.etree._Element) -> list[Rule]:
         by_name = self._index().get(entry.tag) or {}
-        return [rule for name in self._names(entry) for rule in by_name.get(name, ())]
+        names = self._names(entry)
+        depends_on(*(self._token(entry.tag, name) for name in names))
+        return [rule for name in names for rule in by_name.get(name, ())]
 
     def _by_regex(self, entry: lxml.etree._Element) -> list[Rule]:
         if not self.regex:
             return []
+        depends_on(self.data)  # any rule of any file may match
         names = self._names(entry)
         out = []
         for key, rules in (self._index().get(entry.tag) or {}).items():

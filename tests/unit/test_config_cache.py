@@ -1,0 +1,445 @@
+"""The configuration cache serves exactly what a fresh build gives, and keeps within bounds.
+
+The main test makes thousands of random changes (seeded) to a small
+repository, the clients' probe data and their metadata; after each one,
+every client's configuration as the cache serves it must equal, byte for
+byte, a build that bypasses the cache. A cache that kept one configuration
+too long fails it; one that kept nothing would pass it, so the test also
+asserts that most configurations were served from the cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+import shutil
+from pathlib import Path
+
+import lxml.etree
+import pytest
+from conftest import Repo
+
+from bcfg2.configcache import ConfigCache, TemplateReads, compress, depends_on, recording
+from bcfg2.plugin import Generator, Plugin, not_cacheable
+from bcfg2.xml import tostring
+
+pytest.importorskip("pyinotify")
+
+PLUGINS = "Metadata,Bundler,Cfg,Rules,Defaults,Probes,Properties,GroupPatterns"
+CLIENTS = [f"c{i}" for i in range(8)]
+PROFILES = ["p0", "p1", "p2"]
+GROUPS = [f"g{i}" for i in range(5)]
+FILES = [f"/etc/f{i}" for i in range(8)]
+PACKAGES = [f"pkg{i}" for i in range(6)]
+SERVICES = [f"svc{i}" for i in range(3)]
+BUNDLES = [f"b{i}" for i in range(4)]
+#: a Genshi template; the last of FILES is a symlink in Rules until Cfg has it too
+TEMPLATE = "/etc/f1"
+
+
+class World:
+    """The repository the random steps change, and a random step."""
+
+    def __init__(self, repo: Repo, rng: random.Random) -> None:
+        self.repo = repo
+        self.rng = rng
+        self.profile_groups = {p: sorted(rng.sample(GROUPS, 2)) for p in PROFILES}
+        self.profile_bundles = {p: sorted(rng.sample(BUNDLES, 2)) for p in PROFILES}
+        self.client_profile = {c: rng.choice(PROFILES) for c in CLIENTS}
+        self.write_groups()
+        self.write_clients()
+        for bundle in BUNDLES:
+            self.write_bundle(bundle)
+        for path in FILES[:-1]:
+            if path != TEMPLATE:
+                self.cfg_file(path, "", f"all {path}\n")
+        self.repo.write(f"Cfg{TEMPLATE}/f1.genshi",
+                        "groups ${','.join(sorted(metadata.groups))}\n"
+                        "{% for name in sorted(metadata.Probes) %}"
+                        "${name}=${metadata.Probes[name]}\n{% end %}"
+                        "{% if 'props.xml' in metadata.Properties %}"
+                        "${metadata.Properties['props.xml'].xdata.get('color')}{% end %}\n")
+        for i in range(2):
+            self.write_rules(i)
+        self.write_defaults()
+        self.write_properties()
+        for probe in ("os", "arch"):
+            self.repo.write(f"Probes/{probe}", "#!/bin/sh\necho x\n")
+        self.repo.write("GroupPatterns/config.xml",
+                        "<GroupPatterns><GroupPattern><NamePattern>c[0-3]</NamePattern>"
+                        "<Group>g4</Group></GroupPattern></GroupPatterns>")
+
+    # -- the files ---------------------------------------------------------
+
+    def write_groups(self) -> None:
+        lines = ["<Groups>"]
+        for profile in PROFILES:
+            lines.append(f'<Group name="{profile}" profile="true" public="true">')
+            lines += [f'<Group name="{g}"/>' for g in self.profile_groups[profile]]
+            lines += [f'<Bundle name="{b}"/>' for b in self.profile_bundles[profile]]
+            lines.append("</Group>")
+        lines.append("</Groups>")
+        self.repo.write("Metadata/groups.xml", "\n".join(lines))
+
+    def write_clients(self) -> None:
+        body = "".join(f'<Client name="{c}" profile="{p}" uuid="u-{c}" password="pw"/>'
+                       for c, p in sorted(self.client_profile.items()))
+        self.repo.write("Metadata/clients.xml", f'<Clients version="3.0">{body}</Clients>')
+
+    def write_bundle(self, bundle: str) -> None:
+        rng = self.rng
+        items = []
+        for path in rng.sample(FILES, 3):
+            items.append(f'<Path name="{path}"/>')
+        for pkg in rng.sample(PACKAGES, 2):
+            items.append(f'<Group name="{rng.choice(GROUPS)}"><Package name="{pkg}"/></Group>')
+        items.append(f'<Service name="{rng.choice(SERVICES)}"/>')
+        if rng.random() < 0.3:
+            items.append(f'<RequiredBundle name="{rng.choice(BUNDLES)}"/>')
+        self.repo.write(f"Bundler/{bundle}.xml", f'<Bundle>{"".join(items)}</Bundle>')
+
+    def cfg_file(self, path: str, suffix: str, text: str) -> None:
+        base = os.path.basename(path)
+        self.repo.write(f"Cfg{path}/{base}{suffix}", text)
+
+    def write_rules(self, i: int) -> None:
+        rng = self.rng
+        items = [] if i else [f'<Path name="{FILES[-1]}" type="symlink" to="/x{rng.randint(0, 9)}"/>']
+        for pkg in (rng.sample(PACKAGES, 4) if i else PACKAGES):
+            items.append(f'<Package name="{pkg}" version="{rng.randint(1, 9)}.{i}"/>')
+        for svc in (rng.sample(SERVICES, 2) if i else SERVICES):
+            inner = f'<Service name="{svc}" status="{rng.choice(["on", "off"])}"/>'
+            items.append(f'<Group name="{rng.choice(GROUPS)}">{inner}</Group>'
+                         if i and rng.random() < 0.5 else inner)
+        self.repo.write(f"Rules/r{i}.xml", f'<Rules priority="{i}">{"".join(items)}</Rules>')
+
+    def write_defaults(self) -> None:
+        value = self.rng.choice(["systemd", "chkconfig", "upstart"])
+        self.repo.write("Defaults/d.xml", f'<Defaults priority="1"><Service name="svc.*" '
+                                          f'type="{value}"/></Defaults>')
+
+    def write_properties(self) -> None:
+        color = self.rng.choice(["red", "green", "blue"])
+        self.repo.write("Properties/props.xml", f'<Properties color="{color}"/>')
+
+    # -- one random step -----------------------------------------------------
+
+    def step(self, core) -> str:  # noqa: ANN001 - a LocalCore
+        rng = self.rng
+        kind = rng.choice(["cfg", "cfg", "cfg-version", "cfg-entry", "info", "bundle",
+                           "bundle-file", "rules", "rules-file", "defaults", "groups",
+                           "clients", "properties", "probes", "probes", "nothing"])
+        path = rng.choice(FILES)
+        base = os.path.basename(path)
+        directory = self.repo.path / f"Cfg{path}"
+        if kind == "cfg" and path == TEMPLATE:
+            self.cfg_file(path, ".genshi", f"${{metadata.hostname}} {rng.randint(0, 9)}\n"
+                          f"${{metadata.profile}}\n")
+        elif kind == "cfg":
+            self.cfg_file(path, "", f"{path} v{rng.randint(0, 1000)}\n")
+        elif kind == "cfg-version" and path != FILES[-1]:
+            suffix = rng.choice([f".G{rng.randint(1, 3)}_{rng.choice(GROUPS)}",
+                                 f".H_{rng.choice(CLIENTS)}"])
+            target = directory / f"{base}{suffix}"
+            if target.exists():
+                target.unlink()
+            else:
+                self.cfg_file(path, suffix, f"{path}{suffix}\n")
+        elif kind == "cfg-entry" and path != TEMPLATE:
+            # mostly bring back what is gone: a missing entry fails, and is not kept
+            gone = [p for p in FILES[:-1] if not (self.repo.path / f"Cfg{p}").exists()]
+            conflict = self.repo.path / f"Cfg{FILES[-1]}"
+            if conflict.exists():  # Rules serves it too: a conflict, gone again next time
+                shutil.rmtree(conflict)
+            elif gone and rng.random() < 0.7:
+                path = rng.choice(gone)
+                self.cfg_file(path, "", f"new {path}\n")
+            elif path == FILES[-1]:
+                self.cfg_file(path, "", "conflict\n")
+            elif directory.exists():
+                shutil.rmtree(directory)
+        elif kind == "info":
+            info = directory / "info.xml"
+            if info.exists() and rng.random() < 0.3:
+                info.unlink()
+            elif directory.exists():
+                group = rng.choice(GROUPS)
+                info.write_text(f'<FileInfo><Group name="{group}"><Info owner="o{rng.randint(0, 9)}"'
+                                f'/></Group><Info mode="0{rng.randint(600, 777)}"/></FileInfo>')
+        elif kind == "bundle":
+            self.write_bundle(rng.choice(BUNDLES))
+        elif kind == "bundle-file":
+            target = self.repo.path / f"Bundler/{rng.choice(BUNDLES)}.xml"
+            if target.exists():
+                target.unlink()
+            else:
+                self.write_bundle(target.stem)
+        elif kind == "rules":
+            self.write_rules(rng.randint(0, 1))
+        elif kind == "rules-file":
+            target = self.repo.path / "Rules/r1.xml"
+            if target.exists():
+                target.unlink()
+            else:
+                self.write_rules(1)
+        elif kind == "defaults":
+            self.write_defaults()
+        elif kind == "groups":
+            profile = rng.choice(PROFILES)
+            self.profile_groups[profile] = sorted(rng.sample(GROUPS, rng.randint(1, 3)))
+            self.profile_bundles[profile] = sorted(rng.sample(BUNDLES, rng.randint(1, 3)))
+            self.write_groups()
+        elif kind == "clients":
+            self.client_profile[rng.choice(CLIENTS)] = rng.choice(PROFILES)
+            self.write_clients()
+        elif kind == "properties":
+            self.write_properties()
+        elif kind == "probes":
+            client = rng.choice(CLIENTS)
+            probe = lxml.etree.Element("probe-data", name=rng.choice(["os", "arch"]),
+                                       source="Probes")
+            probe.text = f"value{rng.randint(0, 3)}\ngroup:{rng.choice(GROUPS)}"
+            core.plugins["Probes"].ReceiveData(core.build_metadata(client), [probe])
+        return kind
+
+
+@pytest.mark.parametrize(("mode", "steps"), [("off", 1500), ("aggressive", 1000)])
+def test_randomised_changes_never_serve_a_stale_configuration(tmp_path: Path, local_core,
+                                                              mode: str, steps: int) -> None:
+    repo = Repo(tmp_path / "repo")
+    world = World(repo, random.Random(16))
+    core = local_core(repo, server__plugins=PLUGINS, server__filemonitor="inotify",
+                      caching__client_metadata=mode, probes__allowed_groups="g[0-9]")
+    counts = core.config_cache.counts
+    kinds: dict[str, int] = {}
+    for number in range(steps):
+        kind = world.step(core)
+        kinds[kind] = kinds.get(kind, 0) + 1
+        core.refresh()
+        for client in CLIENTS:
+            hits = counts["hits"]
+            served = core.serve_configuration(client, core.build_metadata(client))
+            if counts["hits"] == hits:
+                continue  # built just now, from what is in service
+            fresh = tostring(core.BuildConfiguration(client))
+            assert served == fresh, f"step {number} ({kind}): {client} was served a stale " \
+                                    f"configuration"
+    # most steps change what a few clients get: the others are served from the cache
+    assert counts["hits"] > steps * len(CLIENTS) * 0.3, counts
+    assert counts["dropped"] > steps, counts
+    assert len(kinds) == 14, kinds  # every kind of step was taken
+
+
+# -- what is cached, and what is not --------------------------------------------------------
+
+
+def small_repo(tmp_path: Path) -> Repo:
+    repo = Repo(tmp_path / "repo")
+    repo.write("Metadata/groups.xml", '<Groups><Group name="p" profile="true">'
+                                      '<Bundle name="b"/></Group></Groups>')
+    clients = "".join(f'<Client name="c{i}" profile="p"/>' for i in range(20))
+    repo.write("Metadata/clients.xml", f'<Clients version="3.0">{clients}</Clients>')
+    repo.write("Bundler/b.xml", '<Bundle><Path name="/etc/motd"/><Path name="/etc/t"/>'
+                                '</Bundle>')
+    repo.write("Cfg/etc/motd/motd", "x" * 5000)
+    repo.write("Cfg/etc/motd/motd.H_c3", "for c3 " * 700)
+    repo.write("Cfg/etc/t/t.genshi", "host ${metadata.hostname}\n")
+    return repo
+
+
+def serve_all(core, clients: list[str]) -> list[str]:  # noqa: ANN001
+    return [core.serve_configuration(c, core.build_metadata(c)) for c in clients]
+
+
+def test_a_change_drops_only_the_configurations_built_from_it(tmp_path: Path, local_core):
+    repo = small_repo(tmp_path)
+    core = local_core(repo, server__plugins="Metadata,Bundler,Cfg", server__filemonitor="inotify")
+    clients = [f"c{i}" for i in range(20)]
+    first = serve_all(core, clients)
+    assert len(core.config_cache) == 20
+    # c3 has a version of its own; the other 19 read the same files, indexed once
+    assert core.config_cache.token_sets == 2
+    (repo.path / "Cfg/etc/motd/motd.H_c3").write_text("c3 again")
+    core.refresh()
+    assert "c3" not in core.config_cache and len(core.config_cache) == 19
+    second = serve_all(core, clients)
+    assert second[:3] == first[:3] and "c3 again" in second[3]
+    # a new version may be any client's: every configuration with the entry goes
+    repo.write("Cfg/etc/motd/motd.H_c5", "c5 now")
+    core.refresh()
+    assert len(core.config_cache) == 0
+    third = serve_all(core, clients)
+    assert "c5 now" in third[5] and third[:5] == second[:5]
+    # an entry nobody has yet: nobody's configuration depends on it
+    repo.write("Cfg/etc/unused/unused", "u")
+    core.refresh()
+    assert len(core.config_cache) == 20
+
+
+def test_memory_stays_within_the_bounds_least_recently_served_out(tmp_path: Path, local_core):
+    repo = small_repo(tmp_path)
+    core = local_core(repo, server__plugins="Metadata,Bundler,Cfg",
+                      caching__configurations=5)
+    clients = [f"c{i}" for i in range(20)]
+    serve_all(core, clients)
+    assert len(core.config_cache) == 5
+    assert all(f"c{i}" in core.config_cache for i in range(15, 20))
+    assert core.config_cache.counts["evicted"] == 15
+    # by bytes: each configuration takes its compressed size, far less than its text
+    text = serve_all(core, ["c19"])[0]
+    assert len(compress(text)) < len(text) / 5
+    five = core.config_cache.size  # five configurations and the file names they share
+    one = local_core(repo, server__plugins="Metadata,Bundler,Cfg", caching__configurations=1)
+    serve_all(one, clients)
+    each = (five - one.config_cache.size) // 4  # what one more configuration costs
+    bound = one.config_cache.size + 2 * each + each // 2  # room for about three of the five
+    core = local_core(repo, server__plugins="Metadata,Bundler,Cfg",
+                      caching__configuration_bytes=bound)
+    served = serve_all(core, clients)
+    assert 0 < len(core.config_cache) < 5 and core.config_cache.size <= bound
+    assert serve_all(core, clients) == served
+
+
+def test_the_cache_drops_the_oldest_configuration_when_a_new_one_exceeds_the_bytes():
+    cache = ConfigCache(max_entries=100, max_bytes=2000)
+    # random bytes do not compress: about 1100 bytes each once kept
+    texts = {f"c{i}": base64.b64encode(os.urandom(1100)).decode() for i in range(5)}
+    for name, text in texts.items():
+        assert cache.store(name, "k", compress(text), ["/t"], cache.generation)
+        assert cache.size <= 2000
+    assert len(cache) == 1 and cache.lookup("c4", "k") == texts["c4"]
+    assert not cache.store("big", "k", compress(os.urandom(3000).hex()), [], cache.generation)
+    # what it depends on counts too: one whose tokens alone are over the bound is not kept
+    assert not cache.store("deps", "k", compress("x"), [f"/repo/{i}" for i in range(20)],
+                           cache.generation)
+    assert cache.lookup("c4", "k") == texts["c4"] and cache.size <= 2000
+
+
+class Undeclared(Plugin, Generator):
+    """A third-party generator that says nothing about what it depends on."""
+
+    def __init__(self, core) -> None:  # noqa: ANN001
+        Plugin.__init__(self, core)
+        Generator.__init__(self)
+        self.Entries["Path"] = {"/etc/counter": self.bind}
+        self.count = 0
+
+    def bind(self, entry, metadata):  # noqa: ANN001, ANN201
+        self.count += 1
+        entry.set("type", "file")
+        entry.text = str(self.count)
+        return entry
+
+
+class Clock(Undeclared):
+    """A generator whose output is the world's: it declares so while building."""
+
+    def cache_key(self, metadata) -> str:  # noqa: ANN001
+        return ""
+
+    def bind(self, entry, metadata):  # noqa: ANN001, ANN201
+        not_cacheable("Clock serves a counter")
+        return super().bind(entry, metadata)
+
+
+@pytest.mark.parametrize("plugin", [Undeclared, Clock])
+def test_a_plugin_that_cannot_say_or_says_world_makes_its_configurations_uncacheable(
+        tmp_path: Path, local_core, register, plugin) -> None:
+    register(plugin)
+    repo = small_repo(tmp_path)
+    repo.write("Bundler/b.xml", '<Bundle><Path name="/etc/motd"/><Path name="/etc/counter"/>'
+                                '</Bundle>')
+    core = local_core(repo, server__plugins=f"Metadata,Bundler,Cfg,{plugin.name}")
+    served = serve_all(core, ["c1", "c1", "c1"])
+    assert len(set(served)) == 3  # each one built anew: the counter goes up
+    assert len(core.config_cache) == 0 and core.config_cache.counts["uncacheable"] == 3
+
+
+def test_a_template_that_asks_for_the_time_is_never_kept(tmp_path: Path, local_core):
+    repo = small_repo(tmp_path)
+    repo.write("Cfg/etc/t/t.genshi", "{% python import time %}${time.time()}\n")
+    core = local_core(repo, server__plugins="Metadata,Bundler,Cfg")
+    first, second = serve_all(core, ["c1", "c1"])
+    assert first != second and len(core.config_cache) == 0
+    assert TemplateReads.of("t", b"${metadata.hostname}").world is None
+    assert TemplateReads.of("t", b"# time servers, open ports\n").world is None
+    assert TemplateReads.of("t", b"{% python from datetime import date %}").world is not None
+    assert TemplateReads.of("t", b"${open('/etc/passwd').read()}").world is not None
+
+
+def test_a_probe_upload_and_a_metadata_expiry_drop_the_client(tmp_path: Path, local_core):
+    repo = small_repo(tmp_path)
+    repo.write("Cfg/etc/t/t.genshi", "${metadata.Probes.get('os', '-')}\n")
+    repo.write("Probes/os", "#!/bin/sh\nuname\n")
+    core = local_core(repo, server__plugins="Metadata,Bundler,Cfg,Probes",
+                      caching__client_metadata="aggressive")
+    serve_all(core, ["c1", "c2"])
+    probe = lxml.etree.Element("probe-data", name="os", source="Probes")
+    probe.text = "plan9"
+    core.plugins["Probes"].ReceiveData(core.build_metadata("c1"), [probe])
+    assert "c1" not in core.config_cache and "c2" in core.config_cache
+    assert "plan9" in serve_all(core, ["c1"])[0]
+    # an expiry relayed from the parent or another server drops the clients it names
+    core.metadata_cache.expire(["c2"], tag="relayed:Probes")
+    assert "c2" not in core.config_cache and "c1" in core.config_cache
+    # a cautious run start is no change: the key decides
+    core.metadata_cache.expire(["c1"], tag="cautious")
+    assert "c1" in core.config_cache
+
+
+def test_a_build_that_read_what_changed_meanwhile_is_not_kept():
+    cache = ConfigCache()
+    assert cache.store("c0", "k", compress("kept"), ["/repo/Cfg/etc/x"], cache.generation)
+    generation = cache.generation
+    with recording() as deps:
+        depends_on("/repo/Cfg/etc/motd", "Rules:Package:x")
+    cache.invalidate_path("/repo/Cfg/etc/other/other")
+    assert cache.store("c1", "k", compress("unrelated change"), deps.tokens, generation)
+    cache.invalidate_path("/repo/Cfg/etc/motd/motd")
+    assert not cache.store("c2", "k", compress("stale"), deps.tokens, generation)
+    assert cache.lookup("c1", "k") is None  # dropped by the second change
+    cache.store("c1", "k", compress("again"), deps.tokens, cache.generation)
+    assert cache.lookup("c1", "k") == "again"
+    cache.drop(["c1"])
+    assert cache.lookup("c1", "k") is None
+
+
+def test_a_helper_that_may_read_the_time_keeps_configurations_out(tmp_path: Path, local_core):
+    repo = small_repo(tmp_path)
+    repo.write("TemplateHelper/greet.py", '__export__ = ["greet"]\n\n'
+                                          'def greet(name):\n    return "hello " + name\n')
+    repo.write("Cfg/etc/t/t.genshi", "${metadata.TemplateHelper['greet'].greet('x')}\n")
+    core = local_core(repo, server__plugins="Metadata,Bundler,Cfg,TemplateHelper",
+                      server__filemonitor="inotify")
+    assert "hello x" in serve_all(core, ["c1"])[0]
+    assert "c1" in core.config_cache  # a helper that reads nothing outside is no obstacle
+    (repo.path / "TemplateHelper/greet.py").write_text(
+        '__export__ = ["greet"]\nimport time\n\n'
+        'def greet(name):\n    return f"hello {name} at {time.time()}"\n')
+    core.refresh()
+    assert "c1" not in core.config_cache  # the helper changed: everything built with it goes
+    first, second = serve_all(core, ["c1", "c1"])
+    assert first != second and len(core.config_cache) == 0
+
+
+def test_the_version_chosen_per_group_signature_follows_versions_that_come_and_go(
+        tmp_path: Path, local_core) -> None:
+    repo = small_repo(tmp_path)
+    (repo.path / "Cfg/etc/motd/motd.H_c3").unlink()
+    core = local_core(repo, server__plugins="Metadata,Bundler,Cfg", server__filemonitor="inotify")
+
+    def motd(client: str) -> str:
+        config = core.BuildConfiguration(client)  # no configuration cache: the choice alone
+        return config.xpath("//Path[@name='/etc/motd']")[0].text
+
+    assert motd("c1") == motd("c2") == "x" * 5000  # one signature, one choice
+    repo.write("Cfg/etc/motd/motd.H_c1", "c1's own")
+    core.refresh()
+    assert (motd("c1"), motd("c2")) == ("c1's own", "x" * 5000)
+    repo.write("Cfg/etc/motd/motd.G10_p", "the profile's")
+    core.refresh()
+    assert (motd("c1"), motd("c2")) == ("c1's own", "the profile's")
+    (repo.path / "Cfg/etc/motd/motd.H_c1").unlink()
+    core.refresh()
+    assert motd("c1") == motd("c2") == "the profile's"
