@@ -14,8 +14,12 @@ host-specific versions and info.xml files):
   280 entries per configuration: the files added are entries no client
   gets (``RepoSpec.extra_entries``: bundles of groups no profile includes).
 
-Every point runs in a fresh child process, so that its peak RSS is its own
-(the child reports its own ``ru_maxrss``). Per point:
+Every point runs in a fresh child process, so that its peak RSS is its own:
+the child reports its ``VmHWM`` (the high-water mark of the memory it got
+at exec), not ``ru_maxrss``, which Linux carries over from the parent
+across the (v)fork and exec that start the child, so that after the
+parent has generated a large repository every later point would report at
+least the parent's peak. Per point:
 
 - generation: the time ``genrepo`` took to write the repository (reported,
   not a target);
@@ -52,7 +56,6 @@ import dataclasses
 import json
 import math
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -161,13 +164,13 @@ def cached_build(core: Any, client: str) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-def _rss_now_kb() -> int:
-    """This process's resident set size now, in KB (Linux /proc)."""
+def _status_kb(field: str) -> int:
+    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM), in KB."""
     with open("/proc/self/status", encoding="ascii") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    return 0
+    raise RuntimeError(f"/proc/self/status has no {field} (the benchmark needs Linux)")
 
 
 def _entries_in(config: str) -> int:
@@ -210,7 +213,7 @@ def measure_point(repository: str, state_dir: str, clients: Sequence[str],
     start, cpu = time.perf_counter(), time.process_time()
     core = LocalCore(setup)
     startup, startup_cpu = time.perf_counter() - start, time.process_time() - cpu
-    rss_startup = _rss_now_kb()
+    rss_startup = _status_kb("VmRSS")
     try:
         cold = _timed(request_config, core, clients)
         cached = _timed(cached_build, core, clients)
@@ -219,7 +222,7 @@ def measure_point(repository: str, state_dir: str, clients: Sequence[str],
     if cached["entries"] != cold["entries"]:
         raise RuntimeError("the second request of a configuration gave other entries")
     return {"startup_s": startup, "startup_cpu_s": startup_cpu, "rss_startup_kb": rss_startup,
-            "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "peak_rss_kb": _status_kb("VmHWM"),
             "cold": cold, "cached": cached}
 
 
