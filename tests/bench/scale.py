@@ -444,8 +444,10 @@ def plot(report: dict[str, Any], json_path: str) -> list[str] | None:
                 ax.plot(xs, ys, style, marker="o", label=label + suffix)
             ax.set_xscale("log")
             ax.set_yscale("log")
-            for axis in (ax.xaxis, ax.yaxis):
-                axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            for axis, low, high in ((ax.xaxis, *ax.get_xlim()), (ax.yaxis, *ax.get_ylim())):
+                # within a decade, more labelled ticks, so that the axis shows numbers at all
+                subs = (1.0, 2.0, 5.0) if high > 10 * low else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+                axis.set_major_locator(LogLocator(subs=subs))
                 axis.set_major_formatter(plain)
                 axis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(X_LABELS[sweep])
