@@ -518,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         print("plots: " + ", ".join(plots) if plots is not None
               else "plots: not drawn; they need matplotlib (pip install .[plot])")
     else:
-        print("plots: drawn beside the JSON (--json FILE)")
+        print("plots: none without --json FILE (they are written beside it)")
     return 0
 
 
