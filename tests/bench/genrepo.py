@@ -39,11 +39,18 @@ Optional parts (all 0 by default, so the specs above stay as they were):
   templates. Template entries are counted as plain: until the Cfg template
   handlers (``.jinja2``, ``.genshi``) exist, they are written as plain
   files of the same size, marked ``(template)`` in their first line, so
-  that every entry of a generated repository binds.
+  that every entry of a generated repository binds;
+- ``extra_entries``: Cfg entries no client gets, for a repository much larger
+  than any configuration: extra entry ``X`` is ``/etc/bench/x<K>/x<X>.conf``
+  with ``K = X % bundles``, listed in bundle ``bench-xb<K>``, which belongs to
+  group ``bench-x<K % groups>``; no profile includes those groups. Each has
+  ``files_per_entry`` versions chosen as for the other entries.
 
 Files in total: ``entries * files_per_entry + bundles + 2`` (groups.xml and
-clients.xml), plus one info.xml per ``info_every``-th entry and, with
-packages or services, the two Rules files and the Defaults file;
+clients.xml), plus one info.xml per ``info_every``-th entry, with
+packages or services the two Rules files and the Defaults file, and
+``extra_entries * files_per_entry`` more with one bundle per
+``bench-xb<K>`` in use;
 ``Repository.files`` counts what was written.
 
 Usage: python tests/bench/genrepo.py DIR [--startup | --load] [--entries N] [--clients N] ...
@@ -89,6 +96,8 @@ class RepoSpec:
     services: int = 0
     #: Cfg entries that stand for templates (written as plain files for now)
     templates: int = 0
+    #: Cfg entries in bundles of groups no profile includes (so no client gets them)
+    extra_entries: int = 0
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -107,11 +116,18 @@ class RepoSpec:
         """How many files ``generate`` writes for this spec."""
         infos = len(range(0, self.entries, self.info_every)) if self.info_every else 0
         rules = 3 if self.packages or self.services else 0
-        return self.entries * self.files_per_entry + self.bundles + 2 + infos + rules
+        extra = self.extra_entries * self.files_per_entry + self.extra_bundles
+        return self.entries * self.files_per_entry + self.bundles + 2 + infos + rules + extra
+
+    @property
+    def extra_bundles(self) -> int:
+        """How many ``bench-xb<K>`` bundles hold the extra entries."""
+        return min(self.bundles, self.extra_entries)
 
 
 #: the fields that may be 0 (the optional parts of a repository)
-OPTIONAL_FIELDS = frozenset({"info_every", "packages", "services", "templates"})
+OPTIONAL_FIELDS = frozenset({"info_every", "packages", "services", "templates",
+                             "extra_entries"})
 
 
 #: a repository of about 20,000 files whose clients get about 300 entries each
@@ -162,9 +178,19 @@ class Repository:
         """The Cfg directory holding the versions of an entry."""
         return os.path.join(self.cfg, self.entry_name(entry).lstrip("/"))
 
+    def extra_entry_name(self, extra: int) -> str:
+        """The client path of an extra entry (``/etc/bench/x3/x17.conf``)."""
+        return f"/etc/bench/x{extra % self.spec.bundles}/x{extra}.conf"
+
     def versions(self, entry: int) -> list[tuple[str, str | None, str | None, int]]:
         """The versions of an entry: (file name, group, host, priority)."""
-        base = os.path.basename(self.entry_name(entry))
+        return self._versions(os.path.basename(self.entry_name(entry)), entry)
+
+    def extra_versions(self, extra: int) -> list[tuple[str, str | None, str | None, int]]:
+        """The versions of an extra entry, chosen as for the others."""
+        return self._versions(os.path.basename(self.extra_entry_name(extra)), extra)
+
+    def _versions(self, base: str, entry: int) -> list[tuple[str, str | None, str | None, int]]:
         out: list[tuple[str, str | None, str | None, int]] = [(base, None, None, 0)]
         for v in range(1, self.spec.files_per_entry):
             if v % 2:
@@ -258,6 +284,11 @@ def _groups_xml(spec: RepoSpec) -> str:
         for k in range(g, spec.bundles, spec.groups):
             out.append(f'    <Bundle name="bench-b{k}"/>')
         out.append("  </Group>")
+    for g in range(min(spec.groups, spec.extra_bundles)):
+        out.append(f'  <Group name="bench-x{g}">')
+        for k in range(g, spec.extra_bundles, spec.groups):
+            out.append(f'    <Bundle name="bench-xb{k}"/>')
+        out.append("  </Group>")
     out.append("</Groups>")
     return "\n".join(out) + "\n"
 
@@ -332,6 +363,16 @@ def generate(root: str, spec: RepoSpec) -> Repository:
             write(os.path.join(directory, fname), content(label, spec.file_size))
         if repo.has_info(e):
             write(os.path.join(directory, "info.xml"), _info_xml(spec, e))
+    for k in range(spec.extra_bundles):
+        items = "".join(f'  <Path name="{repo.extra_entry_name(x)}"/>\n'
+                        for x in range(k, spec.extra_entries, spec.bundles))
+        write(os.path.join(root, "Bundler", f"bench-xb{k}.xml"), f"<Bundle>\n{items}</Bundle>\n")
+    for x in range(spec.extra_entries):
+        directory = os.path.join(repo.cfg, repo.extra_entry_name(x).lstrip("/"))
+        os.makedirs(directory, exist_ok=True)
+        for fname, _group, _host, _prio in repo.extra_versions(x):
+            write(os.path.join(directory, fname),
+                  content(f"{repo.extra_entry_name(x)} {fname}", spec.file_size))
     if spec.packages or spec.services:
         write(os.path.join(root, "Rules", "bench-base.xml"), _rules_base_xml(spec))
         write(os.path.join(root, "Rules", "bench-overrides.xml"), _rules_overrides_xml(spec))
