@@ -176,3 +176,40 @@ def test_defaults_follow_their_file(repo: Repo, local_core: Factory) -> None:
     core.refresh()
     assert [bound(core, client, "Package", "tool").get("type")
             for client in ("client1", "client2", "client3")] == ["pac"] * 3
+
+
+def test_bundles_follow_their_file_included_files_and_group_changes(
+        repo: Repo, local_core: Factory) -> None:
+    setup_repo(repo)
+    repo.write("Rules/rules.xml", '<Rules priority="1"><Package name="a" version="1"/>'
+                                  '<Package name="b" version="1"/>'
+                                  '<Package name="c" version="1"/></Rules>')
+    bundle = repo.write("Bundler/base.xml", """\
+        <Bundle xmlns:xi="http://www.w3.org/2001/XInclude">
+          <Group name="linux"><Package name="a"/></Group>
+          <Client name="client3"><Package name="b"/></Client>
+          <xi:include href="more.xml"/>
+        </Bundle>""")
+    more = repo.write("Bundler/more.xml", '<Group name="other"><Package name="c"/></Group>')
+    core = local_core(repo)
+
+    def packages() -> list[list[str]]:
+        return [sorted(el.get("name") for el in core.BuildConfiguration(client).iter("Package"))
+                for client in ("client1", "client2", "client3")]
+
+    assert packages() == [["a"], ["c"], ["a", "b"]]
+    # each build gets its own copy: changing one configuration changes no other
+    core.BuildConfiguration("client1").find("Bundle/Package").set("name", "changed")
+    assert packages() == [["a"], ["c"], ["a", "b"]]
+    rewrite(more, '<Group name="linux"><Package name="c"/></Group>')
+    core.refresh()
+    assert packages() == [["a", "c"], [], ["a", "b", "c"]]
+    rewrite(bundle, '<Bundle><Group name="other"><Package name="b"/></Group></Bundle>')
+    core.refresh()
+    assert packages() == [[], ["b"], []]
+    rewrite(repo.path / "Metadata/groups.xml",
+            ALL_BASE_GROUPS.replace('<Group name="basic" profile="true" public="true">',
+                                    '<Group name="basic" profile="true" public="true">'
+                                    '<Group name="other"/>'))
+    core.refresh()
+    assert packages() == [["b"], ["b"], ["b"]]

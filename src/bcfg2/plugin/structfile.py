@@ -165,11 +165,31 @@ class StructFile(XMLFileBacked):
         return out
 
     def XMLMatch(self, metadata: ClientMetadata, *args: Any) -> lxml.etree._Element:  # noqa: N802
-        """A copy of the whole document with conditionals resolved."""
+        """A copy of the whole document with conditionals resolved.
+
+        With the usual ``<Group>``/``<Client>`` conditionals, the resolved
+        document is made once per client likeness (the groups and clients the
+        file names) and each caller gets a copy of it, until the file changes.
+        """
         xdata = self.xdata
         if xdata is None:
             raise PluginExecutionError(f"{self.name} has never been parsed successfully")
-        return self.match_tree(xdata, metadata, *args)
+        if self.conditional_tags != CONDITIONAL_TAGS or self.admits(metadata, *args) is not None:
+            return self.match_tree(xdata, metadata, *args)
+        resolved = self._resolved
+        if resolved is None or resolved[0] is not xdata:  # tied to the parsed tree it came from
+            audience = Audience(
+                (el.get("name") for el in xdata.iter("Group")),
+                (el.get("name") for el in xdata.iter("Client")))
+            resolved = self._resolved = (xdata, audience, {})
+        key = resolved[1].key(metadata)
+        tree = resolved[2].get(key)
+        if tree is None:
+            tree = resolved[2][key] = self.match_tree(xdata, metadata, *args)
+        return copy.deepcopy(tree)
+
+    #: (the parsed tree, its Audience, likeness -> the tree resolved for such clients)
+    _resolved: tuple[lxml.etree._Element, Audience, dict[Any, lxml.etree._Element]] | None = None
 
     def match_tree(self, xdata: lxml.etree._Element, metadata: ClientMetadata,
                    *args: Any) -> lxml.etree._Element:
