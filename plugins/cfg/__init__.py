@@ -42,6 +42,7 @@ from bcfg2.plugin import (
     SpecificData,
     Specificity,
     TemplateDataProvider,
+    bind_info,
     set_content,
 )
 from bcfg2.plugins.cfg.creators import (
@@ -166,14 +167,14 @@ class CfgEntrySet(EntrySet):
                 and self.creator is None)
 
     def bind_entry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> lxml.etree._Element:
-        entry.set("type", "file")
-        self.bind_info_to_entry(entry, metadata)
+        # type="file" first, then the Path defaults and info.xml, in one update
+        bind_info(entry, metadata, self.infoxml, {"type": "file", **self.default_info})
         if self.creator is not None:
             set_content(entry, self.creator.serve(entry, metadata))
             return entry
-        best = self.best_matching(metadata)
-        data = best.get_data(entry, metadata)
-        self.verify(entry, metadata, data)
+        data = self.best_matching(metadata).get_data(entry, metadata)
+        if self.validation and self.verifiers.entries:
+            self.verify(entry, metadata, data)
         set_content(entry, data)
         return entry
 

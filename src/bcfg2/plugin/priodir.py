@@ -48,6 +48,8 @@ class RulePlan:
 
     def outcome(self, metadata: ClientMetadata) -> tuple[
             bool, bool, tuple[PriorityStructFile, lxml.etree._Element] | None]:
+        if not (self.exact or self.regex):
+            return NO_OUTCOME  # most entries a PrioDir is asked about: none of its names
         key = self.audience.key(metadata)
         found = self.outcomes.get(key)
         if found is None:
@@ -55,6 +57,10 @@ class RulePlan:
             regex = [rule for rule in self.regex if conditions_hold(rule[2], metadata)]
             found = self.outcomes[key] = (bool(exact), bool(regex), choose(exact, regex))
         return found
+
+
+#: the outcome for a name no rule has
+NO_OUTCOME: tuple[bool, bool, None] = (False, False, None)
 
 
 def choose(exact: list[Rule], regex: list[Rule],
@@ -182,6 +188,8 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
         A rule under a Group or Client conditional that excludes the client
         does not count, so it cannot compete with another generator.
         """
+        if entry.tag not in self._index():
+            return None  # no rule of this tag at all, as for most entries of other generators
         return self.BindEntry if self.plan(entry).outcome(metadata)[0] else None
 
     def HandlesEntry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> bool:  # noqa: N802
