@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUN := .run
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-live bench-load bench-tools bench-hostile bench-packages bench-fleet lint install clean
+.PHONY: run test bench bench-build bench-live bench-load bench-tools bench-hostile bench-packages bench-fleet lint install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required")'
@@ -37,15 +37,17 @@ run: $(STAMP) $(RUN)/server.crt
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# the benchmarks (reports, not tests): `make bench` runs all six, bench-live, bench-load,
+# the benchmarks (reports, not tests): `make bench` runs all seven, bench-build (one cold
+# build in-process, CPU per configuration of the load repository), bench-live, bench-load,
 # bench-tools (bcfg2-info buildall and bcfg2-test on 1,000 clients), bench-hostile (agent runs
 # under attack), bench-packages (Packages on a Debian-main sized index) and bench-fleet (1-3
 # servers on PostgreSQL behind HAProxy) one each.
-# BENCH_LIVE_ARGS, BENCH_LOAD_ARGS, BENCH_TOOLS_ARGS, BENCH_HOSTILE_ARGS, BENCH_PACKAGES_ARGS and
+# BENCH_BUILD_ARGS, BENCH_LIVE_ARGS, BENCH_LOAD_ARGS, BENCH_TOOLS_ARGS, BENCH_HOSTILE_ARGS, BENCH_PACKAGES_ARGS and
 # BENCH_FLEET_ARGS go to one benchmark each; BENCH_ARGS (kept for compatibility) goes to the live-repository
 # benchmark, e.g.
 #   make bench-live BENCH_LIVE_ARGS="--idle-seconds 5"   make bench-load BENCH_LOAD_ARGS=--quick
 #   make bench-hostile BENCH_HOSTILE_ARGS="--quick --cores builtin"
+BENCH_BUILD_ARGS ?=
 BENCH_LIVE_ARGS ?= $(BENCH_ARGS)
 BENCH_LOAD_ARGS ?=
 BENCH_TOOLS_ARGS ?=
@@ -54,12 +56,16 @@ BENCH_PACKAGES_ARGS ?=
 BENCH_FLEET_ARGS ?=
 
 bench: $(STAMP)
+	$(BIN)/python tests/bench/build.py $(BENCH_BUILD_ARGS)
 	$(BIN)/python tests/bench/live_repository.py $(BENCH_LIVE_ARGS)
 	$(BIN)/python tests/bench/load.py $(BENCH_LOAD_ARGS)
 	$(BIN)/python tests/bench/tools.py $(BENCH_TOOLS_ARGS)
 	$(BIN)/python tests/bench/hostile.py $(BENCH_HOSTILE_ARGS)
 	$(BIN)/python tests/bench/packages.py $(BENCH_PACKAGES_ARGS)
 	$(BIN)/python tests/bench/fleet.py $(BENCH_FLEET_ARGS)
+
+bench-build: $(STAMP)
+	$(BIN)/python tests/bench/build.py $(BENCH_BUILD_ARGS)
 
 bench-live: $(STAMP)
 	$(BIN)/python tests/bench/live_repository.py $(BENCH_LIVE_ARGS)
