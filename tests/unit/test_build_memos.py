@@ -213,3 +213,25 @@ def test_bundles_follow_their_file_included_files_and_group_changes(
                                     '<Group name="other"/>'))
     core.refresh()
     assert packages() == [["b"], ["b"], ["b"]]
+
+
+def test_bundle_files_that_appear_and_go_are_served_and_forgotten(
+        repo: Repo, local_core: Factory) -> None:
+    setup_repo(repo, '<Package name="a"/>')
+    repo.write("Metadata/groups.xml", ALL_BASE_GROUPS.replace(
+        '<Bundle name="base"/>\n  </Group>\n  <Group name="linux">',
+        '<Bundle name="base"/>\n    <Bundle name="extra"/>\n  </Group>\n  <Group name="linux">'))
+    repo.write("Rules/rules.xml", '<Rules priority="1"><Package name="a" version="1"/>'
+                                  '<Package name="b" version="1"/></Rules>')
+    core = local_core(repo)
+
+    def bundles(client: str) -> list[str]:
+        return sorted(el.get("name") for el in core.BuildConfiguration(client).iter("Bundle"))
+
+    assert bundles("client2") == ["base"]
+    repo.write("Bundler/extra.xml", '<Bundle><Package name="b"/></Bundle>')
+    core.refresh()
+    assert (bundles("client1"), bundles("client2")) == (["base"], ["base", "extra"])
+    (repo.path / "Bundler/extra.xml").unlink()
+    core.refresh()
+    assert bundles("client2") == ["base"]
