@@ -111,6 +111,13 @@ class InfoXML(StructFile):
 
     conditional_tags = ("Group", "Client", "Path")
 
+    def __init__(self, name: str, fam: FileMonitor | None = None) -> None:
+        super().__init__(name, fam)
+        self.infos: list[tuple[tuple[Condition, ...], lxml.etree._Element]] = []
+        self._chosen: tuple[Audience, dict[Any, tuple[dict[str, str],
+                                                      lxml.etree._Element] | None]] = (
+            Audience(), {})
+
     def admits(self, metadata: ClientMetadata,
                *args: Any) -> Callable[[lxml.etree._Element], bool]:
         """Group/Client conditionals as usual; ``<Path>`` by the entry's real name (args[0])."""
@@ -130,10 +137,6 @@ class InfoXML(StructFile):
         audience = Audience.of(cond for conds, _ in self.infos for cond in conds)
         # then the memo of which <Info> applies, by entry name and what the conditionals see
         self._chosen = (audience, {})
-
-    infos: list[tuple[tuple[Condition, ...], lxml.etree._Element]] = []
-    _chosen: tuple[Audience, dict[Any, tuple[dict[str, str], lxml.etree._Element] | None]] = (
-        Audience(), {})
 
     def match_info(self, entry: lxml.etree._Element, metadata: ClientMetadata,
                    ) -> tuple[dict[str, str], lxml.etree._Element] | None:
