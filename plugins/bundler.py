@@ -143,9 +143,11 @@ class Bundler(Plugin, Structure, XMLDirectoryBacked):
         XMLDirectoryBacked.__init__(self, self.data, core.fam)
 
     def HandleEvent(self, event: Any) -> None:  # noqa: N802
-        """A bundle file came or went: the builds that looked for its name are stale."""
+        """A bundle file came or went: the builds that looked for its name are stale, and
+        the bundles by name are worked out again."""
         before = set(self.entries)
         XMLDirectoryBacked.HandleEvent(self, event)
+        self._generation += 1
         gone_or_new = before.symmetric_difference(self.entries)
         if gone_or_new:
             self.expire_configurations(*{f"{self.name}:{bundle_name(rel)}"
@@ -161,11 +163,20 @@ class Bundler(Plugin, Structure, XMLDirectoryBacked):
         entry.HandleEvent(event)
         self.entries[relative] = entry
 
+    #: bumped after each change to the bundle files; (generation, bundles) as last worked out
+    _generation = 0
+    _bundles: tuple[int, dict[str, BundleFile]] = (-1, {})
+
     @property
     def bundles(self) -> dict[str, BundleFile]:
-        """Bundle files by bundle name."""
-        return {entry.bundle_name: entry for _, entry in sorted(self.entries.items())
-                if isinstance(entry, BundleFile)}
+        """Bundle files by bundle name (worked out once per change, not per client)."""
+        generation = self._generation  # before the files: a change bumps it after them
+        cached = self._bundles
+        if cached[0] != generation:
+            cached = self._bundles = (generation, {
+                entry.bundle_name: entry for _, entry in sorted(self.entries.items())
+                if isinstance(entry, BundleFile)})
+        return cached[1]
 
     def list_bundles(self) -> list[str]:
         """Names of every bundle file, sorted."""

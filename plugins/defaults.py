@@ -39,11 +39,14 @@ class Defaults(PrioDir, GoalValidator):
         return []
 
     def validate_goals(self, metadata: ClientMetadata, config: lxml.etree._Element) -> None:
-        tags = self._index()  # entries of a tag no default names are left alone at once
         depends_on(self.data)  # its names are regular expressions: any file may match
+        tags = list(self._index())
+        if not tags:
+            return
         for structure in config:
-            for entry in structure:
-                if entry.tag in tags and "failure" not in entry.attrib:
+            # only the entries of a tag some default names, picked out by lxml
+            for entry in structure.iterchildren(*tags):
+                if "failure" not in entry.attrib:
                     self.BindEntry(entry, metadata)
 
     def BindEntry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> lxml.etree._Element:  # noqa: N802
@@ -52,8 +55,9 @@ class Defaults(PrioDir, GoalValidator):
         except PluginExecutionError:
             return entry  # no default applies (or a conflict, already logged)
         name = entry.get("name", "")
+        attrib = entry.attrib
         for key, value in data.attrib.items():
-            if key == "name" or key in entry.attrib:
+            if key == "name" or key in attrib:
                 continue
             if self.replace_name:
                 value = value.replace("%{name}", name)

@@ -42,6 +42,7 @@ from bcfg2.plugin import (
     SpecificData,
     Specificity,
     TemplateDataProvider,
+    bind_info,
     depends_on,
     listing,
     set_content,
@@ -170,19 +171,20 @@ class CfgEntrySet(EntrySet):
                 and self.creator is None)
 
     def bind_entry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> lxml.etree._Element:
-        entry.set("type", "file")
         if self.creator is not None or self.verifiers.entries:
             depends_on(self.path)  # what they create or run may read any file here
         elif self.infoxml is not None:
             depends_on(self.infoxml.name, *self.infoxml.extras)
-        self.bind_info_to_entry(entry, metadata)
+        # type="file" first, then the Path defaults and info.xml, in one update
+        bind_info(entry, metadata, self.infoxml, {"type": "file", **self.default_info})
         if self.creator is not None:
             set_content(entry, self.creator.serve(entry, metadata))
             return entry
         best = self.best_matching(metadata)
         depends_on(best.name)
         data = best.get_data(entry, metadata)
-        self.verify(entry, metadata, data)
+        if self.validation and self.verifiers.entries:
+            self.verify(entry, metadata, data)
         set_content(entry, data)
         return entry
 

@@ -74,26 +74,27 @@ def sort_xml(node: lxml.etree._Element, key: Callable[[Any], Any] | None = None)
     only to break such ties. Elements equal in all of these keep their
     document order.
     """
-    for child in node:
+    children = list(node)
+    for child in children:
         if len(child):
             sort_xml(child, key)
-    if len(node) < 2:
+    if len(children) < 2:
         return
     if key is not None:
-        node[:] = sorted(node, key=lambda el: _none_first(key(el)))
-        return
-    keyed = sorted(((_name_and_tag(el), el) for el in node), key=_first)
-    if any(a[0] == b[0] for a, b in itertools.pairwise(keyed)):
-        keyed.sort(key=lambda item: (item[0], sorted(item[1].attrib.items())))
-    node[:] = [el for _, el in keyed]
+        order = sorted(children, key=lambda el: _none_first(key(el)))
+    else:
+        keyed = [((el.get("name") or "", tag if isinstance(tag := el.tag, str) else ""), el)
+                 for el in children]
+        keyed.sort(key=_first)
+        if any(a[0] == b[0] for a, b in itertools.pairwise(keyed)):
+            keyed.sort(key=lambda item: (item[0], sorted(item[1].attrib.items())))
+        order = [el for _, el in keyed]
+    if any(a is not b for a, b in zip(order, children, strict=True)):  # move only if needed
+        node[:] = order
 
 
 def _first(item: tuple[Any, Any]) -> Any:
     return item[0]
-
-
-def _name_and_tag(el: lxml.etree._Element) -> tuple[str, str]:
-    return (el.get("name") or "", el.tag if isinstance(el.tag, str) else "")
 
 
 def _none_first(value: Any) -> Any:

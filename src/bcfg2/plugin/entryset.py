@@ -24,6 +24,7 @@ from bcfg2.errors import PluginExecutionError, SpecificityError
 from bcfg2.plugin.base import Debuggable, as_bool
 from bcfg2.plugin.filebacked import FileBacked
 from bcfg2.plugin.structfile import (
+    Audience,
     Condition,
     StructFile,
     admitted,
@@ -114,6 +115,13 @@ class InfoXML(StructFile):
 
     conditional_tags = ("Group", "Client", "Path")
 
+    def __init__(self, name: str, fam: FileMonitor | None = None) -> None:
+        super().__init__(name, fam)
+        self.infos: list[tuple[tuple[Condition, ...], lxml.etree._Element]] = []
+        self._chosen: tuple[Audience, dict[Any, tuple[dict[str, str],
+                                                      lxml.etree._Element] | None]] = (
+            Audience(), {})
+
     def admits(self, metadata: ClientMetadata,
                *args: Any) -> Callable[[lxml.etree._Element], bool]:
         """Group/Client conditionals as usual; ``<Path>`` by the entry's real name (args[0])."""
@@ -130,31 +138,62 @@ class InfoXML(StructFile):
         # every <Info> with the conditions above it, found once per change
         self.infos = [(conds, elem) for conds, elem in
                       flatten_conditions(root, self.conditional_tags) if elem.tag == "Info"]
+        audience = Audience.of(cond for conds, _ in self.infos for cond in conds)
+        # then the memo of which <Info> applies, by entry name and what the conditionals see
+        self._chosen = (audience, {})
 
-    infos: list[tuple[tuple[Condition, ...], lxml.etree._Element]] = []
+    def match_info(self, entry: lxml.etree._Element, metadata: ClientMetadata,
+                   ) -> tuple[dict[str, str], lxml.etree._Element] | None:
+        """The first ``<Info>`` that applies (its attributes and element), or None.
 
-    def BindEntry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> bool:  # noqa: N802
-        """Apply the first matching ``<Info>``; False if none matched."""
+        Worked out once per entry name and client likeness (``Audience``),
+        until the file changes.
+        """
+        audience, memo = self._chosen  # before the infos: a reload swaps both
         name = entry.get("realname", entry.get("name"))
+        key = (name, audience.key(metadata))
+        try:
+            return memo[key]
+        except KeyError:
+            pass
+        found = None
         for conds, info in self.infos:
             if all((cname == name) != negate if tag == "Path"
                    else condition_holds(tag, cname, negate, metadata)
                    for tag, cname, negate in conds):
-                for key, value in info.attrib.items():
-                    entry.set(key, value)
-                admits = self.admits(metadata, entry)
-                for child in info:
-                    entry.extend(match_element(child, metadata, self.conditional_tags, admits))
-                return True
-        return False
+                found = (dict(info.attrib), info)
+                break
+        memo[key] = found
+        return found
+
+    def bind_children(self, entry: lxml.etree._Element, info: lxml.etree._Element,
+                      metadata: ClientMetadata) -> None:
+        """Add an ``<Info>``'s children (ACLs...) that apply to the client, as copies."""
+        if len(info):
+            admits = self.admits(metadata, entry)
+            for child in info:
+                entry.extend(match_element(child, metadata, self.conditional_tags, admits))
+
+    def BindEntry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> bool:  # noqa: N802
+        """Apply the first matching ``<Info>``; False if none matched."""
+        found = self.match_info(entry, metadata)
+        if found is None:
+            return False
+        entry.attrib.update(found[0])
+        self.bind_children(entry, found[1], metadata)
+        return True
 
 
 def bind_info(entry: lxml.etree._Element, metadata: ClientMetadata,
               infoxml: InfoXML | None, default: dict[str, str]) -> None:
     """Set default Path attributes, then whatever info.xml says for this client."""
-    entry.attrib.update(default)
-    if infoxml is not None:
-        infoxml.BindEntry(entry, metadata)
+    found = infoxml.match_info(entry, metadata) if infoxml is not None else None
+    if found is None:
+        entry.attrib.update(default)
+        return
+    # one pass: the defaults' order, then the new attributes of the <Info>, as two would give
+    entry.attrib.update(default | found[0])
+    infoxml.bind_children(entry, found[1], metadata)
 
 
 def set_content(entry: lxml.etree._Element, data: bytes | str) -> None:
@@ -197,11 +236,14 @@ class EntrySet(Debuggable):
         self.entries: dict[str, SpecificData] = {}
         self.infoxml: InfoXML | None = None
         self.default_info = default_path_metadata(setup)
-        #: the version each group signature gets (and host, when a version is a host's):
-        #: chosen once per signature, not once per client; emptied when versions come or go
-        self._best: dict[tuple[str, frozenset[str]], SpecificData] = {}
-        self._versions = 0
-        self._by_host = False
+        self._forget()
+
+    def _forget(self) -> None:
+        """Start a new memo of the best version per client likeness (the versions changed)."""
+        specifics = [item.specific for item in list(self.entries.values())]
+        audience = Audience((spec.group for spec in specifics if spec.group),
+                            (spec.hostname for spec in specifics if spec.hostname))
+        self._best: tuple[Audience, dict[Any, SpecificData]] = (audience, {})
 
     def specificity_from_filename(self, fname: str) -> Specificity:
         """Parse ``name``, ``name.G##_group`` or ``name.H_host``."""
@@ -233,10 +275,7 @@ class EntrySet(Debuggable):
             return  # the same versions: the same choices
         elif event.action in ("exists", "created", "changed"):
             self.entry_init(event)
-        # in this order: a choice made from the old versions meanwhile is not kept
-        self._versions += 1
-        self._by_host = any(item.specific.hostname for item in list(self.entries.values()))
-        self._best = {}
+        self._forget()  # after the change: a build that read the old versions keeps the old memo
 
     def entry_init(self, event: Event) -> None:
         fname = os.path.basename(event.path)
@@ -262,16 +301,21 @@ class EntrySet(Debuggable):
 
     def best_matching(self, metadata: ClientMetadata,
                       matching: list[SpecificData] | None = None) -> SpecificData:
-        """The most specific match; SpecificityError on none or on a tie."""
-        if matching is None:
-            best, versions = self._best, self._versions
-            key = (metadata.hostname if self._by_host else "", frozenset(metadata.groups))
-            found = best.get(key)
-            if found is None:
-                found = self.best_matching(metadata, self.get_matching(metadata))
-                if versions == self._versions and len(best) < MEMO:
-                    best[key] = found
-            return found
+        """The most specific match; SpecificityError on none or on a tie.
+
+        Without ``matching``, the answer is remembered for every client that
+        looks alike to the versions' groups and hosts, until the versions change.
+        """
+        if matching is not None:
+            return self._rank(matching, metadata)
+        audience, memo = self._best  # before the versions: a change swaps the memo after them
+        key = audience.key(metadata)
+        best = memo.get(key)
+        if best is None:
+            best = memo[key] = self._rank(self.get_matching(metadata), metadata)
+        return best
+
+    def _rank(self, matching: list[SpecificData], metadata: ClientMetadata) -> SpecificData:
         if not matching:
             raise PluginExecutionError(
                 f"no version of {self.path} applies to {metadata.hostname}")

@@ -14,7 +14,13 @@ from bcfg2.errors import PluginExecutionError
 from bcfg2.plugin.base import Plugin
 from bcfg2.plugin.filebacked import XMLDirectoryBacked
 from bcfg2.plugin.interfaces import Generator
-from bcfg2.plugin.structfile import Condition, PriorityStructFile, conditions_hold, match_element
+from bcfg2.plugin.structfile import (
+    Audience,
+    Condition,
+    PriorityStructFile,
+    conditions_hold,
+    match_element,
+)
 
 if TYPE_CHECKING:
     from bcfg2.filemonitor import Event
@@ -22,6 +28,62 @@ if TYPE_CHECKING:
 
 #: one rule in a PrioDir's merged index: file, its priority, conditions, element
 Rule = tuple[PriorityStructFile, int, tuple[Condition, ...], lxml.etree._Element]
+
+
+class RulePlan:
+    """The rules that may bind one (tag, name), and what they give each kind of client.
+
+    ``outcome`` is worked out once per client likeness (the groups and client
+    names of the rules' conditionals), until the PrioDir's files change.
+    """
+
+    __slots__ = ("audience", "exact", "outcomes", "regex")
+
+    def __init__(self, exact: list[Rule], regex: list[Rule]) -> None:
+        self.exact = exact
+        self.regex = regex
+        self.audience = Audience.of(cond for rule in exact + regex for cond in rule[2])
+        #: likeness -> (an exact rule applies, a regex rule applies, the chosen rule or None)
+        self.outcomes: dict[Any, tuple[bool, bool, tuple[PriorityStructFile,
+                                                           lxml.etree._Element] | None]] = {}
+
+    def outcome(self, metadata: ClientMetadata) -> tuple[
+            bool, bool, tuple[PriorityStructFile, lxml.etree._Element] | None]:
+        if not (self.exact or self.regex):
+            return NO_OUTCOME  # most entries a PrioDir is asked about: none of its names
+        key = self.audience.key(metadata)
+        found = self.outcomes.get(key)
+        if found is None:
+            exact = [rule for rule in self.exact if conditions_hold(rule[2], metadata)]
+            regex = [rule for rule in self.regex if conditions_hold(rule[2], metadata)]
+            found = self.outcomes[key] = (bool(exact), bool(regex), choose(exact, regex))
+        return found
+
+
+#: the outcome for a name no rule has
+NO_OUTCOME: tuple[bool, bool, None] = (False, False, None)
+
+
+def choose(exact: list[Rule], regex: list[Rule],
+           ) -> tuple[PriorityStructFile, lxml.etree._Element] | None:
+    """Of the rules that apply, the one that binds; None if none does or files conflict.
+
+    Per file, its last exact-name match wins, else its first regex match;
+    then the file with the highest priority, which must be the only one.
+    """
+    per_file: dict[PriorityStructFile, tuple[int, list[Any], list[Any]]] = {}
+    for kind, rules in ((1, exact), (2, regex)):
+        for src, priority, _conds, elem in rules:
+            per_file.setdefault(src, (priority, [], []))[kind].append(elem)
+    found = [(priority, src, exact[-1] if exact else regex[0])
+             for src, (priority, exact, regex) in per_file.items()]
+    if not found:
+        return None
+    top = max(item[0] for item in found)
+    best = [item for item in found if item[0] == top]
+    if len(best) > 1:
+        return None
+    return best[0][1], best[0][2]
 
 
 class PrioDir(Plugin, Generator, XMLDirectoryBacked):
@@ -43,6 +105,7 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
             self.replace_name_option and core.setup.get(*self.replace_name_option))
         self._regex_cache: dict[str, re.Pattern[str] | None] = {}
         self._merged: dict[str, dict[str, list[Rule]]] | None = None
+        self._plans: dict[tuple[str, str], RulePlan] = {}
         XMLDirectoryBacked.__init__(self, self.data, core.fam)
 
     def _compiled(self, name: str) -> re.Pattern[str] | None:
@@ -79,6 +142,7 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
         that asked about a name whose rules are not the same ones now."""
         old = self._merged
         self._merged = None
+        self._plans = {}
         if old is None:
             return  # not built since the last change: no build has read it
         new = self._index()
@@ -101,6 +165,16 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
         regular expressions)."""
         return ""
 
+    def plan(self, entry: lxml.etree._Element) -> RulePlan:
+        """The rules for the entry's tag and name, found once per change to the files."""
+        self._record(entry)  # every time: a build served from the memo read the rules too
+        plans = self._plans  # before the index: a change swaps both
+        key = (entry.tag, entry.get("name", ""))
+        found = plans.get(key)
+        if found is None:
+            found = plans[key] = RulePlan(self._exact(entry), self._by_regex(entry))
+        return found
+
     def _index(self) -> dict[str, dict[str, list[Rule]]]:
         """Every rule of every file, by tag and name: built once per change, not per entry."""
         merged = self._merged
@@ -116,16 +190,21 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
             self._merged = merged
         return merged
 
+    def _record(self, entry: lxml.etree._Element) -> None:
+        """What a build that asks about this entry depends on (``bcfg2.configcache``): the
+        rules of its names, or with regular expressions any rule of any file."""
+        depends_on(*(self._token(entry.tag, name) for name in self._names(entry)))
+        if self.regex:
+            depends_on(self.data)
+
     def _exact(self, entry: lxml.etree._Element) -> list[Rule]:
         by_name = self._index().get(entry.tag) or {}
         names = self._names(entry)
-        depends_on(*(self._token(entry.tag, name) for name in names))
         return [rule for name in names for rule in by_name.get(name, ())]
 
     def _by_regex(self, entry: lxml.etree._Element) -> list[Rule]:
         if not self.regex:
             return []
-        depends_on(self.data)  # any rule of any file may match
         names = self._names(entry)
         out = []
         for key, rules in (self._index().get(entry.tag) or {}).items():
@@ -136,11 +215,6 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
                 out.extend(rules)
         return out
 
-    def _applies(self, entry: lxml.etree._Element, metadata: ClientMetadata,
-                 regex: bool) -> bool:
-        rules = self._by_regex(entry) if regex else self._exact(entry)
-        return any(conditions_hold(rule[2], metadata) for rule in rules)
-
     def binder_for(self, entry: lxml.etree._Element,
                    metadata: ClientMetadata) -> Callable[..., Any] | None:
         """BindEntry when a rule of this exact name applies to the client.
@@ -148,11 +222,14 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
         A rule under a Group or Client conditional that excludes the client
         does not count, so it cannot compete with another generator.
         """
-        return self.BindEntry if self._applies(entry, metadata, regex=False) else None
+        if entry.tag not in self._index():
+            self._record(entry)  # a rule of this name may come
+            return None  # no rule of this tag at all, as for most entries of other generators
+        return self.BindEntry if self.plan(entry).outcome(metadata)[0] else None
 
     def HandlesEntry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> bool:  # noqa: N802
         """True if only a regular-expression rule applies to the client."""
-        return self._applies(entry, metadata, regex=True)
+        return self.plan(entry).outcome(metadata)[1]
 
     def HandleEntry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> Any:  # noqa: N802
         return self.BindEntry(entry, metadata)
@@ -163,47 +240,42 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
     def get_match(self, entry: lxml.etree._Element,
                   metadata: ClientMetadata) -> tuple[PriorityStructFile, lxml.etree._Element]:
         """The source file and element that bind this entry for this client."""
+        chosen = self.plan(entry).outcome(metadata)[2]
+        if chosen is not None:
+            return chosen
         name = entry.get("name", "")
-        # per file: its exact-name matches (the last wins), else its regex matches
-        per_file: dict[PriorityStructFile, tuple[int, list[Any], list[Any]]] = {}
-        for kind, rules in ((1, self._exact(entry)), (2, self._by_regex(entry))):
-            for src, priority, conds, elem in rules:
-                if conditions_hold(conds, metadata):
-                    per_file.setdefault(src, (priority, [], []))[kind].append(elem)
-        found = [(priority, src, exact[-1] if exact else regex[0])
-                 for src, (priority, exact, regex) in per_file.items()]
-        if not found:
+        # none applies, or files of one priority conflict: say which
+        per_file: dict[PriorityStructFile, int] = {}
+        for src, priority, conds, _elem in self._exact(entry) + self._by_regex(entry):
+            if conditions_hold(conds, metadata):
+                per_file[src] = priority
+        if not per_file:
             raise PluginExecutionError(
                 f"{self.name}: no rule for {entry.tag}:{name} applies to {metadata.hostname}")
-        top = max(item[0] for item in found)
-        best = [item for item in found if item[0] == top]
-        if len(best) > 1:
-            files = ", ".join(sorted(os.path.relpath(item[1].name, self.data) for item in best))
-            msg = (f"{self.name}: {entry.tag}:{name} for {metadata.hostname} is defined by "
-                   f"several files with priority {top}: {files}")
-            self.logger.error(msg)
-            raise PluginExecutionError(msg)
-        return best[0][1], best[0][2]
+        top = max(per_file.values())
+        files = ", ".join(sorted(os.path.relpath(src.name, self.data)
+                                 for src, priority in per_file.items() if priority == top))
+        msg = (f"{self.name}: {entry.tag}:{name} for {metadata.hostname} is defined by "
+               f"several files with priority {top}: {files}")
+        self.logger.error(msg)
+        raise PluginExecutionError(msg)
 
     def get_attrs(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> dict[str, str]:
         """Attributes to set on the entry; text and children are copied in place."""
         _src, data = self.get_match(entry, metadata)
         if data.text is not None and data.text.strip():
             entry.text = data.text
-        for child in data:
-            if isinstance(child.tag, str):
-                entry.extend(match_element(child, metadata))
-        name = entry.get("name", "")
-        attrs = {}
-        for key, value in data.attrib.items():
-            if key == "name":
-                continue
-            if self.replace_name:
-                value = value.replace("%{name}", name)
-            attrs[key] = value
+        if len(data):
+            for child in data:
+                if isinstance(child.tag, str):
+                    entry.extend(match_element(child, metadata))
+        attrs = dict(data.attrib)
+        attrs.pop("name", None)
+        if self.replace_name:
+            name = entry.get("name", "")
+            attrs = {key: value.replace("%{name}", name) for key, value in attrs.items()}
         return attrs
 
     def BindEntry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> lxml.etree._Element:  # noqa: N802
-        for key, value in self.get_attrs(entry, metadata).items():
-            entry.set(key, value)
+        entry.attrib.update(self.get_attrs(entry, metadata))
         return entry

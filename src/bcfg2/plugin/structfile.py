@@ -11,7 +11,7 @@ and Defaults use them.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import lxml.etree
@@ -41,6 +41,39 @@ def condition_holds(tag: str, name: str | None, negate: bool, metadata: ClientMe
 def conditions_hold(conditions: Iterable[Condition], metadata: ClientMetadata) -> bool:
     """Whether every one of a list of conditionals admits the client."""
     return all(condition_holds(tag, name, neg, metadata) for tag, name, neg in conditions)
+
+
+class Audience:
+    """The groups and client names that some conditionals or file versions name.
+
+    Two clients in the same of these groups, with the same of these names
+    (as hostname or alias), look alike to all of them: what was worked out
+    for one holds for the other. ``key`` is that likeness, so memos keyed by
+    it are exact and shared by every client of a group signature.
+    """
+
+    __slots__ = ("clients", "groups")
+
+    def __init__(self, groups: Iterable[str | None] = (),
+                 clients: Iterable[str | None] = ()) -> None:
+        self.groups = frozenset(groups)
+        self.clients = frozenset(clients)
+
+    @classmethod
+    def of(cls, conditions: Iterable[Condition]) -> Audience:
+        """The audience of ``<Group>``/``<Client>`` conditionals (other tags are left to the caller)."""
+        conditions = list(conditions)
+        return cls((name for tag, name, _ in conditions if tag == "Group"),
+                   (name for tag, name, _ in conditions if tag == "Client"))
+
+    def key(self, metadata: ClientMetadata) -> Hashable:
+        """What of the client these conditionals can see."""
+        groups = self.groups & metadata.groups
+        if not self.clients:
+            return groups
+        hostname = metadata.hostname
+        return (groups, hostname if hostname in self.clients else None,
+                self.clients & metadata.aliases)
 
 
 def flatten_conditions(
@@ -132,11 +165,31 @@ class StructFile(XMLFileBacked):
         return out
 
     def XMLMatch(self, metadata: ClientMetadata, *args: Any) -> lxml.etree._Element:  # noqa: N802
-        """A copy of the whole document with conditionals resolved."""
+        """A copy of the whole document with conditionals resolved.
+
+        With the usual ``<Group>``/``<Client>`` conditionals, the resolved
+        document is made once per client likeness (the groups and clients the
+        file names) and each caller gets a copy of it, until the file changes.
+        """
         xdata = self.xdata
         if xdata is None:
             raise PluginExecutionError(f"{self.name} has never been parsed successfully")
-        return self.match_tree(xdata, metadata, *args)
+        if self.conditional_tags != CONDITIONAL_TAGS or self.admits(metadata, *args) is not None:
+            return self.match_tree(xdata, metadata, *args)
+        resolved = self._resolved
+        if resolved is None or resolved[0] is not xdata:  # tied to the parsed tree it came from
+            audience = Audience(
+                (el.get("name") for el in xdata.iter("Group")),
+                (el.get("name") for el in xdata.iter("Client")))
+            resolved = self._resolved = (xdata, audience, {})
+        key = resolved[1].key(metadata)
+        tree = resolved[2].get(key)
+        if tree is None:
+            tree = resolved[2][key] = self.match_tree(xdata, metadata, *args)
+        return copy.deepcopy(tree)
+
+    #: (the parsed tree, its Audience, likeness -> the tree resolved for such clients)
+    _resolved: tuple[lxml.etree._Element, Audience, dict[Any, lxml.etree._Element]] | None = None
 
     def match_tree(self, xdata: lxml.etree._Element, metadata: ClientMetadata,
                    *args: Any) -> lxml.etree._Element:
