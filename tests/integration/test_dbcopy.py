@@ -90,7 +90,8 @@ def close(dbs: dict[str, Database]) -> None:
         db.close()
 
 
-COUNTS = {"clients": 2, "probes": 2, "groups": 1, "runs": 3, "entries": 9, "dropped_runs": 1}
+COUNTS = {"clients": 2, "probes": 2, "groups": 1, "runs": 3, "entries": 9, "dropped_runs": 1,
+          "latest_runs": 2, "run_days": 1}
 
 
 def counts(rows: dict[str, list[Any]]) -> dict[str, int]:
@@ -107,7 +108,7 @@ def test_sqlite_state_is_copied_into_postgresql_once(repo: Repo, tmp_path: Path,
     args = conf(tmp_path, repo, pg_database.overrides)
     status, out, _ = admin_run(capsys, *args, "dbcopy", "--from", "sqlite", "--to", "postgresql")
     assert status == 0
-    assert "reporting: copied 3 runs, 9 entries, 1 dropped_runs from" in out
+    assert "reporting: copied 3 runs, 9 entries, 1 dropped_runs, 2 latest_runs, 1 run_days from" in out
     target = pg_dbs(pg_database)
     try:
         assert snapshot(target, state) == before

@@ -85,7 +85,9 @@ def stores(setup: Setup) -> list[Store]:
         Store(reportdb.SCHEMA, reportdb.database_path(setup), (
             Table("runs", runs, identity="id"),
             Table("entries", ("run", "kind", "tag", "name", "reason", "attrs", "truncated")),
-            Table("dropped_runs", ("client", "runs", "last")))),
+            Table("dropped_runs", ("client", "runs", "last")),
+            Table("latest_runs", ("client", "run")),
+            Table("run_days", ("day", "category", "runs")))),
     ]
 
 

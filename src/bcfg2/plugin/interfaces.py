@@ -178,6 +178,20 @@ class Metadata:
         """Every declared group with its flags, sorted by name (for the tools)."""
         return []
 
+    def set_pinned(self, client: str, pinned: bool) -> None:
+        """Pin a client to its profile, so that AssertProfile leaves it (an admin's action)."""
+        raise PluginExecutionError(
+            f"{getattr(self, 'name', type(self).__name__)} cannot pin clients")
+
+    def is_pinned(self, client: str) -> bool:
+        """Whether the client is pinned to its profile."""
+        return False
+
+    def remove_client(self, client_name: str) -> bool:
+        """Forget a client (an admin's action); an error says why it cannot be."""
+        raise PluginExecutionError(
+            f"{getattr(self, 'name', type(self).__name__)} cannot remove clients")
+
 
 class Connector:
     """Adds groups and data to client metadata.
