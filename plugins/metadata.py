@@ -41,6 +41,7 @@ from bcfg2.metadata import ClientMetadata, MetadataQuery
 from bcfg2.options import Option
 from bcfg2.plugin import (
     ClientRunHooks,
+    ClientSummary,
     Connector,
     GroupInfo,
     Plugin,
@@ -1025,6 +1026,13 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
     def connector_names(self) -> list[str]:
         """Names of the Connector plugins the server runs (``metadata.<Name>``)."""
         return [plugin.name for plugin in self.core.plugins_by_type(Connector)]
+
+    def client_summaries(self) -> dict[str, ClientSummary]:
+        return {name: ClientSummary(rec.profile, rec.version, rec.pinned)
+                for name, rec in self.clients_model.clients.items()}
+
+    def clients_in_groups(self, groups: list[str]) -> list[str]:
+        return self.get_client_names_by_groups(groups)
 
     def get_client_names_by_groups(self, groups: Iterable[str]) -> list[str]:
         wanted = set(groups)

@@ -49,6 +49,7 @@ from bcfg2.plugin.interfaces import (
     Caching,
     ClientACLs,
     ClientRunHooks,
+    ClientSummary,
     Connector,
     Decision,
     Generator,
@@ -85,7 +86,8 @@ __all__ = [
     # base, the options a plugin declares, who calls (ClientACLs get a Caller)
     "Caller", "Debuggable", "Option", "Plugin", "as_bool", "exposed",
     # interfaces and what their queries return
-    "INTERFACES", "BundleInfo", "Caching", "ClientACLs", "ClientRunHooks", "Connector",
+    "INTERFACES", "BundleInfo", "Caching", "ClientACLs", "ClientRunHooks",
+    "ClientSummary", "Connector",
     "Decision", "Generator", "GoalValidator", "GroupInfo", "Metadata", "PackageSources",
     "Probing", "PropertyFiles", "Resolution", "SourceInfo", "Statistics", "Structure",
     "StructureValidator", "TemplateDataProvider", "ThreadedStatistics", "Version",

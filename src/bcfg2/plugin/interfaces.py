@@ -89,6 +89,16 @@ class GroupInfo:
     category: str | None = None
 
 
+@dataclass(frozen=True)
+class ClientSummary:
+    """What the tools list of one client without building its metadata."""
+
+    profile: str
+    version: str | None = None
+    #: pinned to its profile by an admin (AssertProfile leaves it)
+    pinned: bool = False
+
+
 class Structure:
     """Provides the structures (bundles) that make up a client's configuration."""
 
@@ -177,6 +187,20 @@ class Metadata:
     def list_groups(self) -> list[GroupInfo]:
         """Every declared group with its flags, sorted by name (for the tools)."""
         return []
+
+    def client_summaries(self) -> dict[str, ClientSummary]:
+        """Every known client's profile, version and pin, by name (for the tools)."""
+        out = {}
+        for name in self.list_clients():
+            meta = self.get_initial_metadata(name)
+            out[name] = ClientSummary(meta.profile, meta.version, self.is_pinned(name))
+        return out
+
+    def clients_in_groups(self, groups: list[str]) -> list[str]:
+        """The known clients that are members of every one of ``groups``, sorted."""
+        wanted = set(groups)
+        return [name for name in self.list_clients()
+                if wanted <= set(self.get_initial_metadata(name).groups)]
 
     def set_pinned(self, client: str, pinned: bool) -> None:
         """Pin a client to its profile, so that AssertProfile leaves it (an admin's action)."""
