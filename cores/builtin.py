@@ -200,7 +200,7 @@ class BuiltinCore(NetworkCore):
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, self._on_signal)
         raise_fd_limit(self.setup.server.max_connections, logger)
-        if not self._start_health():
+        if not self._start_side_listeners():
             return False
         try:
             self.server = TLSServer((self.host, self.port), self, self.ssl_context)
