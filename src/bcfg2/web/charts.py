@@ -88,7 +88,7 @@ def histogram(durations: Sequence[float], bins: int = 12) -> str:
                     f'width="{slot - 2:.1f}" height="{height:.1f}">'
                     f"<title>{low:.1f}-{up:.1f} s: {count} runs</title></rect>")
         body.append(f'<text class="tick" x="{x + slot / 2:.1f}" y="{HEIGHT - 6}" '
-                    f'text-anchor="middle">{up:.0f}s</text>')
+                    f'text-anchor="middle">{up:.{0 if width >= 2 else 1}f}s</text>')
     return _svg(body, f"Run times of {len(durations)} runs, up to {high:.1f} s")
 
 
