@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUN := .run
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-live bench-load bench-tools bench-hostile bench-packages bench-fleet lint install clean
+.PHONY: run test bench bench-live bench-load bench-tools bench-hostile bench-packages bench-fleet bench-web lint install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required")'
@@ -32,17 +32,17 @@ run: $(STAMP) $(RUN)/server.crt
 		-S https://127.0.0.1:6789 \
 		--ssl-cert $(RUN)/server.crt --ssl-key $(RUN)/server.key \
 		-x bcfg2-example --admin-user admin --admin-password bcfg2-admin \
-		--probes-allowed-groups virtual
+		--probes-allowed-groups virtual $(if $(WEB),--web-listen $(WEB))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# the benchmarks (reports, not tests): `make bench` runs all six, bench-live, bench-load,
+# the benchmarks (reports, not tests): `make bench` runs all seven, bench-live, bench-load,
 # bench-tools (bcfg2-info buildall and bcfg2-test on 1,000 clients), bench-hostile (agent runs
 # under attack), bench-packages (Packages on a Debian-main sized index) and bench-fleet (1-3
-# servers on PostgreSQL behind HAProxy) one each.
-# BENCH_LIVE_ARGS, BENCH_LOAD_ARGS, BENCH_TOOLS_ARGS, BENCH_HOSTILE_ARGS, BENCH_PACKAGES_ARGS and
-# BENCH_FLEET_ARGS go to one benchmark each; BENCH_ARGS (kept for compatibility) goes to the live-repository
+# servers on PostgreSQL behind HAProxy) and bench-web (the web page over 10,000 clients) one each.
+# BENCH_LIVE_ARGS, BENCH_LOAD_ARGS, BENCH_TOOLS_ARGS, BENCH_HOSTILE_ARGS, BENCH_PACKAGES_ARGS,
+# BENCH_FLEET_ARGS and BENCH_WEB_ARGS go to one benchmark each; BENCH_ARGS (kept for compatibility) goes to the live-repository
 # benchmark, e.g.
 #   make bench-live BENCH_LIVE_ARGS="--idle-seconds 5"   make bench-load BENCH_LOAD_ARGS=--quick
 #   make bench-hostile BENCH_HOSTILE_ARGS="--quick --cores builtin"
@@ -52,6 +52,7 @@ BENCH_TOOLS_ARGS ?=
 BENCH_HOSTILE_ARGS ?=
 BENCH_PACKAGES_ARGS ?=
 BENCH_FLEET_ARGS ?=
+BENCH_WEB_ARGS ?=
 
 bench: $(STAMP)
 	$(BIN)/python tests/bench/live_repository.py $(BENCH_LIVE_ARGS)
@@ -60,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/bench/hostile.py $(BENCH_HOSTILE_ARGS)
 	$(BIN)/python tests/bench/packages.py $(BENCH_PACKAGES_ARGS)
 	$(BIN)/python tests/bench/fleet.py $(BENCH_FLEET_ARGS)
+	$(BIN)/python tests/bench/web.py $(BENCH_WEB_ARGS)
 
 bench-live: $(STAMP)
 	$(BIN)/python tests/bench/live_repository.py $(BENCH_LIVE_ARGS)
@@ -78,6 +80,9 @@ bench-packages: $(STAMP)
 
 bench-fleet: $(STAMP)
 	$(BIN)/python tests/bench/fleet.py $(BENCH_FLEET_ARGS)
+
+bench-web: $(STAMP)
+	$(BIN)/python tests/bench/web.py $(BENCH_WEB_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

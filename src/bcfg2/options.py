@@ -228,7 +228,8 @@ OPTIONS: list[Option] = [
     # [web]: the login-protected status page (bcfg2.web)
     Option("web", "listen", "",
            "HOST:PORT of the web page (HTTPS with the server's certificate and key, on its own "
-           "port, never the agents' one). Port 0 picks a free one. Empty: off."),
+           "port, never the agents' one). Port 0 picks a free one. Empty: off.",
+           flags=("--web-listen",), metavar="HOST:PORT"),
     Option("web", "users", "",
            "The file of web users and their roles (bcfg2-admin web user add). Empty: "
            "<[server] state_dir>/web/users.json.", type="path"),

@@ -642,6 +642,10 @@ class RunStore:
         found = self.runs(client, limit=1)
         return found[0] if found else None
 
+    def last_id(self) -> int:
+        """The id of the newest run stored (0 if none): changes with every run recorded."""
+        return int(self.db.run(lambda tx: tx.execute("SELECT MAX(id) FROM runs").scalar()) or 0)
+
     def count(self) -> int:
         """How many runs are stored."""
         return int(self.db.run(lambda tx: tx.execute("SELECT COUNT(*) FROM runs").scalar()))

@@ -21,7 +21,7 @@ import threading
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from bcfg2.errors import PluginExecutionError
 from bcfg2.plugin.base import Plugin
@@ -89,9 +89,9 @@ class GroupInfo:
     category: str | None = None
 
 
-@dataclass(frozen=True)
-class ClientSummary:
-    """What the tools list of one client without building its metadata."""
+class ClientSummary(NamedTuple):
+    """What the tools list of one client without building its metadata (a tuple: the
+    page makes one per client for every list)."""
 
     profile: str
     version: str | None = None

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import datetime
 import re
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bcfg2.reportdb import CATEGORIES, DAY, Run, RunStore, day_of
+from bcfg2.reportdb import CATEGORIES, DAY, Run, RunStore, category, day_of
 
 #: what the state filter takes: a run's outcome, or one of these
 STATE_FILTERS = (*CATEGORIES, "dirty", "stale", "never", "dryrun", "pinned")
@@ -33,6 +34,8 @@ PER_PAGE = 100
 CHART_DAYS = 30
 #: clients the "needs attention" table lists
 ATTENTION = 20
+#: the times (now and past dates) whose latest runs are kept in memory
+CACHED_TIMES = 4
 
 
 class BadQuery(ValueError):
@@ -75,9 +78,9 @@ def age(seconds: float) -> str:
     return f"{seconds / DAY:.1f} d"
 
 
-@dataclass
+@dataclass(slots=True)
 class ClientRow:
-    """One client as the lists show it."""
+    """One client as the lists show it (``state``: its last run's outcome, or never)."""
 
     name: str
     profile: str
@@ -85,10 +88,7 @@ class ClientRow:
     pinned: bool
     run: Run | None
     stale: bool
-
-    @property
-    def state(self) -> str:
-        return self.run.category if self.run is not None else "never"
+    state: str
 
     def as_dict(self, now: float) -> dict[str, Any]:
         run = self.run
@@ -191,6 +191,23 @@ class FleetView:
         #: the Probes plugin's database store (None: no probe filter)
         self.probes = probes
         self.stale = stale_hours * 3600
+        #: the latest runs by the time they are for (None: now), with the newest run id then
+        self._cache: dict[float | None, tuple[tuple[int, float | None], dict[str, Run]]] = {}
+        self._lock = threading.Lock()
+
+    def _latest(self, at: float | None) -> dict[str, Run]:
+        """The latest runs (at ``at``), read again only when a run was recorded since."""
+        key = (self.store.last_id(), at)
+        with self._lock:
+            kept = self._cache.get(at)
+            if kept is not None and kept[0] == key:
+                return kept[1]
+        latest = {run.client: run for run in self.store.latest_runs(at)}
+        with self._lock:
+            if len(self._cache) >= CACHED_TIMES:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[at] = (key, latest)
+        return latest
 
     def now(self, at: float | None) -> float:
         return time.time() if at is None else at
@@ -198,16 +215,22 @@ class FleetView:
     def rows(self, at: float | None = None) -> list[ClientRow]:
         """Every client known to the metadata or with a run, with its latest run at ``at``."""
         now = self.now(at)
-        latest = {run.client: run for run in self.store.latest_runs(at)}
+        latest = self._latest(at)
         summaries = self.core.metadata.client_summaries()
         out = []
         for name in sorted(set(summaries) | set(latest)):
             summary = summaries.get(name)
             run = latest.get(name)
-            out.append(ClientRow(name, summary.profile if summary else "",
-                                 (summary.version or "") if summary else "",
-                                 bool(summary and summary.pinned), run,
-                                 run is not None and now - run.timestamp > self.stale))
+            if run is None:
+                state, stale = "never", False
+            else:
+                state = category(run.bad, run.modified, run.extra, run.failures)
+                stale = now - run.timestamp > self.stale
+            if summary is None:
+                out.append(ClientRow(name, "", "", False, run, stale, state))
+            else:
+                out.append(ClientRow(name, summary.profile, summary.version or "",
+                                     summary.pinned, run, stale, state))
         return out
 
     def overview(self, at: float | None = None) -> dict[str, Any]:
