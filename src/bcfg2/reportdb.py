@@ -642,6 +642,13 @@ class RunStore:
         found = self.runs(client, limit=1)
         return found[0] if found else None
 
+    def runs_after(self, run_id: int, limit: int) -> list[Run]:
+        """The runs stored with a larger id than ``run_id``, by id (without entries), at
+        most ``limit`` (a reader catching up with what was recorded since it last read)."""
+        return [_run(row) for row in self.db.run(lambda tx: tx.execute(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE id > ? ORDER BY id LIMIT ?",
+            (run_id, limit)))]
+
     def last_id(self) -> int:
         """The id of the newest run stored (0 if none): changes with every run recorded."""
         return int(self.db.run(lambda tx: tx.execute("SELECT MAX(id) FROM runs").scalar()) or 0)

@@ -103,3 +103,32 @@ def test_bcfg2_server_process_serves_the_page(repo, tls, tmp_path, processes) ->
     server.proc.send_signal(signal.SIGTERM)
     status, _ = server.finish(timeout=20)
     assert status == 0
+
+
+def test_an_admins_profile_change_reaches_the_multiprocessing_children(repo, tls,
+                                                                        network_server) -> None:
+    """The action runs in the parent; the children that build the configurations see it."""
+    repo.write("Bundler/base.xml", '<Bundle name="base"><Package name="bash"/></Bundle>')
+    users = Users(str(repo.path.parent / "state" / "web" / "users.json"))
+    users.add("admin", "admin", "admin-password-1")
+    server = network_server(repo, core="multiprocessing", web__listen="127.0.0.1:0",
+                            server__children="2", caching__client_metadata="aggressive")
+
+    def bundles() -> set[str]:
+        config = server.proxy("uuid-client2", "pw2").GetConfig()
+        return set(re.findall(r'<Bundle name="([^"]+)"', config))
+
+    assert bundles() == set()  # client2 has profile "other": no bundle
+    browser = Browser(tls.client_context(), server.core.web.address[1])
+    browser.login("admin", "admin-password-1")
+    _, session = browser.get("/api/session")
+    token = re.search(r'"csrf": "([0-9a-f]+)"', session).group(1)
+    data = urllib.parse.urlencode({"client": "client2", "action": "profile", "profile": "basic",
+                                   "csrf": token}).encode()
+    with browser.opener.open(browser.base + "/api/action", data=data, timeout=30) as answer:
+        assert answer.status == 202
+    assert server.core.web.app.actions.wait_idle(30)
+    _, audit = browser.get("/api/audit")
+    assert '"status": "done"' in audit
+    for _ in range(4):  # whichever child serves the call
+        assert bundles() == {"base"}

@@ -323,3 +323,19 @@ def test_a_pinned_client_keeps_its_profile_and_failed_actions_say_why(site: Site
     entry = site.server.app.audit_log.get(answer.json["id"])
     assert (entry.status, entry.reason) == ("done", "unpinned")
     assert not site.core.metadata.is_pinned("web2.example.com")
+
+
+def test_the_pages_follow_the_runs_recorded_while_they_are_open(site: Site) -> None:
+    """The latest runs are kept in memory; a run recorded since is shown at once."""
+    site.login("viewer")
+    assert site.client.get("/api/overview").json["counts"]["bad"] == 2
+    store = site.server.app.store
+    store.record("web0.example.com", web_fleet.stats("bad", 0, time.time()))
+    store.record("web5.example.com", web_fleet.stats("modified", 5, time.time()))
+    counts = site.client.get("/api/overview").json["counts"]
+    assert (counts["bad"], counts["clean"], counts["modified"], counts["never"]) == (3, 1, 3, 1)
+    state = site.client.get("/api/clients", {"q": "web0.example.com"}).json["clients"][0]
+    assert state["state"] == "bad"
+    # a past date's view is read again too
+    day = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))
+    assert site.client.get("/api/overview", {"at": day}).json["counts"]["bad"] == 3

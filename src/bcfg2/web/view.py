@@ -36,6 +36,10 @@ CHART_DAYS = 30
 ATTENTION = 20
 #: the times (now and past dates) whose latest runs are kept in memory
 CACHED_TIMES = 4
+#: seconds between whole reads of the present's latest runs (``FleetView._latest``)
+FULL_READ = 60.0
+#: the most runs recorded since the last read that are caught up with, not read whole
+CATCH_UP = 5000
 
 
 class BadQuery(ValueError):
@@ -192,21 +196,38 @@ class FleetView:
         self.probes = probes
         self.stale = stale_hours * 3600
         #: the latest runs by the time they are for (None: now), with the newest run id then
-        self._cache: dict[float | None, tuple[tuple[int, float | None], dict[str, Run]]] = {}
+        self._cache: dict[float | None, tuple[int, float, dict[str, Run]]] = {}
         self._lock = threading.Lock()
 
     def _latest(self, at: float | None) -> dict[str, Run]:
-        """The latest runs (at ``at``), read again only when a run was recorded since."""
-        key = (self.store.last_id(), at)
+        """The latest runs (at ``at``), kept in memory by the time they are for.
+
+        A past time's are read again only when a run was recorded since. The present's
+        are brought up to date with the runs recorded since (each is its client's newest),
+        and read whole every ``FULL_READ`` seconds: on PostgreSQL a run may commit after
+        one with a larger id, which catching up by id would miss.
+        """
+        last = self.store.last_id()
         with self._lock:
             kept = self._cache.get(at)
-            if kept is not None and kept[0] == key:
-                return kept[1]
+        if kept is not None:
+            seen, read_at, latest = kept
+            if seen == last:
+                return latest
+            if at is None and time.monotonic() - read_at < FULL_READ:
+                newer = self.store.runs_after(seen, CATCH_UP)
+                if len(newer) < CATCH_UP:
+                    latest = dict(latest)
+                    for run in newer:
+                        latest[run.client] = run
+                    with self._lock:
+                        self._cache[at] = (newer[-1].id if newer else last, read_at, latest)
+                    return latest
         latest = {run.client: run for run in self.store.latest_runs(at)}
         with self._lock:
             if len(self._cache) >= CACHED_TIMES:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[at] = (key, latest)
+            self._cache[at] = (last, time.monotonic(), latest)
         return latest
 
     def now(self, at: float | None) -> float:
