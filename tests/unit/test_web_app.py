@@ -339,3 +339,51 @@ def test_the_pages_follow_the_runs_recorded_while_they_are_open(site: Site) -> N
     # a past date's view is read again too
     day = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))
     assert site.client.get("/api/overview", {"at": day}).json["counts"]["bad"] == 3
+
+
+def test_the_pages_and_the_audit_log_on_postgresql(repo, local_core, tls, pg_database) -> None:
+    from conftest import make_setup
+
+    options = {"communication__key": tls.key, "communication__certificate": tls.cert,
+               **pg_database.overrides}
+    web_fleet.build(repo, make_setup(repo, **options))
+    core = local_core(repo, **options)
+    server = WebServer(core, core.setup, ("127.0.0.1", 0))
+    try:
+        site = Site(core, server, time.time())
+        site.login("admin")
+        assert site.client.get("/api/overview").json["counts"]["failed"] == 2
+        assert [c["name"] for c in site.client.get(
+            "/api/clients", {"probe": "os=debian", "state": "clean"}).json["clients"]] == [
+            "web0.example.com", "web6.example.com"]
+        site.act("web3.example.com", "pin")
+        site.wait()
+        assert pg_database.query("SELECT username, client, action, status FROM audit") == [
+            ("admin", "web3.example.com", "pin", "done")]
+        assert not (repo.path.parent / "state" / "web" / "audit.sqlite").exists()
+    finally:
+        server.stop()
+
+
+def test_another_application_is_mounted_beside_the_pages(repo, local_core, tls,
+                                                         monkeypatch) -> None:
+    import bcfg2.web
+
+    def metrics(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"up 1\n"]
+
+    monkeypatch.setattr(bcfg2.web, "EXTRA_MOUNTS", {})
+    monkeypatch.setattr("bcfg2.web.server.EXTRA_MOUNTS", bcfg2.web.EXTRA_MOUNTS)
+    bcfg2.web.mount("/metrics", lambda core: metrics)
+    bcfg2.web.mount("/off", lambda core: None)  # not enabled: not mounted
+    with pytest.raises(ValueError):
+        bcfg2.web.mount("metrics", lambda core: metrics)
+    core = local_core(repo, communication__key=tls.key, communication__certificate=tls.cert)
+    server = WebServer(core, core.setup, ("127.0.0.1", 0))
+    try:
+        client = webtest.TestApp(server.server.wsgi_app, extra_environ=HTTPS)
+        assert client.get("/metrics").text == "up 1\n"
+        assert client.get("/off", status=404)  # not mounted: the pages know no such page
+    finally:
+        server.stop()

@@ -61,6 +61,8 @@ ACTIONS = {
 CONTENT = ("current_bfile", "current_bdiff", "current_diff")
 STATIC = {"style.css": "text/css", "logo.svg": "image/svg+xml"}
 RUNS_SHOWN = 10
+#: the entries the common-problems page lists (those on the most clients first)
+PROBLEMS_SHOWN = 100
 HISTORY_PAGE = 50
 SECURITY_HEADERS = [
     ("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; "
@@ -297,7 +299,7 @@ class WebApp:
         return {"at": at, "kind": kind, "group": group,
                 "problems": [{"kind": p.kind, "tag": p.tag, "name": p.name,
                               "count": len(p.clients), "clients": [c for c, _ in p.clients]}
-                             for p in problems[:100] if len(p.clients) > 1 or len(problems) < 20]}
+                             for p in problems[:PROBLEMS_SHOWN]]}
 
     def entry_data(self, params: dict[str, Any]) -> dict[str, Any]:
         at = self._at(params)
