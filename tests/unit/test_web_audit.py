@@ -127,3 +127,45 @@ def test_bcfg2_admin_web_user(tmp_path: Path, repo, monkeypatch, capsys) -> None
     status, _, err = admin("del", "dave")
     assert status != 0 and "no such user" in err
     assert admin("list")[1] == "carol\tadmin\n"
+
+
+def test_servers_sharing_postgresql_take_turns_on_a_client(tmp_path: Path, pg_database) -> None:
+    """Two servers' queues (one database): their actions on one client never overlap."""
+    from bcfg2.storage.postgresql import PostgreSQLDatabase
+
+    logs = [AuditLog(str(tmp_path / f"audit{n}.sqlite"),
+                     PostgreSQLDatabase(pg_database.settings())) for n in range(2)]
+    running = []
+    overlaps = []
+    lock = threading.Lock()
+    both = threading.Barrier(2, timeout=10)
+
+    def perform(client: str, action: str, detail: str) -> str:
+        with lock:
+            running.append(detail)
+            if len([d for d in running if d]) > 1:
+                overlaps.append(detail)
+        time.sleep(0.05)  # the work itself (not synchronisation): long enough to overlap
+        with lock:
+            running.remove(detail)
+        return "ok"
+
+    servers = [Actions(log, perform) for log in logs]
+
+    def submit(n: int) -> None:
+        both.wait()
+        for k in range(3):
+            servers[n].submit("admin", "web1", "expire", f"{n}-{k}")
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert all(server.wait_idle(30) for server in servers)
+    assert overlaps == []
+    assert sorted(e.status for e in logs[0].recent(limit=10)) == ["done"] * 6
+    for server in servers:
+        server.stop()
+    for log in logs:
+        log.close()

@@ -5,20 +5,24 @@ the shared PostgreSQL database): who asked for what on which client, when,
 and how it went (queued, running, done, or failed with the reason).
 ``Actions`` runs the actions of one client in the order they were asked
 for, never two at once (a queue per client, drained by a small pool of
-threads), so two admins acting at once cannot interleave.
+threads; with PostgreSQL also an advisory lock per client, so servers
+sharing the database take turns too), so two admins acting at once cannot
+interleave.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from bcfg2.errors import StorageError
 from bcfg2.options import Setup
 from bcfg2.storage import (
     Database,
@@ -101,6 +105,18 @@ class AuditLog:
     def close(self) -> None:
         self.db.close()
 
+    @contextlib.contextmanager
+    def client_lock(self, client: str) -> Iterator[None]:
+        """Held while an action on ``client`` runs. On PostgreSQL an advisory lock, so that
+        the servers sharing the database act on one client one at a time too (the queue
+        orders them within a server); SQLite serves one server, whose queue suffices."""
+        if self.db.engine != "postgresql":
+            yield
+            return
+        with self.db.transaction() as tx:
+            tx.lock(f"bcfg2.web.action:{client}")
+            yield
+
     def add(self, user: str, client: str, action: str, detail: str) -> int:
         return int(self.db.run(lambda tx: tx.execute(
             "INSERT INTO audit (timestamp, username, client, action, detail, status) "
@@ -163,6 +179,15 @@ class Actions:
                 queue.append((entry, action, detail))
         return entry
 
+    def _status(self, entry: int, status: str, reason: str = "") -> None:
+        """Record an entry's status; a database that cannot take it is logged, not raised
+        (the queue goes on)."""
+        try:
+            self.audit.set_status(entry, status, reason)
+        except StorageError as err:
+            logger.error("Web action %d: cannot record %s in the audit log: %s", entry,
+                         status, err)
+
     def _drain(self, client: str) -> None:
         """Run the client's queued actions in order until its queue is empty."""
         while True:
@@ -170,19 +195,20 @@ class Actions:
                 queue = self._queues[client]
                 if not queue or self._stopped:
                     for entry, _, _ in queue:
-                        self.audit.set_status(entry, "failed", "the server stopped")
+                        self._status(entry, "failed", "the server stopped")
                     del self._queues[client]
                     self._changed.notify_all()
                     return
                 entry, action, detail = queue[0]
-            self.audit.set_status(entry, "running")
             try:
-                result = self.perform(client, action, detail)
+                with self.audit.client_lock(client):
+                    self._status(entry, "running")
+                    result = self.perform(client, action, detail)
             except Exception as err:
                 logger.warning("Web action %s on %s failed: %s", action, client, err)
-                self.audit.set_status(entry, "failed", str(err) or type(err).__name__)
+                self._status(entry, "failed", str(err) or type(err).__name__)
             else:
-                self.audit.set_status(entry, "done", result)
+                self._status(entry, "done", result)
             with self._lock:
                 queue.popleft()
                 self._changed.notify_all()
