@@ -95,6 +95,22 @@ def test_an_admin_and_a_viewer_in_a_real_browser(repo, tls, network_server, brow
     page.wait_for_selector(".tiles.big")
     page.screenshot(path=str(shots / "radiator.png"), full_page=True)
 
+    # the same pages dark (the browser's preference), on a phone, and printed
+    page.emulate_media(color_scheme="dark")
+    page.goto(base + "/")
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(21, 25, 29)"
+    page.screenshot(path=str(shots / "overview-dark.png"), full_page=True)
+    page.emulate_media(color_scheme="light")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(base + "/client/web1.example.com")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(shots / "client-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.emulate_media(media="print")
+    assert not page.is_visible("header.top") and not page.is_visible("section.actions")
+    page.screenshot(path=str(shots / "client-print.png"), full_page=True)
+    page.emulate_media(media="screen")
+
     # log out: back to the login page, and the pages need a login again
     page.goto(base + "/")
     page.click("#logout")
@@ -119,5 +135,6 @@ def test_an_admin_and_a_viewer_in_a_real_browser(repo, tls, network_server, brow
     page.wait_for_selector("form.login")
     context.close()
     print(f"\nscreenshots of the overview, a client page and the radiator: {shots}")
-    for name in ("overview.png", "client.png", "radiator.png"):
+    for name in ("overview.png", "client.png", "radiator.png", "overview-dark.png",
+                 "client-phone.png", "client-print.png"):
         assert (shots / name).stat().st_size > 10_000
