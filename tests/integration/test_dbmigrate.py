@@ -48,19 +48,19 @@ def test_postgresql_is_migrated_once_and_a_newer_schema_is_refused(
         repo: Repo, tmp_path: Path, capsys, pg_database) -> None:
     args = conf(tmp_path, repo, pg_database.overrides)
     status, out, _ = admin_run(capsys, *args, "dbmigrate", "--check")
-    assert status == 1 and out.count("1 migration(s) pending") == 4
+    assert status == 1 and out.count("1 migration(s) pending") == 5
     assert "reporting: version 0 of 3, 3 migration(s) pending" in out
     assert "clients: version 0 of 2, 2 migration(s) pending" in out
     assert pg_database.cluster.password not in out
     status, out, _ = admin_run(capsys, *args, "dbmigrate")
-    assert status == 0 and out.count("migrated from version 0 to 1") == 4
+    assert status == 0 and out.count("migrated from version 0 to 1") == 5
     assert "reporting: migrated from version 0 to 3" in out
     assert "clients: migrated from version 0 to 2" in out
     assert sorted(pg_database.query("SELECT store, version FROM schema_versions")) == [
         ("cache_events", 1), ("clients", 2), ("generated", 1), ("packages", 1),
-        ("probes", 1), ("reporting", 3)]
+        ("probes", 1), ("reporting", 3), ("web_audit", 1)]
     status, out, _ = admin_run(capsys, *args, "dbmigrate", "--check")
-    assert status == 0 and out.count("up to date") == 6
+    assert status == 0 and out.count("up to date") == 7
     pg_database.query("UPDATE schema_versions SET version = 7 WHERE store = 'reporting'")
     status, _, err = admin_run(capsys, *args, "dbmigrate", "--check")
     assert status != 0
@@ -71,4 +71,4 @@ def test_postgresql_is_migrated_once_and_a_newer_schema_is_refused(
 def test_upstreams_engine_names_are_the_embedded_default(repo: Repo, tmp_path: Path, capsys,
                                                          value: str) -> None:
     status, out, _ = admin_run(capsys, *conf(tmp_path, repo, {"engine": value}), "dbmigrate")
-    assert status == 0 and out.count("not created yet") == 3
+    assert status == 0 and out.count("not created yet") == 4
