@@ -387,3 +387,34 @@ def test_another_application_is_mounted_beside_the_pages(repo, local_core, tls,
         assert client.get("/off", status=404)  # not mounted: the pages know no such page
     finally:
         server.stop()
+
+
+def test_every_html_page_renders_what_its_api_gives(site: Site) -> None:
+    site.login("admin")
+    site.act("web3.example.com", "expire")
+    site.wait()
+    run_id = site.client.get("/api/client/web1.example.com").json["runs"][0]["id"]
+    pages = {
+        "/client/web1.example.com/history": "web1.example.com</a>: 4 runs",
+        f"/client/web1.example.com/run/{run_id}": "9 of 10 entries good, 2 bad (0 failed",
+        "/entries": "Common problems",
+        "/entries?kind=modified": "Service:sshd",
+        "/changes?hours=2": "Service:sshd",
+        "/audit": "expire",
+        "/clients?state=pinned": "No client matches.",
+        "/clients?sort=-bad&per=2": 'rel="next"',
+    }
+    for path, text in pages.items():
+        assert text in site.client.get(path).text, path
+    assert 'aria-current="page">Audit' in site.client.get("/audit").text
+
+
+def test_an_api_action_needs_its_csrf_token_too(site: Site) -> None:
+    site.login("admin")
+    site.client.post("/api/action", {"client": "web0.example.com", "action": "pin"}, status=403)
+    site.client.post("/api/action", {"client": "web0.example.com", "action": "pin"},
+                     headers={"X-CSRF-Token": site.csrf()}, status=202)
+    site.wait()
+    assert site.core.metadata.is_pinned("web0.example.com")
+    site.client.get("/api/action", status=405)
+    site.client.get("/action", status=405)
