@@ -542,10 +542,11 @@ class RunStore:
             "(SELECT MAX(id) FROM runs GROUP BY client)", (cutoff,)).rowcount, write=True)
 
     def latest_runs(self, at: float | None = None) -> list[Run]:
-        """Every client's most recently recorded run (without entries), by client name;
-        with ``at``, each client's last run at that time (clients with none then left out)."""
+        """Every client's most recently recorded run (without entries and timings), by
+        client name; with ``at``, each client's last run at that time (clients with none
+        then left out)."""
         rows = self.db.run(lambda tx: tx.execute(
-            f"SELECT {RUN_COLUMNS} FROM runs WHERE id IN ({_latest_ids(at)})",
+            f"SELECT {LIST_COLUMNS} FROM runs WHERE id IN ({_latest_ids(at)})",
             () if at is None else (at,)).rows)
         # sorted here, not by the database: its collation is the site's choice
         return sorted((_run(row) for row in rows), key=lambda run: run.client)
@@ -643,10 +644,10 @@ class RunStore:
         return found[0] if found else None
 
     def runs_after(self, run_id: int, limit: int) -> list[Run]:
-        """The runs stored with a larger id than ``run_id``, by id (without entries), at
-        most ``limit`` (a reader catching up with what was recorded since it last read)."""
+        """The runs stored with a larger id than ``run_id``, by id (without entries and
+        timings), at most ``limit`` (a reader catching up with what was recorded since)."""
         return [_run(row) for row in self.db.run(lambda tx: tx.execute(
-            f"SELECT {RUN_COLUMNS} FROM runs WHERE id > ? ORDER BY id LIMIT ?",
+            f"SELECT {LIST_COLUMNS} FROM runs WHERE id > ? ORDER BY id LIMIT ?",
             (run_id, limit)))]
 
     def last_id(self) -> int:
@@ -698,6 +699,10 @@ class Change:
 
 RUN_COLUMNS = ("id, client, timestamp, state, revision, total, good, bad, modified, extra, "
                "dry_run, dropped, truncated, server, served_revision, duration, timings, failures")
+
+
+#: the columns of a run in lists: its timings left out (they are read with one client's runs)
+LIST_COLUMNS = RUN_COLUMNS.replace("timings", "'' AS timings")
 
 
 def _run(row: tuple) -> Run:
