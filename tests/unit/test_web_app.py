@@ -418,3 +418,31 @@ def test_an_api_action_needs_its_csrf_token_too(site: Site) -> None:
     assert site.core.metadata.is_pinned("web0.example.com")
     site.client.get("/api/action", status=405)
     site.client.get("/action", status=405)
+
+
+def test_a_run_committed_late_with_a_smaller_id_is_read_in_the_background(
+        site: Site, monkeypatch) -> None:
+    """(PostgreSQL may commit a run after one with a larger id; catching up by id misses it,
+    the whole read every FULL_READ seconds finds it.)"""
+    site.login("viewer")
+    assert site.client.get("/api/overview").json["counts"]["never"] == 2
+    store = site.server.app.store
+    site.server.app.view.wait_refreshed(10)
+    store.record("web0.example.com", web_fleet.stats("clean", 0, time.time()))
+    assert site.client.get("/api/overview").json["counts"]["never"] == 2  # caught up
+    late = store.last_id() - 1000  # an id below every one seen: what catching up skips
+
+    def insert(tx: Any) -> None:
+        tx.execute("INSERT INTO runs (id, client, timestamp, state, revision, total, good, bad, "
+                   "modified, extra, dry_run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (late, "web5.example.com", time.time(), "clean", "", 1, 1, 0, 0, 0, 0))
+        tx.execute("INSERT INTO latest_runs (client, run) VALUES (?, ?)",
+                   ("web5.example.com", late))
+
+    store.db.run(insert, write=True)
+    store.record("web0.example.com", web_fleet.stats("clean", 0, time.time()))
+    assert site.client.get("/api/overview").json["counts"]["never"] == 2  # missed so far
+    monkeypatch.setattr("bcfg2.web.view.FULL_READ", 0.0)
+    site.client.get("/api/overview")  # starts the whole read
+    site.server.app.view.wait_refreshed(10)
+    assert site.client.get("/api/overview").json["counts"]["never"] == 1

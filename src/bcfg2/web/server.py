@@ -126,6 +126,7 @@ class WebServer:
         self.server.prepare()
         self._thread = threading.Thread(target=self.server.serve, name="web", daemon=True)
         self._thread.start()
+        self.app.view.refresh_in_background()  # the first page need not wait for it
 
     def stop(self) -> None:
         """Stop serving, let queued actions fail and running ones end, close the stores."""
@@ -134,6 +135,7 @@ class WebServer:
             self._thread.join(timeout=10)
             self._thread = None
         self.app.actions.stop()
+        self.app.view.wait_refreshed(10)
         self._close()
 
     def _close(self) -> None:

@@ -10,6 +10,7 @@ naming it (a 400).
 from __future__ import annotations
 
 import datetime
+import logging
 import re
 import threading
 import time
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bcfg2.reportdb import CATEGORIES, DAY, Run, RunStore, category, day_of
+
+logger = logging.getLogger("bcfg2.web")
 
 #: what the state filter takes: a run's outcome, or one of these
 STATE_FILTERS = (*CATEGORIES, "dirty", "stale", "never", "dryrun", "pinned")
@@ -198,37 +201,71 @@ class FleetView:
         #: the latest runs by the time they are for (None: now), with the newest run id then
         self._cache: dict[float | None, tuple[int, float, dict[str, Run]]] = {}
         self._lock = threading.Lock()
+        self._refreshing = False
+        self._refresher: threading.Thread | None = None
 
     def _latest(self, at: float | None) -> dict[str, Run]:
         """The latest runs (at ``at``), kept in memory by the time they are for.
 
         A past time's are read again only when a run was recorded since. The present's
         are brought up to date with the runs recorded since (each is its client's newest),
-        and read whole every ``FULL_READ`` seconds: on PostgreSQL a run may commit after
-        one with a larger id, which catching up by id would miss.
+        and read whole again in the background every ``FULL_READ`` seconds: on PostgreSQL
+        a run may commit after one with a larger id, which catching up by id would miss.
         """
         last = self.store.last_id()
         with self._lock:
             kept = self._cache.get(at)
         if kept is not None:
             seen, read_at, latest = kept
+            if at is None and time.monotonic() - read_at >= FULL_READ:
+                self.refresh_in_background()
             if seen == last:
                 return latest
-            if at is None and time.monotonic() - read_at < FULL_READ:
+            if at is None:
                 newer = self.store.runs_after(seen, CATCH_UP)
                 if len(newer) < CATCH_UP:
                     latest = dict(latest)
                     for run in newer:
                         latest[run.client] = run
                     with self._lock:
-                        self._cache[at] = (newer[-1].id if newer else last, read_at, latest)
+                        if self._cache.get(at) is kept:
+                            self._cache[at] = (newer[-1].id if newer else last, read_at, latest)
                     return latest
+        return self._read_whole(at, last)
+
+    def _read_whole(self, at: float | None, last: int) -> dict[str, Run]:
         latest = {run.client: run for run in self.store.latest_runs(at)}
         with self._lock:
-            if len(self._cache) >= CACHED_TIMES:
-                self._cache.pop(next(iter(self._cache)))
+            if at not in self._cache and len(self._cache) >= CACHED_TIMES:
+                self._cache.pop(next(k for k in self._cache if k is not None))
             self._cache[at] = (last, time.monotonic(), latest)
         return latest
+
+    def refresh_in_background(self) -> None:
+        """Read the present's latest runs whole in a thread (one at a time), so that no
+        request waits for it (also at start-up, before the first page is asked for)."""
+        with self._lock:
+            if self._refreshing:
+                return
+            self._refreshing = True
+
+        def read() -> None:
+            try:
+                self._read_whole(None, self.store.last_id())
+            except Exception:
+                logger.exception("Web: cannot read the latest runs")
+            finally:
+                with self._lock:
+                    self._refreshing = False
+
+        self._refresher = threading.Thread(target=read, name="web-latest-runs", daemon=True)
+        self._refresher.start()
+
+    def wait_refreshed(self, timeout: float) -> None:
+        """Wait for a background read to end (before the stores close)."""
+        refresher = self._refresher
+        if refresher is not None:
+            refresher.join(timeout)
 
     def now(self, at: float | None) -> float:
         return time.time() if at is None else at
