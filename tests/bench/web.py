@@ -12,7 +12,10 @@ server, where the page catches up with the runs recorded since it last read them
 - ``/`` (the overview: tiles, 30-day chart, run-time histogram, needs attention);
 - ``/clients`` (the client list, first page of 100, by name);
 - ``/clients?state=dirty&sort=-last`` (a filtered, sorted list);
-- ``/api/clients?per=1000`` (the JSON API, a page of 1,000).
+- ``/api/clients?per=1000`` (the JSON API, a page of 1,000);
+
+and the whole read of every client's latest run, which the server does in the background
+at start and every minute (requests only catch up with the runs recorded since).
 
 The target is 300 ms for the overview and the client list on this machine.
 
@@ -152,11 +155,17 @@ def main(argv: list[str] | None = None) -> int:
             client = webtest.TestApp(server.server.wsgi_app, extra_environ={
                 "wsgi.url_scheme": "https", "HTTP_HOST": "localhost",
                 "REMOTE_ADDR": "127.0.0.1"})
+            # as WebServer.start does: every client's latest run is read in the background
+            begin = time.perf_counter()
+            server.app.view.refresh_in_background()
+            server.app.view.wait_refreshed(600)
+            whole_read = round((time.perf_counter() - begin) * 1000, 1)
             form = client.get("/login").forms[0]
             form["username"], form["password"] = "bench", "bench-password"
             form.submit(status=303)
             figures: dict[str, Any] = {"clients": args.clients, "runs": runs,
-                                       "load_seconds": round(loaded, 1), "pages": {}}
+                                       "load_seconds": round(loaded, 1),
+                                       "whole_read_ms": whole_read, "pages": {}}
             recorder = RunStore(str(state / "Reporting" / "reporting.sqlite"))
             upload = lxml.etree.fromstring(
                 '<Statistics total="300" good="300" state="clean" revision="r1"/>')
@@ -191,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(figures, indent=1))
     else:
         print(f"{figures['clients']} clients, {figures['runs']} runs over {args.days} days "
-              f"(loaded in {figures['load_seconds']} s); {os.cpu_count()} CPUs")
+              f"(loaded in {figures['load_seconds']} s); {os.cpu_count()} CPUs; every client's "
+              f"latest run read in {figures['whole_read_ms']} ms (in the background: at start "
+              f"and every minute)")
         for page, result in figures["pages"].items():
             mark = "" if page.startswith("/api") or page.count("?") else \
                 ("  ok" if result["median_ms"] < TARGET_MS else f"  OVER {TARGET_MS:.0f} ms")
