@@ -17,7 +17,7 @@ python_of = $(or $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/
 # what test-X.Y runs (empty: the whole suite)
 TESTS ?=
 
-.PHONY: run test test-all $(OTHER_PYTHONS:%=test-%) bench bench-build bench-live bench-load bench-tools bench-hostile bench-packages bench-fleet bench-agent bench-scale lint install clean
+.PHONY: run test test-all $(OTHER_PYTHONS:%=test-%) bench bench-build bench-live bench-load bench-tools bench-hostile bench-packages bench-fleet bench-agent bench-scale bench-web lint install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required")'
@@ -49,7 +49,7 @@ run: $(STAMP) $(RUN)/server.crt
 		-S https://127.0.0.1:6789 \
 		--ssl-cert $(RUN)/server.crt --ssl-key $(RUN)/server.key \
 		-x bcfg2-example --admin-user admin --admin-password bcfg2-admin \
-		--probes-allowed-groups virtual
+		--probes-allowed-groups virtual $(if $(WEB),--web-listen $(WEB))
 
 # the suite in TEST_JOBS processes (pytest-xdist; a module's tests stay in one), one per CPU
 TEST_JOBS ?= auto
@@ -61,16 +61,18 @@ $(OTHER_PYTHONS:%=test-%): test-%: .venv-%/.installed
 
 test-all: test $(OTHER_PYTHONS:%=test-%)
 
-# the benchmarks (reports, not tests): `make bench` runs all nine, bench-build (cold builds
+# the benchmarks (reports, not tests): `make bench` runs all ten, bench-build (cold builds
 # in-process: CPU per configuration of the load repository), bench-live, bench-load,
 # bench-tools (bcfg2-info buildall and bcfg2-test on 1,000 clients), bench-hostile (agent runs
 # under attack), bench-packages (Packages on a Debian-main sized index), bench-fleet (1-3
 # servers on PostgreSQL behind HAProxy), bench-agent (the agent verifying and writing 2,000
-# files) and bench-scale (start-up, RSS and build time as clients, entries per configuration
-# and repository files grow; PNG plots with `pip install .[plot]`) one each.
-# BENCH_BUILD_ARGS, BENCH_LIVE_ARGS, BENCH_LOAD_ARGS, BENCH_TOOLS_ARGS, BENCH_HOSTILE_ARGS, BENCH_PACKAGES_ARGS,
-# BENCH_FLEET_ARGS, BENCH_AGENT_ARGS and BENCH_SCALE_ARGS go to one benchmark each; BENCH_ARGS
-# (kept for compatibility) goes to the live-repository benchmark, e.g.
+# files), bench-scale (start-up, RSS and build time as clients, entries per configuration
+# and repository files grow; PNG plots with `pip install .[plot]`) and bench-web (the web
+# page over 10,000 clients and 30 days of runs) one each.
+# BENCH_BUILD_ARGS, BENCH_LIVE_ARGS, BENCH_LOAD_ARGS, BENCH_TOOLS_ARGS, BENCH_HOSTILE_ARGS,
+# BENCH_PACKAGES_ARGS, BENCH_FLEET_ARGS, BENCH_AGENT_ARGS, BENCH_SCALE_ARGS and BENCH_WEB_ARGS
+# go to one benchmark each; BENCH_ARGS (kept for compatibility) goes to the live-repository
+# benchmark, e.g.
 #   make bench-live BENCH_LIVE_ARGS="--idle-seconds 5"   make bench-load BENCH_LOAD_ARGS=--quick
 #   make bench-hostile BENCH_HOSTILE_ARGS="--quick --cores builtin"
 #   make bench-scale BENCH_SCALE_ARGS="--quick --json .run/scale.json"
@@ -83,6 +85,7 @@ BENCH_PACKAGES_ARGS ?=
 BENCH_FLEET_ARGS ?=
 BENCH_AGENT_ARGS ?=
 BENCH_SCALE_ARGS ?=
+BENCH_WEB_ARGS ?=
 
 bench: $(STAMP)
 	$(BIN)/python tests/bench/build.py $(BENCH_BUILD_ARGS)
@@ -94,6 +97,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/bench/fleet.py $(BENCH_FLEET_ARGS)
 	$(BIN)/python tests/bench/agent.py $(BENCH_AGENT_ARGS)
 	$(BIN)/python tests/bench/scale.py $(BENCH_SCALE_ARGS)
+	$(BIN)/python tests/bench/web.py $(BENCH_WEB_ARGS)
 
 bench-build: $(STAMP)
 	$(BIN)/python tests/bench/build.py $(BENCH_BUILD_ARGS)
@@ -121,6 +125,9 @@ bench-agent: $(STAMP)
 
 bench-scale: $(STAMP)
 	$(BIN)/python tests/bench/scale.py $(BENCH_SCALE_ARGS)
+
+bench-web: $(STAMP)
+	$(BIN)/python tests/bench/web.py $(BENCH_WEB_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -201,7 +201,7 @@ class BuiltinCore(NetworkCore):
                 signal.signal(sig, self._on_signal)
             signal.signal(signal.SIGHUP, self._on_hangup)
         raise_fd_limit(self.setup.server.max_connections, logger)
-        if not self._start_health():
+        if not self._start_side_listeners():
             return False
         try:
             self.server = TLSServer((self.host, self.port), self, self.ssl_context)

@@ -480,7 +480,7 @@ class CherrypyCore(NetworkCore):
         if not self.http.listening:
             return False
         self.port = self.server.socket.getsockname()[1]
-        if not self._start_health():  # after the engine daemonized: its thread survives
+        if not self._start_side_listeners():  # after the engine daemonized: its thread survives
             return False
         self._listening()
         return True

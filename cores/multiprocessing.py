@@ -241,7 +241,7 @@ class MultiprocessingCore(BuiltinCore):
         return why
 
     def _run(self) -> bool:
-        if not self._start_health():  # answers 503 while the children load the repository
+        if not self._start_side_listeners():  # answers 503 while the children load the repository
             return False
         for _ in range(self.pool_size):
             self._start_child()

@@ -41,6 +41,7 @@ from bcfg2.metadata import ClientMetadata, MetadataQuery
 from bcfg2.options import Option
 from bcfg2.plugin import (
     ClientRunHooks,
+    ClientSummary,
     Connector,
     GroupInfo,
     Plugin,
@@ -219,6 +220,8 @@ class ClientRecord:
     #: the profile the repository gave the client (clients.xml, or the default profile it
     #: was registered with), which a profile it asserted itself does not change
     trusted_profile: str = ""
+    #: an admin pinned the client to its profile: AssertProfile leaves it as it is
+    pinned: bool = False
 
     @property
     def acl_profile(self) -> str:
@@ -242,6 +245,7 @@ def record_from_xml(node: lxml.etree._Element) -> ClientRecord:
         secure=as_bool(node.get("secure", "false")),
         auth=node.get("auth"),
         version=node.get("version"),
+        pinned=as_bool(node.get("pinned", "false")),
     )
 
 
@@ -293,7 +297,9 @@ def merge_records(repo: dict[str, ClientRecord], overlay: dict[str, dict[str, st
     for name, attrs in overlay.items():
         bootstrapped = attrs.get("auth") == "cert"
         if name in out:
-            changes = {"version": attrs["version"]} if attrs.get("version") else {}
+            changes: dict[str, Any] = {"version": attrs["version"]} if attrs.get("version") else {}
+            if "pinned" in attrs:
+                changes["pinned"] = attrs["pinned"] == "true"
             base = attrs.get("repository_profile", out[name].profile)
             if attrs.get("profile") and base == out[name].profile:
                 changes["profile"] = attrs["profile"]
@@ -305,7 +311,8 @@ def merge_records(repo: dict[str, ClientRecord], overlay: dict[str, dict[str, st
             out[name] = ClientRecord(
                 name=name, profile=attrs["profile"], version=attrs.get("version"),
                 auth="cert" if bootstrapped and default_auth == "bootstrap" else None,
-                trusted_profile=attrs.get("trusted_profile", attrs["profile"]))
+                trusted_profile=attrs.get("trusted_profile", attrs["profile"]),
+                pinned=attrs.get("pinned") == "true")
     return list(out.values())
 
 
@@ -776,12 +783,20 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
 
     def set_profile(self, client: str, profile: str, address: tuple[str, int] | None,
                     require_public: bool = True) -> None:
+        """A client's AssertProfile (``address`` given: the group must be public, and a
+        pinned client keeps its profile), or an admin's change (``address`` None)."""
         groups_model = self._groups()
         client = self._canonical(client)
         group = groups_model.groups.get(profile)
         if group is None:
             raise MetadataConsistencyError(f"profile group {profile} does not exist")
-        if require_public and not group.public:
+        pinned = self.clients_model.clients.get(client)
+        if address is not None and pinned is not None and pinned.pinned:
+            if pinned.profile != profile:
+                self.logger.info("Client %s asserted profile %s; it is pinned to %s, which it "
+                                 "keeps", client, profile, pinned.profile)
+            return
+        if require_public and address is not None and not group.public:
             raise MetadataConsistencyError(
                 f"cannot set client {client} to private group {profile}")
         record = self.clients_model.clients.get(client)
@@ -804,6 +819,22 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
             return
         self.logger.info("Client %s declared version %s", client, version)
         self.state.update(client, version=version)
+
+    def set_pinned(self, client: str, pinned: bool) -> None:
+        """Pin a known client to its profile (AssertProfile then leaves it), or unpin it."""
+        name = self._canonical(client)
+        record = self.clients_model.clients.get(name)
+        if record is None:
+            raise MetadataConsistencyError(f"no such client: {name}")
+        if record.pinned == pinned:
+            return
+        self.logger.info("%s client %s to profile %s", "Pinned" if pinned else "Unpinned",
+                         name, record.profile)
+        self.state.update(name, pinned="true" if pinned else "false")
+
+    def is_pinned(self, client: str) -> bool:
+        record = self.clients_model.clients.get(self._canonical(client))
+        return record is not None and record.pinned
 
     def remove_client(self, client_name: str) -> bool:
         """Forget a client the server registered (an admin's RMI).
@@ -1000,6 +1031,13 @@ class Metadata(Plugin, MetadataInterface, ClientRunHooks):
     def connector_names(self) -> list[str]:
         """Names of the Connector plugins the server runs (``metadata.<Name>``)."""
         return [plugin.name for plugin in self.core.plugins_by_type(Connector)]
+
+    def client_summaries(self) -> dict[str, ClientSummary]:
+        return {name: ClientSummary(rec.profile, rec.version, rec.pinned)
+                for name, rec in self.clients_model.clients.items()}
+
+    def clients_in_groups(self, groups: list[str]) -> list[str]:
+        return self.get_client_names_by_groups(groups)
 
     def get_client_names_by_groups(self, groups: Iterable[str]) -> list[str]:
         wanted = set(groups)

@@ -260,6 +260,13 @@ class DatabaseStore:
         finally:
             self.forget(frozenset([client]))  # written, or maybe not: read it again
 
+    def clients_with(self, name: str, value: str) -> list[str]:
+        """The clients whose probe ``name`` gave ``value`` (surrounding blanks ignored),
+        sorted (the tools' discovery)."""
+        rows = self.db.run(lambda tx: tx.execute(
+            "SELECT client, value FROM probes WHERE name = ?", (name,)).rows)
+        return sorted(client for client, found in rows if found.strip() == value.strip())
+
     def invalidate(self) -> None:
         """Read every client's data from the database next time."""
         self.forget(None)

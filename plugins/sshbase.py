@@ -175,6 +175,8 @@ def _address(text: str) -> str | None:
 class SSHbase(Plugin, Generator, Caching):
     """Serves ssh host keys (generated on first request) and ssh_known_hosts."""
 
+    __rmi__ = Plugin.__rmi__ + ["regenerate_keys"]
+
     options = (
         Option("sshbase", "dns", True,
                "Add to ssh_known_hosts what DNS says of each host, as Bcfg2 does: the address "
@@ -456,6 +458,41 @@ class SSHbase(Plugin, Generator, Caching):
                 os.close(dir_fd)  # releases the flock
         for path in (private, public):
             self._load(path)
+
+    def regenerate_keys(self, hostname: str) -> list[str]:
+        """Replace a host's key pairs with new ones (an admin's RMI): each key type it has
+        is removed (from the fleet's record too) and made again. The types made, sorted."""
+        if not valid_client_name(hostname):
+            raise PluginExecutionError(f"SSHbase: refusing to touch keys of {hostname!r}")
+        made: list[str] = []
+        with self._gen_lock:
+            dir_fd = os.open(self.data, os.O_RDONLY)
+            try:
+                fcntl.flock(dir_fd, fcntl.LOCK_EX)
+                for key_type, fname in sorted(KEY_TYPES.items()):
+                    pair = [os.path.join(self.data, f"{fname}{suffix}.H_{hostname}")
+                            for suffix in ("", ".pub")]
+                    if not any(os.path.exists(path) for path in pair):
+                        continue
+                    if self.shared is not None:
+                        try:
+                            self.shared.forget(pair[0])
+                        except StorageError as err:
+                            raise PluginExecutionError(
+                                f"SSHbase: cannot forget the {key_type} key of {hostname}: "
+                                f"{err}") from err
+                    for path in pair:
+                        if os.path.exists(path):
+                            os.unlink(path)
+                        self.HandleEvent(Event(0, os.path.basename(path), "deleted", path))
+                    made.append(key_type)
+            finally:
+                os.close(dir_fd)
+        for key_type in made:
+            self.generate_keys(hostname, key_type)
+        if made:
+            self.logger.info("Regenerated the %s host keys of %s", ", ".join(made), hostname)
+        return made
 
     def _shared_keys(self, hostname: str, key_type: str, private: str, public: str) -> None:
         """The pair from the fleet's generated_files table, or made now and recorded there."""

@@ -30,7 +30,7 @@ from bcfg2.storage import Database, Migration, Schema, SQLiteDatabase, Transacti
 logger = logging.getLogger(__name__)
 
 #: the attributes a client's row holds (the Metadata plugin's overlay of clients.xml)
-COLUMNS = ("profile", "trusted_profile", "repository_profile", "version", "auth")
+COLUMNS = ("profile", "trusted_profile", "repository_profile", "version", "auth", "pinned")
 
 #: the clients table; migration 1 is the layout it had before schema versions
 SCHEMA = Schema("clients", (
@@ -44,6 +44,8 @@ SCHEMA = Schema("clients", (
             auth TEXT,
             registered {real} NOT NULL
         )""",)),
+    Migration(2, "clients an admin pinned to their profile (AssertProfile leaves it)",
+              statements=("ALTER TABLE clients ADD COLUMN pinned TEXT",)),
 ))
 
 Overlay = dict[str, dict[str, str]]

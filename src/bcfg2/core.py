@@ -54,6 +54,7 @@ from bcfg2.sdnotify import notify
 from bcfg2.statsupload import UploadGate, read_statistics, statistics_element
 from bcfg2.storage import engine_of, sqlite
 from bcfg2.untrusted import GROUP_NAME, MAX_GROUP_NAME, MAX_VERSION, VERSION, client_text, escaped
+from bcfg2.web import mount, web_address
 from bcfg2.xml import parse_untrusted, tostring
 
 __all__ = [
@@ -1013,10 +1014,13 @@ class NetworkCore(Core):
             self.health_address = health_address(setup.server.health_port)
             #: /metrics: the web page mounts its app; [metrics] listen starts with the health
             self.metrics_endpoint = metrics.Endpoint(setup)
+            self.web_address = web_address(setup.web.listen)
         except ConfigError as err:
             raise CoreInitError(str(err)) from None
         #: the health endpoint (``[server] health_port``), once started
         self.health: HealthServer | None = None
+        #: the web page (``[web] listen``), once started
+        self.web: Any = None
         #: set once the core listens for agents; a 503 of the health endpoint until then
         self.serving = False
         url = urllib.parse.urlsplit(setup.components.bcfg2)
@@ -1080,6 +1084,36 @@ class NetworkCore(Core):
         self.health.start()
         self.logger.info("Health endpoint on http://%s:%d/healthz", *self.health.address)
         return True
+
+    def _start_web(self) -> bool:
+        """Start the web page if ``[web] listen`` is set; False (logged) if it cannot.
+
+        Called as the health endpoint is, after daemonizing; a second call does nothing.
+        """
+        if self.web_address is None or self.web is not None:
+            return True
+        from bcfg2.web.server import WebServer
+
+        # /metrics beside the pages, under its own access rule ([metrics] enabled, allow, token)
+        mount("/metrics", lambda core: core.metrics_endpoint.app)
+
+        try:
+            self.web = WebServer(self, self.setup, self.web_address)
+            self.web.start()
+        except (OSError, ConfigError, StorageError) as err:
+            self.logger.error("Cannot serve the web page on %s:%d ([web] listen): %s",
+                              *self.web_address, getattr(err, "strerror", None) or err)
+            if self.web is not None:
+                self.web.stop()
+                self.web = None
+            return False
+        self.logger.info("Web page on https://%s:%d/", *self.web.address)
+        return True
+
+    def _start_side_listeners(self) -> bool:
+        """The health endpoint and the web page, where configured (cores call it as they
+        start, after daemonizing)."""
+        return self._start_health() and self._start_web()
 
     def _listening(self) -> None:
         """The core now listens for agents: log where, and turn the health check to 200."""
@@ -1157,6 +1191,9 @@ class NetworkCore(Core):
         if self.serving:  # once: shutdown may be called again
             self.serving = False
             notify("STOPPING=1")
+        if getattr(self, "web", None) is not None:  # its actions use the plugins
+            self.web.stop()
+            self.web = None
         if self.fleet is not None:  # first: nothing more is applied while plugins stop
             self.fleet.close()
             self.fleet = None

@@ -148,6 +148,18 @@ class SharedFiles:
             atomic_write(path, content, mode)
         return {path: content for path, (content, _) in files.items()}
 
+    def forget(self, first: str) -> int:
+        """Delete the recorded files of the group named by ``first`` (the next ``ensure``
+        makes new ones); how many rows."""
+        group = self.relative(first)
+        self._migrate()
+
+        def work(tx: Transaction) -> int:
+            tx.lock(LOCK_PREFIX + group)
+            return tx.execute("DELETE FROM generated_files WHERE grp = ?", (group,)).rowcount
+
+        return int(self.db.run(work, write=True))
+
     def count(self) -> int:
         """How many files the table holds (for tools and tests)."""
         self._migrate()

@@ -266,6 +266,28 @@ OPTIONS: list[Option] = [
            "PostgreSQL: seconds the cache expiries servers announce to each other are kept; "
            "a server away longer (cut off from the database) expires all its cached "
            "metadata when it is back.", type="float"),
+    # [web]: the login-protected status page (bcfg2.web)
+    Option("web", "listen", "",
+           "HOST:PORT of the web page (HTTPS with the server's certificate and key, on its own "
+           "port, never the agents' one). Port 0 picks a free one. Empty: off.",
+           flags=("--web-listen",), metavar="HOST:PORT"),
+    Option("web", "users", "",
+           "The file of web users and their roles (bcfg2-admin web user add). Empty: "
+           "<[server] state_dir>/web/users.json.", type="path"),
+    Option("web", "secret", "",
+           "The file holding the key that signs session cookies (made, mode 0600, if it does "
+           "not exist). Servers behind one name share it. Empty: <[server] state_dir>/web/secret.",
+           type="path"),
+    Option("web", "stale_hours", 1.0,
+           "Hours without a run after which a client counts as stale (twice the usual "
+           "half-hour run interval).", type="float"),
+    Option("web", "session_hours", 8.0,
+           "Hours a login lasts; the session cookie is refused after it.", type="float"),
+    Option("web", "login_attempts", 5,
+           "Failed logins allowed per source address and per user name within "
+           "login_window seconds; more are refused unchecked and logged.", type="int"),
+    Option("web", "login_window", 300.0,
+           "The window, in seconds, of login_attempts.", type="float"),
     # [caching]
     Option("caching", "client_metadata", "off",
            "Client metadata caching: off, initial, cautious (or on), aggressive.",

@@ -25,6 +25,7 @@ and not stored. Output escapes control characters; the database keeps them.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -79,6 +80,43 @@ _DROPPED = """CREATE TABLE IF NOT EXISTS dropped_runs (
     )"""
 
 
+#: what a run's outcome is, worst first (``category``): the web page's states and chart colours
+CATEGORIES = ("failed", "bad", "modified", "extra", "clean")
+DAY = 86400.0
+
+
+def category(bad: int, modified: int, extra: int, failures: int) -> str:
+    """A run's outcome in one word: entries the server failed to bind, bad, modified,
+    extra entries (the worst there is), or clean."""
+    if failures:
+        return "failed"
+    if bad:
+        return "bad"
+    if modified:
+        return "modified"
+    if extra:
+        return "extra"
+    return "clean"
+
+
+def day_of(timestamp: float) -> int:
+    """The UTC day a time falls on, as days since 1970-01-01."""
+    return int(timestamp // DAY)
+
+
+def _fill_summaries(tx: Transaction) -> None:
+    """Migration 3: each client's latest run, and the runs of each day by outcome."""
+    tx.execute("INSERT INTO latest_runs (client, run) SELECT client, MAX(id) FROM runs "
+               "GROUP BY client")
+    days: dict[tuple[int, str], int] = {}
+    for timestamp, bad, modified, extra in tx.execute(
+            "SELECT timestamp, bad, modified, extra FROM runs"):
+        key = (day_of(timestamp), category(bad, modified, extra, 0))
+        days[key] = days.get(key, 0) + 1
+    tx.executemany("INSERT INTO run_days (day, category, runs) VALUES (?, ?, ?)",
+                   ((day, cat, runs) for (day, cat), runs in days.items()))
+
+
 def _add_missing_columns(tx: Transaction) -> None:
     """A SQLite file of the very first layout lacks some columns: add them."""
     if tx.engine != "sqlite":
@@ -100,6 +138,18 @@ SCHEMA = Schema(
             statements=("ALTER TABLE runs ADD COLUMN server TEXT NOT NULL DEFAULT ''",
                         "ALTER TABLE runs ADD COLUMN served_revision TEXT NOT NULL "
                         "DEFAULT ''")),
+        Migration(
+            3, "each run's duration, timings and server-side bind failures; each client's "
+               "latest run; the runs of each day by outcome",
+            tables=("ALTER TABLE runs ADD COLUMN duration {real} NOT NULL DEFAULT 0",),
+            statements=(
+                "ALTER TABLE runs ADD COLUMN timings TEXT NOT NULL DEFAULT ''",
+                "ALTER TABLE runs ADD COLUMN failures INTEGER NOT NULL DEFAULT 0",
+                "CREATE INDEX IF NOT EXISTS runs_by_time ON runs (timestamp)",
+                "CREATE TABLE latest_runs (client TEXT PRIMARY KEY, run BIGINT NOT NULL)",
+                "CREATE TABLE run_days (day INTEGER NOT NULL, category TEXT NOT NULL, "
+                "runs INTEGER NOT NULL, PRIMARY KEY (day, category))"),
+            apply=_fill_summaries),
     ),
     # a crash of the server loses nothing; a power cut may lose the last runs.
     # cache_size in KiB: runs are written, rarely read
@@ -124,6 +174,8 @@ REVISION = re.compile(r"[!-~]*")
 STATES = ("clean", "dirty")
 #: the largest count (total, good) a run may claim
 MAX_COUNT = 10**9
+#: the most time stamps (``<OpStamps>``) a run keeps
+MAX_TIMINGS = 32
 HOUR = 3600.0
 
 
@@ -184,10 +236,21 @@ class Run:
     server: str = ""
     #: the repository revision that server served (its Version plugins; '' if unknown)
     served_revision: str = ""
+    #: seconds from the agent's first time stamp to its last (0: it sent none)
+    duration: float = 0.0
+    #: the agent's time stamps (``<OpStamps>``), in seconds since the run started, in order
+    timings: dict[str, float] = field(default_factory=dict)
+    #: bad entries the server itself failed to bind (they carry a ``failure`` attribute)
+    failures: int = 0
     entries: list[Entry] = field(default_factory=list)
 
     def of_kind(self, kind: str) -> list[Entry]:
         return [entry for entry in self.entries if entry.kind == kind]
+
+    @property
+    def category(self) -> str:
+        """The run's outcome in one word (``category``)."""
+        return category(self.bad, self.modified, self.extra, self.failures)
 
 
 def reason(kind: str, attrs: Mapping[str, str]) -> str:
@@ -239,6 +302,8 @@ class RunReport:
         self.limits = limits
         self.truncated = 0
         self.stored = 0
+        #: stored bad entries the server failed to bind
+        self.failures = 0
         self.received = {kind: self._received(kind) for kind in KINDS}
         self.record = self._record()
 
@@ -280,7 +345,10 @@ class RunReport:
         total = self._number("total", 0)
         flags = {flag.get("name"): flag.get("value", "").lower() == "true"
                  for flag in self.stats.iterfind("Flags/Flag")}
+        timings = self._timings()
         return {
+            "timings": timings,
+            "duration": max(timings.values(), default=0.0),
             "state": state,
             "revision": revision,
             "total": total,
@@ -290,6 +358,26 @@ class RunReport:
             "extra": self.received["Extra"],
             "dry_run": bool(flags.get("dry_run")),
         }
+
+    def _timings(self) -> dict[str, float]:
+        """The agent's ``<OpStamps>`` as seconds since the first, in order (bounded, checked)."""
+        stamps: dict[str, float] = {}
+        node = self.stats.find("OpStamps")
+        for name, value in (node.attrib.items() if node is not None else ()):
+            try:
+                when = float(value)
+            except ValueError:
+                when = math.nan
+            if not ATTRIBUTE.fullmatch(name) or not math.isfinite(when) \
+                    or len(stamps) >= MAX_TIMINGS:
+                self.truncated += 1
+                continue
+            stamps[name] = when
+        if not stamps:
+            return {}
+        first = min(stamps.values())
+        return {name: round(when - first, 3)
+                for name, when in sorted(stamps.items(), key=lambda item: item[1])}
 
     def _entry(self, kind: str, element: lxml.etree._Element) -> Entry | None:
         """The entry as stored: names checked, values cut; None if its tag is refused."""
@@ -325,6 +413,7 @@ class RunReport:
                         continue
                     used += size
                     self.stored += 1
+                    self.failures += kind == "Bad" and "failure" in entry.attrs
                     yield entry, attrs
 
     def entries(self) -> list[Entry]:
@@ -393,11 +482,12 @@ class RunStore:
             run = report.record
             run_id = int(tx.execute(
                 "INSERT INTO runs (client, timestamp, state, revision, total, good, bad, "
-                "modified, extra, dry_run, server, served_revision) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                "modified, extra, dry_run, server, served_revision, duration, timings) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (client, when, run["state"], run["revision"], run["total"], run["good"],
                  run["bad"], run["modified"], run["extra"], int(bool(run["dry_run"])),
-                 server, served_revision)).scalar())
+                 server, served_revision, run["duration"],
+                 json.dumps(run["timings"]) if run["timings"] else "")).scalar())
             # rows() is lazy (a flood of entries is never all in memory at once) and
             # counts what it drops or cuts as it goes: the run's row is told afterwards
             tx.executemany(
@@ -405,13 +495,25 @@ class RunStore:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 ((run_id, e.kind, e.tag, e.name, e.reason, attrs, ",".join(e.truncated))
                  for e, attrs in report.rows()))
-            if report.dropped or report.truncated:
-                tx.execute("UPDATE runs SET dropped = ?, truncated = ? WHERE id = ?",
-                           (report.dropped, report.truncated, run_id))
+            if report.dropped or report.truncated or report.failures:
+                tx.execute("UPDATE runs SET dropped = ?, truncated = ?, failures = ? "
+                           "WHERE id = ?", (report.dropped, report.truncated,
+                                            report.failures, run_id))
+            self._summarise(tx, client, run_id, when, category(
+                int(run["bad"]), int(run["modified"]), int(run["extra"]), report.failures))
             return Recorded(run_id)
 
         fresh = [parse_run(statistics, limits)]  # no <Statistics>: refused before any write
         return self.db.run(write, write=True)
+
+    @staticmethod
+    def _summarise(tx: Transaction, client: str, run_id: int, when: float, outcome: str) -> None:
+        """Keep the summaries current: the client's latest run, and the runs of its day."""
+        tx.execute("INSERT INTO latest_runs (client, run) VALUES (?, ?) ON CONFLICT (client) "
+                   "DO UPDATE SET run = excluded.run", (client, run_id))
+        tx.execute("INSERT INTO run_days (day, category, runs) VALUES (?, ?, 1) "
+                   "ON CONFLICT (day, category) DO UPDATE SET runs = run_days.runs + 1",
+                   (day_of(when), outcome))
 
     @staticmethod
     def _drop_run(tx: Transaction, client: str, when: float) -> Recorded:
@@ -436,45 +538,171 @@ class RunStore:
             "DELETE FROM runs WHERE timestamp < ? AND id NOT IN "
             "(SELECT MAX(id) FROM runs GROUP BY client)", (cutoff,)).rowcount, write=True)
 
-    def latest_runs(self) -> list[Run]:
-        """Every client's most recently recorded run (without entries), by client name."""
+    def latest_runs(self, at: float | None = None) -> list[Run]:
+        """Every client's most recently recorded run (without entries and timings), by
+        client name; with ``at``, each client's last run at that time (clients with none
+        then left out)."""
         rows = self.db.run(lambda tx: tx.execute(
-            f"SELECT {RUN_COLUMNS} FROM runs WHERE id IN "
-            "(SELECT MAX(id) FROM runs GROUP BY client)").rows)
+            f"SELECT {LIST_COLUMNS} FROM runs WHERE id IN ({_latest_ids(at)})",
+            () if at is None else (at,)).rows)
         # sorted here, not by the database: its collation is the site's choice
         return sorted((_run(row) for row in rows), key=lambda run: run.client)
 
-    def runs(self, client: str, limit: int = 10) -> list[Run]:
-        """The client's most recent runs, newest first, with their entries."""
+    def runs(self, client: str, limit: int = 10, offset: int = 0,
+             before: float | None = None) -> list[Run]:
+        """The client's most recent runs (at ``before`` if given), newest first, with their
+        entries; ``offset`` skips the newest ones (paging)."""
         def read(tx: Transaction) -> list[Run]:
             result = [_run(row) for row in tx.execute(
-                f"SELECT {RUN_COLUMNS} FROM runs WHERE client = ? "
-                "ORDER BY id DESC LIMIT ?", (client, limit))]
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE client = ? AND timestamp <= ? "
+                "ORDER BY timestamp DESC, id DESC LIMIT ? OFFSET ?",
+                (client, math.inf if before is None else before, limit, offset))]
             for run in result:
-                run.entries = [
-                    Entry(kind, tag, name, why, json.loads(attrs),
-                          tuple(cut_names.split(",")) if cut_names else ())
-                    for kind, tag, name, why, attrs, cut_names in sorted(tx.execute(
-                        "SELECT kind, tag, name, reason, attrs, truncated FROM entries "
-                        "WHERE run = ?", (run.id,)))]
+                run.entries = _entries(tx, run.id)
             return result
 
         return self.db.run(read)
+
+    def run_count(self, client: str, before: float | None = None) -> int:
+        """How many runs of the client are stored (up to ``before``)."""
+        return int(self.db.run(lambda tx: tx.execute(
+            "SELECT COUNT(*) FROM runs WHERE client = ? AND timestamp <= ?",
+            (client, math.inf if before is None else before)).scalar()))
+
+    def run_by_id(self, run_id: int) -> Run | None:
+        """One run with its entries, or None."""
+        def read(tx: Transaction) -> Run | None:
+            row = tx.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).one()
+            if row is None:
+                return None
+            found = _run(row)
+            found.entries = _entries(tx, found.id)
+            return found
+
+        return self.db.run(read)
+
+    def daily_outcomes(self, first_day: int, last_day: int) -> dict[int, dict[str, int]]:
+        """Runs per UTC day (``day_of``) from ``first_day`` to ``last_day``, by outcome."""
+        out: dict[int, dict[str, int]] = {day: {} for day in range(first_day, last_day + 1)}
+        for day, outcome, runs in self.db.run(lambda tx: tx.execute(
+                "SELECT day, category, runs FROM run_days WHERE day >= ? AND day <= ?",
+                (first_day, last_day))):
+            out[int(day)][outcome] = int(runs)
+        return out
+
+    def durations(self, since: float, until: float) -> list[float]:
+        """The durations of the runs stored between two times (of those that sent any)."""
+        return [float(value) for (value,) in self.db.run(lambda tx: tx.execute(
+            "SELECT duration FROM runs WHERE timestamp > ? AND timestamp <= ? AND duration > 0",
+            (since, until)))]
+
+    def client_history(self, client: str, since: float,
+                       until: float) -> list[tuple[float, str, float]]:
+        """The client's runs between two times, oldest first: (time, outcome, duration)."""
+        return [(float(when), category(bad, modified, extra, failures), float(duration))
+                for when, bad, modified, extra, failures, duration in self.db.run(
+                    lambda tx: tx.execute(
+                        "SELECT timestamp, bad, modified, extra, failures, duration FROM runs "
+                        "WHERE client = ? AND timestamp > ? AND timestamp <= ? "
+                        "ORDER BY timestamp", (client, since, until)))]
+
+    def common_problems(self, at: float | None = None, limit: int = 50,
+                        kinds: tuple[str, ...] = ("Bad", "Modified", "Extra")) -> list[Problem]:
+        """The entries of the clients' latest runs (at ``at``) that most clients share,
+        most clients first; each with the clients it concerns."""
+        marks = ", ".join("?" for _ in kinds)
+        params: tuple = (*(() if at is None else (at,)), *kinds)
+        rows = self.db.run(lambda tx: tx.execute(
+            "SELECT e.kind, e.tag, e.name, r.client, e.reason FROM entries e "
+            "JOIN runs r ON r.id = e.run "
+            f"WHERE e.run IN ({_latest_ids(at)}) AND e.kind IN ({marks})", params).rows)
+        found: dict[tuple[str, str, str], Problem] = {}
+        for kind, tag, name, client, why in rows:
+            problem = found.setdefault((kind, tag, name), Problem(kind, tag, name))
+            problem.clients.append((client, why))
+        ranked = sorted(found.values(),
+                        key=lambda p: (-len(p.clients), p.kind, p.tag, p.name))
+        for problem in ranked:
+            problem.clients.sort()
+        return ranked[:limit] if limit > 0 else ranked
+
+    def changes(self, since: float, until: float, limit: int = 500) -> list[Change]:
+        """Entries the agents changed (modified) between two times, newest first."""
+        return [Change(client, float(when), tag, name, why) for client, when, tag, name, why
+                in self.db.run(lambda tx: tx.execute(
+                    "SELECT r.client, r.timestamp, e.tag, e.name, e.reason FROM runs r "
+                    "JOIN entries e ON e.run = r.id WHERE r.timestamp > ? AND r.timestamp <= ? "
+                    "AND e.kind = ? ORDER BY r.timestamp DESC, e.tag, e.name LIMIT ?",
+                    (since, until, "Modified", limit)))]
 
     def latest(self, client: str) -> Run | None:
         """The client's most recent run with its entries, or None."""
         found = self.runs(client, limit=1)
         return found[0] if found else None
 
+    def runs_after(self, run_id: int, limit: int) -> list[Run]:
+        """The runs stored with a larger id than ``run_id``, by id (without entries and
+        timings), at most ``limit`` (a reader catching up with what was recorded since)."""
+        return [_run(row) for row in self.db.run(lambda tx: tx.execute(
+            f"SELECT {LIST_COLUMNS} FROM runs WHERE id > ? ORDER BY id LIMIT ?",
+            (run_id, limit)))]
+
+    def last_id(self) -> int:
+        """The id of the newest run stored (0 if none): changes with every run recorded."""
+        return int(self.db.run(lambda tx: tx.execute("SELECT MAX(id) FROM runs").scalar()) or 0)
+
     def count(self) -> int:
         """How many runs are stored."""
         return int(self.db.run(lambda tx: tx.execute("SELECT COUNT(*) FROM runs").scalar()))
 
 
+def _latest_ids(at: float | None) -> str:
+    """SQL giving each client's latest run id (at the time of its one parameter, if ``at``)."""
+    if at is None:
+        return "SELECT run FROM latest_runs"
+    return ("SELECT (SELECT id FROM runs WHERE runs.client = latest_runs.client AND "
+            "runs.timestamp <= ? ORDER BY runs.timestamp DESC, runs.id DESC LIMIT 1) "
+            "FROM latest_runs")
+
+
+def _entries(tx: Transaction, run_id: int) -> list[Entry]:
+    return [Entry(kind, tag, name, why, json.loads(attrs),
+                  tuple(cut_names.split(",")) if cut_names else ())
+            for kind, tag, name, why, attrs, cut_names in sorted(tx.execute(
+                "SELECT kind, tag, name, reason, attrs, truncated FROM entries "
+                "WHERE run = ?", (run_id,)))]
+
+
+@dataclass
+class Problem:
+    """An entry that clients' latest runs share, and (client, reason) of each."""
+
+    kind: str
+    tag: str
+    name: str
+    clients: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Change:
+    """An entry an agent changed during a run."""
+
+    client: str
+    timestamp: float
+    tag: str
+    name: str
+    reason: str
+
+
 RUN_COLUMNS = ("id, client, timestamp, state, revision, total, good, bad, modified, extra, "
-               "dry_run, dropped, truncated, server, served_revision")
+               "dry_run, dropped, truncated, server, served_revision, duration, timings, failures")
+
+
+#: the columns of a run in lists: its timings left out (they are read with one client's runs)
+LIST_COLUMNS = RUN_COLUMNS.replace("timings", "'' AS timings")
 
 
 def _run(row: tuple) -> Run:
     return Run(*row[:10], dry_run=bool(row[10]), dropped=row[11], truncated=row[12],
-               server=row[13], served_revision=row[14])
+               server=row[13], served_revision=row[14], duration=row[15],
+               timings=json.loads(row[16]) if row[16] else {}, failures=row[17])

@@ -24,6 +24,7 @@ from bcfg2.admin import dbcopy
 from bcfg2.plugins import probes
 from bcfg2.reportdb import RunStore, StoreLimits
 from bcfg2.storage import Database, SQLiteDatabase
+from bcfg2.web import audit
 
 RUN = """\
 <upload-statistics><Statistics total="3" good="1" state="dirty" revision="r{n}">
@@ -60,6 +61,9 @@ def populate(state: Path, database: Callable | None = None) -> None:
     runs.record("db1.example.com", run_doc(4), timestamp=3001.0,
                 limits=StoreLimits(max_runs_per_hour=1))  # counted, not stored
     runs.close()
+    log = audit.AuditLog(setup_paths["web_audit"], handle())
+    log.set_status(log.add("admin", "web1.example.com", "pin", ""), "done", "pinned")
+    log.close()
 
 
 def snapshot(databases: dict[str, Database], state: Path) -> dict[str, list[tuple[Any, ...]]]:
@@ -82,7 +86,7 @@ def pg_dbs(pg_database: Any) -> dict[str, Database]:
     from bcfg2.storage.postgresql import PostgreSQLDatabase
 
     return {name: PostgreSQLDatabase(pg_database.settings())
-            for name in ("clients", "probes", "reporting")}
+            for name in ("clients", "probes", "reporting", "web_audit")}
 
 
 def close(dbs: dict[str, Database]) -> None:
@@ -90,7 +94,8 @@ def close(dbs: dict[str, Database]) -> None:
         db.close()
 
 
-COUNTS = {"clients": 2, "probes": 2, "groups": 1, "runs": 3, "entries": 9, "dropped_runs": 1}
+COUNTS = {"clients": 2, "probes": 2, "groups": 1, "runs": 3, "entries": 9, "dropped_runs": 1,
+          "latest_runs": 2, "run_days": 1, "audit": 1}
 
 
 def counts(rows: dict[str, list[Any]]) -> dict[str, int]:
@@ -107,7 +112,7 @@ def test_sqlite_state_is_copied_into_postgresql_once(repo: Repo, tmp_path: Path,
     args = conf(tmp_path, repo, pg_database.overrides)
     status, out, _ = admin_run(capsys, *args, "dbcopy", "--from", "sqlite", "--to", "postgresql")
     assert status == 0
-    assert "reporting: copied 3 runs, 9 entries, 1 dropped_runs from" in out
+    assert "reporting: copied 3 runs, 9 entries, 1 dropped_runs, 2 latest_runs, 1 run_days from" in out
     target = pg_dbs(pg_database)
     try:
         assert snapshot(target, state) == before
@@ -143,7 +148,7 @@ def test_postgresql_state_is_copied_back_into_sqlite(repo: Repo, tmp_path: Path,
     assert counts(before) == COUNTS
     args = conf(tmp_path, repo, pg_database.overrides)
     status, out, _ = admin_run(capsys, *args, "dbcopy", "--from", "postgresql")
-    assert status == 0 and out.count("copied") == 3
+    assert status == 0 and out.count("copied") == 4  # clients, probes, reporting, web_audit
     target = sqlite_dbs(state)
     try:
         assert snapshot(target, state) == before

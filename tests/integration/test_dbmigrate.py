@@ -34,12 +34,12 @@ def test_sqlite_files_of_the_old_layout_are_stamped_and_missing_ones_left_alone(
     args = conf(tmp_path, repo)
     status, out, _ = admin_run(capsys, *args, "dbmigrate", "--check")
     assert status == 1
-    assert "clients: version 0 of 1, 1 migration(s) pending" in out
+    assert "clients: version 0 of 2, 2 migration(s) pending" in out
     assert "reporting:" in out and "not created yet" in out
     assert "version" not in sqlite3.connect(state).execute(
         "SELECT group_concat(name) FROM sqlite_master").fetchone()[0]  # --check changed nothing
     status, out, _ = admin_run(capsys, *args, "dbmigrate")
-    assert status == 0 and "clients: migrated from version 0 to 1" in out
+    assert status == 0 and "clients: migrated from version 0 to 2" in out
     assert admin_run(capsys, *args, "dbmigrate", "--check")[0] == 0
     assert not (tmp_path / "state" / "Reporting").exists()
 
@@ -49,16 +49,18 @@ def test_postgresql_is_migrated_once_and_a_newer_schema_is_refused(
     args = conf(tmp_path, repo, pg_database.overrides)
     status, out, _ = admin_run(capsys, *args, "dbmigrate", "--check")
     assert status == 1 and out.count("1 migration(s) pending") == 5
-    assert "reporting: version 0 of 2, 2 migration(s) pending" in out
+    assert "reporting: version 0 of 3, 3 migration(s) pending" in out
+    assert "clients: version 0 of 2, 2 migration(s) pending" in out
     assert pg_database.cluster.password not in out
     status, out, _ = admin_run(capsys, *args, "dbmigrate")
     assert status == 0 and out.count("migrated from version 0 to 1") == 5
-    assert "reporting: migrated from version 0 to 2" in out
+    assert "reporting: migrated from version 0 to 3" in out
+    assert "clients: migrated from version 0 to 2" in out
     assert sorted(pg_database.query("SELECT store, version FROM schema_versions")) == [
-        ("cache_events", 1), ("clients", 1), ("generated", 1), ("packages", 1),
-        ("probes", 1), ("reporting", 2)]
+        ("cache_events", 1), ("clients", 2), ("generated", 1), ("packages", 1),
+        ("probes", 1), ("reporting", 3), ("web_audit", 1)]
     status, out, _ = admin_run(capsys, *args, "dbmigrate", "--check")
-    assert status == 0 and out.count("up to date") == 6
+    assert status == 0 and out.count("up to date") == 7
     pg_database.query("UPDATE schema_versions SET version = 7 WHERE store = 'reporting'")
     status, _, err = admin_run(capsys, *args, "dbmigrate", "--check")
     assert status != 0
@@ -69,4 +71,4 @@ def test_postgresql_is_migrated_once_and_a_newer_schema_is_refused(
 def test_upstreams_engine_names_are_the_embedded_default(repo: Repo, tmp_path: Path, capsys,
                                                          value: str) -> None:
     status, out, _ = admin_run(capsys, *conf(tmp_path, repo, {"engine": value}), "dbmigrate")
-    assert status == 0 and out.count("not created yet") == 3
+    assert status == 0 and out.count("not created yet") == 4

@@ -67,7 +67,7 @@ def test_an_agent_run_lands_in_postgresql(repo: Repo, network_server, pg_databas
     assert pg_database.query("SELECT client, state, total FROM runs") == [
         ("newhost", "clean", 1)]
     assert sorted(pg_database.query("SELECT store, version FROM schema_versions")) == [
-        ("cache_events", 1), ("clients", 1), ("probes", 1), ("reporting", 2)]
+        ("cache_events", 1), ("clients", 2), ("probes", 1), ("reporting", 3)]
     assert list((tmp_path / "state").rglob("*.sqlite")) == []
 
     # another server on the same database (its own state directory) knows the client

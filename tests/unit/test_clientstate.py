@@ -39,7 +39,7 @@ def test_each_change_writes_one_row(tmp_path, store_database) -> None:
     again.close()
 
 
-def test_a_state_file_of_the_layout_before_schema_versions_is_stamped_as_version_1(
+def test_a_state_file_of_the_layout_before_schema_versions_is_stamped_as_version_1_then_migrated(
         tmp_path) -> None:
     path = database_path(str(tmp_path))
     os.makedirs(os.path.dirname(path))
@@ -52,9 +52,10 @@ def test_a_state_file_of_the_layout_before_schema_versions_is_stamped_as_version
     store.update("old", {"version": "1.4.0"})
     store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT * FROM schema_versions").fetchall() == [("clients", 1)]
-        assert conn.execute("SELECT sql FROM sqlite_master "
-                            "WHERE name = 'clients'").fetchone() == layout
+        assert conn.execute("SELECT * FROM schema_versions").fetchall() == [("clients", 2)]
+        # the old columns kept as they were; migration 2 added the pinned one
+        assert conn.execute("SELECT sql FROM sqlite_master WHERE name = 'clients'").fetchone()[
+            0].replace(", pinned TEXT", "") == layout[0]
         assert conn.execute("SELECT version, registered FROM clients").fetchall() == [
             ("1.4.0", 5.5)]
 
@@ -74,7 +75,7 @@ def test_servers_sharing_postgresql_see_each_others_clients(tmp_path, pg_databas
     assert not (tmp_path / "one").exists()  # no SQLite file on the side
     # (with the cache events store, whose client generations its writes bump)
     assert sorted(pg_database.query("SELECT store, version FROM schema_versions")) == [
-        ("cache_events", 1), ("clients", 1)]
+        ("cache_events", 1), ("clients", 2)]
 
 
 def test_the_state_file_of_an_earlier_version_is_imported_once(tmp_path) -> None:

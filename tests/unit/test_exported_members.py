@@ -17,7 +17,8 @@ import bcfg2.plugin.manager
 import bcfg2.templates
 
 PLUGIN_API = [
-    "BundleInfo", "Caching", "Caller", "Option", "ClientACLs", "ClientRunHooks", "Condition", "Connector",
+    "BundleInfo", "Caching", "Caller", "Option", "ClientACLs", "ClientRunHooks", "ClientSummary",
+    "Condition", "Connector",
     "Debuggable", "Decision", "DirectoryBacked", "EntrySet", "FileBacked", "Generator",
     "GoalValidator", "GroupInfo", "INTERFACES", "InfoXML", "Metadata",
     "MetadataConsistencyError", "MetadataRuntimeError", "Plugin", "PluginExecutionError",

@@ -495,6 +495,29 @@ def test_assert_profile_changes_the_profile_in_state_not_in_the_repository(
     assert core.build_metadata("client1").profile == "basic"
 
 
+def test_a_pinned_client_keeps_its_profile_through_assert_profile(profiles, make_core):
+    core, address = profiles(caching__client_metadata="aggressive")
+    core.metadata.set_profile("client2", "basic", None)  # an admin's change
+    core.metadata.set_pinned("client2", True)
+    assert core.metadata.is_pinned("client2")
+    assert core.AssertProfile(address, "desktop") is True  # the agent is not refused
+    assert core.build_metadata("client2").profile == "basic"
+    again = make_core()  # a restart reads the pin from the state
+    assert again.metadata.is_pinned("client2")
+    again.metadata.set_pinned("client2", False)
+    address = auth(again, None, "uuid-client2", "pw2", ("127.0.0.1", 43000))
+    assert again.AssertProfile(address, "desktop") is True
+    assert again.build_metadata("client2").profile == "desktop"
+    with pytest.raises(MetadataConsistencyError):
+        again.metadata.set_pinned("nosuchclient", True)
+
+
+def test_an_admin_may_set_a_private_profile(profiles):
+    core, _ = profiles()
+    core.metadata.set_profile("client1", "other", None)
+    assert core.build_metadata("client1").profile == "other"
+
+
 @pytest.mark.parametrize("profile", ["other", "gui", "no-such-group"])
 def test_only_public_profile_groups_can_be_asserted(profiles, tmp_path, profile):
     core, address = profiles()

@@ -47,7 +47,7 @@ def test_a_run_keeps_counts_state_flags_and_the_entries_that_matter() -> None:
     report = parse_run(doc(DIRTY))
     run, entries = report.record, report.entries()
     assert run == {"state": "dirty", "revision": "abc123", "total": 5, "good": 2, "bad": 3,
-                   "modified": 1, "extra": 2, "dry_run": True}
+                   "modified": 1, "extra": 2, "dry_run": True, "duration": 0.0, "timings": {}}
     kinds = sorted((e.kind, e.tag, e.name) for e in entries)
     assert kinds == [("Bad", "Package", "chrony"), ("Bad", "Path", "/etc/issue"),
                      ("Bad", "Path", "/etc/ntp.conf"), ("Extra", "Package", "telnetd"),
@@ -254,4 +254,4 @@ def test_a_database_of_the_first_schema_is_brought_up_to_date(tmp_path: Path) ->
     store.close()
     assert (old.server, old.served_revision) == ("", "")  # stored before provenance
     with sqlite3.connect(path) as conn:  # stamped as the first version, then migrated
-        assert conn.execute("SELECT * FROM schema_versions").fetchall() == [("reporting", 2)]
+        assert conn.execute("SELECT * FROM schema_versions").fetchall() == [("reporting", 3)]

@@ -117,6 +117,21 @@ def test_key_generated_once_and_reused(ssh_repo: Repo, local_core: Factory) -> N
 
 
 @needs_keygen
+def test_an_admin_regenerates_a_hosts_keys(ssh_repo: Repo, local_core: Factory) -> None:
+    core = make_core(local_core, ssh_repo)
+    old = paths(core, "client1")["/etc/ssh/ssh_host_ed25519_key.pub"].text
+    other = paths(core, "client2")["/etc/ssh/ssh_host_ed25519_key.pub"].text
+    made = core.rmi["SSHbase.regenerate_keys"]("client1")
+    assert "ed25519" in made
+    new = paths(core, "client1")["/etc/ssh/ssh_host_ed25519_key.pub"].text
+    assert new.startswith("ssh-ed25519 ") and new != old
+    assert paths(core, "client2")["/etc/ssh/ssh_host_ed25519_key.pub"].text == other
+    assert core.rmi["SSHbase.regenerate_keys"]("nokeys.example.com") == []
+    with pytest.raises(PluginExecutionError):
+        core.rmi["SSHbase.regenerate_keys"]("../client1")
+
+
+@needs_keygen
 def test_keys_stored_with_upstream_names_and_private_mode(ssh_repo: Repo,
                                                           local_core: Factory) -> None:
     core = make_core(local_core, ssh_repo)

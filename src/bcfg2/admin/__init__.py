@@ -16,7 +16,7 @@ from bcfg2 import options, tools
 PROG = "bcfg2-admin"
 
 MODES = ("init", "client", "compare", "minestruct", "pull", "perf", "xcmd", "viz", "reports",
-         "dbmigrate", "dbcopy")
+         "dbmigrate", "dbcopy", "web")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Move a site's run-time state between SQLite, PostgreSQL and upstream's XML files.
 
-``--from sqlite --to postgresql`` copies the client state, probe data and
+``--from sqlite --to postgresql`` copies the client state, probe data, web audit log and
 run history of ``[server] state_dir``'s SQLite files into the ``[database]``
 PostgreSQL database (going from one server to a fleet); ``--from postgresql
 --to sqlite`` copies them back. Each store is copied in one transaction,
@@ -44,6 +44,7 @@ from bcfg2.options import Setup
 from bcfg2.plugins import probes
 from bcfg2.storage import Database, Schema, SQLiteDatabase, Transaction, migrate
 from bcfg2.tools import ToolError
+from bcfg2.web import audit
 from bcfg2.xml import parse_untrusted
 
 ENGINES = ("sqlite", "postgresql")
@@ -85,7 +86,12 @@ def stores(setup: Setup) -> list[Store]:
         Store(reportdb.SCHEMA, reportdb.database_path(setup), (
             Table("runs", runs, identity="id"),
             Table("entries", ("run", "kind", "tag", "name", "reason", "attrs", "truncated")),
-            Table("dropped_runs", ("client", "runs", "last")))),
+            Table("dropped_runs", ("client", "runs", "last")),
+            Table("latest_runs", ("client", "run")),
+            Table("run_days", ("day", "category", "runs")))),
+        Store(audit.SCHEMA, audit.database_path(setup), (
+            Table("audit", tuple(c.strip() for c in audit.COLUMNS.split(",")),
+                  identity="id"),)),
     ]
 
 

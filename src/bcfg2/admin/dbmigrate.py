@@ -20,6 +20,7 @@ from bcfg2.plugins import probes
 from bcfg2.plugins.packages import store as packages_cache
 from bcfg2.storage import Schema, engine_of, events, migrate, open_database, status
 from bcfg2.tools import ToolError
+from bcfg2.web import audit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +50,7 @@ def stores(setup: Setup) -> list[Store]:
         Store(probes.SCHEMA, os.path.join(state_dir, "Probes", "probes.sqlite"),
               "kept in Probes/probed.xml ([probes] storage = xml)" if storage == "xml" else ""),
         Store(reportdb.SCHEMA, reportdb.database_path(setup)),
+        Store(audit.SCHEMA, audit.database_path(setup)),
         Store(events.SCHEMA, "", "" if engine_of(setup) == "postgresql"
               else "PostgreSQL only (servers sharing a database tell each other of expiries)"),
         Store(generated.SCHEMA, "",

@@ -53,6 +53,7 @@ from bcfg2.plugin.interfaces import (
     Caching,
     ClientACLs,
     ClientRunHooks,
+    ClientSummary,
     Connector,
     Decision,
     Generator,
@@ -89,7 +90,8 @@ __all__ = [
     # base, the options a plugin declares, who calls (ClientACLs get a Caller)
     "Caller", "Debuggable", "Option", "Plugin", "as_bool", "exposed",
     # interfaces and what their queries return
-    "INTERFACES", "BundleInfo", "Caching", "ClientACLs", "ClientRunHooks", "Connector",
+    "INTERFACES", "BundleInfo", "Caching", "ClientACLs", "ClientRunHooks",
+    "ClientSummary", "Connector",
     "Decision", "Generator", "GoalValidator", "GroupInfo", "Metadata", "PackageSources",
     "Probing", "PropertyFiles", "Resolution", "SourceInfo", "Statistics", "Structure",
     "StructureValidator", "TemplateDataProvider", "ThreadedStatistics", "Version",

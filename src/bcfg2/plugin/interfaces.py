@@ -21,7 +21,7 @@ import threading
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from bcfg2.errors import PluginExecutionError
 from bcfg2.plugin.base import Plugin
@@ -87,6 +87,16 @@ class GroupInfo:
     public: bool = False
     default: bool = False
     category: str | None = None
+
+
+class ClientSummary(NamedTuple):
+    """What the tools list of one client without building its metadata (a tuple: the
+    page makes one per client for every list)."""
+
+    profile: str
+    version: str | None = None
+    #: pinned to its profile by an admin (AssertProfile leaves it)
+    pinned: bool = False
 
 
 class Structure:
@@ -177,6 +187,34 @@ class Metadata:
     def list_groups(self) -> list[GroupInfo]:
         """Every declared group with its flags, sorted by name (for the tools)."""
         return []
+
+    def client_summaries(self) -> dict[str, ClientSummary]:
+        """Every known client's profile, version and pin, by name (for the tools)."""
+        out = {}
+        for name in self.list_clients():
+            meta = self.get_initial_metadata(name)
+            out[name] = ClientSummary(meta.profile, meta.version, self.is_pinned(name))
+        return out
+
+    def clients_in_groups(self, groups: list[str]) -> list[str]:
+        """The known clients that are members of every one of ``groups``, sorted."""
+        wanted = set(groups)
+        return [name for name in self.list_clients()
+                if wanted <= set(self.get_initial_metadata(name).groups)]
+
+    def set_pinned(self, client: str, pinned: bool) -> None:
+        """Pin a client to its profile, so that AssertProfile leaves it (an admin's action)."""
+        raise PluginExecutionError(
+            f"{getattr(self, 'name', type(self).__name__)} cannot pin clients")
+
+    def is_pinned(self, client: str) -> bool:
+        """Whether the client is pinned to its profile."""
+        return False
+
+    def remove_client(self, client_name: str) -> bool:
+        """Forget a client (an admin's action); an error says why it cannot be."""
+        raise PluginExecutionError(
+            f"{getattr(self, 'name', type(self).__name__)} cannot remove clients")
 
 
 class Connector:
