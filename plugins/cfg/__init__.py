@@ -214,6 +214,8 @@ class Cfg(Plugin, Generator):
         Generator.__init__(self)
         self.entries: dict[str, CfgEntrySet] = {}
         self.handles: dict[int, str] = {}
+        #: the directories in ``handles`` (a set: one look-up per directory at start-up)
+        self.watched: set[str] = set()
         self.templates = TemplateContext(
             core.repository, self.data, lambda: core.plugins_by_type(TemplateDataProvider))
         self.creators = CreatorContext(self)
@@ -238,12 +240,13 @@ class Cfg(Plugin, Generator):
         return ""
 
     def add_directory_monitor(self, path: str) -> None:
-        if path in self.handles.values():
+        if path in self.watched:
             return
         if not os.path.isdir(path):
             self.logger.info("%s does not exist; Cfg serves nothing from it", path)
             return
         self.handles[self.core.fam.AddMonitor(path, self)] = path
+        self.watched.add(path)
 
     def _ident(self, path: str) -> str:
         """The client path an entry-set directory stands for (Cfg/etc/motd -> /etc/motd)."""
@@ -254,7 +257,7 @@ class Cfg(Plugin, Generator):
             return
         path = event.path
         if event.action == "deleted":
-            if path in self.handles.values():
+            if path in self.watched:
                 self._remove_tree(path)
                 return
         elif os.path.isdir(path):
@@ -288,6 +291,7 @@ class Cfg(Plugin, Generator):
             if watched == path or watched.startswith(prefix):
                 self.core.fam.RemoveMonitor(handle)
                 del self.handles[handle]
+                self.watched.discard(watched)
         ident = self._ident(path)
         for key in [k for k in self.entries if k == ident or k.startswith(ident + "/")]:
             del self.entries[key]

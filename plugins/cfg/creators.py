@@ -228,7 +228,7 @@ class CreatorContext:
     def load(self, path: str) -> None:
         """Put a file just written into service now, before the file monitor reports it."""
         directory = os.path.dirname(path)
-        if directory not in self.cfg.handles.values():
+        if directory not in self.cfg.watched:
             self.cfg.HandleEvent(Event(0, directory, "created", directory))
         self.cfg.HandleEvent(Event(0, os.path.basename(path), "created", path))
 

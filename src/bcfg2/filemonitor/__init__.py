@@ -19,6 +19,7 @@ import fnmatch
 import importlib
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -71,6 +72,9 @@ class FileMonitor:
 
     def __init__(self, ignore: list[str] | None = None, debug: bool = False) -> None:
         self.ignore = list(ignore or [])
+        #: the ignore patterns as one expression: one match per file, not one per pattern
+        self._ignored = re.compile("|".join(map(fnmatch.translate, self.ignore))) \
+            if self.ignore else None
         self.debug = debug
         self.handles: dict[int, Any] = {}
         self.paths: dict[int, str] = {}
@@ -101,8 +105,8 @@ class FileMonitor:
         return debug
 
     def should_ignore(self, name: str) -> bool:
-        base = os.path.basename(name)
-        return any(fnmatch.fnmatch(base, pattern) for pattern in self.ignore)
+        return self._ignored is not None and \
+            self._ignored.match(os.path.basename(name)) is not None
 
     def _new_handle(self, path: str, obj: Any, handle_id: int | None) -> int:
         with self._cond:
