@@ -24,7 +24,9 @@ def rotate_and_hangup(log: Path, pid: int) -> Path:
     rotated = log.with_name(log.name + ".1")
     log.rename(rotated)
     os.kill(pid, signal.SIGHUP)
-    wait_until(lambda: REOPENED in text(log), STARTUP, "a new log file saying it was reopened")
+    wait_until(lambda: REOPENED in text(log) or not pid_alive(pid), STARTUP,
+               "a new log file saying it was reopened")
+    assert pid_alive(pid), f"the server died of SIGHUP; its log:\n{text(rotated)[-2000:]}"
     return rotated
 
 
@@ -50,6 +52,7 @@ def test_sighup_reopens_the_log_file_after_a_rename(example_repo, tls, tmp_path,
     processes.append(server)
     port = server.port()
     wait_until(lambda: LISTENING.search(text(log)), STARTUP, "'Listening on' in the log file")
+    assert bundles(tls, port) > 0  # serving: past its start-up
     rotated = rotate_and_hangup(log, server.proc.pid)
     assert bundles(tls, port) > 0  # still serving
     assert REOPENED not in text(rotated)
