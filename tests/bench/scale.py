@@ -331,13 +331,14 @@ def fits(sweep: str, points: Sequence[dict[str, Any]]) -> dict[str, dict[str, An
         exponent = fit_exponent(xs, [_value(p, quantity) for p in points])
         if exponent is None:
             continue
-        fit: dict[str, Any] = {"exponent": round(exponent, 3)}
+        exponent = round(exponent, 3)  # the words say what the numbers say
+        fit: dict[str, Any] = {"exponent": exponent}
         median = " (median)" if quantity.endswith("_ms") else ""
         words = f"{label}{median} {growth_words(exponent)} with {X_LABELS[sweep]} " \
                 f"(exponent {exponent:.2f}"
         cpu = fit_exponent(xs, [_value(p, twin) for p in points]) if twin else None
         if cpu is not None:
-            fit["cpu_exponent"] = round(cpu, 3)
+            cpu = fit["cpu_exponent"] = round(cpu, 3)
             words += f"; CPU time {cpu:.2f}"
         fit["words"] = words + ")"
         out[quantity] = fit
