@@ -45,7 +45,7 @@ from bcfg2.storage import (
     SQLiteDatabase,
     Transaction,
     events,
-    migrate,
+    migrated,
     open_database,
 )
 from bcfg2.untrusted import escaped
@@ -187,13 +187,8 @@ class DatabaseStore:
         self._memo: dict[str, tuple[dict[str, str], list[str]]] = {}
         self._memo_lock = threading.Lock()
         self._forgotten = 0
-        try:
-            migrate(self.db, SCHEMA)
-            if self.db.engine == "postgresql":  # the client generations other servers read
-                migrate(self.db, events.SCHEMA)
-        except BaseException:
-            self.db.close()
-            raise
+        # on PostgreSQL also the client generations other servers read
+        migrated(self.db, SCHEMA, *([events.SCHEMA] if self.memoise else []))
 
     @staticmethod
     def _read(tx: Transaction, client: str) -> tuple[dict[str, str], list[str]]:

@@ -36,7 +36,7 @@ import lxml.etree
 
 from bcfg2.options import Setup
 from bcfg2.statsupload import KINDS
-from bcfg2.storage import Database, Migration, Schema, SQLiteDatabase, Transaction, migrate
+from bcfg2.storage import Database, Migration, Schema, SQLiteDatabase, Transaction, migrated
 
 #: columns added to the first layout before schema versions existed: (table, column, type)
 ADDED_COLUMNS = (
@@ -448,13 +448,8 @@ class RunStore:
         if database is None and not create and not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no client run has been recorded yet")
         self.path = path
-        self.db = database if database is not None else SQLiteDatabase(
-            path, SCHEMA.sqlite_pragmas)
-        try:
-            migrate(self.db, SCHEMA)
-        except BaseException:
-            self.db.close()
-            raise
+        self.db = migrated(database if database is not None else SQLiteDatabase(
+            path, SCHEMA.sqlite_pragmas), SCHEMA)
 
     def close(self) -> None:
         self.db.close()

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from bcfg2.errors import CommitUncertainError, ConfigError, SchemaTooNewError, StorageError
 from bcfg2.storage.base import ENGINES, Database, Result, Transaction
-from bcfg2.storage.migrations import Migration, Schema, Status, migrate, status
+from bcfg2.storage.migrations import Migration, Schema, Status, migrate, migrated, status
 from bcfg2.storage.sqlite import SQLiteDatabase
 
 if TYPE_CHECKING:
@@ -76,6 +76,7 @@ __all__ = [
     "Transaction",
     "engine_of",
     "migrate",
+    "migrated",
     "open_database",
     "status",
 ]

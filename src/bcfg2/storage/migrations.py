@@ -145,3 +145,15 @@ def migrate(db: Database, schema: Schema) -> Status:
         return Status(schema.store, current, schema.latest)
 
     return db.run(work, write=True)
+
+
+def migrated(db: Database, *schemas: Schema) -> Database:
+    """``db`` with every schema's pending migrations applied (a store's start); closed
+    again if one fails, whose error goes up."""
+    try:
+        for schema in schemas:
+            migrate(db, schema)
+    except BaseException:
+        db.close()
+        raise
+    return db

@@ -30,7 +30,7 @@ from bcfg2.storage import (
     Schema,
     SQLiteDatabase,
     engine_of,
-    migrate,
+    migrated,
     open_database,
 )
 
@@ -85,13 +85,8 @@ class AuditLog:
     def __init__(self, path: str, database: Database | None = None) -> None:
         if database is None:
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        self.db = database if database is not None else SQLiteDatabase(
-            path, SCHEMA.sqlite_pragmas)
-        try:
-            migrate(self.db, SCHEMA)
-        except BaseException:
-            self.db.close()
-            raise
+        self.db = migrated(database if database is not None else SQLiteDatabase(
+            path, SCHEMA.sqlite_pragmas), SCHEMA)
 
     @classmethod
     def from_setup(cls, setup: Setup) -> AuditLog:
