@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 #: one rule in a PrioDir's merged index: file, its priority, conditions, element
 Rule = tuple[PriorityStructFile, int, tuple[Condition, ...], lxml.etree._Element]
+#: the most entry names whose recorded tokens are kept at once (names come from structures)
+MAX_TOKEN_MEMO = 100_000
 
 
 class RulePlan:
@@ -106,6 +108,8 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
         self._regex_cache: dict[str, re.Pattern[str] | None] = {}
         self._merged: dict[str, dict[str, list[Rule]]] | None = None
         self._plans: dict[tuple[str, str], RulePlan] = {}
+        #: (tag, name) -> what a build asking about it records (see _record)
+        self._tokens: dict[tuple[str, str], tuple[str, ...]] = {}
         XMLDirectoryBacked.__init__(self, self.data, core.fam)
 
     def _compiled(self, name: str) -> re.Pattern[str] | None:
@@ -193,9 +197,15 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
     def _record(self, entry: lxml.etree._Element) -> None:
         """What a build that asks about this entry depends on (``bcfg2.configcache``): the
         rules of its names, or with regular expressions any rule of any file."""
-        depends_on(*(self._token(entry.tag, name) for name in self._names(entry)))
-        if self.regex:
-            depends_on(self.data)
+        key = (entry.tag, entry.get("name", ""))
+        tokens = self._tokens.get(key)
+        if tokens is None:  # a function of the name alone: worked out once per name
+            if len(self._tokens) >= MAX_TOKEN_MEMO:
+                self._tokens.clear()
+            tokens = self._tokens[key] = (
+                *(self._token(entry.tag, name) for name in self._names(entry)),
+                *((self.data,) if self.regex else ()))
+        depends_on(*tokens)
 
     def _exact(self, entry: lxml.etree._Element) -> list[Rule]:
         by_name = self._index().get(entry.tag) or {}
