@@ -10,6 +10,7 @@ cores in ``bcfg2.cores`` implement ``_run``, ``_block`` and ``_daemonize``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import itertools
 import logging
@@ -147,7 +148,7 @@ class Core:
         #: held while file-monitor events are handled
         self.lock = threading.Lock()
         self.db_write_lock = threading.RLock()
-        self.debug_flag = bool(setup.logging.debug) or getattr(setup.logging, "level", "") == "debug"
+        self.debug_flag = bool(setup.logging.debug) or setup.logging.level == "debug"
         self.metadata_cache = MetadataCache(setup.caching.client_metadata)
         self.metadata_cache.bind(self._initial_metadata, self._complete_metadata)
         self.config_cache = configcache.ConfigCache(setup.caching.configurations,
@@ -594,7 +595,7 @@ class Core:
         generation = cache.generation
         with configcache.recording() as deps:
             key = configcache.configuration_key(self.revision, metadata,
-                                                self._cache_participants())
+                                                self._cache_participants)
             if key is not None:
                 blob = cache.lookup_compressed(client, key)
                 if blob is not None:
@@ -614,17 +615,13 @@ class Core:
             return text, blob
         return text, None
 
+    @functools.cached_property
     def _cache_participants(self) -> list[Plugin]:
         """Every plugin whose output goes into a configuration (asked for its cache key)."""
-        found = self.__dict__.get("_participants")
-        if found is None:
-            kinds = (interfaces.Metadata, interfaces.Connector, interfaces.Structure,
-                     interfaces.StructureValidator, interfaces.Generator,
-                     interfaces.GoalValidator)
-            found = self._participants = sorted(
-                (p for p in self.plugins.values() if isinstance(p, kinds)),
-                key=lambda p: p.name)
-        return found
+        kinds = (interfaces.Metadata, interfaces.Connector, interfaces.Structure,
+                 interfaces.StructureValidator, interfaces.Generator, interfaces.GoalValidator)
+        return sorted((p for p in self.plugins.values() if isinstance(p, kinds)),
+                      key=lambda p: p.name)
 
     def _file_changed(self, event: Any) -> None:
         """A repository change is in service: drop the configurations built from it."""
@@ -1140,20 +1137,18 @@ class NetworkCore(Core):
     def _on_signal(self, signum: int, frame: Any = None) -> None:
         """SIGINT/SIGTERM: ask the core to stop. Safe in a signal handler: takes no lock."""
         self._stop_signal = signum
-        if self._stop_w >= 0:
-            try:
-                os.write(self._stop_w, b"x")
-            except OSError:
-                pass
+        self._wake(b"x")
 
     def _on_hangup(self, signum: int = signal.SIGHUP, frame: Any = None) -> None:
         """SIGHUP: have the main thread reopen the log files. Safe in a signal handler."""
         self._hangup = True
+        self._wake(b"h")
+
+    def _wake(self, byte: bytes) -> None:
+        """Wake the main thread sleeping in ``_wait_for_stop`` (from a signal handler)."""
         if self._stop_w >= 0:
-            try:
-                os.write(self._stop_w, b"h")
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):
+                os.write(self._stop_w, byte)
 
     def reopen_logs(self) -> None:
         """Reopen the log files (logrotate moved them away); cores with children tell them."""

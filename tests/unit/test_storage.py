@@ -346,7 +346,7 @@ def test_a_connection_lost_during_commit_is_never_retried(pg: Database, pg_datab
     assert len(calls) == 3
 
 
-def test_a_read_sends_no_begin_or_commit(pg: Database, monkeypatch) -> None:
+def test_a_read_is_no_transaction_and_takes_no_lock(pg: Database, monkeypatch) -> None:
     from bcfg2.storage.postgresql import PostgreSQLDatabase
 
     commits = []
