@@ -24,6 +24,8 @@ class Defaults(PrioDir, GoalValidator):
                "Replace %{name} in Defaults attributes with the entry's name.", type="bool"),
     )
     replace_name_option = ("defaults", "replace_name")
+    #: it binds nothing and claims nothing, whatever the client (``bcfg2.bindmemo``)
+    binds_by_likeness = True
 
     def __init__(self, core: Any) -> None:
         super().__init__(core)

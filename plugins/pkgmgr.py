@@ -86,6 +86,8 @@ class Pkgmgr(PrioDir):
 
     __child__ = PackageListFile
     conflicts = ["Packages"]
+    #: its rules chosen as Rules' are; a virtual target's instances by the name alone
+    binds_by_likeness = True
 
     def _virtual(self, entry: lxml.etree._Element) -> tuple[str, set[str]] | None:
         """(package, architectures) for a ``name:arch,...`` target no list names as such."""

@@ -20,4 +20,6 @@ class Rules(PrioDir):
                "Replace %{name} in Rules attributes with the entry's name.", type="bool"),
     )
     regex_option = ("rules", "regex")
+    #: its rules' choices are reported and its bindings promised (``bcfg2.bindmemo``)
+    binds_by_likeness = True
     replace_name_option = ("rules", "replace_name")

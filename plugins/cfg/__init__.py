@@ -31,6 +31,7 @@ from typing import Any
 
 import lxml.etree
 
+from bcfg2.bindmemo import by_likeness
 from bcfg2.encryption import Encryption
 from bcfg2.errors import SpecificityError
 from bcfg2.metadata import ClientMetadata
@@ -69,6 +70,8 @@ VersionLoader = Callable[[str, Specificity, "CfgEntrySet"], SpecificData]
 
 class CfgPlaintextGenerator(SpecificData):
     """A plain file: its content is sent as it is."""
+
+    by_likeness = True
 
     def get_data(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> bytes:
         return self.data
@@ -186,6 +189,8 @@ class CfgEntrySet(EntrySet):
         if self.validation and self.verifiers.entries:
             self.verify(entry, metadata, data)
         set_content(entry, data)
+        if best.by_likeness and not self.verifiers.entries:
+            by_likeness()  # the version and info.xml chosen by likeness, the content plain
         return entry
 
     def verify(self, entry: lxml.etree._Element, metadata: ClientMetadata, data: bytes) -> None:
@@ -200,6 +205,9 @@ class CfgEntrySet(EntrySet):
 
 class Cfg(Plugin, Generator):
     """Serves file contents from the Cfg/ tree."""
+
+    #: its choices are reported and plain versions promised (``bcfg2.bindmemo``)
+    binds_by_likeness = True
 
     options = (
         Option("cfg", "validation", True,

@@ -53,6 +53,11 @@ class CfgEncryptedGenerator(SpecificData):
             self.inner.data = previous
             raise
 
+    @property
+    def by_likeness(self) -> bool:  # type: ignore[override]
+        """As the version its plaintext makes: a plain file's content is the client's alike."""
+        return self.inner.by_likeness
+
     def get_data(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> bytes:
         """The inner version's content; a failure if this file was never decrypted."""
         if not self.in_service:  # the error names this file

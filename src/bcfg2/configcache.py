@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from bcfg2.plugin.base import Plugin
 
 __all__ = ["ConfigCache", "Dependencies", "TemplateReads", "compress", "configuration_key",
-           "decompress", "depends_on", "listing", "not_cacheable", "recording"]
+           "decompress", "depends_on", "listing", "nest", "not_cacheable", "recording", "unnest"]
 
 #: what in a template's or helper's source says it may read the time, other clients or
 #: anything outside the repository: it reaches no module it does not import (the time,
@@ -96,6 +96,22 @@ def not_cacheable(reason: str) -> None:
     deps = _current.get()
     if deps is not None and deps.uncacheable is None:
         deps.uncacheable = reason
+
+
+def nest() -> tuple[Dependencies, contextvars.Token[Dependencies | None]]:
+    """Record into a fresh set (one part of a build, kept apart) until ``unnest``, which
+    adds what it recorded to the build running, if one is recorded."""
+    deps = Dependencies()
+    return deps, _current.set(deps)
+
+
+def unnest(deps: Dependencies, token: contextvars.Token[Dependencies | None]) -> None:
+    _current.reset(token)
+    outer = _current.get()
+    if outer is not None:
+        outer.tokens |= deps.tokens
+        if outer.uncacheable is None:
+            outer.uncacheable = deps.uncacheable
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, NoReturn
 
 import lxml.etree
 
-from bcfg2 import configcache, metrics, statistics
+from bcfg2 import bindmemo, configcache, metrics, statistics
 from bcfg2.cache import RELAYED, Expiry, MetadataCache
 from bcfg2.errors import (
     ConfigError,
@@ -153,6 +153,9 @@ class Core:
         self.metadata_cache.bind(self._initial_metadata, self._complete_metadata)
         self.config_cache = configcache.ConfigCache(setup.caching.configurations,
                                                     setup.caching.configuration_bytes)
+        #: bound entries per client likeness (``bcfg2.bindmemo``)
+        self.bind_memo = bindmemo.BindMemo(setup.caching.bound_entries,
+                                           setup.caching.bound_bytes)
         self.metadata_cache.subscribe(self._metadata_expired)
         self.upload_gate = UploadGate.from_setup(setup)
         self.fam = load_backend(setup.server.filemonitor)(
@@ -462,8 +465,7 @@ class Core:
         for structure in structures:
             start = time.monotonic()
             try:
-                self.BindStructure(structure, metadata)
-                config.append(structure)
+                config.append(self.BindStructure(structure, metadata))
                 statistics.stats.add_value(f"{self.__class__.__name__}:BindStructure",
                                            time.monotonic() - start)
             except Exception:
@@ -471,24 +473,115 @@ class Core:
                                       structure.get("name"), metadata.hostname)
 
     def BindStructure(self, structure: lxml.etree._Element,  # noqa: N802
-                      metadata: ClientMetadata) -> None:
-        """Bind each entry of one structure; a failure marks only that entry."""
+                      metadata: ClientMetadata) -> lxml.etree._Element:
+        """Bind each entry of one structure; a failure marks only that entry. Returns the
+        bound structure: this one, or a copy of one bound the same way before.
+
+        An entry bound before for a client that looks alike to its generator's
+        choices is a copy of that one (``bcfg2.bindmemo``), with the same tokens
+        recorded for the configuration cache; so is a whole structure, when it is
+        as it was (its serialised form the same) and every entry of it was, and
+        every generator reports its choices.
+        """
+        memo = self.bind_memo if self.bind_memo.enabled else None
+        unreported = self._unreported_generators
+        whole: bytes | None = None
+        if memo is not None and not unreported:
+            generation = memo.generation
+            whole = lxml.etree.tostring(structure, with_tail=False)
+            found = memo.lookup(whole, metadata)
+            if found is not None:
+                kept = found[0].__copy__()
+                kept.tail = structure.tail
+                configcache.depends_on(*found[1])
+                return kept
+        #: what the structure was bound under, as long as every entry can be kept
+        audiences: list[Any] | None = [] if whole is not None else None
+        tokens: set[str] = set()
         for entry in list(structure):
-            if not isinstance(entry.tag, str):
+            tag = entry.tag
+            if not isinstance(tag, str):
                 structure.remove(entry)
+                audiences = None
                 continue
-            if entry.tag.startswith("Bound"):
-                entry.tag = entry.tag[5:]
+            if tag.startswith("Bound"):
+                entry.tag = tag[5:]  # bound already, by the structure
                 continue
-            if entry.tag in ("Bundle", "BoundBundle"):
+            if tag == "Bundle":
                 continue
             try:
-                self.Bind(entry, metadata)
+                key = memo.key(entry) if memo is not None else None
+                if key is None:
+                    audiences = None
+                    self.Bind(entry, metadata)
+                    continue
+                found = memo.lookup(key, metadata)  # type: ignore[union-attr]
+                if found is not None and (not unreported or
+                                          self._unclaimed(entry, metadata, found[2])):
+                    kept = found[0].__copy__()
+                    kept.tail = entry.tail
+                    structure.replace(entry, kept)
+                    configcache.depends_on(*found[1])
+                    if audiences is not None:
+                        audiences.append(found[3])
+                        tokens.update(found[1])
+                    continue
+                kept_as = self._bind_and_keep(entry, key, metadata, memo)  # type: ignore[arg-type]
+                if kept_as is None:
+                    audiences = None
+                elif audiences is not None:
+                    audiences.extend(kept_as[0])
+                    tokens.update(kept_as[1])
             except Exception as err:
+                audiences = None
                 if "failure" not in entry.attrib:
                     entry.set("failure", f"bind error: {err}")
                 self.logger.error("Failed to bind entry %s:%s for %s: %s", entry.tag,
                                   entry.get("name"), metadata.hostname, err)
+        if audiences is not None and whole is not None:
+            memo.keep(whole, audiences, metadata, structure,  # type: ignore[union-attr]
+                      tuple(tokens), generation)
+        return structure
+
+    def _bind_and_keep(self, entry: lxml.etree._Element, key: tuple[Any, ...],
+                       metadata: ClientMetadata, memo: bindmemo.BindMemo,
+                       ) -> tuple[list[Any], set[str]] | None:
+        """Bind an entry, recording its choices and tokens, and keep it if its generator
+        promised that it holds for every client alike (``bcfg2.bindmemo``): then
+        (the audiences of its choices, its tokens), else None."""
+        generation = memo.generation
+        record, bound = bindmemo.start()
+        deps, nested = configcache.nest()
+        try:
+            self.Bind(entry, metadata)
+        finally:
+            configcache.unnest(deps, nested)
+            bindmemo.stop(bound)
+        if deps.uncacheable is not None or "failure" in entry.attrib or not record.promised:
+            return None
+        memo.store(key, record, metadata, entry, tuple(deps.tokens), generation)
+        return record.audiences, deps.tokens
+
+    def _unclaimed(self, entry: lxml.etree._Element, metadata: ClientMetadata,
+                   pattern: bool) -> bool:
+        """Whether no generator that reports nothing of its choices claims the entry now
+        (they are asked as ``generators_for`` would; the others' choices are in the key)."""
+        for gen in self._unreported_generators:
+            if gen.binder_for(entry, metadata) is not None or (
+                    pattern and gen.HandlesEntry(entry, metadata)):
+                return False
+        return True
+
+    @functools.cached_property
+    def _reported_generators(self) -> frozenset[Any]:
+        """The generators whose classes themselves declare ``binds_by_likeness``."""
+        return frozenset(gen for gen in self.plugins_by_type(interfaces.Generator)
+                         if type(gen).__dict__.get("binds_by_likeness", False))
+
+    @functools.cached_property
+    def _unreported_generators(self) -> list[Any]:
+        return [gen for gen in self.plugins_by_type(interfaces.Generator)
+                if gen not in self._reported_generators]
 
     def generators_for(self, entry: lxml.etree._Element,
                        metadata: ClientMetadata) -> list[tuple[Any, Callable[..., Any]]]:
@@ -503,6 +596,9 @@ class Core:
                   if (func := gen.binder_for(entry, metadata)) is not None]
         if listed:
             return listed
+        record = bindmemo.current()
+        if record is not None:
+            record.pattern = True
         return [(gen, gen.HandleEntry) for gen in generators
                 if gen.HandlesEntry(entry, metadata)]
 
@@ -525,7 +621,13 @@ class Core:
         name = entry.get("name")
         handlers = self.generators_for(entry, metadata)
         if len(handlers) == 1:
-            return handlers[0][1](entry, metadata)
+            gen, bind = handlers[0]
+            result = bind(entry, metadata)
+            if gen not in self._reported_generators:
+                record = bindmemo.current()
+                if record is not None:
+                    record.promised = False  # a promise its class does not make
+            return result
         if handlers:
             names = ", ".join(gen.name for gen, _ in handlers)
             entry.set("failure", f"served by multiple generators: {names}")
@@ -624,7 +726,9 @@ class Core:
                       key=lambda p: p.name)
 
     def _file_changed(self, event: Any) -> None:
-        """A repository change is in service: drop the configurations built from it."""
+        """A repository change is in service: drop the configurations built from it and
+        every bound entry kept (``bcfg2.bindmemo``)."""
+        self.bind_memo.clear()
         self.config_cache.invalidate_path(event.path, listed=event.action != "changed")
 
     def _metadata_expired(self, expiry: Expiry) -> None:

@@ -297,6 +297,11 @@ OPTIONS: list[Option] = [
            "they were built from changes (per process; 0 turns the cache off).", type="int"),
     Option("caching", "configuration_bytes", 256 * 1024 * 1024,
            "Most bytes the kept configurations take, compressed (per process).", type="int"),
+    Option("caching", "bound_entries", 100_000,
+           "Most bound entries kept per client likeness, for cold builds to copy "
+           "(per process; 0 turns it off).", type="int"),
+    Option("caching", "bound_bytes", 64 * 1024 * 1024,
+           "Most bytes the kept bound entries take, serialised (per process).", type="int"),
     # [logging]
     Option("logging", "path", "", "Also log to this file.", type="path",
            flags=("-o", "--logfile"), metavar="FILE"),

@@ -204,13 +204,28 @@ class World:
         return kind
 
 
-@pytest.mark.parametrize(("mode", "steps"), [("off", 1500), ("aggressive", 1000)])
-def test_randomised_changes_never_serve_a_stale_configuration(tmp_path: Path, local_core,
-                                                              mode: str, steps: int) -> None:
+def from_scratch(core, client: str) -> str:  # noqa: ANN001 - a LocalCore
+    """The client's configuration built with nothing kept: no configuration cache, no
+    bound entry copied (``bcfg2.bindmemo``)."""
+    memo = core.bind_memo
+    limit, memo.max_entries = memo.max_entries, 0  # the same object: clears still reach it
+    try:
+        return tostring(core.BuildConfiguration(client))
+    finally:
+        memo.max_entries = limit
+
+
+@pytest.mark.parametrize(("mode", "configurations", "steps"), [
+    ("off", 10000, 1500), ("aggressive", 10000, 1000),
+    ("off", 0, 1000),  # every configuration built, its entries copied where alike
+])
+def test_randomised_changes_never_serve_a_stale_configuration(
+        tmp_path: Path, local_core, mode: str, configurations: int, steps: int) -> None:
     repo = Repo(tmp_path / "repo")
     world = World(repo, random.Random(16))
     core = local_core(repo, server__plugins=PLUGINS, server__filemonitor="inotify",
-                      caching__client_metadata=mode, probes__allowed_groups="g[0-9]")
+                      caching__client_metadata=mode, probes__allowed_groups="g[0-9]",
+                      caching__configurations=configurations)
     counts = core.config_cache.counts
     kinds: dict[str, int] = {}
     for number in range(steps):
@@ -218,16 +233,15 @@ def test_randomised_changes_never_serve_a_stale_configuration(tmp_path: Path, lo
         kinds[kind] = kinds.get(kind, 0) + 1
         core.refresh()
         for client in CLIENTS:
-            hits = counts["hits"]
             served = core.serve_configuration(client, core.build_metadata(client))
-            if counts["hits"] == hits:
-                continue  # built just now, from what is in service
-            fresh = tostring(core.BuildConfiguration(client))
-            assert served == fresh, f"step {number} ({kind}): {client} was served a stale " \
-                                    f"configuration"
-    # most steps change what a few clients get: the others are served from the cache
-    assert counts["hits"] > steps * len(CLIENTS) * 0.3, counts
-    assert counts["dropped"] > steps, counts
+            assert served == from_scratch(core, client), \
+                f"step {number} ({kind}): {client} was served a stale configuration"
+    if configurations:
+        # most steps change what a few clients get: the others are served from the cache
+        assert counts["hits"] > steps * len(CLIENTS) * 0.3, counts
+        assert counts["dropped"] > steps, counts
+    # and most bound entries of a build are copies of one bound for a client alike
+    assert core.bind_memo.counts["hits"] > steps * len(CLIENTS) * 0.3, core.bind_memo.counts
     assert len(kinds) == 14, kinds  # every kind of step was taken
 
 

@@ -147,7 +147,9 @@ class Plugin(Debuggable):
 
     def expire_configurations(self, *names: str) -> None:
         """Have the configuration cache drop every configuration that recorded one of
-        these names (paths are dropped by the file monitor's events already)."""
+        these names (paths are dropped by the file monitor's events already), and every
+        bound entry the core keeps (``bcfg2.bindmemo``)."""
+        self.core.bind_memo.clear()
         self.core.config_cache.invalidate(names)
 
     def rmi(self) -> dict[str, Callable[..., Any]]:

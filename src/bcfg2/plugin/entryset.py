@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import lxml.etree
 
+from bcfg2.bindmemo import conditions_in, sees
 from bcfg2.errors import PluginExecutionError, SpecificityError
 from bcfg2.plugin.base import Debuggable, as_bool
 from bcfg2.plugin.filebacked import FileBacked
@@ -91,6 +92,10 @@ class Specificity:
 class SpecificData(FileBacked):
     """One version of an entry, with the Specificity its file name gives it."""
 
+    #: whether ``get_data`` depends on nothing but the file (not on the client at all):
+    #: a plain version, not a template (``bcfg2.bindmemo``)
+    by_likeness = False
+
     def __init__(self, name: str, specific: Specificity, fam: FileMonitor | None = None) -> None:
         super().__init__(name, fam)
         self.specific = specific
@@ -150,6 +155,7 @@ class InfoXML(StructFile):
         until the file changes.
         """
         audience, memo = self._chosen  # before the infos: a reload swaps both
+        sees(audience)
         name = entry.get("realname", entry.get("name"))
         key = (name, audience.key(metadata))
         try:
@@ -170,6 +176,7 @@ class InfoXML(StructFile):
                       metadata: ClientMetadata) -> None:
         """Add an ``<Info>``'s children (ACLs...) that apply to the client, as copies."""
         if len(info):
+            sees(conditions_in(info))
             admits = self.admits(metadata, entry)
             for child in info:
                 entry.extend(match_element(child, metadata, self.conditional_tags, admits))
@@ -309,6 +316,7 @@ class EntrySet(Debuggable):
         if matching is not None:
             return self._rank(matching, metadata)
         audience, memo = self._best  # before the versions: a change swaps the memo after them
+        sees(audience)
         key = audience.key(metadata)
         best = memo.get(key)
         if best is None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import lxml.etree
 
+from bcfg2.bindmemo import by_likeness, conditions_in, sees
 from bcfg2.configcache import depends_on
 from bcfg2.errors import PluginExecutionError
 from bcfg2.plugin.base import Plugin
@@ -53,6 +54,7 @@ class RulePlan:
             bool, bool, tuple[PriorityStructFile, lxml.etree._Element] | None]:
         if not (self.exact or self.regex):
             return NO_OUTCOME  # most entries a PrioDir is asked about: none of its names
+        sees(self.audience)
         key = self.audience.key(metadata)
         found = self.outcomes.get(key)
         if found is None:
@@ -276,6 +278,7 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
         if data.text is not None and data.text.strip():
             entry.text = data.text
         if len(data):
+            sees(conditions_in(data))
             for child in data:
                 if isinstance(child.tag, str):
                     entry.extend(match_element(child, metadata))
@@ -288,4 +291,5 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
 
     def BindEntry(self, entry: lxml.etree._Element, metadata: ClientMetadata) -> lxml.etree._Element:  # noqa: N802
         entry.attrib.update(self.get_attrs(entry, metadata))
+        by_likeness()  # the rule chosen (its audience reported), its children as they apply
         return entry
