@@ -224,6 +224,11 @@ class Cfg(Plugin, Generator):
         self.handles: dict[int, str] = {}
         #: the directories in ``handles`` (a set: one look-up per directory at start-up)
         self.watched: set[str] = set()
+        #: directories whose files the monitor is still listing: an entry found by the
+        #: listing is served from its end on, with every file read (the content not before
+        #: its info.xml, whichever the monitor lists first); a file created (or put in
+        #: service by a creator) is served at once
+        self.listing: set[str] = set()
         self.templates = TemplateContext(
             core.repository, self.data, lambda: core.plugins_by_type(TemplateDataProvider))
         self.creators = CreatorContext(self)
@@ -253,6 +258,7 @@ class Cfg(Plugin, Generator):
         if not os.path.isdir(path):
             self.logger.info("%s does not exist; Cfg serves nothing from it", path)
             return
+        self.listing.add(os.path.abspath(path))  # as the monitor names it in endExist
         self.handles[self.core.fam.AddMonitor(path, self)] = path
         self.watched.add(path)
 
@@ -262,6 +268,7 @@ class Cfg(Plugin, Generator):
 
     def HandleEvent(self, event: Any) -> None:  # noqa: N802
         if event.action == "endExist":
+            self._listed(event.path)
             return
         path = event.path
         if event.action == "deleted":
@@ -290,7 +297,15 @@ class Cfg(Plugin, Generator):
         if entry_set.is_empty():
             self.entries.pop(ident, None)
             self.Entries["Path"].pop(ident, None)
-        else:
+        elif event.action != "exists" or directory not in self.listing:
+            self.Entries["Path"][ident] = entry_set.bind_entry
+
+    def _listed(self, path: str) -> None:
+        """The monitor has listed a directory: serve its entry, every file of it read."""
+        self.listing.discard(path)
+        ident = self._ident(path)
+        entry_set = self.entries.get(ident)
+        if entry_set is not None and not entry_set.is_empty():
             self.Entries["Path"][ident] = entry_set.bind_entry
 
     def _remove_tree(self, path: str) -> None:
@@ -300,6 +315,7 @@ class Cfg(Plugin, Generator):
                 self.core.fam.RemoveMonitor(handle)
                 del self.handles[handle]
                 self.watched.discard(watched)
+                self.listing.discard(os.path.abspath(watched))
         ident = self._ident(path)
         for key in [k for k in self.entries if k == ident or k.startswith(ident + "/")]:
             del self.entries[key]

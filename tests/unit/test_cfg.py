@@ -14,6 +14,7 @@ from conftest import ALL_BASE_GROUPS as GROUPS
 from conftest import Repo
 
 from bcfg2.core import LocalCore
+from bcfg2.filemonitor import Event
 from bcfg2.xml import tostring
 
 Factory = Callable[..., LocalCore]
@@ -328,3 +329,30 @@ def test_removed_directory_is_forgotten(repo: Repo, local_core: Factory) -> None
     repo.write("Cfg/etc/app/app.conf/app.conf", "back\n")
     core.refresh()
     assert paths(core, "client1")["/etc/app/app.conf"].text == "back\n"
+
+
+def test_a_directory_that_appears_is_served_once_all_its_files_are_read(
+        repo: Repo, local_core: Factory) -> None:
+    """A directory written whole (FileProbes does: info.xml, then the content) is listed
+    by the monitor in name order, content first: the entry must not be served with the
+    default owner and mode in between."""
+    bundle(repo, "/etc/new.conf")
+    repo.write("Cfg/etc/motd/motd", "x\n")
+    core = local_core(repo)
+    repo.write("Cfg/etc/new.conf/info.xml", '<FileInfo><Info owner="daemon" mode="0600"/>'
+                                            '</FileInfo>')
+    repo.write("Cfg/etc/new.conf/new.conf.H_client1", "probed\n")
+    directory = str(repo.path / "Cfg/etc/new.conf")
+    core.plugins["Cfg"].HandleEvent(Event(0, directory, "created", directory))
+    fam = core.fam
+    listed = [fam.events.popleft() for _ in range(fam.pending())]
+    assert sorted((e.action, os.path.basename(e.path)) for e in listed) == [
+        ("endExist", "new.conf"), ("exists", "info.xml"), ("exists", "new.conf.H_client1")]
+    assert listed[-1].action == "endExist"
+    order = sorted(listed[:-1], key=lambda e: not e.path.endswith("H_client1"))  # content first
+    for event in order:
+        fam.handle_one_event(event)
+        assert "failure" in paths(core, "client1")["/etc/new.conf"].attrib  # not yet served
+    fam.handle_one_event(listed[-1])  # the end of the listing
+    entry = paths(core, "client1")["/etc/new.conf"]
+    assert (entry.text, entry.get("owner"), entry.get("mode")) == ("probed\n", "daemon", "0600")
