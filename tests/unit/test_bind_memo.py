@@ -24,15 +24,12 @@ from bcfg2.xml import tostring
 
 Factory = Callable[..., LocalCore]
 
-CLIENTS = """\
-<Clients version="3.0">
-  <Client name="client1" profile="basic"/>
-  <Client name="client2" profile="other"/>
-  <Client name="client3" profile="basic"/>
-  <Client name="client4" profile="basic"/>
-</Clients>
-"""
-NAMES = ["client1", "client2", "client3", "client4"]
+#: client2 alone in the profile "other"; client4 named by a host version of /etc/motd
+PROFILES = {"client1": "basic", "client2": "other", "client3": "basic", "client4": "basic"}
+NAMES = list(PROFILES)
+CLIENTS = '<Clients version="3.0">' + "".join(
+    f'<Client name="{name}" profile="{profile}"/>' for name, profile in PROFILES.items()
+) + "</Clients>"
 
 
 def setup_repo(repo: Repo, bundle: str) -> None:
