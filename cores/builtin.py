@@ -76,7 +76,8 @@ class RequestHandler(http_server.BaseHTTPRequestHandler):
             self._reply(401, http.UNAUTHORIZED_TEXT, "text/plain",
                         {"WWW-Authenticate": http.CHALLENGE})
         else:
-            self._reply(200, result.body)
+            body, coding = result.content(xmlrpc.accepts_gzip(self.headers.get("Accept-Encoding")))
+            self._reply(200, body, extra=http.coding_headers(coding))
 
     def do_GET(self) -> None:  # noqa: N802
         self._refuse(http.Refused(405, "only XML-RPC POST requests are served"))

@@ -127,8 +127,11 @@ class XMLRPCRoot:
             raise refuse(refused) from None
         if result.unauthorized:
             raise unauthorized()
-        cherrypy.serving.response.headers["Content-Type"] = "text/xml"
-        return result.body
+        response = cherrypy.serving.response
+        response.headers["Content-Type"] = "text/xml"
+        body, coding = result.content(xmlrpc.accepts_gzip(request.headers.get("Accept-Encoding")))
+        response.headers.update(http.coding_headers(coding))
+        return body
 
 
 class TLSAdapter(BuiltinSSLAdapter):

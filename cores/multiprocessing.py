@@ -384,7 +384,7 @@ class MultiprocessingCore(BuiltinCore):
             if child is not None and child.process.is_alive():
                 return child
 
-    def _render(self, client: str, generation: int) -> str:
+    def _render(self, client: str, generation: int) -> configcache.Packed:
         child = self._take_child()
         try:
             result = self.rpc(child, "GetConfig", client, generation)
@@ -395,12 +395,12 @@ class MultiprocessingCore(BuiltinCore):
             self.available.put(child.name)
             raise
         self.available.put(child.name)
-        return configcache.decompress(result)
+        return configcache.Packed(result)  # sent as it came, compressed, to an agent that accepts gzip
 
     # -- exposed methods the children take part in -----------------------------
 
     @exposed
-    def GetConfig(self, address: tuple[str, int]) -> str:  # noqa: N802
+    def GetConfig(self, address: tuple[str, int]) -> configcache.Packed:  # noqa: N802
         """Render the client's configuration in a child process.
 
         The parent builds no metadata for it: it only registers a client on

@@ -41,6 +41,8 @@ import hashlib
 import os
 import re
 import threading
+import xml.sax.saxutils
+import xmlrpc.client
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
@@ -51,8 +53,9 @@ if TYPE_CHECKING:
     from bcfg2.metadata import ClientMetadata
     from bcfg2.plugin.base import Plugin
 
-__all__ = ["ConfigCache", "Dependencies", "TemplateReads", "compress", "configuration_key",
-           "decompress", "depends_on", "listing", "nest", "not_cacheable", "recording", "unnest"]
+__all__ = ["ConfigCache", "Dependencies", "Packed", "TemplateReads", "compress", "configuration_key",
+           "decompress", "depends_on", "inflate", "listing", "nest", "not_cacheable", "recording",
+           "unnest"]
 
 #: what in a template's or helper's source says it may read the time, other clients or
 #: anything outside the repository: it reaches no module it does not import (the time,
@@ -355,13 +358,41 @@ class ConfigCache:
 
 
 def compress(text: str) -> bytes:
-    """A configuration as the cache keeps it (zlib's fastest level: XML shrinks tenfold)."""
-    return zlib.compress(text.encode("utf-8"), 1)
+    """A configuration as the cache keeps it and sends it: escaped as an XML-RPC string
+    carries it, UTF-8, as one gzip member (zlib's fastest level: XML shrinks tenfold).
+    An agent that accepts gzip is sent it as it is, between the members of the rest of
+    the response (``Packed``)."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, GZIP_WBITS)
+    return packer.compress(xmlrpc.client.escape(text).encode("utf-8")) + packer.flush()
 
 
 def decompress(blob: bytes) -> str:
     """A configuration kept by the cache, as text."""
-    return zlib.decompress(blob).decode("utf-8")
+    return xml.sax.saxutils.unescape(inflate(blob).decode("utf-8"))  # &amp; last
+
+
+def inflate(blob: bytes) -> bytes:
+    """What ``compress`` packed, still escaped (UTF-8 bytes)."""
+    return zlib.decompress(blob, GZIP_WBITS)
+
+
+#: zlib's window bits for the gzip format
+GZIP_WBITS = 16 + zlib.MAX_WBITS
+
+
+class Packed:
+    """A string result as the configuration cache keeps it (``compress``): escaped for
+    XML-RPC and packed as one gzip member, it is sent as it is to an agent that accepts
+    gzip (``bcfg2.xmlrpc.Result.content``) and unpacked once for one that does not,
+    never escaped again. ``str()`` gives the text."""
+
+    __slots__ = ("member",)
+
+    def __init__(self, member: bytes) -> None:
+        self.member = member
+
+    def __str__(self) -> str:
+        return decompress(self.member)
 
 
 def configuration_key(revision: str, metadata: ClientMetadata,

@@ -973,12 +973,14 @@ class Core:
             self.refresh()
 
     @exposed
-    def GetConfig(self, address: tuple[str, int]) -> str:  # noqa: N802
-        """Build the client's configuration and return it as an XML string."""
+    def GetConfig(self, address: tuple[str, int]) -> str | configcache.Packed:  # noqa: N802
+        """The client's configuration as an XML string: as the cache keeps it, compressed
+        (``configcache.Packed``), when it was kept."""
         self.catch_up()
         meta = self.metadata_for(address, "GetConfig")
         try:
-            return self.serve_configuration(meta.hostname, meta)
+            text, blob = self._serve(meta.hostname, meta)
+            return configcache.Packed(blob) if blob is not None else text  # type: ignore[return-value]
         except Exception:
             self.critical_error(f"Error creating config for {meta.hostname}")
 

@@ -88,5 +88,12 @@ def answer(core: NetworkCore, ticket: Ticket, rfile: BinaryIO, length: int,
     return result
 
 
-__all__ = ["CHALLENGE", "UNAUTHORIZED_TEXT", "Refused", "answer", "content_length",
-           "make_request", "read_body"]
+def coding_headers(coding: str | None) -> dict[str, str]:
+    """The headers of a response in this content coding (None: as it is)."""
+    if coding is None:
+        return {}
+    return {"Content-Encoding": coding, "Vary": "Accept-Encoding"}
+
+
+__all__ = ["CHALLENGE", "UNAUTHORIZED_TEXT", "Refused", "answer", "coding_headers",
+           "content_length", "make_request", "read_body"]

@@ -23,6 +23,7 @@ import threading
 import time
 import weakref
 import xmlrpc.client
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,7 @@ from xml.parsers.expat import ExpatError
 
 import lxml.etree
 
-from bcfg2 import metrics
+from bcfg2 import configcache, metrics
 from bcfg2.errors import (
     GENERIC_ERROR,
     AccessDenied,
@@ -115,23 +116,71 @@ class Request:
     password: str = ""
 
 
+def _around_a_string() -> tuple[bytes, bytes]:
+    """What xmlrpc.client writes before and after the escaped text of a string result."""
+    document = xmlrpc.client.dumps(("",), methodresponse=True, allow_none=True,
+                                   encoding="utf-8").encode("utf-8")
+    head, _, tail = document.partition(b"<string></string>")
+    return head + b"<string>", b"</string>" + tail
+
+
+def _gzip_member(data: bytes) -> bytes:
+    packer = zlib.compressobj(1, zlib.DEFLATED, configcache.GZIP_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+_HEAD, _TAIL = _around_a_string()
+#: the same as gzip members: a gzip stream may hold several, read as one (RFC 1952)
+_HEAD_GZIP, _TAIL_GZIP = _gzip_member(_HEAD), _gzip_member(_TAIL)
+
+
 @dataclass(frozen=True)
 class Result:
     """What the transport sends back: a method response, a fault, or a refusal.
 
     ``body`` is the XML-RPC response document for ``ok`` and ``fault``; for
     ``unauthorized`` it is empty and the transport answers with its own
-    challenge (HTTP 401).
+    challenge (HTTP 401). A ``configcache.Packed`` result keeps its gzip member in
+    ``packed`` instead: ``content`` gives the document either way.
     """
 
     outcome: str  # "ok", "fault" or "unauthorized"
     body: bytes = b""
     #: the fault's code, for a fault
     code: int | None = None
+    #: a ``configcache.Packed`` result's gzip member (``body`` is then empty)
+    packed: bytes | None = None
 
     @property
     def unauthorized(self) -> bool:
         return self.outcome == "unauthorized"
+
+    def content(self, gzip: bool = False) -> tuple[bytes, str | None]:
+        """(the response document, its content coding or None): gzip-coded only when the
+        caller accepts it (``accepts_gzip``) and the result was Packed."""
+        if self.packed is None:
+            return self.body, None
+        if gzip:
+            return _HEAD_GZIP + self.packed + _TAIL_GZIP, "gzip"
+        return _HEAD + configcache.inflate(self.packed) + _TAIL, None
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """Whether an Accept-Encoding header accepts gzip (RFC 9110: a coding with q > 0)."""
+    if not header or len(header) > 1024:
+        return False
+    for item in header.split(","):
+        coding, _, params = item.partition(";")
+        if coding.strip().lower() not in ("gzip", "x-gzip"):
+            continue
+        quality = params.strip().lower()
+        if not quality.startswith("q="):
+            return True
+        try:
+            return float(quality[2:]) > 0
+        except ValueError:
+            return False
+    return False
 
 
 UNAUTHORIZED = Result("unauthorized")
@@ -339,6 +388,8 @@ def _dispatch(core: NetworkCore, request: Request, caller: Caller) -> tuple[str,
             err = CriticalError(f"{method} failed on the server ({type(err).__name__}); "
                                 f"the server's log says why")
         return found, _fault(fault_for(err))
+    if isinstance(result, configcache.Packed):
+        return found, Result("ok", packed=result.member)
     try:
         return found, Result("ok", response(result))
     except UNMARSHALLABLE as err:  # a method returned what XML-RPC cannot carry
@@ -348,5 +399,5 @@ def _dispatch(core: NetworkCore, request: Request, caller: Caller) -> tuple[str,
             f"{method} returned a result XML-RPC cannot carry: {what}")))
 
 
-__all__ = ["Request", "Result", "authenticate", "call", "canonical_name", "fault_for",
+__all__ = ["Request", "Result", "accepts_gzip", "authenticate", "call", "canonical_name", "fault_for",
            "forget_throttle", "handle", "parse_basic_auth", "parse_request", "throttle_for"]

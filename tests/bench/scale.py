@@ -150,7 +150,7 @@ def request_config(core: Any, client: str) -> str:
     """The client's configuration, asked for as an agent's GetConfig reaches the core."""
     from bcfg2.identity import Caller
 
-    return core.GetConfig(Caller(("127.0.0.1", 0), client=client))
+    return str(core.GetConfig(Caller(("127.0.0.1", 0), client=client)))
 
 
 # ---------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import http.server
 import socket
 import ssl
@@ -37,7 +38,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         params, method = xmlrpc.client.loads(body)
         server.requests.append((method, self.headers["Authorization"]))
-        status, answer = 200, b""
+        server.accepted.append(self.headers.get("Accept-Encoding"))
+        status, answer, coding = 200, b"", None
         if method == "denied":
             status = 401
         elif method == "broken":
@@ -45,15 +47,34 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif method == "fault":
             answer = xmlrpc.client.dumps(xmlrpc.client.Fault(-32500, "no such client"),
                                          methodresponse=True).encode()
+        elif method in CODED:
+            answer, coding = CODED[method](list(params)), "br" if method == "brotli" else "gzip"
         else:
             answer = xmlrpc.client.dumps((list(params),), methodresponse=True).encode()
         self.send_response(status)
         self.send_header("Content-Length", str(len(answer)))
+        if coding:
+            self.send_header("Content-Encoding", coding)
         self.end_headers()
         self.wfile.write(answer)
         server.served += 1
         if server.close_after and server.served % server.close_after == 0:
             self.close_connection = True  # silently, as an idle timeout does
+
+
+def _in_two_members(params: list) -> bytes:
+    document = xmlrpc.client.dumps((params,), methodresponse=True).encode()
+    return gzip.compress(document[:40]) + gzip.compress(document[40:])
+
+
+#: answers in a content coding, by method name
+CODED = {
+    "gzipped": _in_two_members,  # as our server sends a kept configuration
+    "bomb": lambda params: gzip.compress(b"<" * (4 * 1024 * 1024)),
+    "garbled": lambda params: b"\x1f\x8b not really gzip",
+    "cut": lambda params: _in_two_members(params)[:-10],
+    "brotli": lambda params: b"whatever",
+}
 
 
 class TinyServer(http.server.ThreadingHTTPServer):
@@ -65,6 +86,7 @@ class TinyServer(http.server.ThreadingHTTPServer):
         ctx.load_cert_chain(tls.cert, tls.key)
         self.context = ctx
         self.requests: list[tuple[str, str]] = []
+        self.accepted: list[str | None] = []
         self.connections = 0
         self.served = 0
         self.close_after = 0
@@ -179,3 +201,16 @@ def test_a_plain_http_server_is_named_as_such(tls) -> None:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def test_a_gzip_coded_answer_is_read_and_a_bad_or_huge_one_refused(tiny, tls,
+                                                                   monkeypatch) -> None:
+    proxy = proxy_for(tiny.server_address[1], tls, retries=0)
+    assert proxy.call("gzipped", 1, "x") == [1, "x"]
+    assert tiny.accepted == ["gzip"]  # the agent asks for it
+    monkeypatch.setattr("bcfg2.client.proxy.MAX_RESPONSE", 1024 * 1024)
+    for method, reason in [("bomb", "exceeds"), ("garbled", "not gzip"),
+                           ("cut", "cut short"), ("brotli", "not asked for")]:
+        with pytest.raises(ProtocolError, match=reason):
+            proxy.call(method)
+    proxy.close()

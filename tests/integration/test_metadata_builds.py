@@ -76,7 +76,7 @@ def test_a_render_right_after_probe_data_sees_the_new_groups_1000_times(repo, ne
         caller = core.authenticate(None, *AGENT, ("127.0.0.1", 40000 + i))
         assert core.RecvProbeData(caller, PROBE_DATA.format(group=group)) is True
         caller = core.authenticate(None, *AGENT, ("127.0.0.1", 40000 + i))
-        config = lxml.etree.fromstring(core.GetConfig(caller).encode())
+        config = lxml.etree.fromstring(str(core.GetConfig(caller)).encode())
         bundles = {b.get("name") for b in config.iter("Bundle")}
         if group not in bundles or ({"alpha", "beta"} - {group}) & bundles:
             wrong.append((i, group, sorted(bundles)))

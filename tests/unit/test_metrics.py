@@ -130,7 +130,7 @@ def test_a_getconfig_times_every_build_phase(repo, local_core, counted):
     repo.write("Bundler/base.xml", '<Bundle><Path name="/etc/motd"/></Bundle>')
     repo.write("Cfg/etc/motd/motd", "hello\n")
     core = local_core(repo, server__plugins="Metadata,Bundler,Cfg")
-    config = core.GetConfig(Caller(("127.0.0.1", 1), client="client1"))
+    config = str(core.GetConfig(Caller(("127.0.0.1", 1), client="client1")))
     assert "/etc/motd" in config
     for phase in metrics.PHASES:
         assert value(counted, "bcfg2_build_phase_seconds_count", phase=phase) == 1, phase

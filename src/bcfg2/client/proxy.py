@@ -19,6 +19,7 @@ import ssl
 import time
 import urllib.parse
 import xmlrpc.client
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -180,9 +181,16 @@ class Proxy:
         conn.putheader("Content-Length", str(len(body)))
         conn.putheader("Authorization", self._auth)
         conn.putheader("User-Agent", f"bcfg2/{VERSION} (Python 3 agent)")
+        conn.putheader("Accept-Encoding", "gzip")  # a kept configuration comes a tenth its size
         conn.endheaders(body)
         response = conn.getresponse()
         data = _read(response)
+        coding = (response.getheader("Content-Encoding") or "identity").strip().lower()
+        if coding == "gzip" and response.status == 200 and len(data) <= MAX_RESPONSE:
+            data = _gunzip(data, MAX_RESPONSE, method, self.where)
+        elif coding != "identity" and response.status == 200:
+            raise ProtocolError(f"the server at {self.where} answered {method} in a coding "
+                                f"it was not asked for ({escaped(coding, 40)})")
         if response.will_close or len(data) > MAX_RESPONSE:
             self.close()
         if response.status == 401:
@@ -224,6 +232,29 @@ def _read(response: http.client.HTTPResponse) -> bytes:
         chunks.append(chunk)
         total += len(chunk)
     return b"".join(chunks)
+
+
+def _gunzip(data: bytes, limit: int, method: str, where: str) -> bytes:
+    """A gzip-coded answer decoded, every member of it, to at most ``limit`` + 1 bytes
+    (more is refused by the caller, as an uncoded answer that long is)."""
+    out: list[bytes] = []
+    total = 0
+    try:
+        while data and total <= limit:
+            member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            chunk = member.decompress(data, limit + 1 - total)
+            out.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                break
+            if not member.eof:
+                raise ProtocolError(f"the answer of {where} to {method} is cut short "
+                                    f"(gzip)")
+            data = member.unused_data
+    except zlib.error as err:
+        raise ProtocolError(f"the answer of {where} to {method} is not gzip: "
+                            f"{escaped(str(err), 120)}") from None
+    return b"".join(out)
 
 
 def _reason(err: BaseException) -> str:
