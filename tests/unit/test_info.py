@@ -464,7 +464,7 @@ def test_help_lists_every_command_and_the_package_commands(example):
     assert status == 0
     listed = set(out.split())
     for name in ("buildall", "buildallfile", "buildbundle", "automatch", "config", "debug",
-                 "event_debug", "expirecache", "profile", "update", "packageresolve",
+                 "event_debug", "expirecache", "caches", "profile", "update", "packageresolve",
                  "packagesources"):
         assert name in listed
 
@@ -659,3 +659,16 @@ def test_build_reports_once_but_update_shows_parse_errors(shell_for, repo, caplo
     assert any("base.xml" in r.getMessage() for r in caplog.records
                if r.levelno >= logging.ERROR)
     assert_one_error(*run("build client1"), "Path:/etc/orphan")  # the last good version
+
+
+def test_caches_shows_the_bound_entries_a_build_kept(example):
+    status, out, _ = example("caches")
+    assert status == 0 and "bound entries:    0 kept" in out
+    example("build db1.example.com")
+    example("build db1.example.com")
+    _, out, _ = example("caches")
+    line = next(line for line in out.splitlines() if line.startswith("bound entries:"))
+    kept = int(line.split()[2])
+    hits = int(line.split("hits ")[1].split(",")[0])
+    assert kept > 0 and hits > 0, out
+    assert "configurations:   0 kept" in out  # bcfg2-info builds, it serves nothing

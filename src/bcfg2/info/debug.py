@@ -1,4 +1,5 @@
-"""The core and debugging: update, expirecache, event_debug, a Python console, profiling."""
+"""The core and debugging: update, expirecache, caches, event_debug, a Python console,
+profiling."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class EventPrinter(logging.Handler):
 
 
 class DebugCommands(Shell):
-    """update, expirecache, event_debug, debug, profile."""
+    """update, expirecache, caches, event_debug, debug, profile."""
 
     _event_printer: EventPrinter | None = None
 
@@ -51,6 +52,19 @@ class DebugCommands(Shell):
         names = sorted({self.client(word) for word in words})
         self.core.expire_metadata_cache(LOCAL, names or None)
         self.out(f"expired the cached metadata of {', '.join(names) or 'every client'}")
+        return False
+
+    @command("caches")
+    def do_caches(self, words: list[str]) -> bool:
+        """Show what the caches keep: client metadata, configurations, bound entries."""
+        core = self.core
+        configs, memo = core.config_cache, core.bind_memo
+        self.out(f"client metadata:  {len(core.metadata_cache)} clients")
+        self.out(f"configurations:   {len(configs)} kept, {configs.size:,} bytes compressed, "
+                 f"{configs.token_sets} token sets; "
+                 + ", ".join(f"{key} {value}" for key, value in configs.counts.items()))
+        self.out(f"bound entries:    {len(memo)} kept, {memo.size:,} bytes; "
+                 + ", ".join(f"{key} {value}" for key, value in memo.counts.items()))
         return False
 
     @command("event_debug [on|off]", 0, 1)
