@@ -44,9 +44,10 @@ binding that started before a change from being kept after it. Bounded by
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import threading
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import lxml.etree
@@ -55,8 +56,8 @@ if TYPE_CHECKING:
     from bcfg2.metadata import ClientMetadata
     from bcfg2.plugin.structfile import Audience
 
-__all__ = ["BindMemo", "Record", "by_likeness", "conditions_in", "current", "sees", "start",
-           "stop"]
+__all__ = ["BindMemo", "Record", "by_likeness", "current", "recording", "sees",
+           "sees_within"]
 
 
 class Record:
@@ -92,15 +93,17 @@ def by_likeness() -> None:
         record.promised = True
 
 
-def conditions_in(element: lxml.etree._Element) -> Audience:
-    """The audience of the ``<Group>``/``<Client>`` conditionals below an element."""
-    from bcfg2.plugin.structfile import Audience  # the plugin package imports this module
-    return Audience((cond.get("name") for cond in element.iter("Group")),
-                    (cond.get("name") for cond in element.iter("Client")))
+def sees_within(element: lxml.etree._Element) -> None:
+    """``sees`` the ``<Group>``/``<Client>`` conditionals below an element (children that
+    apply by them are copied in); worked out only when a binding is recorded."""
+    record = _current.get()
+    if record is not None:
+        from bcfg2.plugin.structfile import Audience  # the plugin package imports this one
+        record.audiences.append(Audience(
+            (cond.get("name") for cond in element.iter("Group")),
+            (cond.get("name") for cond in element.iter("Client"))))
 
 
-#: the likeness key of an empty audience (``Audience().key`` of any client, spelt once)
-_ANYONE = frozenset()
 #: one likeness of one entry: (audience, likeness key -> (bound entry, tokens, size))
 _Variant = tuple["Audience", dict[Hashable, tuple[lxml.etree._Element, tuple[str, ...], int]]]
 
@@ -152,10 +155,7 @@ class BindMemo:
         if variants is None:
             return None
         for audience, by_likeness_key in variants:
-            if audience.groups or audience.clients:
-                found = by_likeness_key.get(audience.key(metadata))
-            else:  # the same for every client
-                found = by_likeness_key.get(_ANYONE)
+            found = by_likeness_key.get(audience.key(metadata))
             if found is not None:
                 self.counts["hits"] += 1
                 return found[0], found[1], found[2] < 0, audience
@@ -200,8 +200,7 @@ class BindMemo:
             if by_likeness_key is None:
                 by_likeness_key = {}
                 variants.append((audience, by_likeness_key))
-            likeness = (audience.key(metadata) if audience.groups or audience.clients
-                        else _ANYONE)
+            likeness = audience.key(metadata)
             if likeness in by_likeness_key:
                 return False  # another thread kept it first
             by_likeness_key[likeness] = value
@@ -230,15 +229,15 @@ class BindMemo:
             self._entries = self._bytes = 0
 
 
-
-def start() -> tuple[Record, contextvars.Token[Record | None]]:
-    """Start recording one entry's binding (``stop`` ends it)."""
+@contextlib.contextmanager
+def recording() -> Iterator[Record]:
+    """Record the choices of the one entry's binding that runs inside."""
     record = Record()
-    return record, _current.set(record)
-
-
-def stop(token: contextvars.Token[Record | None]) -> None:
-    _current.reset(token)
+    reset = _current.set(record)
+    try:
+        yield record
+    finally:
+        _current.reset(reset)
 
 
 def current() -> Record | None:

@@ -26,8 +26,8 @@ service) calls ``not_cacheable`` while building, or answers None to
 ``cache_key``; a plugin that says nothing (``Plugin.cache_key``'s default)
 makes every configuration it takes part in uncacheable: never stale.
 
-The cache is bounded by entries and by bytes (kept compressed with zlib),
-least recently served first out. Each process keeps its own (the
+The cache is bounded by entries and by bytes (kept escaped for XML-RPC and
+gzip-compressed: ``compress``), least recently served first out. Each process keeps its own (the
 multiprocessing core's children each build and keep theirs, dropped by the
 file-monitor events and metadata expiries they already receive, which with
 PostgreSQL include the other servers').
@@ -53,9 +53,9 @@ if TYPE_CHECKING:
     from bcfg2.metadata import ClientMetadata
     from bcfg2.plugin.base import Plugin
 
-__all__ = ["ConfigCache", "Dependencies", "Packed", "TemplateReads", "compress", "configuration_key",
-           "decompress", "depends_on", "inflate", "listing", "nest", "not_cacheable", "recording",
-           "unnest"]
+__all__ = ["ConfigCache", "Dependencies", "Packed", "TemplateReads", "compress",
+           "configuration_key", "decompress", "depends_on", "gzip_member", "inflate", "listing",
+           "not_cacheable", "recording"]
 
 #: what in a template's or helper's source says it may read the time, other clients or
 #: anything outside the repository: it reaches no module it does not import (the time,
@@ -101,31 +101,24 @@ def not_cacheable(reason: str) -> None:
         deps.uncacheable = reason
 
 
-def nest() -> tuple[Dependencies, contextvars.Token[Dependencies | None]]:
-    """Record into a fresh set (one part of a build, kept apart) until ``unnest``, which
-    adds what it recorded to the build running, if one is recorded."""
-    deps = Dependencies()
-    return deps, _current.set(deps)
-
-
-def unnest(deps: Dependencies, token: contextvars.Token[Dependencies | None]) -> None:
-    _current.reset(token)
-    outer = _current.get()
-    if outer is not None:
-        outer.tokens |= deps.tokens
-        if outer.uncacheable is None:
-            outer.uncacheable = deps.uncacheable
-
-
 @contextlib.contextmanager
 def recording() -> Iterator[Dependencies]:
-    """Record the dependencies of the build that runs inside (this thread or task only)."""
+    """Record the dependencies of the build that runs inside (this thread or task only).
+
+    Inside another recording (one entry of a build, kept apart: ``bcfg2.bindmemo``),
+    what it recorded is added to the outer one as well when it ends.
+    """
     deps = Dependencies()
     reset = _current.set(deps)
     try:
         yield deps
     finally:
         _current.reset(reset)
+        outer = _current.get()
+        if outer is not None:
+            outer.tokens |= deps.tokens
+            if outer.uncacheable is None:
+                outer.uncacheable = deps.uncacheable
 
 
 @dataclass(frozen=True)
@@ -357,13 +350,22 @@ class ConfigCache:
         return dropped
 
 
+#: zlib's window bits for the gzip format
+GZIP_WBITS = 16 + zlib.MAX_WBITS
+
+
+def gzip_member(data: bytes) -> bytes:
+    """Data as one gzip member, at zlib's fastest level (XML shrinks tenfold): members
+    written one after another are read as one stream (RFC 1952)."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, GZIP_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
 def compress(text: str) -> bytes:
     """A configuration as the cache keeps it and sends it: escaped as an XML-RPC string
-    carries it, UTF-8, as one gzip member (zlib's fastest level: XML shrinks tenfold).
-    An agent that accepts gzip is sent it as it is, between the members of the rest of
-    the response (``Packed``)."""
-    packer = zlib.compressobj(1, zlib.DEFLATED, GZIP_WBITS)
-    return packer.compress(xmlrpc.client.escape(text).encode("utf-8")) + packer.flush()
+    carries it, UTF-8, as one gzip member. An agent that accepts gzip is sent it as it
+    is, between the members of the rest of the response (``Packed``)."""
+    return gzip_member(xmlrpc.client.escape(text).encode("utf-8"))
 
 
 def decompress(blob: bytes) -> str:
@@ -374,10 +376,6 @@ def decompress(blob: bytes) -> str:
 def inflate(blob: bytes) -> bytes:
     """What ``compress`` packed, still escaped (UTF-8 bytes)."""
     return zlib.decompress(blob, GZIP_WBITS)
-
-
-#: zlib's window bits for the gzip format
-GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
 class Packed:

@@ -550,13 +550,8 @@ class Core:
         promised that it holds for every client alike (``bcfg2.bindmemo``): then
         (the audiences of its choices, its tokens), else None."""
         generation = memo.generation
-        record, bound = bindmemo.start()
-        deps, nested = configcache.nest()
-        try:
+        with bindmemo.recording() as record, configcache.recording() as deps:
             self.Bind(entry, metadata)
-        finally:
-            configcache.unnest(deps, nested)
-            bindmemo.stop(bound)
         if deps.uncacheable is not None or "failure" in entry.attrib or not record.promised:
             return None
         memo.store(key, record, metadata, entry, tuple(deps.tokens), generation)

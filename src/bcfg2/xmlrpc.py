@@ -23,7 +23,6 @@ import threading
 import time
 import weakref
 import xmlrpc.client
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -124,14 +123,9 @@ def _around_a_string() -> tuple[bytes, bytes]:
     return head + b"<string>", b"</string>" + tail
 
 
-def _gzip_member(data: bytes) -> bytes:
-    packer = zlib.compressobj(1, zlib.DEFLATED, configcache.GZIP_WBITS)
-    return packer.compress(data) + packer.flush()
-
-
 _HEAD, _TAIL = _around_a_string()
 #: the same as gzip members: a gzip stream may hold several, read as one (RFC 1952)
-_HEAD_GZIP, _TAIL_GZIP = _gzip_member(_HEAD), _gzip_member(_TAIL)
+_HEAD_GZIP, _TAIL_GZIP = configcache.gzip_member(_HEAD), configcache.gzip_member(_TAIL)
 
 
 @dataclass(frozen=True)

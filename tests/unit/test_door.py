@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import xmlrpc.client
 
 import pytest
 
 from bcfg2 import xmlrpc as door
+from bcfg2.configcache import Packed, compress
 from bcfg2.errors import (
     ACCESS_DENIED,
     APPLICATION_ERROR,
@@ -154,3 +156,25 @@ def test_an_ok_call_is_a_method_response(core):
     assert result.outcome == "ok"
     (probes,), _ = xmlrpc.client.loads(result.body)
     assert probes.startswith("<probes")
+
+
+@pytest.mark.parametrize(("header", "accepted"), [
+    ("gzip", True), ("gzip, deflate", True), ("deflate, GZIP", True), ("x-gzip", True),
+    ("gzip;q=0.5", True), ("gzip; q=1", True),
+    (None, False), ("", False), ("identity", False), ("gzip;q=0", False),
+    ("gzip;q=0.0, identity", False), ("gzipped", False), ("deflate", False),
+    ("gzip;q=lots", False), ("gzip, " * 300, False),  # too long to be read at all
+])
+def test_a_reply_is_gzip_coded_only_for_who_accepts_gzip(header, accepted) -> None:
+    assert door.accepts_gzip(header) is accepted
+
+
+def test_a_packed_result_is_the_same_document_coded_or_not() -> None:
+    text = '<Configuration><Path name="/etc/a">x &amp; &lt;y&gt; \u00e9</Path></Configuration>'
+    result = door.Result("ok", packed=Packed(compress(text)).member)
+    plain, plain_coding = result.content(gzip=False)
+    coded, coding = result.content(gzip=True)
+    assert (plain_coding, coding) == (None, "gzip")
+    assert plain == gzip.decompress(coded) == door.response(text)
+    assert xmlrpc.client.loads(plain)[0][0] == text
+    assert door.Result("ok", b"<body/>").content(gzip=True) == (b"<body/>", None)

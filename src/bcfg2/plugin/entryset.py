@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import lxml.etree
 
-from bcfg2.bindmemo import conditions_in, sees
+from bcfg2.bindmemo import sees, sees_within
 from bcfg2.errors import PluginExecutionError, SpecificityError
 from bcfg2.plugin.base import Debuggable, as_bool
 from bcfg2.plugin.filebacked import FileBacked
@@ -176,7 +176,7 @@ class InfoXML(StructFile):
                       metadata: ClientMetadata) -> None:
         """Add an ``<Info>``'s children (ACLs...) that apply to the client, as copies."""
         if len(info):
-            sees(conditions_in(info))
+            sees_within(info)
             admits = self.admits(metadata, entry)
             for child in info:
                 entry.extend(match_element(child, metadata, self.conditional_tags, admits))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import lxml.etree
 
-from bcfg2.bindmemo import by_likeness, conditions_in, sees
+from bcfg2.bindmemo import by_likeness, sees, sees_within
 from bcfg2.configcache import depends_on
 from bcfg2.errors import PluginExecutionError
 from bcfg2.plugin.base import Plugin
@@ -278,7 +278,7 @@ class PrioDir(Plugin, Generator, XMLDirectoryBacked):
         if data.text is not None and data.text.strip():
             entry.text = data.text
         if len(data):
-            sees(conditions_in(data))
+            sees_within(data)
             for child in data:
                 if isinstance(child.tag, str):
                     entry.extend(match_element(child, metadata))

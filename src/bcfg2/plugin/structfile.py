@@ -43,6 +43,10 @@ def conditions_hold(conditions: Iterable[Condition], metadata: ClientMetadata) -
     return all(condition_holds(tag, name, neg, metadata) for tag, name, neg in conditions)
 
 
+#: the likeness key of an audience that names nobody
+_NOTHING: frozenset[str] = frozenset()
+
+
 class Audience:
     """The groups and client names that some conditionals or file versions name.
 
@@ -68,6 +72,8 @@ class Audience:
 
     def key(self, metadata: ClientMetadata) -> Hashable:
         """What of the client these conditionals can see."""
+        if not self.groups and not self.clients:
+            return _NOTHING  # nothing to see: every client alike
         groups = self.groups & metadata.groups
         if not self.clients:
             return groups
