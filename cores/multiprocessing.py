@@ -354,7 +354,7 @@ class MultiprocessingCore(BuiltinCore):
                 status, value, events = child.rpc.recv()
             except (EOFError, OSError, ValueError) as err:
                 raise ChildFailed(f"{child.name} is gone ({err or type(err).__name__})") from None
-            metrics.relay(events)
+        metrics.relay(events)  # the child is free for its next call meanwhile
         if status == "fault":
             raise Fault(*value)
         return value

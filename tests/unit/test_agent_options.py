@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lxml.etree
 import pytest
+from conftest import wait_until
 
 from bcfg2 import options
 from bcfg2.client import cli, probes, registry
@@ -116,11 +117,26 @@ def test_probe_interpreters_and_output() -> None:
     assert (data.get("name"), data.get("source")) == ("p", "Probes")
 
 
-def test_probes_that_fail_or_hang(caplog) -> None:
-    with pytest.raises(ProbeError, match="probe p ran longer than 0.2 s"):
-        probes.run_probe(probe("#!/bin/sh\nsleep 5\n"), timeout=0.2, exit_on_failure=True)
-    with pytest.raises(ProbeError, match="probe p cannot run /no/such/shell"):
+def test_probes_that_fail_or_hang(caplog, tmp_path: Path, monkeypatch) -> None:
+    pidfile = tmp_path / "pid"
+    with pytest.raises(ProbeError, match="probe p ran longer than 1 s and was killed"):
+        probes.run_probe(probe(f"#!/bin/sh\nsleep 60 & echo $! > {pidfile}\nsleep 5\n"),
+                         timeout=1, exit_on_failure=True)
+    # what the probe started went with it (gone, or a zombie no reaper has collected yet;
+    # a SIGKILL is delivered when the kernel gets to it)
+    stat = Path(f"/proc/{int(pidfile.read_text())}/stat")
+
+    def dead() -> bool:
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        except FileNotFoundError:
+            return True
+    wait_until(dead, 10, "the probe's background process to be killed")
+    with pytest.raises(ProbeError, match=r"probe p cannot be run: .*\(run by /no/such/shell\)"):
         probes.run_probe(probe("#!/no/such/shell\n"), timeout=5, exit_on_failure=True)
+    monkeypatch.setattr(probes, "MAX_OUTPUT", 1000)
+    with pytest.raises(ProbeError, match="probe p wrote more than 1000 bytes"):
+        probes.run_probe(probe("#!/bin/sh\nyes\n"), timeout=5, exit_on_failure=True)
     with caplog.at_level(logging.ERROR):
         data = probes.run_probe(probe("#!/bin/sh\necho partial; exit 2\n"), timeout=5,
                                 exit_on_failure=False)

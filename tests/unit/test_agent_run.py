@@ -323,6 +323,21 @@ def test_a_configuration_from_a_file_talks_to_no_server(tmp_path: Path) -> None:
     assert (tmp_path / "root/etc/from-file").exists()
 
 
+def test_a_configuration_from_a_file_ignores_the_decision_mode(tmp_path: Path) -> None:
+    """-f asks no server for a decision list: whitelist mode must not hold back the
+    entries, nor the actions, of the file."""
+    ran = tmp_path / "ran"
+    path = tmp_path / "config.xml"
+    path.write_text(config(bundle("b", package("a"), action("post", f"echo ran >> {ran}"))))
+    (tmp_path / "root").mkdir()
+    setup = options.build_client("/dev/null", {"components.lockfile": str(tmp_path / "l"),
+                                               "client.decision": "whitelist"})
+    setup.client.drivers = ["Action", "FakePkg"]
+    assert Run(setup, Flags(root=str(tmp_path / "root"), file=str(path)),
+               proxy=Server(config())).execute() == 0
+    assert FakePackages.installed == {"a"} and ran.exists()
+
+
 def test_two_runs_never_overlap_unless_told(tmp_path: Path) -> None:
     lock = tmp_path / "lock"
     with open(lock, "w") as held:

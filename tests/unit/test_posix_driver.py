@@ -343,6 +343,8 @@ class FakeSELinux:
         self.inodes[path.lstat().st_ino] = context
 
     def matchpathcon(self, name: str, mode: int) -> tuple[int, str]:
+        if name.startswith("/srv/www/"):
+            return 0, "system_u:object_r:httpd_sys_content_t:s0"
         return 0, "system_u:object_r:etc_t:s0" if name.startswith("/etc") else \
             "system_u:object_r:default_t:s0"
 
@@ -368,6 +370,14 @@ def test_selinux_contexts_where_selinux_is_enabled(root: Path, monkeypatch) -> N
     given = path("/etc/motd", text="x\n", secontext="system_u:object_r:httpd_config_t:s0")
     assert apply(posix, given).correct
     assert fake.context_of(root / "etc/motd") == "system_u:object_r:httpd_config_t:s0"
+    # recursive permissions: each path below gets the policy's context for its own name
+    (root / "srv/www").mkdir(parents=True)
+    (root / "srv/www/index.html").write_text("x")
+    tree = path("/srv", "permissions", mode="0755", recursive="true", secontext="__default__")
+    assert apply(posix, tree).correct
+    assert fake.context_of(root / "srv") == "system_u:object_r:default_t:s0"
+    assert fake.context_of(root / "srv/www/index.html") == \
+        "system_u:object_r:httpd_sys_content_t:s0"
 
 
 def test_without_selinux_contexts_are_skipped_with_one_log_line(root: Path, monkeypatch,

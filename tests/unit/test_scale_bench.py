@@ -74,7 +74,7 @@ def test_extra_entries_leave_the_configurations_as_they_were(
     assert grown.files == grown_spec.expected_files == plain.files + 20 * 3 + 3
     core = local_core(grown.root, server__plugins=GEN_PLUGINS)
     for client in grown.clients:
-        config = lxml.etree.fromstring(scale.request_config(core, client.name))
+        config = lxml.etree.fromstring(str(scale.request_config(core, client.name)))
         paths = {el.get("name") for el in config.iter("Path")}
         assert paths == {plain.entry_name(e) for e in plain.entries_of(client)}
 
@@ -139,3 +139,13 @@ def test_unknown_sweep_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
         scale.main(["--sweeps", "clients,bogus"])
     assert exc.value.code == 2
     assert "--sweeps" in capsys.readouterr().err
+
+
+def test_a_point_whose_entries_fail_to_bind_is_refused() -> None:
+    """A broken build must not be measured: an entry with a failure stops the point."""
+    config = ('<Configuration><Bundle name="b"><Path name="/etc/x" failure="no matching '
+              'generator"/></Bundle></Configuration>')
+    with pytest.raises(RuntimeError, match="1 entries failed to bind, the first Path:/etc/x"):
+        scale._entries_in(config)
+    assert scale._entries_in('<Configuration><Bundle name="b"><Path name="/etc/x"/>'
+                             "</Bundle></Configuration>") == 1

@@ -97,20 +97,41 @@ def test_a_login_sets_a_signed_secure_cookie_and_goes_where_it_was_asked(site: S
 
 def test_failed_logins_are_logged_escaped_and_throttled(site: Site, caplog) -> None:
     caplog.set_level(logging.WARNING, "bcfg2.web")
+
+    def from_(address: str) -> None:
+        site.client.extra_environ = {**HTTPS, "REMOTE_ADDR": address}
+
     answer = site.login("admin", "wrong-password", status=401)
     assert "wrong user name or password" in answer.text
+    from_("127.0.0.6")
     site.login("adm\nin", "x", status=401)
     assert "adm\\nin" in caplog.text and "adm\nin" not in caplog.text
-    site.login("admin", "wrong-again", status=401)
+    from_("127.0.0.5")
+    site.login("viewer", "wrong", status=401)
+    site.login("viewer", "wrong-again", status=401)
     # three failures from this address: even the right password is refused unchecked
     site.login("admin", status=429)
-    # another address: one more failure for admin, then admin is refused (per user name),
+    # another address: two more failures for admin, then admin is refused (per user name),
     # other users are not
-    site.client.extra_environ = {**HTTPS, "REMOTE_ADDR": "127.0.0.9"}
+    from_("127.0.0.9")
+    site.login("admin", "wrong-second", status=401)
     site.login("admin", "wrong-third", status=401)
     site.login("admin", status=429)
     site.login("viewer", status=303)
     assert "too many failures" in caplog.text
+    # one line per source and burst, however many failures follow (a guesser cannot
+    # flood the log): 127.0.0.5, 127.0.0.6 and 127.0.0.9
+    assert caplog.text.count("failed login of") == 3
+
+
+def test_addresses_of_one_ipv6_64_share_their_failed_logins(site: Site) -> None:
+    for number, user in enumerate(["admin", "viewer", "admin"]):
+        site.client.extra_environ = {**HTTPS, "REMOTE_ADDR": f"2001:db8:0:1::{number + 1}"}
+        site.login(user, "wrong", status=401)
+    site.client.extra_environ = {**HTTPS, "REMOTE_ADDR": "2001:db8:0:1:ffff::9"}
+    site.login("viewer", status=429)  # the same /64
+    site.client.extra_environ = {**HTTPS, "REMOTE_ADDR": "2001:db8:0:2::1"}
+    site.login("viewer", status=303)  # another one
 
 
 def test_a_login_without_its_csrf_token_is_refused(site: Site) -> None:

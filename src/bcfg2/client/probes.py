@@ -13,12 +13,12 @@ import logging
 import os
 import re
 import shlex
-import subprocess
 import tempfile
 
 import lxml.etree
 
 from bcfg2.client.errors import ProbeError, ProtocolError
+from bcfg2.command import CommandError, run_bounded
 from bcfg2.errors import UntrustedInputError
 from bcfg2.untrusted import escaped
 from bcfg2.xml import parse_untrusted
@@ -54,6 +54,12 @@ def parse_probes(document: str) -> list[lxml.etree._Element]:
     return [probe for probe in root if probe.tag == "probe" and probe.get("name")]
 
 
+#: the most output read from one probe: the server drops more than [probes] max_probe_size
+#: (256 KiB by default) anyway
+MAX_OUTPUT = 4 * 1024 * 1024
+#: "no limit" for a probe's running time (0 in bcfg2.conf)
+FOREVER = 10.0 ** 9
+
 def run_probe(probe: lxml.etree._Element, timeout: float, exit_on_failure: bool,
               encoding: str = "utf-8") -> lxml.etree._Element:
     """Run one probe; its ``<probe-data>`` (empty text if it failed and the run goes on).
@@ -71,21 +77,18 @@ def run_probe(probe: lxml.etree._Element, timeout: float, exit_on_failure: bool,
         os.chmod(script, 0o700)
         argv = [*interpreter_of(probe), script]
         log.info("Running probe %s", name)
-        try:
-            done = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL,
-                                  timeout=timeout or None)
-        except subprocess.TimeoutExpired:
-            return _failed(data, f"probe {name} ran longer than {timeout:g} s", exit_on_failure)
-        except OSError as err:
-            return _failed(data, f"probe {name} cannot run {argv[0]}: {err.strerror}",
-                           exit_on_failure)
+        try:  # in a session of its own: what it starts is killed with it
+            done = run_bounded(argv, tempfile.gettempdir(), timeout or FOREVER, MAX_OUTPUT,
+                               stderr_limit=4096)
+        except CommandError as err:
+            return _failed(data, f"probe {name} {err} (run by {argv[0]})", exit_on_failure)
     finally:
         os.unlink(script)
     if done.stderr:
         log.warning("Probe %s has error output: %s", name,
                     escaped(done.stderr.decode(encoding, "replace"), 500))
-    if done.returncode != 0:
-        return _failed(data, f"probe {name} exited with status {done.returncode}",
+    if done.status != 0:
+        return _failed(data, f"probe {name} exited with status {done.status}",
                        exit_on_failure)
     text = NOT_XML.sub("\ufffd", done.stdout.decode(encoding, "replace"))
     groups = [m.group(1) for line in text.splitlines() if (m := GROUP_LINE.fullmatch(line))]

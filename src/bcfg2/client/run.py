@@ -147,6 +147,8 @@ class Run:
         for name in ("quick", "kevlar", "interactive", "dry_run", "remove"):
             setup.set("client", name, getattr(flags, name))
         setup.set("client", "decision_list", [])
+        if flags.file:  # no server to ask for a decision list: every driver sees no mode
+            setup.set("client", "decision", "none")
 
     # --- the whole run ---------------------------------------------------------------------
     def execute(self) -> int:
@@ -356,7 +358,7 @@ class Run:
                           if not self.states[e] and self.driver_of[e] is not None
                           and "failure" not in e.attrib}
         mode = self.setup.client.decision
-        if mode in ("whitelist", "blacklist") and not self.flags.file:
+        if mode in ("whitelist", "blacklist"):
             decisions = self.setup.client.decision_list
             kept = {e: None for e in self.whitelist if decision_allows(e, mode, decisions)}
             for entry in self.whitelist:

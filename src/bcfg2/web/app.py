@@ -27,6 +27,7 @@ from typing import Any
 import cherrypy
 import jinja2
 
+from bcfg2.limits import BurstLog, source_of
 from bcfg2.reportdb import CATEGORIES, DAY, Entry, Run, RunStore
 from bcfg2.untrusted import escaped
 from bcfg2.web import charts
@@ -130,6 +131,8 @@ class WebApp:
         self.users = users
         self.signer = signer
         self.throttle = throttle
+        #: failed and refused logins: one line per source and burst, then how many followed
+        self.login_log = BurstLog(logger, "Web: %s: %d more logins like it in %.0f s")
         self.audit_log = audit
         self.actions = Actions(audit, self.perform, workers)
         self.env = _templates()
@@ -418,17 +421,19 @@ class WebApp:
         if not isinstance(username, str) or not isinstance(password, str) \
                 or len(password) > MAX_PASSWORD:
             raise cherrypy.HTTPError(400, "username and password")
-        source = f"ip:{request.remote.ip}"
+        # an IPv6 host counts for its /64: it has the whole of it to pick addresses from
+        source = f"ip:{source_of(request.remote.ip)}"
         who = f"user:{username[:64]}"
         if self.throttle.blocked(source, who):
-            logger.warning("Web: login of %s from %s refused unchecked: too many failures",
-                           escaped(username, 64), request.remote.ip)
+            self.login_log.note(f"refused {source}", "Web: login of %s from %s refused "
+                                "unchecked: too many failures", escaped(username, 64),
+                                request.remote.ip)
             raise cherrypy.HTTPError(429, "too many failed logins; wait a few minutes")
         user = self.users.verify(username, password) if USER_NAME.fullmatch(username) else None
         if user is None:
             self.throttle.failed(source, who)
-            logger.warning("Web: failed login of %s from %s", escaped(username, 64),
-                           request.remote.ip)
+            self.login_log.note(source, "Web: failed login of %s from %s",
+                                escaped(username, 64), request.remote.ip)
             cherrypy.response.status = 401
             token = secrets.token_hex(16)
             self._cookie(LOGIN_COOKIE, token, 600)

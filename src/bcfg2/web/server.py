@@ -107,11 +107,6 @@ class WebServer:
         self.server.error_log = self._error_log  # type: ignore[method-assign]
         self._thread: threading.Thread | None = None
 
-    def mount(self, path: str, app: WSGIApp) -> None:
-        """Serve another WSGI application at ``path`` (before ``start``)."""
-        self.mounts[path] = app
-        self.server.wsgi_app = wsgi.PathInfoDispatcher(self.mounts)
-
     @staticmethod
     def _error_log(msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
         logger.log(logging.DEBUG if level < logging.ERROR else logging.ERROR,

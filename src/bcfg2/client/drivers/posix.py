@@ -433,9 +433,10 @@ class POSIX(Driver):
         wanted = entry.get("secontext")
         if not wanted or self._selinux is None:
             return None
-        if wanted == "__default__":
+        if wanted == "__default__":  # the policy's context for the path, a child's its own
+            name = "/" + os.path.relpath(path, self.context.root or "/")
             try:
-                return self._selinux.matchpathcon(entry.get("name"), os.lstat(path).st_mode)[1]
+                return self._selinux.matchpathcon(name, os.lstat(path).st_mode)[1]
             except OSError:
                 return None
         return wanted
