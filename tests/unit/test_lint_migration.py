@@ -59,6 +59,13 @@ SEEDED = {
         "#if $metadata.Properties.has_key('x')\nx\n#end if\n"),
     "TemplateHelper/minute.py": ("import random\n\n\ndef minute(name):\n"
                                  "    rng = random.Random(name)\n    return rng.randint(0, 59)\n"),
+    # and in GroupLogic's groups.xml and Ldap's config.py, which hold code as well
+    "GroupLogic/groups.xml": ('<GroupLogic xmlns:py="http://genshi.edgewall.org/">\n'
+                              '  <?python\n'
+                              '    import random; random.seed(metadata.hostname)\n'
+                              '  ?>\n'
+                              '</GroupLogic>\n'),
+    "Ldap/config.py": "import random\nrandom.seed(42)\n__queries__ = []\n",
 }
 
 #: (path, line, error name) bcfg2-lint reports for SEEDED
@@ -78,6 +85,8 @@ EXPECTED = {
     ("Bundler/cron.xml", 4, "random-seed"),
     ("Cfg/etc/cron.d/report/report.cheetah", 2, "random-seed"),
     ("TemplateHelper/minute.py", 5, "random-seed"),
+    ("GroupLogic/groups.xml", 3, "random-seed"),
+    ("Ldap/config.py", 2, "random-seed"),
     ("Cfg/etc/cron.d/report/report.cheetah", 4, "python2-code"),
     ("Cfg/etc/cron.d/report/report.cheetah", 5, "python2-code"),
 }
@@ -134,7 +143,8 @@ def test_a_site_that_moved_has_nothing_to_report(seeded, capsys, tmp_path):
     for top in ("TGenshi", "TCheetah", "SSLCA"):
         shutil.rmtree(seeded.path / top)
     for path in ("Probes/probed.xml", "etc/bcfg2.sqlite", "Bundler/cron.xml",
-                 "TemplateHelper/minute.py", "Cfg/etc/cron.d/report/report.cheetah"):
+                 "TemplateHelper/minute.py", "Cfg/etc/cron.d/report/report.cheetah",
+                 "GroupLogic/groups.xml", "Ldap/config.py"):
         (seeded.path / path).unlink()
     seeded.write("Cfg/etc/bcfg2.conf/bcfg2.conf",
                  "[communication]\nprotocol = xmlrpc/ssl\npassword = secret\n", dedent=False)

@@ -414,23 +414,12 @@ def _genshi(ctx: Context, path: str, markup: bool) -> Iterator[Finding]:
 def python2_code(ctx: Context) -> Iterator[Finding]:
     """Python 2 code in Genshi and Cheetah templates and TemplateHelper modules, with its
     Python 3 form."""
-    for path in ctx.files("Cfg", lambda p: p.endswith(".cheetah")):
-        with open(path, "rb") as fh:
-            for item in check_cheetah(fh.read()):
-                yield ctx.finding(path, item.line, "python2-code", item.message)
-    sources: list[tuple[str, str]] = [
-        (path, "text") for path in ctx.files("Cfg", lambda p: p.endswith(".genshi"))]
-    markup = [p for p in bundle_files(ctx) if not p.endswith(JINJA2_BUNDLE)]
-    logic = os.path.join(ctx.repository, "GroupLogic", "groups.xml")
-    if ctx.enabled("GroupLogic") and os.path.isfile(logic):
-        markup.append(logic)
-    sources += [(path, "markup") for path in markup if is_genshi(ctx.xml(path), path)]
-    sources += [(path, "python") for path in ctx.files(
-        "TemplateHelper", lambda p: p.endswith(".py"), recursive=False)]
-    for path, kind in sources:
+    for path, kind in template_sources(ctx):
         with open(path, "rb") as fh:
             data = fh.read()
-        if kind == "python":
+        if kind == "cheetah":
+            found = check_cheetah(data)
+        elif kind == "python":
             found = check_python(data.decode("utf-8", "replace"))
         else:
             found = check_genshi(data, markup=kind == "markup")
@@ -438,11 +427,11 @@ def python2_code(ctx: Context) -> Iterator[Finding]:
             yield ctx.finding(path, item.line, "python2-code", item.message)
 
 
-@check("UpstreamImports", upstream_import="warning")
-def upstream_imports_check(ctx: Context) -> Iterator[Finding]:
-    """Imports of upstream Bcfg2's modules that this server's ``Bcfg2`` package lacks."""
-    sources: list[tuple[str, str]] = [
-        (path, "text") for path in ctx.files("Cfg", lambda p: p.endswith(".genshi"))]
+def template_sources(ctx: Context) -> list[tuple[str, str]]:
+    """Every repository file that holds template or helper code, with its kind: ``text``
+    (Cfg's Genshi text templates), ``cheetah``, ``markup`` (Genshi bundles, GroupLogic's
+    groups.xml) or ``python`` (TemplateHelper modules, Ldap's config.py)."""
+    sources = [(path, "text") for path in ctx.files("Cfg", lambda p: p.endswith(".genshi"))]
     sources += [(path, "cheetah") for path in ctx.files("Cfg", lambda p: p.endswith(".cheetah"))]
     markup = [p for p in bundle_files(ctx) if not p.endswith(JINJA2_BUNDLE)]
     logic = os.path.join(ctx.repository, "GroupLogic", "groups.xml")
@@ -454,16 +443,27 @@ def upstream_imports_check(ctx: Context) -> Iterator[Finding]:
     ldap = os.path.join(ctx.repository, "Ldap", "config.py")
     if os.path.isfile(ldap):
         sources.append((ldap, "python"))
-    for path, kind in sources:
+    return sources
+
+
+def code_fragments(kind: str, data: bytes, cheetah_expressions: bool = False,
+                   ) -> list[tuple[int, str, str]]:
+    """The Python of one ``template_sources`` file: (first line, code, compile mode)
+    fragments; a Cheetah template's ``$expressions`` too if asked."""
+    if kind == "python":
+        return [(1, data.decode("utf-8", "replace"), "exec")]
+    if kind == "cheetah":
+        return cheetah_code(data) + (cheetah_python(data) if cheetah_expressions else [])
+    return genshi_code(data, markup=kind == "markup")
+
+
+@check("UpstreamImports", upstream_import="warning")
+def upstream_imports_check(ctx: Context) -> Iterator[Finding]:
+    """Imports of upstream Bcfg2's modules that this server's ``Bcfg2`` package lacks."""
+    for path, kind in template_sources(ctx):
         with open(path, "rb") as fh:
             data = fh.read()
-        if kind == "python":
-            fragments = [(1, data.decode("utf-8", "replace"), "exec")]
-        elif kind == "cheetah":
-            fragments = cheetah_code(data)
-        else:
-            fragments = genshi_code(data, markup=kind == "markup")
-        for first, code, mode in fragments:
+        for first, code, mode in code_fragments(kind, data):
             for line, message in upstream_imports(code, first, mode):
                 yield ctx.finding(path, line, "upstream-import", message)
 
@@ -564,19 +564,10 @@ def _upstream_state(ctx: Context) -> Iterator[Finding]:
 
 def _random_seeds(ctx: Context) -> Iterator[Finding]:
     """random.seed() with a value in templates and helpers: other numbers on Python 3."""
-    sources: list[tuple[str, list[tuple[int, str, str]]]] = []
-    for path in ctx.files("Cfg", lambda p: p.endswith((".genshi", ".cheetah"))):
+    sources = []
+    for path, kind in template_sources(ctx):
         with open(path, "rb") as fh:
-            data = fh.read()
-        sources.append((path, cheetah_code(data) + cheetah_python(data) if path.endswith(
-            ".cheetah") else genshi_code(data, markup=False)))
-    for path in bundle_files(ctx):
-        if not path.endswith(JINJA2_BUNDLE) and is_genshi(ctx.xml(path), path):
-            with open(path, "rb") as fh:
-                sources.append((path, genshi_code(fh.read(), markup=True)))
-    for path in ctx.files("TemplateHelper", lambda p: p.endswith(".py"), recursive=False):
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            sources.append((path, [(1, fh.read(), "exec")]))
+            sources.append((path, code_fragments(kind, fh.read(), cheetah_expressions=True)))
     for path, fragments in sources:
         for line in random_seeds(fragments):
             yield ctx.finding(path, line, "random-seed",
