@@ -141,10 +141,9 @@ class Run:
         self.extra: list[Element] = []
         self.extra_driver: dict[Element, Driver] = {}
         self.whitelist: dict[Element, None] = {}
-        self.blacklist: dict[Element, None] = {}
         self.modlist: list[str] = []
         # what the drivers read of the command line, next to bcfg2.conf's [client]
-        for name in ("quick", "kevlar", "interactive", "dry_run", "remove"):
+        for name in ("quick", "kevlar", "interactive"):
             setup.set("client", name, getattr(flags, name))
         setup.set("client", "decision_list", [])
         if flags.file:  # no server to ask for a decision list: every driver sees no mode
@@ -364,7 +363,6 @@ class Run:
             for entry in self.whitelist:
                 if entry not in kept:
                     self.reasons[entry].append(f"not installed: the server's {mode} says so")
-                    self.blacklist[entry] = None
             self.whitelist = kept
         chosen = [s for s in self.structures() if self._installable(s)]
         for struct in self.structures():
@@ -380,7 +378,6 @@ class Run:
             for entry in list(self.whitelist):
                 if not self._ask_entry(entry):
                     del self.whitelist[entry]
-                    self.blacklist[entry] = None
         self._install(list(self.whitelist))
         self.times["install"] = time.time()
         modified_bundles = [s for s in self.structures() if s.tag == "Bundle"
@@ -431,7 +428,6 @@ class Run:
         for entry in struct:
             if entry in self.whitelist:
                 del self.whitelist[entry]
-                self.blacklist[entry] = None
                 self.reasons[entry].append("not installed: a pre action of its bundle failed")
 
     def _ask_entry(self, entry: Element) -> bool:
@@ -469,8 +465,9 @@ class Run:
         clobbered = []
         for struct in bundles:
             for entry in struct:
-                if self.driver_of.get(entry) is None or entry in self.blacklist \
-                        or "failure" in entry.attrib or not self.states.get(entry):
+                # an entry held back (decision list, a failed prerequisite) is still wrong
+                if self.driver_of.get(entry) is None or "failure" in entry.attrib \
+                        or not self.states.get(entry):
                     continue
                 if not self._verify(entry):
                     clobbered.append(entry)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
+import functools
 import importlib.resources
 import io
 import json
@@ -75,11 +76,18 @@ SECURITY_HEADERS = [
 ]
 
 
+@functools.cache
+def _static(name: str) -> bytes:
+    """A vendored asset (one of STATIC), read once."""
+    return (importlib.resources.files("bcfg2.web") / "static" / name).read_bytes()
+
+
 def _templates() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("bcfg2.web", "templates"),
         autoescape=jinja2.select_autoescape(("html",), default=True),
-        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        auto_reload=False)  # package data: no file times to look at per page
     env.filters["when"] = when
     env.filters["age"] = age
     env.globals.update(categories=CATEGORIES, state_filters=STATE_FILTERS, actions=ACTIONS)
@@ -398,7 +406,7 @@ class WebApp:
             raise cherrypy.HTTPError(404, "no such file")
         cherrypy.response.headers["Content-Type"] = STATIC[name]
         cherrypy.response.headers["Cache-Control"] = "max-age=3600"
-        return (importlib.resources.files("bcfg2.web") / "static" / name).read_bytes()
+        return _static(name)
 
     # -- logging in and out ----------------------------------------------------------------
 

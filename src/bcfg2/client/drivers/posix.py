@@ -30,6 +30,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from bcfg2.client.drivers._common import which
 from bcfg2.client.drivers.base import Context, Driver, Element, EntryState, entry_key
 
 TYPES = ("file", "directory", "symlink", "hardlink", "permissions", "nonexistent", "device",
@@ -132,15 +133,13 @@ class POSIX(Driver):
         self._kept: set[str] = set()
         self._said: set[str] = set()
         self._selinux = _selinux_module()
-        self._acl_tools = all(shutil.which(tool, path=self._search_path())
-                              for tool in ("getfacl", "setfacl"))
+        #: the full paths of getfacl and setfacl, or None if either is missing
+        found = {tool: which(self.context, tool) for tool in ("getfacl", "setfacl")}
+        self._acl_tools = found if all(found.values()) else None
 
     # --- options ---------------------------------------------------------------------------
     def _option(self, section: str, name: str, default: Any) -> Any:
         return getattr(getattr(self.context.setup, section, None), name, default)
-
-    def _search_path(self) -> str | None:
-        return (self.context.env or os.environ).get("PATH")
 
     def _once(self, what: str, message: str) -> None:
         if what not in self._said:
@@ -492,8 +491,9 @@ class POSIX(Driver):
         return wanted
 
     def _current_acls(self, path: str) -> dict[str, str]:
-        done = self.context.run(["getfacl", "--absolute-names", "--omit-header", "--numeric",
-                                 "--no-effective", path])
+        assert self._acl_tools is not None
+        done = self.context.run([self._acl_tools["getfacl"], "--absolute-names",
+                                 "--omit-header", "--numeric", "--no-effective", path])
         if done.returncode != 0:
             raise OSError(errno.EIO, done.stderr.decode("utf-8", "replace").strip())
         acls: dict[str, str] = {}
@@ -552,7 +552,7 @@ class POSIX(Driver):
         for flag, spec in (("-x", ",".join(extra)),
                            ("-m", ",".join(f"{k}:{v}" for k, v in sorted(wanted.items())))):
             if spec:
-                done = self.context.run(["setfacl", flag, spec, path])
+                done = self.context.run([self._acl_tools["setfacl"], flag, spec, path])
                 if done.returncode != 0:
                     self.log.error("Failed to set the ACLs of %s: %s", entry.get("name"),
                                    done.stderr.decode("utf-8", "replace").strip())
