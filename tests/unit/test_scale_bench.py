@@ -90,8 +90,16 @@ def test_report_structure(report: dict[str, Any]) -> None:
                 assert p[key]["median"] > 0 and p[key]["mean"] > 0
             assert p["sampled"] == min(3, p["clients"])
         assert set(entry["fits"]) == set(scale.QUANTITIES)
-        for fit in entry["fits"].values():
-            assert f"exponent {fit['exponent']:.2f}" in fit["words"]
+        # each fit is of its quantity against the sweep's own x, and its words say so
+        x = {"clients": "clients", "entries": "entries_per_config", "files": "files"}[sweep]
+        assert [p["x"] for p in points] == pytest.approx([p[x] for p in points], abs=0.05)
+        for quantity, fit in entry["fits"].items():
+            ys = [p[quantity]["median"] if isinstance(p[quantity], dict) else p[quantity]
+                  for p in points]
+            assert fit["exponent"] == pytest.approx(
+                scale.fit_exponent([p["x"] for p in points], ys), abs=1e-3)
+            assert scale.growth_words(fit["exponent"]) in fit["words"]
+            assert scale.X_LABELS[sweep] in fit["words"]
     clients = report["sweeps"]["clients"]["points"]
     assert [p["clients"] for p in clients] == [4, 12]
     entries = report["sweeps"]["entries"]["points"]
@@ -149,3 +157,12 @@ def test_a_point_whose_entries_fail_to_bind_is_refused() -> None:
         scale._entries_in(config)
     assert scale._entries_in('<Configuration><Bundle name="b"><Path name="/etc/x"/>'
                              "</Bundle></Configuration>") == 1
+
+
+def test_the_growth_exponent_of_known_curves() -> None:
+    assert scale.fit_exponent([1, 10, 100], [3, 30, 300]) == pytest.approx(1.0)
+    assert scale.fit_exponent([1, 10, 100], [2, 200, 20000]) == pytest.approx(2.0)
+    assert scale.fit_exponent([1, 10, 100], [5, 5, 5]) == pytest.approx(0.0)
+    assert scale.fit_exponent([10, 10], [1, 2]) is None  # one x: no slope
+    assert [scale.growth_words(e) for e in (0.0, 0.5, 1.0, 1.5)] == [
+        "stays about flat", "grows sublinearly", "grows linearly", "grows faster than linearly"]
