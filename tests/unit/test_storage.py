@@ -9,6 +9,7 @@ lost connection does: retried before COMMIT, never after.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import sys
 import threading
@@ -25,6 +26,7 @@ from bcfg2.storage import (
     SQLiteDatabase,
     Transaction,
     migrate,
+    migrated,
     open_database,
     status,
 )
@@ -403,3 +405,23 @@ def test_a_missing_driver_is_one_line_naming_the_package(tmp_path, monkeypatch) 
         open_database(make_setup(tmp_path, database__engine="postgresql"), "x", SCHEMA_V1)
     message = str(failed.value)
     assert "\n" not in message and "pip install 'psycopg[binary]' psycopg-pool" in message
+
+
+def test_a_store_whose_migration_is_refused_lets_go_of_its_database(tmp_path: Path) -> None:
+    """migrated() closes the database it could not bring up to date: a store that fails
+    to start holds no file open (the daemon's file descriptors, a test's cleanup)."""
+    path = tmp_path / "store.sqlite"
+
+    def open_files() -> int:
+        return sum(os.path.realpath(f"/proc/self/fd/{fd}") == str(path)
+                   for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}"))
+
+    newer = SQLiteDatabase(str(path))
+    migrate(newer, SCHEMA_V2)
+    newer.close()
+    db = SQLiteDatabase(str(path))
+    with pytest.raises(SchemaTooNewError):
+        migrated(db, SCHEMA_V1)
+    assert open_files() == 0
+    again = migrated(SQLiteDatabase(str(path)), SCHEMA_V2)  # the file is sound
+    again.close()
