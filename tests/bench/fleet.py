@@ -79,10 +79,12 @@ from load import (  # noqa: E402
     call,
     check_response,
     environment,
+    finish_profiler,
     machine_cpu,
     machine_line,
     percentile,
     request_bytes,
+    start_profiler,
     statistics_document,
 )
 from pg import Cluster, PgDatabase, binaries  # noqa: E402
@@ -254,8 +256,10 @@ def run_load(fleet: Fleet, cluster: Cluster | None, kind: str, order: list[tuple
         spies = profile(fleet, kind, args)
         time.sleep(max(0.0, begin + args.warmup + args.seconds - time.monotonic()))
         after = snapshot(fleet, cluster)
-        for spy in spies:
-            spy.wait(timeout=60)
+        for spy, out in spies:
+            err = finish_profiler(spy, args.seconds + 30)
+            if not os.path.exists(out):
+                raise BenchError(f"py-spy wrote no profile {out}: {err.strip()[-300:]}")
         collected = []
         for _ in procs:
             try:
@@ -302,9 +306,11 @@ def run_load(fleet: Fleet, cluster: Cluster | None, kind: str, order: list[tuple
     }
 
 
-def profile(fleet: Fleet, kind: str, args: argparse.Namespace) -> list[subprocess.Popen]:
+def profile(fleet: Fleet, kind: str, args: argparse.Namespace,
+            ) -> list[tuple[subprocess.Popen, str]]:
     """With ``--profile DIR``: py-spy records every server through the measured window of
-    a run load, as collapsed stacks in DIR (one file per engine, fleet size and server)."""
+    a run load, as collapsed stacks in DIR (one file per engine, fleet size and server);
+    (each py-spy, its output file)."""
     if not args.profile or kind != "run":
         return []
     spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
@@ -315,10 +321,7 @@ def profile(fleet: Fleet, kind: str, args: argparse.Namespace) -> list[subproces
     spies = []
     for n, member in enumerate((m for m in fleet.members if m.process), 1):
         out = os.path.join(args.profile, f"{label}-{len(fleet.members)}-server{n}.txt")
-        spies.append(subprocess.Popen(
-            [spy, "record", "--pid", str(member.process.proc.pid), "--duration", str(int(args.seconds)),
-             "--format", "raw", "--nonblocking", "--output", out],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        spies.append((start_profiler(spy, member.process.proc.pid, out, args.seconds, 100), out))
     return spies
 
 
