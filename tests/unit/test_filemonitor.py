@@ -669,3 +669,46 @@ def test_backend_names_match_the_option_choices() -> None:
         assert issubclass(cls, FileMonitor)
         if choice != "default":
             assert cls.name == choice
+
+
+class _GateOnAcquire:
+    """The monitor's read lock, opening ``gate`` when another thread asks for it."""
+
+    def __init__(self, lock: Any, gate: threading.Event) -> None:
+        self.lock = lock
+        self.gate = gate
+
+    def __enter__(self) -> None:
+        if self.lock.locked():
+            self.gate.set()  # someone waits for the reader: let it finish
+        self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def test_a_catch_up_returns_once_a_read_in_another_thread_queued_what_it_took(
+        ino: Inotify, repo: Path) -> None:
+    """The file-monitor thread has taken an edit from the kernel and not yet queued it
+    when a request catches up (``wait(0)``): the request must wait for it, not find the
+    kernel's queue empty and serve what the edit made stale."""
+    handler = watch(ino, repo)
+    inside, gate = threading.Event(), threading.Event()
+    ino._read_lock = _GateOnAcquire(ino._read_lock, gate)  # type: ignore[assignment]
+    process = ino.notifier.process_events
+
+    def slow_process() -> None:
+        inside.set()
+        gate.wait(TIMEOUT)  # opened when the catch-up asks for the read lock
+        process()
+
+    ino.notifier.process_events = slow_process  # type: ignore[method-assign]
+    (repo / "motd").write_text("edited\n")
+    reader = threading.Thread(target=ino.wait, name="file-monitor")
+    reader.start()
+    assert inside.wait(TIMEOUT)  # the kernel's queue is read, nothing queued yet
+    ino.wait(0)  # the request's catch-up
+    assert ino.pending(), "the catch-up returned before the edit was queued"
+    reader.join(TIMEOUT)
+    ino.handle_event_set()
+    assert ("created", str(repo / "motd")) in handler.take()

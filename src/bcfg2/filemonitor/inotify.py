@@ -221,9 +221,11 @@ class Inotify(FileMonitor):
         """Block until the kernel reports changes (or ``timeout``); read a whole burst.
 
         Only a blocking wait (no timeout) lingers for the rest of a burst; a
-        ``wait(0)`` reads what the kernel has and returns at once.
+        ``wait(0)`` reads what the kernel has and returns at once, once a read in
+        another thread has queued what it took from the kernel: a change made before
+        it is queued when it returns, whichever thread read it.
         """
-        if self._closed or self.pending():
+        if timeout == 0 or self._closed or self.pending():
             self._read(0)
             return
         self._waiting = True
