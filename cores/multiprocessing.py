@@ -18,6 +18,19 @@ Every expiry of the parent's metadata cache is published with the parent's
 cache generation, and each render names the generation it needs: a child
 renders only once it has applied every expiry up to it, so a GetConfig right
 after a RecvProbeData never sees the metadata from before it.
+
+The parent keeps what the children hand it (``bcfg2.configcache``): a child
+says which key and tokens it kept a configuration under, and the parent
+keeps it under the same key, worked out from its own metadata, then serves
+it again without asking a child, at what the builtin core's cache costs.
+This holds only with a monitor that is told of changes (inotify): a child
+handles every change the parent saw before a request, so what it built
+then is at least as new as the parent's view, and a change the parent
+handles meanwhile refuses it (the cache's generation check). The parent's
+file events and metadata expiries drop what they drop in a child, and,
+since the parent builds nothing for a plugin to compare its names with
+(Rules says which rules changed by comparing), a file event drops every
+configuration that recorded a name of the plugin whose directory it is in.
 """
 
 from __future__ import annotations
@@ -35,7 +48,7 @@ from typing import Any
 from xmlrpc.client import Fault
 
 from bcfg2 import configcache, metrics
-from bcfg2.cache import Expiry, relayed
+from bcfg2.cache import RELAYED, Expiry, relayed
 from bcfg2.core import Core, exposed
 from bcfg2.cores.builtin import BuiltinCore
 from bcfg2.errors import CriticalError, MetadataConsistencyError, MetadataRuntimeError
@@ -96,11 +109,13 @@ class ChildCore(Core):
         """The Caching plugins' part of an admin's expire_metadata_cache."""
         self.expire_plugins(hostnames)
 
-    def render(self, client: str, generation: int = 0) -> bytes:
+    def render(self, client: str, generation: int = 0
+               ) -> tuple[bytes, str | None, frozenset[str] | None]:
         """The configuration of a client, once the parent's expiries up to ``generation``
         and every repository change already reported are applied; compressed
-        (``configcache.compress``): the parent decompresses a tenth of the bytes a pipe
-        would otherwise carry, and a kept configuration is sent as the cache holds it."""
+        (``configcache.compress``): a tenth of the bytes through the pipe, and a kept
+        configuration is sent as the cache holds it. With it, the key and tokens it is
+        kept under here (None, None: it is not), for the parent to keep it as well."""
         with self._synced:
             if not self._synced.wait_for(lambda: self.parent_generation >= generation,
                                          SYNC_WAIT):
@@ -112,8 +127,9 @@ class ChildCore(Core):
         try:
             meta = self.build_metadata(client)
         except MetadataConsistencyError:  # its error document, logged
-            return configcache.compress(tostring(self.BuildConfiguration(client)))
-        return self.serve_compressed(client, meta)
+            return configcache.compress(tostring(self.BuildConfiguration(client))), None, None
+        served = self.serve(client, meta)
+        return served.compressed(), served.key, served.tokens
 
     def _run(self) -> bool:
         threading.Thread(target=self._control_loop, name="control", daemon=True).start()
@@ -219,7 +235,10 @@ class MultiprocessingCore(BuiltinCore):
         self._stopping = False
         self._watch_r, self._watch_w = os.pipe()
         self._watcher: threading.Thread | None = None
+        #: whether configurations the children built are kept and served here
+        self.keeps_configurations = False
         super().__init__(setup)
+        self.keeps_configurations = self.config_cache.enabled and self.fam.blocking
         self.metadata_cache.subscribe(self._publish_expiry)
         metrics.watch_children(self.alive)
 
@@ -230,6 +249,40 @@ class MultiprocessingCore(BuiltinCore):
 
     def fds(self) -> list[int]:
         return [*super().fds(), self._watch_r, self._watch_w]
+
+    # -- what the children built, kept here ----------------------------------------
+
+    def _file_changed(self, event: Any) -> None:
+        """Also drop every configuration that recorded a name of the plugin whose directory
+        holds the path (all plugins, outside their directories): a child's plugin says which
+        of its names changed by comparing with what it built, and nothing is built here."""
+        super()._file_changed(event)
+        if self.keeps_configurations:
+            self.config_cache.invalidate_owned(self._owners_of(event.path), self.plugins)
+
+    def _owners_of(self, path: str) -> list[str]:
+        for plugin in self.plugins.values():
+            if path == plugin.data or path.startswith(plugin.data + os.sep):
+                return [plugin.name]
+        return list(self.plugins)
+
+    def _metadata_expired(self, expiry: Expiry) -> None:
+        """Also drop the names of the plugin that expired metadata: in a child it may have
+        changed them on hearing of the expiry."""
+        super()._metadata_expired(expiry)
+        plugin = expiry.tag.removeprefix(RELAYED)
+        if self.keeps_configurations and plugin in self.plugins:
+            self.config_cache.invalidate_owned([plugin])
+
+    def _kept_here(self, client: str) -> tuple[str | None, bytes | None]:
+        """The client's configuration key here and the configuration kept under it, if any;
+        (None, None) when its metadata cannot be built (a child answers as it always does)."""
+        try:
+            metadata = self.build_metadata(client)
+        except (MetadataConsistencyError, MetadataRuntimeError):
+            return None, None
+        key, kept = self.kept_configuration(client, metadata)
+        return key, None if kept is None else kept[0]
 
     # -- the pool --------------------------------------------------------------
 
@@ -384,7 +437,8 @@ class MultiprocessingCore(BuiltinCore):
             if child is not None and child.process.is_alive():
                 return child
 
-    def _render(self, client: str, generation: int) -> configcache.Packed:
+    def _render(self, client: str, generation: int
+                ) -> tuple[bytes, str | None, frozenset[str] | None]:
         child = self._take_child()
         try:
             result = self.rpc(child, "GetConfig", client, generation)
@@ -395,17 +449,18 @@ class MultiprocessingCore(BuiltinCore):
             self.available.put(child.name)
             raise
         self.available.put(child.name)
-        return configcache.Packed(result)  # sent as it came, compressed, to an agent that accepts gzip
+        return result
 
     # -- exposed methods the children take part in -----------------------------
 
     @exposed
     def GetConfig(self, address: tuple[str, int]) -> configcache.Packed:  # noqa: N802
-        """Render the client's configuration in a child process.
+        """The client's configuration as kept here, else rendered in a child process.
 
-        The parent builds no metadata for it: it only registers a client on
-        first contact (here, so the state is written by one process), and
-        names the cache generation the child must have caught up with.
+        The parent registers a client on first contact (here, so the state
+        is written by one process), and names the cache generation the child
+        must have caught up with. The answer goes as it came, compressed, to
+        an agent that accepts gzip.
         """
         self.catch_up()
         client = self.client_for(address)
@@ -415,11 +470,21 @@ class MultiprocessingCore(BuiltinCore):
         except (MetadataConsistencyError, MetadataRuntimeError) as err:
             self.critical_error(f"Client metadata resolution error for {client}", err)
         generation = self.metadata_cache.generation
+        kept_generation = self.config_cache.generation  # before the key: see ConfigCache.store
+        key = None
+        if self.keeps_configurations:
+            key, kept = self._kept_here(client)
+            if kept is not None:
+                return configcache.Packed(kept)
         for attempt in (1, 2):
             try:
-                return self._render(client, generation)
+                blob, built_key, tokens = self._render(client, generation)
             except ChildFailed as err:
                 logger.error("Rendering %s failed (attempt %d): %s", client, attempt, err)
+                continue
+            if key is not None and built_key == key and tokens is not None:
+                self.config_cache.store(client, key, blob, tokens, kept_generation)
+            return configcache.Packed(blob)
         raise CriticalError(f"no child process could render the configuration of {client}")
 
     @exposed

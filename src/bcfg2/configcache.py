@@ -12,8 +12,11 @@ A build records what it depends on, as tokens, while it runs:
   listing, a change to a file's content does not: an entry set records its
   listing and the one version a client got, so editing ``motd.H_c3``
   drops c3's configuration and no other;
-- names: any other text a plugin chooses (``Rules:Path:/etc/motd``), dropped
-  when the plugin says it changed (``Plugin.expire_configurations``).
+- names: any other text a plugin chooses, beginning with the plugin's name
+  (``Rules:Path:/etc/motd``, ``Bundler``), dropped when the plugin says it
+  changed (``Plugin.expire_configurations``), or, where a process cannot
+  tell which of its names changed (``invalidate_owned``), all of that
+  plugin's names at once.
 
 Plugins record them with ``depends_on`` during the build (a helper that has
 no build to record for does nothing). What a configuration depends on
@@ -27,10 +30,11 @@ service) calls ``not_cacheable`` while building, or answers None to
 makes every configuration it takes part in uncacheable: never stale.
 
 The cache is bounded by entries and by bytes (kept escaped for XML-RPC and
-gzip-compressed: ``compress``), least recently served first out. Each process keeps its own (the
-multiprocessing core's children each build and keep theirs, dropped by the
-file-monitor events and metadata expiries they already receive, which with
-PostgreSQL include the other servers').
+gzip-compressed: ``compress``), least recently served first out. Each process keeps its
+own, dropped by the file-monitor events and metadata expiries it receives (with
+PostgreSQL, the other servers' too). The multiprocessing core's children each build and
+keep theirs; its parent keeps what they hand it and serves it again without asking
+them (``bcfg2.cores.multiprocessing``).
 """
 
 from __future__ import annotations
@@ -53,9 +57,9 @@ if TYPE_CHECKING:
     from bcfg2.metadata import ClientMetadata
     from bcfg2.plugin.base import Plugin
 
-__all__ = ["ConfigCache", "Dependencies", "Packed", "TemplateReads", "compress",
+__all__ = ["ConfigCache", "Dependencies", "Packed", "Served", "TemplateReads", "compress",
            "configuration_key", "decompress", "depends_on", "gzip_member", "inflate", "listing",
-           "not_cacheable", "recording"]
+           "not_cacheable", "owner", "recording"]
 
 #: what in a template's or helper's source says it may read the time, other clients or
 #: anything outside the repository: it reaches no module it does not import (the time,
@@ -76,6 +80,13 @@ class Dependencies:
 
     tokens: set[str] = field(default_factory=set)
     uncacheable: str | None = None
+
+
+def owner(token: str) -> str | None:
+    """The plugin a name belongs to (the text before its first colon), None for a path."""
+    if token.startswith(os.sep):
+        return None
+    return token.split(":", 1)[0]
 
 
 _current: contextvars.ContextVar[Dependencies | None] = contextvars.ContextVar(
@@ -155,6 +166,24 @@ def _set_size(tokens: frozenset[str]) -> int:
     return sum(len(token) + 120 for token in tokens)
 
 
+@dataclass(frozen=True)
+class _Owners:
+    """Whose names an invalidation dropped: these plugins', and (``known`` given) those
+    of any plugin not among ``known``."""
+
+    plugins: frozenset[str]
+    known: frozenset[str] | None = None
+
+    def __contains__(self, plugin: object) -> bool:
+        return plugin in self.plugins or (
+            self.known is not None and plugin is not None and plugin not in self.known)
+
+
+#: one remembered invalidation: its generation, then the names or paths, the clients and
+#: the plugins whose names it dropped (None: not by that); all three None: everything
+_Invalidation = tuple[int, frozenset[str] | None, frozenset[str] | None, _Owners | None]
+
+
 @dataclass
 class _Entry:
     key: str
@@ -188,10 +217,11 @@ class ConfigCache:
         self._groups: dict[frozenset[str], tuple[frozenset[str], set[str]]] = {}
         #: token -> the token sets holding it
         self._index: dict[str, set[frozenset[str]]] = {}
+        #: plugin -> the names of it in the index (``owner``)
+        self._owned: dict[str, set[str]] = {}
         self._bytes = 0
-        #: recent invalidations: (generation, tokens or None, clients or None); both None: all
-        self._log: deque[tuple[int, frozenset[str] | None, frozenset[str] | None]] = deque(
-            maxlen=self.LOG)
+        #: recent invalidations, oldest first
+        self._log: deque[_Invalidation] = deque(maxlen=self.LOG)
         self._lock = threading.Lock()
         #: counts for the statistics: hits, misses, stored, uncacheable, evicted, dropped
         self.counts = dict.fromkeys(
@@ -223,7 +253,13 @@ class ConfigCache:
         return None if blob is None else decompress(blob)
 
     def lookup_compressed(self, client: str, key: str) -> bytes | None:
-        """``lookup``, as it is kept (``compress``): what a child hands its parent."""
+        """``lookup``, as it is kept (``compress``)."""
+        kept = self.lookup_kept(client, key)
+        return None if kept is None else kept[0]
+
+    def lookup_kept(self, client: str, key: str) -> tuple[bytes, frozenset[str]] | None:
+        """``lookup_compressed`` with the tokens the configuration was kept with (what a
+        multiprocessing child hands its parent)."""
         with self._lock:
             entry = self._entries.get(client)
             if entry is None or entry.key != key:
@@ -231,7 +267,7 @@ class ConfigCache:
                 return None
             self._entries.move_to_end(client)
             self.counts["hits"] += 1
-            return entry.blob
+            return entry.blob, entry.tokens
 
     def store(self, client: str, key: str, blob: bytes, tokens: Iterable[str],
               generation: int) -> bool:
@@ -256,6 +292,9 @@ class ConfigCache:
                 self._bytes += _set_size(entry.tokens)
                 for token in entry.tokens:
                     self._index.setdefault(token, set()).add(entry.tokens)
+                    plugin = owner(token)
+                    if plugin is not None:
+                        self._owned.setdefault(plugin, set()).add(token)
             entry.tokens = group[0]  # the one shared copy
             group[1].add(client)
             self._entries[client] = entry
@@ -270,14 +309,16 @@ class ConfigCache:
         """Whether an invalidation after ``generation`` concerns this client or its tokens."""
         if not self._log or self._log[0][0] > generation + 1:
             return True  # some are forgotten: assume the worst
-        for gen, names, clients in reversed(self._log):
+        for gen, names, clients, plugins in reversed(self._log):
             if gen <= generation:
                 break
-            if names is None and clients is None:
+            if names is None and clients is None and plugins is None:
                 return True
             if names is not None and not names.isdisjoint(tokens):
                 return True
             if clients is not None and client in clients:
+                return True
+            if plugins is not None and any(owner(token) in plugins for token in tokens):
                 return True
         return False
 
@@ -300,20 +341,40 @@ class ConfigCache:
                 sets.discard(entry.tokens)
                 if not sets:
                     del self._index[token]
+                    plugin = owner(token)
+                    if plugin is not None and plugin in self._owned:
+                        self._owned[plugin].discard(token)
+                        if not self._owned[plugin]:
+                            del self._owned[plugin]
 
     def invalidate(self, tokens: Iterable[str]) -> int:
         """Drop every configuration that recorded one of the tokens; how many were dropped."""
         tokens = frozenset(tokens)
         with self._lock:
             self.generation += 1
-            self._log.append((self.generation, tokens, None))
-            stale: set[str] = set()
-            for token in tokens:
-                for shared in self._index.get(token, ()):
-                    stale.update(self._groups[shared][1])
-            for client in stale:
-                self._remove(client)
-            self.counts["dropped"] += len(stale)
+            self._log.append((self.generation, tokens, None, None))
+            return self._drop_holding(tokens)
+
+    def invalidate_owned(self, plugins: Iterable[str], known: Iterable[str] | None = None) -> int:
+        """Drop every configuration that recorded a name of one of these plugins (``owner``),
+        whichever, and (``known`` given) any name of a plugin not among ``known``: for a
+        process that cannot tell which of a plugin's names changed."""
+        owners = _Owners(frozenset(plugins), None if known is None else frozenset(known))
+        with self._lock:
+            self.generation += 1
+            self._log.append((self.generation, None, None, owners))
+            return self._drop_holding({token for plugin in list(self._owned) if plugin in owners
+                                       for token in self._owned[plugin]})
+
+    def _drop_holding(self, tokens: Iterable[str]) -> int:
+        """Drop (holding the lock) the configurations that recorded one of the tokens."""
+        stale: set[str] = set()
+        for token in tokens:
+            for shared in self._index.get(token, ()):
+                stale.update(self._groups[shared][1])
+        for client in stale:
+            self._remove(client)
+        self.counts["dropped"] += len(stale)
         return len(stale)
 
     def invalidate_path(self, path: str, listed: bool = False) -> int:
@@ -322,7 +383,7 @@ class ConfigCache:
         if not self._index:  # nothing kept (start-up reads every file): refuse what runs
             with self._lock:
                 self.generation += 1
-                self._log.append((self.generation, None, None))
+                self._log.append((self.generation, None, None, None))
             return 0
         path = os.path.normpath(path)
         tokens = [path, listing(os.path.dirname(path))] if listed else [path]
@@ -339,7 +400,7 @@ class ConfigCache:
         chosen = None if clients is None else frozenset(clients)
         with self._lock:
             self.generation += 1
-            self._log.append((self.generation, None, chosen))
+            self._log.append((self.generation, None, chosen, None))
             names = list(self._entries) if chosen is None else list(chosen)
             dropped = 0
             for client in names:
@@ -376,6 +437,27 @@ def decompress(blob: bytes) -> str:
 def inflate(blob: bytes) -> bytes:
     """What ``compress`` packed, still escaped (UTF-8 bytes)."""
     return zlib.decompress(blob, GZIP_WBITS)
+
+
+@dataclass(frozen=True)
+class Served:
+    """A configuration as a core serves it: its text, compressed (``compress``) or both;
+    with the key and tokens the cache keeps it under, when it does."""
+
+    xml: str | None
+    blob: bytes | None = None
+    key: str | None = None
+    tokens: frozenset[str] | None = None
+
+    def text(self) -> str:
+        return self.xml if self.xml is not None else decompress(self.blob or b"")
+
+    def compressed(self) -> bytes:
+        return self.blob if self.blob is not None else compress(self.xml or "")
+
+    def result(self) -> str | Packed:
+        """What GetConfig answers: packed as kept when it is compressed already."""
+        return Packed(self.blob) if self.blob is not None else self.text()
 
 
 class Packed:

@@ -672,34 +672,21 @@ class Core:
     def serve_configuration(self, client: str, metadata: ClientMetadata) -> str:
         """The client's configuration as a string: kept from an earlier build if nothing
         it depends on changed since (``bcfg2.configcache``), else built (and kept)."""
-        text, blob = self._serve(client, metadata)
-        return text if text is not None else configcache.decompress(blob)
+        return self.serve(client, metadata).text()
 
-    def serve_compressed(self, client: str, metadata: ClientMetadata) -> bytes:
-        """``serve_configuration`` compressed as the cache keeps it (``configcache.compress``):
-        a kept one is handed on as it is, a tenth of its size (a child to its parent)."""
-        text, blob = self._serve(client, metadata)
-        return blob if blob is not None else configcache.compress(text)
-
-    def _serve(self, client: str, metadata: ClientMetadata) -> tuple[str | None, bytes | None]:
-        """(text, compressed): either or both, whichever the cache or the build has."""
+    def serve(self, client: str, metadata: ClientMetadata) -> configcache.Served:
+        """The client's configuration as the cache has it or a build gives it, with the key
+        and tokens it is kept under (``configcache.Served``)."""
         cache = self.config_cache
         if not cache.enabled:
             config = self.BuildConfiguration(client, metadata=metadata)
             with metrics.phase("serialise"):
-                return tostring(config), None
-        start = time.monotonic()
+                return configcache.Served(tostring(config))
         generation = cache.generation
         with configcache.recording() as deps:
-            key = configcache.configuration_key(self.revision, metadata,
-                                                self._cache_participants)
-            if key is not None:
-                blob = cache.lookup_compressed(client, key)
-                if blob is not None:
-                    self.client_run_hook("start_client_run", metadata)
-                    self.client_run_hook("end_client_run", metadata)
-                    statistics.stats.add_value("GetConfig:cached", time.monotonic() - start)
-                    return None, blob
+            key, kept = self.kept_configuration(client, metadata)
+            if kept is not None:
+                return configcache.Served(None, kept[0], key, kept[1])
             config = self.BuildConfiguration(client, metadata=metadata)
         with metrics.phase("serialise"):
             text = tostring(config)
@@ -708,9 +695,25 @@ class Core:
             self.logger.debug("configuration of %s not kept: %s", client, deps.uncacheable)
         elif config.tag == "Configuration" and ' failure="' not in text:
             blob = configcache.compress(text)
-            cache.store(client, key, blob, deps.tokens, generation)
-            return text, blob
-        return text, None
+            tokens = frozenset(deps.tokens)
+            if cache.store(client, key, blob, tokens, generation):
+                return configcache.Served(text, blob, key, tokens)
+            return configcache.Served(text, blob)
+        return configcache.Served(text)
+
+    def kept_configuration(self, client: str, metadata: ClientMetadata
+                           ) -> tuple[str | None, tuple[bytes, frozenset[str]] | None]:
+        """The client's configuration key (None: it may not be kept) and, if the cache
+        keeps a configuration built under it, that one (compressed) with its tokens; the
+        run hooks then run, as a build runs them."""
+        start = time.monotonic()
+        key = configcache.configuration_key(self.revision, metadata, self._cache_participants)
+        kept = None if key is None else self.config_cache.lookup_kept(client, key)
+        if kept is not None:
+            self.client_run_hook("start_client_run", metadata)
+            self.client_run_hook("end_client_run", metadata)
+            statistics.stats.add_value("GetConfig:cached", time.monotonic() - start)
+        return key, kept
 
     @functools.cached_property
     def _cache_participants(self) -> list[Plugin]:
@@ -974,8 +977,7 @@ class Core:
         self.catch_up()
         meta = self.metadata_for(address, "GetConfig")
         try:
-            text, blob = self._serve(meta.hostname, meta)
-            return configcache.Packed(blob) if blob is not None else text  # type: ignore[return-value]
+            return self.serve(meta.hostname, meta).result()
         except Exception:
             self.critical_error(f"Error creating config for {meta.hostname}")
 

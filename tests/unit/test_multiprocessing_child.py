@@ -38,9 +38,9 @@ def child(repo, tmp_path):
 
 
 def rendered_bundles(rpc) -> set[str]:
-    status, config, _events = rpc.recv()  # and the events it relays (bcfg2.metrics)
-    assert status == "ok", config
-    text = configcache.decompress(config)  # the child sends it compressed
+    status, answer, _events = rpc.recv()  # and the events it relays (bcfg2.metrics)
+    assert status == "ok", answer
+    text = configcache.decompress(answer[0])  # the child sends it compressed
     return {b.get("name") for b in lxml.etree.fromstring(text.encode()).iter("Bundle")}
 
 
