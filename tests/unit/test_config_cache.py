@@ -229,6 +229,41 @@ def test_a_build_that_read_what_changed_meanwhile_is_not_kept():
     assert cache.lookup("c1", "k") is None
 
 
+def test_all_the_names_of_a_plugin_are_dropped_at_once_where_none_can_be_told_apart():
+    """``invalidate_owned``: what the multiprocessing parent does on a file event in a
+    plugin's directory (it cannot tell which of the plugin's names changed)."""
+    cache = ConfigCache()
+    generation = cache.generation
+    cache.store("rules", "k", compress("r"), ["Rules:Package:x", "/repo/Cfg/etc/a"], generation)
+    cache.store("bundle", "k", compress("b"), ["Bundler", "/repo/Cfg/etc/a"], generation)
+    cache.store("odd", "k", compress("o"), ["nameless", "/repo/Cfg/etc/a"], generation)
+    cache.store("paths", "k", compress("p"), ["/repo/Rules/r.xml"], generation)
+    assert cache.invalidate_owned(["Rules"]) == 1  # a path under Rules/ is no name of it
+    assert "rules" not in cache and {"bundle", "odd", "paths"} <= set(cache._entries)
+    # with the plugins known, a name of none of them goes too
+    assert cache.invalidate_owned(["Rules"], known=["Rules", "Bundler"]) == 1
+    assert "odd" not in cache and "bundle" in cache
+    # a build that began before and recorded one of the names is not kept after
+    with recording() as deps:
+        depends_on("Bundler:b1", "/repo/Cfg/etc/b")
+    began = cache.generation
+    cache.invalidate_owned(["Rules"])
+    assert cache.store("late", "k", compress("l"), deps.tokens, began)
+    cache.invalidate_owned(["Bundler"])
+    assert not cache.store("stale", "k", compress("s"), deps.tokens, began)
+    assert "bundle" not in cache and "late" not in cache
+    cache.drop()
+    assert cache._owned == {}  # nothing indexed for what left
+
+
+def test_a_lookup_gives_the_tokens_a_configuration_was_kept_with():
+    cache = ConfigCache()
+    cache.store("c0", "k", compress("kept"), ["/repo/Cfg/etc/x", "Rules:Path:/x"], 0)
+    assert cache.lookup_kept("c0", "k") == (compress("kept"),
+                                            frozenset({"/repo/Cfg/etc/x", "Rules:Path:/x"}))
+    assert cache.lookup_kept("c0", "other key") is None
+
+
 def test_a_helper_that_may_read_the_time_keeps_configurations_out(tmp_path: Path, local_core):
     repo = small_repo(tmp_path)
     repo.write("TemplateHelper/greet.py", '__export__ = ["greet"]\n\n'
