@@ -10,7 +10,8 @@ given; callers bound them (``bcfg2.untrusted``).
 
 A tool that changes the state while a server runs (``bcfg2-admin client
 del``) calls ``mark_changed``; the server watches that marker and reads the
-state again.
+state again. With PostgreSQL the change also goes to every server sharing
+the database as a cache event (``remove``).
 
 A state directory of an earlier version kept this in
 ``Metadata/clients.xml``; it is imported once, when the database is
@@ -28,6 +29,9 @@ import lxml.etree
 from bcfg2.storage import Database, Migration, Schema, SQLiteDatabase, Transaction, events, migrate
 
 logger = logging.getLogger(__name__)
+
+#: the server name a tool's cache events carry (``bcfg2.storage.events``)
+TOOL = "bcfg2-admin"
 
 #: the attributes a client's row holds (the Metadata plugin's overlay of clients.xml)
 COLUMNS = ("profile", "trusted_profile", "repository_profile", "version", "auth", "pinned")
@@ -119,11 +123,14 @@ class ClientState:
         self.db.run(write, write=True)
 
     def remove(self, name: str) -> bool:
-        """Forget one client; False if it had no state."""
+        """Forget one client; False if it had no state. In a shared database the servers
+        are told (a cache event from ``TOOL``, as the Metadata plugin's own): each reads
+        the client's state again, not only one that serves the client next."""
         def write(tx: Transaction) -> bool:
             removed = tx.execute("DELETE FROM clients WHERE name = ?", (name,)).rowcount > 0
             if removed and events.shared(tx):
                 events.bump_generation(tx, name)
+                events.publish(tx, TOOL, [(frozenset([name]), "Metadata")], time.time())
             return removed
 
         return self.db.run(write, write=True)
@@ -168,4 +175,4 @@ class ClientState:
         logger.info("Imported the state of %d clients from %s", count, legacy)
 
 
-__all__ = ["COLUMNS", "SCHEMA", "ClientState", "database_path"]
+__all__ = ["COLUMNS", "SCHEMA", "TOOL", "ClientState", "database_path"]

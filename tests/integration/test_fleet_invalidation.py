@@ -139,6 +139,31 @@ def test_a_client_registered_on_a_is_known_to_b_and_its_children(fleet) -> None:
     assert bundles(b, "newhost", "globalpw") == {"base"}
 
 
+def test_a_client_deleted_by_the_admin_tool_is_forgotten_by_every_server(
+        fleet, repo: Repo, pg_database, tmp_path: Path) -> None:
+    """``bcfg2-admin client del`` on one machine: every server sharing the database is
+    told at once (not only through the counter, when the client next calls it)."""
+    from conftest import make_setup
+
+    from bcfg2.admin import client as client_tool
+
+    a, b = fleet("A"), fleet("B", core="multiprocessing")
+    no_counter(b)
+    assert bundles(a, "newhost", "globalpw") == {"base"}  # registered at first contact
+    wait_until(lambda: "newhost" in b.admin().Metadata.list_clients(), 30,
+               "B to know the client A registered")
+    setup = make_setup(repo, server__state_dir=str(tmp_path / "state-tool"),
+                       **pg_database.overrides)
+    clients = str(repo.path / "Metadata" / "clients.xml")
+    client_tool.delete_client(clients, client_tool._state_file(setup, clients), "newhost",
+                              setup)
+    wait_until(lambda: "newhost" not in b.admin().Metadata.list_clients(), 30,
+               "B to forget the deleted client")
+    assert pg_database.query("SELECT server, tag FROM cache_events WHERE clients = "
+                             "'[\"newhost\"]' ORDER BY id DESC LIMIT 1") == [
+        ("bcfg2-admin", "Metadata")]
+
+
 def test_the_generation_counter_counts_probe_and_state_writes(fleet, pg_database) -> None:
     a = fleet("A")
     send(a, "webserver")

@@ -257,8 +257,9 @@ def delete_client(clients: str, state: str | None, name: str,
     if store is not None:
         try:
             in_state = store.remove(name)
-            if in_state:
-                store.mark_changed()  # a running server reads the state again
+            if in_state and engine_of(setup) == "sqlite":
+                store.mark_changed()  # a running server reads the state again (PostgreSQL:
+                # every server sharing the database is told by remove's cache event)
         except (OSError, StorageError) as err:
             raise ToolError(f"cannot remove {name} from the server's client state: "
                             f"{err}") from None
