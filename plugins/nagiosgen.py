@@ -44,6 +44,8 @@ from bcfg2.plugin import (
     RepositoryError,
     StructFile,
     XMLFileBacked,
+    depends_on,
+    not_cacheable,
     set_content,
 )
 from bcfg2.xml import atomic_write
@@ -212,6 +214,19 @@ class NagiosGen(Plugin, Generator):
         self.Entries["Path"] = {HOST_PATH: self.bind_host}
         for path in SERVER_PATHS:
             self.Entries["Path"][path] = self.bind_server
+        if os.path.isdir(self.data):
+            # no handling of its own: the events drop the configurations built from the
+            # files (``bcfg2.configcache``), which are read afresh at each build
+            core.fam.AddMonitor(self.data, self)
+
+    def HandleEvent(self, event: Any = None) -> None:  # noqa: N802
+        """The files of NagiosGen/ are read when a definition is built: nothing to do."""
+
+    def cache_key(self, metadata: ClientMetadata) -> str:
+        """Nothing beyond what each build records: config.xml, parents.xml, the hostgroup
+        files a host definition looks for and its kept file; the whole directory for the
+        Nagios server's file. A host definition whose address DNS gave is not kept."""
+        return ""
 
     # -- what NagiosGen/ holds -------------------------------------------------
 
@@ -259,11 +274,18 @@ class NagiosGen(Plugin, Generator):
         hostname = metadata.hostname
         if not valid_client_name(hostname):
             raise PluginExecutionError(f"{hostname!r} cannot be a Nagios host name")
+        depends_on(self.config.name, *self.config.extras, self.legacy_parents.name,
+                   *self.legacy_parents.extras)
         options = self.config.options(metadata)
         directives = {"host_name": hostname, "alias": hostname}
         if "address" not in options:
+            if not metadata.addresses:
+                not_cacheable(f"NagiosGen asks DNS for the address of {hostname}")
             directives["address"] = self.address(metadata)
         names = set(self._names())
+        candidates = [f"{g}-group.cfg" for g in metadata.groups] + \
+            [f"{b}-bundle.cfg" for b in metadata.bundles]
+        depends_on(*(os.path.join(self.data, name) for name in candidates))
         hostgroups = sorted(
             [g for g in metadata.groups if f"{g}-group.cfg" in names]
             + [b for b in metadata.bundles if f"{b}-bundle.cfg" in names])
@@ -284,7 +306,9 @@ class NagiosGen(Plugin, Generator):
         text = self.host_config(metadata)
         entry.attrib.update(HOST_ATTRIBUTES)
         set_content(entry, text)
-        self._keep(f"{metadata.hostname}-host.cfg", text)
+        kept = f"{metadata.hostname}-host.cfg"
+        depends_on(os.path.join(self.data, kept))  # written again if it goes away
+        self._keep(kept, text)
         return entry
 
     # -- the Nagios server's file ------------------------------------------------
@@ -306,6 +330,7 @@ class NagiosGen(Plugin, Generator):
     def bind_server(self, entry: lxml.etree._Element,
                     metadata: ClientMetadata) -> lxml.etree._Element:
         """The Nagios server's aggregate (kept as NagiosGen/nagiosgen.cfg)."""
+        depends_on(self.data)  # every host's kept definition and hostgroup file
         text = self.server_config()
         entry.attrib.update(SERVER_ATTRIBUTES)
         set_content(entry, text)

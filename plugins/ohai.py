@@ -179,6 +179,15 @@ class Ohai(Plugin, Probing, Connector, Caching):
                 self.logger.error("Ohai data of %s cannot be used: %s", client, message)
             return {}
 
+    def cache_key(self, metadata: ClientMetadata) -> str:
+        """The client's stored file as it is now (an upload or an edit by hand replaces
+        it): what ``get_additional_data`` reads again when it changed."""
+        try:
+            st = os.stat(self.path_for(metadata.hostname))
+        except (OhaiError, OSError):
+            return "none"
+        return f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
+
     def expire_cache(self, key: str | None = None) -> None:
         """Read the stored file(s) again on the next build."""
         with self._lock:

@@ -23,7 +23,14 @@ import lxml.etree
 
 from bcfg2.filemonitor import Event
 from bcfg2.metadata import ClientMetadata
-from bcfg2.plugin import EntrySet, Generator, Plugin, PluginExecutionError, SpecificData
+from bcfg2.plugin import (
+    EntrySet,
+    Generator,
+    Plugin,
+    PluginExecutionError,
+    SpecificData,
+    depends_on,
+)
 
 __all__ = ["SEModules", "module_name"]
 
@@ -110,6 +117,18 @@ class SEModules(Plugin, Generator):
             binders[name] = binders[name + SUFFIX] = self._binder(name)
         self.modules = modules
         self.Entries["SEModule"] = binders
+
+    def binder_for(self, entry: lxml.etree._Element,
+                   metadata: ClientMetadata) -> Callable[..., Any] | None:
+        """The module's binder. The build depends on the module's directory, there or not
+        yet (``bcfg2.configcache``): a version that comes, goes or changes drops it."""
+        if entry.tag == "SEModule":
+            depends_on(os.path.join(self.data, module_name(entry.get("name", "")) + SUFFIX))
+        return super().binder_for(entry, metadata)
+
+    def cache_key(self, metadata: ClientMetadata) -> str:
+        """Nothing beyond the module directories each build records."""
+        return ""
 
     def _binder(self, name: str) -> Callable[[lxml.etree._Element, ClientMetadata],
                                              lxml.etree._Element]:

@@ -336,3 +336,77 @@ def test_agents_get_their_entries_through_a_network_core(nagios_repo: Repo, netw
     client2 = served("uuid-client2", "pw2")
     assert host_names(client2[SERVER_PATH]) == ["client1", "client2"]
     assert host(client2["/etc/nagiosgen.status"])["address"] == "192.0.2.7"
+
+
+# -- the configuration cache ------------------------------------------------------
+
+def served(core: LocalCore, client: str) -> str:
+    """What an agent is sent: kept, or built and kept (``bcfg2.configcache``)."""
+    return core.serve_configuration(client, core.build_metadata(client))
+
+
+def test_configurations_are_kept_until_what_nagiosgen_read_changes(
+        nagios_repo: Repo, local_core: Factory) -> None:
+    from cache_world import from_scratch
+
+    nagios_repo.write("Metadata/clients.xml", CLIENTS.replace(
+        'floating="true"', 'address="10.0.0.2"'))  # no DNS: client2's configuration is kept
+    core = make(local_core, nagios_repo, server__filemonitor="inotify")
+    counts = core.config_cache.counts
+    for client in ("client1", "client2"):
+        served(core, client)
+    hits = counts["hits"]
+    assert [served(core, c) for c in ("client1", "client2")] == [
+        from_scratch(core, c) for c in ("client1", "client2")]
+    assert counts["hits"] == hits + 2
+    host_file = nagios_repo.path / "NagiosGen/client1-host.cfg"
+    changes = {
+        "a hostgroup file client1 looks for appears": lambda: nagios_repo.write(
+            "NagiosGen/datacenter-2-group.cfg", "define hostgroup{\n hostgroup_name dc2\n}\n"),
+        "config.xml changes client1's options": lambda: nagios_repo.write(
+            "NagiosGen/config.xml", CONFIG.replace(">10<", ">12<")),
+        "client1's kept definition goes away": host_file.unlink,
+    }
+
+    def settled() -> None:
+        """Both kept, and the files their builds wrote handled (their events drop the
+        builds that wrote them once: the next build writes nothing)."""
+        for _ in range(3):
+            for client in ("client1", "client2"):
+                served(core, client)
+            core.refresh()
+        assert "client1" in core.config_cache and "client2" in core.config_cache
+
+    for what, change in changes.items():
+        settled()
+        change()
+        core.refresh()
+        first = served(core, "client1")  # writes client1-host.cfg (again)
+        assert host_file.exists(), what  # (a fresh build would write it too: asked first)
+        assert first == from_scratch(core, "client1"), what
+        core.refresh()  # the write's event: the Nagios server's aggregate changes with it
+        assert served(core, "client2") == from_scratch(core, "client2"), what
+    aggregate = lxml.etree.fromstring(served(core, "client2").encode()).xpath(
+        f"//Path[@name='{SERVER_PATH}']")[0].text
+    client1 = [dict(d) for kind, d in definitions(aggregate)
+               if kind == "host" and dict(d)["host_name"] == "client1"]
+    assert [d["max_check_attempts"] for d in client1] == ["12"]
+    # a file nobody reads changes nothing: served as kept
+    settled()
+    hits = counts["hits"]
+    nagios_repo.write("NagiosGen/notes.txt", "x\n")
+    core.refresh()
+    served(core, "client1")
+    assert counts["hits"] == hits + 1
+
+
+def test_a_host_definition_whose_address_dns_gave_is_not_kept(
+        nagios_repo: Repo, local_core: Factory, dns: FakeDNS) -> None:
+    core = make(local_core, nagios_repo, server__filemonitor="inotify")
+    served(core, "client2")
+    dns.answers["client2"] = "192.0.2.99"  # the address changed in DNS
+    assert host(paths(core, "client2")["/etc/nagiosgen.status"].text)["address"] == \
+        "192.0.2.99"
+    assert "192.0.2.99" in served(core, "client2")
+    served(core, "client1")  # its address is in clients.xml
+    assert "client2" not in core.config_cache and "client1" in core.config_cache

@@ -171,3 +171,27 @@ def test_an_agent_run_sends_ohai_data_that_its_configuration_uses(
     assert agent.RecvProbeData(upload("<not json>" * 10)) is True
     assert platform() == "debian 12.5\n"
     assert os.path.exists(repo.path / "Ohai/client1.json")
+
+
+def test_configurations_are_kept_until_the_clients_ohai_data_changes(
+        repo: Repo, local_core: Factory) -> None:
+    """Ohai says what its part depends on: the client's stored file, however replaced."""
+    from cache_world import from_scratch
+
+    repo.write("Cfg/etc/platform/platform.jinja2", "{{ metadata.Ohai.get('platform') }}\n")
+    repo.write("Bundler/base.xml", '<Bundle><Path name="/etc/platform"/></Bundle>')
+    core = local_core(repo, server__plugins=PLUGINS)  # metadata built for every request
+
+    def served(client: str) -> str:
+        return core.serve_configuration(client, core.build_metadata(client))
+
+    receive(core, "client1", json.dumps({"platform": "debian"}))
+    first = served("client1")
+    assert ">debian\n<" in first and served("client1") == first
+    assert core.config_cache.counts["hits"] == 1
+    receive(core, "client1", json.dumps({"platform": "ubuntu"}))  # an upload
+    assert served("client1") == from_scratch(core, "client1")
+    assert ">ubuntu\n<" in served("client1")
+    writer = local_core(repo, server__plugins=PLUGINS)  # another process replaces the file
+    receive(writer, "client1", json.dumps({"platform": "alpine", "padding": "x" * 10}))
+    assert ">alpine\n<" in served("client1")  # no expiry reached this one: the file tells

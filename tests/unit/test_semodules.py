@@ -124,3 +124,36 @@ def test_an_agent_gets_the_module_in_its_configuration(repo: Repo, network_serve
         (entry,) = config.iter("SEModule")
         assert entry.get("name") == "foo"
         assert content(entry) == expected
+
+
+def test_configurations_are_kept_until_a_version_of_their_modules_changes(
+        repo: Repo, local_core) -> None:
+    from cache_world import from_scratch
+
+    bundle(repo, '<SEModule name="foo"/>', '<SEModule name="bar"/>')
+    repo.mkdir("SEModules")
+    repo.write("SEModules/foo.pp/foo.pp", MODULE)
+    core = local_core(repo, server__plugins=PLUGINS + ",SEModules",
+                      server__filemonitor="inotify")
+    counts = core.config_cache.counts
+
+    def served(client: str) -> str:
+        return core.serve_configuration(client, core.build_metadata(client))
+
+    served("client1")  # bar fails: not kept
+    assert "client1" not in core.config_cache
+    steps = [
+        lambda: repo.write("SEModules/bar.pp/bar.pp", b"bar module"),  # the missing one comes
+        lambda: repo.write("SEModules/foo.pp/foo.pp.H_client1", b"client1's own"),
+        lambda: repo.write("SEModules/foo.pp/foo.pp", b"version 2"),  # client2's changes
+        lambda: (repo.path / "SEModules/foo.pp/foo.pp.H_client1").unlink(),
+    ]
+    for number, step in enumerate(steps):
+        step()
+        core.refresh()
+        for client in ("client1", "client2"):
+            assert served(client) == from_scratch(core, client), f"step {number}: {client}"
+    hits = counts["hits"]
+    assert [served(c) for c in ("client1", "client2")] == [
+        from_scratch(core, c) for c in ("client1", "client2")]
+    assert counts["hits"] == hits + 2
