@@ -144,8 +144,12 @@ def test_sessions_end_with_logout_a_new_password_or_a_deleted_user(site: Site) -
     site.login("viewer")
     site.client.post("/logout", {"csrf": "wrong"}, status=403)
     site.client.get("/", status=200)
+    cookie = site.client.cookies[COOKIE]
     site.client.post("/logout", {"csrf": site.csrf()}, status=303)
     site.client.get("/", status=303)
+    site.client.set_cookie(COOKIE, cookie)  # the cookie kept, and sent again
+    site.client.get("/", status=303)
+    site.client.get("/api/overview", status=401)
 
     site.login("viewer")
     users = Users(site.server.app.users.path)
@@ -153,6 +157,21 @@ def test_sessions_end_with_logout_a_new_password_or_a_deleted_user(site: Site) -
     site.client.get("/", status=303)
     users.remove("viewer")
     site.login("viewer", "a-new-password-2", status=401)
+
+
+def test_a_revoked_session_is_refused_and_the_revocations_kept_are_bounded() -> None:
+    signer = Signer(b"k" * 32, lifetime=60)
+    cookies = [signer.issue("admin", "stamp", now=1000.0) for _ in range(3)]
+    sessions = [signer.read(c, now=1001.0) for c in cookies]
+    signer.revoke(sessions[0].sid, now=1001.0)
+    assert signer.read(cookies[0], now=1002.0) is None
+    assert signer.read(cookies[1], now=1002.0) == sessions[1]
+    signer.MAX_REVOKED = 2
+    signer.revoke(sessions[1].sid, now=1002.0)
+    signer.revoke(sessions[2].sid, now=1003.0)  # the first revoked is forgotten
+    assert len(signer._revoked) == 2 and sessions[0].sid not in signer._revoked
+    signer.revoke("later", now=1062.5)  # revocations past their cookies' lifetime go
+    assert list(signer._revoked) == [sessions[2].sid, "later"]
 
 
 def test_forged_and_expired_cookies_are_refused() -> None:
@@ -261,6 +280,8 @@ def test_entries_common_problems_affected_clients_and_changes(site: Site) -> Non
     assert "should be" in entry["clients"][0]["reason"]
     assert "web7.example.com" in site.client.get(
         "/entries/entry", {"kind": "Bad", "tag": "Path", "name": "/etc/motd"}).text
+    for path in ("/entries/nosuch", "/api/entries/nosuch"):  # the page and its API alike
+        site.client.get(path, status=404)
     changes = site.client.get("/api/changes").json["changes"]
     assert {c["client"] for c in changes} == {"web2.example.com", "web8.example.com"}
     assert "sshd" in site.client.get("/changes").text

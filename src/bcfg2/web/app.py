@@ -459,6 +459,7 @@ class WebApp:
             raise cherrypy.HTTPError(405, "log out with the page's button (a POST)")
         user, sid = self.user()
         self.check_csrf(sid, csrf)
+        self.signer.revoke(sid)  # the cookie is refused here even if it is sent again
         self._cookie(COOKIE, "", 0)
         logger.info("Web: %s logged out", user.name)
         raise cherrypy.HTTPRedirect("/login", 303)
@@ -562,6 +563,8 @@ class Api:
         self.app.user(api=True)
         if what == "entry":
             return self.app.json(self.app.entry_data(params))
+        if what:
+            raise cherrypy.HTTPError(404, "no such page")
         return self.app.json(self.app.entries_data(params))
 
     @cherrypy.expose

@@ -4,7 +4,7 @@ A session cookie is ``<payload>.<HMAC-SHA256>``, the payload the user's
 name, the stamp of their password hash (a new password ends old sessions),
 a random session id and when it was made, signed with the key of ``[web]
 secret``. It is ``HttpOnly``, ``Secure`` and ``SameSite=Strict``, and is
-refused after ``[web] session_hours``. The CSRF token of a session is an
+refused after ``[web] session_hours``, or once its user logged out. The CSRF token of a session is an
 HMAC of its id: every form carries it and every POST is checked against it.
 """
 
@@ -67,11 +67,31 @@ class Session:
 
 
 class Signer:
-    """Makes and checks session cookies and CSRF tokens with one key."""
+    """Makes and checks session cookies and CSRF tokens with one key.
+
+    A session ended by logging out (``revoke``) is refused from then on, by this
+    process, until it would have expired anyway: the cookie a browser was told to
+    forget cannot be replayed. At most ``MAX_REVOKED`` are remembered, the first to
+    expire forgotten first.
+    """
+
+    MAX_REVOKED = 100_000
 
     def __init__(self, key: bytes, lifetime: float) -> None:
         self.key = key
         self.lifetime = lifetime
+        #: session id -> when its cookie expires anyway (in the order revoked)
+        self._revoked: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def revoke(self, sid: str, now: float | None = None) -> None:
+        """Refuse the session with this id from now on."""
+        now = time.time() if now is None else now
+        with self._lock:
+            while self._revoked and (next(iter(self._revoked.values())) < now
+                                     or len(self._revoked) >= self.MAX_REVOKED):
+                self._revoked.popitem(last=False)
+            self._revoked[sid] = now + self.lifetime
 
     def _mac(self, purpose: str, data: bytes) -> str:
         return hmac.new(self.key, purpose.encode() + b"\0" + data,
@@ -96,7 +116,9 @@ class Signer:
         except (ValueError, TypeError, binascii.Error):
             return None
         age = (time.time() if now is None else now) - session.issued
-        return session if 0 <= age <= self.lifetime else None
+        if not 0 <= age <= self.lifetime or session.sid in self._revoked:
+            return None
+        return session
 
     def csrf(self, sid: str) -> str:
         """The CSRF token of a session (or of a login form's random id)."""
