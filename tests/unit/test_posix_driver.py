@@ -226,6 +226,33 @@ def test_owner_and_group_are_checked_and_set(root: Path) -> None:
         "owner 'no-such-user-here' is no user of this machine"]
 
 
+@ROOT_ONLY
+def test_under_a_root_with_its_own_accounts_names_are_the_roots(root: Path) -> None:
+    """An image's users are not the host's: owner and group names are looked up in the
+    root's /etc/passwd and /etc/group (read again when they change during the run)."""
+    import pwd
+
+    (root / "etc").mkdir()
+    (root / "etc/passwd").write_text("toor:x:0:0:root:/root:/bin/sh\n"
+                                     "imageuser:x:2345:2345::/home/imageuser:/bin/sh\n")
+    (root / "etc/group").write_text("wheel:x:0:\nimagegrp:x:3456:imageuser\n")
+    (root / "f").write_text("x")
+    os.chmod(root / "f", 0o644)
+    posix = driver(root)
+    entry = path("/f", "permissions", owner="imageuser", group="imagegrp")
+    assert posix.verify(entry, []).reasons == [
+        "owner is toor, should be imageuser", "group is wheel, should be imagegrp"]
+    assert apply(posix, entry).correct
+    assert ((root / "f").stat().st_uid, (root / "f").stat().st_gid) == (2345, 3456)
+    host_user = pwd.getpwuid(os.getuid()).pw_name  # the host has it, the image not
+    assert posix.verify(path("/f", "permissions", owner=host_user, group="imagegrp"),
+                        []).reasons == [f"owner {host_user!r} is no user of this machine"]
+    with open(root / "etc/passwd", "a") as fh:  # POSIXUsers adds a user meanwhile
+        fh.write(f"{host_user}:x:2346:2345::/home/x:/bin/sh\n")
+    assert posix.verify(path("/f", "permissions", owner=host_user, group="imagegrp"),
+                        []).reasons == [f"owner is imageuser, should be {host_user}"]
+
+
 def test_nonexistent_removes_files_and_directories_only_when_told(root: Path) -> None:
     posix = driver(root)
     (root / "old.conf").write_text("x")

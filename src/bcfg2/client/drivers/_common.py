@@ -1,9 +1,12 @@
-"""What the system drivers share: finding their tools and reading their options."""
+"""What the system drivers share: finding their tools, reading their options, and the
+machine's users and groups."""
 
 from __future__ import annotations
 
 import configparser
+import grp
 import os
+import pwd
 import shutil
 from typing import Any
 
@@ -51,3 +54,108 @@ def truthy(value: str | None, default: bool) -> bool:
     if value is None:
         return default
     return value.strip().lower() in ("true", "1", "yes", "on")
+
+
+def fields(text: str, count: int) -> list[list[str]]:
+    """The lines of a colon-separated database with exactly ``count`` fields (NIS
+    ``+``/``-`` lines, comments and malformed lines skipped)."""
+    rows = []
+    for line in text.splitlines():
+        if not line or line[0] in "+-#":
+            continue
+        parts = line.split(":")
+        if len(parts) == count and parts[0]:
+            rows.append(parts)
+    return rows
+
+
+class Accounts:
+    """User and group names as the machine being configured knows them.
+
+    On the running system (root ``/``) the name service answers, so users from
+    LDAP or NIS count; under ``--root`` the root's own ``/etc/passwd`` and
+    ``/etc/group`` do (the host's users are not the image's), read again
+    whenever they change (POSIXUsers may add to them during the run). A root
+    that has no such file (a tree staged for this machine, not a system image)
+    is given the name service's answers.
+    """
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.files = context.root not in ("", "/")
+        #: path -> (its stamp, name -> id, id -> first name)
+        self._read: dict[str, tuple[tuple[int, int, int], dict[str, int], dict[int, str]]] = {}
+
+    def _table(self, path: str, id_field: int, count: int
+               ) -> tuple[dict[str, int], dict[int, str]] | None:
+        """The root's file as (name -> id, id -> name); None: the root has none."""
+        if not self.files:
+            return None
+        real = self.context.path(path)
+        try:
+            st = os.stat(real)
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return {}, {}
+        kept = self._read.get(path)
+        if kept is not None and kept[0] == stamp:
+            return kept[1], kept[2]
+        try:
+            with open(real, encoding="utf-8", errors="surrogateescape") as fh:
+                rows = fields(fh.read(), count)
+        except OSError:
+            return {}, {}
+        ids: dict[str, int] = {}
+        names: dict[int, str] = {}
+        for row in rows:
+            if row[id_field].isdigit():
+                ids.setdefault(row[0], int(row[id_field]))
+                names.setdefault(int(row[id_field]), row[0])
+        self._read[path] = (stamp, ids, names)
+        return ids, names
+
+    def uid(self, owner: str) -> int | None:
+        """The user id of a name (or of a number), None if there is no such user."""
+        if owner.isdigit():
+            return int(owner)
+        table = self._table("/etc/passwd", 2, 7)
+        if table is not None:
+            return table[0].get(owner)
+        try:
+            return pwd.getpwnam(owner).pw_uid
+        except KeyError:
+            return None
+
+    def gid(self, group: str) -> int | None:
+        """The group id of a name (or of a number), None if there is no such group."""
+        if group.isdigit():
+            return int(group)
+        table = self._table("/etc/group", 2, 4)
+        if table is not None:
+            return table[0].get(group)
+        try:
+            return grp.getgrnam(group).gr_gid
+        except KeyError:
+            return None
+
+    def user_name(self, uid: int) -> str:
+        """The name of a user id (the number, if it has none)."""
+        table = self._table("/etc/passwd", 2, 7)
+        if table is not None:
+            return table[1].get(uid, str(uid))
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return str(uid)
+
+    def group_name(self, gid: int) -> str:
+        """The name of a group id (the number, if it has none)."""
+        table = self._table("/etc/group", 2, 4)
+        if table is not None:
+            return table[1].get(gid, str(gid))
+        try:
+            return grp.getgrgid(gid).gr_name
+        except KeyError:
+            return str(gid)

@@ -20,9 +20,7 @@ import binascii
 import datetime
 import difflib
 import errno
-import grp
 import os
-import pwd
 import re
 import shutil
 import stat
@@ -30,7 +28,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bcfg2.client.drivers._common import which
+from bcfg2.client.drivers._common import Accounts, which
 from bcfg2.client.drivers.base import Context, Driver, Element, EntryState, entry_key
 
 TYPES = ("file", "directory", "symlink", "hardlink", "permissions", "nonexistent", "device",
@@ -75,38 +73,6 @@ def _lstat(path: str) -> os.stat_result | None:
         return None
 
 
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def _group_name(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
-
-
-def _uid(owner: str) -> int | None:
-    if owner.isdigit():
-        return int(owner)
-    try:
-        return pwd.getpwnam(owner).pw_uid
-    except KeyError:
-        return None
-
-
-def _gid(group: str) -> int | None:
-    if group.isdigit():
-        return int(group)
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        return None
-
-
 def acl_perms(text: str) -> str | None:
     """ACL permissions (``6``, ``rw``, ``r-x``) as getfacl writes them (``rw-``); None if
     they are not permissions."""
@@ -127,6 +93,8 @@ class POSIX(Driver):
 
     def __init__(self, context: Context) -> None:
         super().__init__(context)
+        #: owner and group names as the machine being configured knows them
+        self.accounts = Accounts(context)
         self._modlist: set[str] = set()
         self._modlist_given: Sequence[str] | None = None
         #: the managed paths and their directories: what pruning a directory keeps
@@ -404,19 +372,21 @@ class POSIX(Driver):
         """Owner, group, mode, SELinux context and ACLs."""
         owner, group, mode = entry.get("owner"), entry.get("group"), entry.get("mode")
         if owner is not None:
-            uid = _uid(owner)
+            uid = self.accounts.uid(owner)
             if uid is None:
                 state.reasons.append(f"owner {owner!r} is no user of this machine")
             elif st.st_uid != uid:
-                state.reasons.append(f"owner is {_user_name(st.st_uid)}, should be {owner}")
-                self._current(entry, record, owner=_user_name(st.st_uid))
+                actual = self.accounts.user_name(st.st_uid)
+                state.reasons.append(f"owner is {actual}, should be {owner}")
+                self._current(entry, record, owner=actual)
         if group is not None:
-            gid = _gid(group)
+            gid = self.accounts.gid(group)
             if gid is None:
                 state.reasons.append(f"group {group!r} is no group of this machine")
             elif st.st_gid != gid:
-                state.reasons.append(f"group is {_group_name(st.st_gid)}, should be {group}")
-                self._current(entry, record, group=_group_name(st.st_gid))
+                actual = self.accounts.group_name(st.st_gid)
+                state.reasons.append(f"group is {actual}, should be {group}")
+                self._current(entry, record, group=actual)
         if mode is not None:
             if not MODE.fullmatch(mode):
                 state.reasons.append(f"mode {mode!r} is not an octal mode")
@@ -475,9 +445,9 @@ class POSIX(Driver):
                                      "an ACL")
                 continue
             if scope == "user":
-                qualifier = _uid(acl.get("user", ""))
+                qualifier = self.accounts.uid(acl.get("user", ""))
             elif scope == "group":
-                qualifier = _gid(acl.get("group", ""))
+                qualifier = self.accounts.gid(acl.get("group", ""))
             elif scope == "other" or kind == "default" and not scope:
                 scope, qualifier = "other", -1
             else:
@@ -562,8 +532,8 @@ class POSIX(Driver):
     # --- installation ----------------------------------------------------------------------
     def _set_metadata(self, entry: Element, path: str, mode: int | None = None) -> bool:
         """Give a path its owner, group, mode, SELinux context and ACLs."""
-        uid = _uid(entry.get("owner", "")) if entry.get("owner") is not None else -1
-        gid = _gid(entry.get("group", "")) if entry.get("group") is not None else -1
+        uid = self.accounts.uid(entry.get("owner", "")) if entry.get("owner") is not None else -1
+        gid = self.accounts.gid(entry.get("group", "")) if entry.get("group") is not None else -1
         if uid is None or gid is None:
             self.log.error("Path %s: owner %r or group %r does not exist here",
                            entry.get("name"), entry.get("owner"), entry.get("group"))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import lxml.etree
 
-from bcfg2.client.drivers._common import setting, which
+from bcfg2.client.drivers._common import fields, setting, which
 from bcfg2.client.drivers.base import Context, Driver, Element, EntryState, entry_key
 from bcfg2.errors import ConfigError
 from bcfg2.untrusted import escaped, one_line
@@ -80,19 +80,6 @@ def _in(ranges: list[tuple[int, int | None]], number: int) -> bool:
     return any(low <= number and (high is None or number <= high) for low, high in ranges)
 
 
-def _fields(text: str, count: int) -> list[list[str]]:
-    """The lines of a colon-separated database with exactly ``count`` fields (NIS
-    ``+``/``-`` lines, comments and malformed lines skipped)."""
-    rows = []
-    for line in text.splitlines():
-        if not line or line[0] in "+-#":
-            continue
-        parts = line.split(":")
-        if len(parts) == count and parts[0]:
-            rows.append(parts)
-    return rows
-
-
 class POSIXUsers(Driver):
     """Users and groups in the passwd and group files, changed by the shadow tools."""
 
@@ -142,7 +129,7 @@ class POSIXUsers(Driver):
     def users(self) -> dict[str, User]:
         if self._users is None:
             self._users = {}
-            for name, _pw, uid, gid, gecos, home, shell in _fields(self._read("/etc/passwd"), 7):
+            for name, _pw, uid, gid, gecos, home, shell in fields(self._read("/etc/passwd"), 7):
                 if uid.isdigit() and gid.isdigit():
                     self._users.setdefault(name, User(name, int(uid), int(gid), gecos, home,
                                                       shell))
@@ -152,7 +139,7 @@ class POSIXUsers(Driver):
     def groups(self) -> dict[str, Group]:
         if self._groups is None:
             self._groups = {}
-            for name, _pw, gid, members in _fields(self._read("/etc/group"), 4):
+            for name, _pw, gid, members in fields(self._read("/etc/group"), 4):
                 if gid.isdigit():
                     self._groups.setdefault(name, Group(
                         name, int(gid), tuple(m for m in members.split(",") if m)))
