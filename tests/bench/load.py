@@ -1150,10 +1150,14 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     value = level["p50_s"] * 1000 if level else None
     add(f"{best} (best) GetConfig p50 at concurrency 1", value, f"<= {TARGET_P50_S * 1000:g} ms",
         None if value is None else value <= TARGET_P50_S * 1000, "ms")
-    mp = _level(cores.get("multiprocessing"), "getconfig", c)
-    bi = _level(cores.get("builtin"), "getconfig", c)
+    # the children's parallel rendering: measured where both cores build (the cache off)
+    # when that was run; with the cache warm neither core renders
+    cold = all(COLD.format(core=name) in cores for name in ("multiprocessing", "builtin"))
+    mp, bi = (_level(cores.get(COLD.format(core=name) if cold else name), "getconfig", c)
+              for name in ("multiprocessing", "builtin"))
     value = mp["per_s"] / bi["per_s"] if mp and bi and bi["per_s"] else None
-    add(f"multiprocessing / builtin GetConfig/s at concurrency {c}", value,
+    add(f"multiprocessing / builtin GetConfig/s at concurrency {c}"
+        f"{' (cold)' if cold else ''}", value,
         f">= {TARGET_SPEEDUP:g}x", None if value is None else value >= TARGET_SPEEDUP, "x")
     floor = _level(cores.get(FLOOR), "getconfig", c)
     for name in (best, COLD.format(core=best)):
