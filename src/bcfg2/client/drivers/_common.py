@@ -8,6 +8,7 @@ import grp
 import os
 import pwd
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 from bcfg2 import options
@@ -116,46 +117,38 @@ class Accounts:
         self._read[path] = (stamp, ids, names)
         return ids, names
 
-    def uid(self, owner: str) -> int | None:
-        """The user id of a name (or of a number), None if there is no such user."""
-        if owner.isdigit():
-            return int(owner)
-        table = self._table("/etc/passwd", 2, 7)
+    def _id(self, name: str, path: str, count: int, nss: Callable[[str], int]) -> int | None:
+        if name.isdigit():
+            return int(name)
+        table = self._table(path, 2, count)
         if table is not None:
-            return table[0].get(owner)
+            return table[0].get(name)
         try:
-            return pwd.getpwnam(owner).pw_uid
+            return nss(name)
         except KeyError:
             return None
+
+    def _name(self, number: int, path: str, count: int, nss: Callable[[int], str]) -> str:
+        table = self._table(path, 2, count)
+        if table is not None:
+            return table[1].get(number, str(number))
+        try:
+            return nss(number)
+        except KeyError:
+            return str(number)
+
+    def uid(self, owner: str) -> int | None:
+        """The user id of a name (or of a number), None if there is no such user."""
+        return self._id(owner, "/etc/passwd", 7, lambda name: pwd.getpwnam(name).pw_uid)
 
     def gid(self, group: str) -> int | None:
         """The group id of a name (or of a number), None if there is no such group."""
-        if group.isdigit():
-            return int(group)
-        table = self._table("/etc/group", 2, 4)
-        if table is not None:
-            return table[0].get(group)
-        try:
-            return grp.getgrnam(group).gr_gid
-        except KeyError:
-            return None
+        return self._id(group, "/etc/group", 4, lambda name: grp.getgrnam(name).gr_gid)
 
     def user_name(self, uid: int) -> str:
         """The name of a user id (the number, if it has none)."""
-        table = self._table("/etc/passwd", 2, 7)
-        if table is not None:
-            return table[1].get(uid, str(uid))
-        try:
-            return pwd.getpwuid(uid).pw_name
-        except KeyError:
-            return str(uid)
+        return self._name(uid, "/etc/passwd", 7, lambda number: pwd.getpwuid(number).pw_name)
 
     def group_name(self, gid: int) -> str:
         """The name of a group id (the number, if it has none)."""
-        table = self._table("/etc/group", 2, 4)
-        if table is not None:
-            return table[1].get(gid, str(gid))
-        try:
-            return grp.getgrgid(gid).gr_name
-        except KeyError:
-            return str(gid)
+        return self._name(gid, "/etc/group", 4, lambda number: grp.getgrgid(number).gr_name)
