@@ -276,12 +276,16 @@ class MultiprocessingCore(BuiltinCore):
 
     def _kept_here(self, client: str) -> tuple[str | None, bytes | None]:
         """The client's configuration key here and the configuration kept under it, if any;
-        (None, None) when its metadata cannot be built (a child answers as it always does)."""
+        (None, None) when its metadata or key cannot be worked out (a child answers as it
+        always does)."""
         try:
             metadata = self.build_metadata(client)
+            key, kept = self.kept_configuration(client, metadata)
         except (MetadataConsistencyError, MetadataRuntimeError):
             return None, None
-        key, kept = self.kept_configuration(client, metadata)
+        except Exception:  # a plugin's cache_key failed: the child's build reports it
+            logger.exception("Looking up the kept configuration of %s failed", client)
+            return None, None
         return key, None if kept is None else kept[0]
 
     # -- the pool --------------------------------------------------------------
