@@ -328,6 +328,30 @@ def test_an_action_without_the_csrf_token_is_refused(site: Site) -> None:
     assert site.client.get("/api/audit").json["audit"] == []
 
 
+def test_a_client_page_never_shows_an_action_done_beside_the_metadata_from_before_it(
+        site: Site, monkeypatch) -> None:
+    """The action finishes while the page is being made, after the page read the client's
+    metadata: the page may show the action unfinished, never done with the old profile."""
+    site.login("admin")
+    app = site.server.app
+    build = app.core.build_metadata
+
+    def read_then_act(name: str):  # noqa: ANN202
+        meta = build(name)  # the profile before the action
+        entry = app.audit_log.add("admin", name, "profile", "webservers")
+        app.perform(name, "profile", "webservers")
+        app.audit_log.set_status(entry, "done", "profile is now webservers")
+        return meta
+
+    monkeypatch.setattr(app.core, "build_metadata", read_then_act)
+    data = site.client.get("/api/client/web1.example.com").json
+    assert data["profile"] == "other"
+    assert [a["status"] for a in data["audit"]] != ["done"]
+    monkeypatch.setattr(app.core, "build_metadata", build)
+    data = site.client.get("/api/client/web1.example.com").json
+    assert (data["profile"], [a["status"] for a in data["audit"]]) == ("webservers", ["done"])
+
+
 def test_an_admin_changes_a_profile_and_the_audit_log_says_so(site: Site) -> None:
     site.login("admin")
     assert "Change profile" in site.client.get("/client/web0.example.com").text

@@ -253,6 +253,8 @@ class WebApp:
         name = known or name
         now = self.view.now(at)
         data: dict[str, Any] = {"name": name, "at": at, "known": known is not None}
+        # the audit log first: an action it shows done is in the metadata read after it
+        data["audit"] = [vars(entry) for entry in self.audit_log.recent(name, limit=20)]
         if known is not None:
             try:
                 meta = self.core.build_metadata(name)
@@ -266,7 +268,6 @@ class WebApp:
         data["runs"] = [_run_dict(run, now) for run in runs]
         data["run_count"] = self.store.run_count(name, before=at)
         data["history"] = self.store.client_history(name, now - CHART_DAYS * DAY, now)
-        data["audit"] = [vars(entry) for entry in self.audit_log.recent(name, limit=20)]
         return data
 
     def history_data(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
