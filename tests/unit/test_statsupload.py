@@ -50,6 +50,16 @@ def test_an_upload_keeps_what_plugins_use_and_counts_every_entry() -> None:
     assert doc.find(".//Surprise") is None
 
 
+def test_an_upload_reads_the_same_parsed_whole_or_pulled(monkeypatch) -> None:
+    """A small upload is parsed whole and walked, a large one pulled a chunk at a time:
+    the document read is the same."""
+    from bcfg2 import xml
+
+    walked = lxml.etree.tostring(read_statistics(UPLOAD, max_entries=2))
+    monkeypatch.setattr(xml, "WHOLE_PARSE", -1)
+    assert lxml.etree.tostring(read_statistics(UPLOAD, max_entries=2)) == walked
+
+
 def test_statistics_may_be_the_root() -> None:
     doc = read_statistics('<Statistics version="2.0" state="clean"><Good><Path name="/a"/>'
                           "</Good></Statistics>", max_entries=10)

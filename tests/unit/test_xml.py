@@ -26,9 +26,19 @@ def iterparse_all(data: str | bytes, what: str = "XML") -> lxml.etree._Element:
     return events[0][1]
 
 
-#: both ways of parsing network data refuse the same things
-UNTRUSTED = pytest.mark.parametrize("parse", [xml.parse_untrusted, iterparse_all],
-                                    ids=["whole", "incremental"])
+def pulled_all(data: str | bytes, what: str = "XML") -> lxml.etree._Element:
+    """``iterparse_all`` with the pull parser however small the document is."""
+    whole, xml.WHOLE_PARSE = xml.WHOLE_PARSE, -1
+    try:
+        return iterparse_all(data, what)
+    finally:
+        xml.WHOLE_PARSE = whole
+
+
+#: every way of parsing network data refuses the same things: whole, events of a small
+#: document parsed whole (walked), events of the pull parser (incremental)
+UNTRUSTED = pytest.mark.parametrize("parse", [xml.parse_untrusted, iterparse_all, pulled_all],
+                                    ids=["whole", "walked", "incremental"])
 
 
 @UNTRUSTED
@@ -115,9 +125,14 @@ def test_incremental_parsing_reads_across_chunks_as_a_whole_parse_does(
     monkeypatch.setattr(xml, "FEED_CHUNK", 3)
     doc = '<r><e n="&lt;&amp;&quot;é€" m=\'x\'>t&#233;xt</e><e/>tail</r>'
     whole = xml.parse_untrusted(doc)
-    root = iterparse_all(doc)
+    walked = list(xml.iterparse_untrusted(doc))
+    root = pulled_all(doc)
     assert lxml.etree.tostring(root) == lxml.etree.tostring(whole)
     assert root[0].get("n") == '<&"é€'
+    # the same events, whichever way the document was parsed
+    monkeypatch.setattr(xml, "WHOLE_PARSE", -1)
+    pulled = list(xml.iterparse_untrusted(doc))
+    assert [(e, el.tag) for e, el in walked] == [(e, el.tag) for e, el in pulled]
 
 
 def test_incremental_parsing_lets_the_caller_free_what_it_read() -> None:
