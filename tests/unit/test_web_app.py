@@ -9,6 +9,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ webtest = pytest.importorskip("webtest", reason="WebTest is not installed: pip i
 
 import web_fleet  # noqa: E402
 
+from bcfg2.errors import ConfigError  # noqa: E402
 from bcfg2.web.server import WebServer  # noqa: E402
 from bcfg2.web.sessions import COOKIE, Signer  # noqa: E402
 from bcfg2.web.users import Users  # noqa: E402
@@ -172,6 +174,29 @@ def test_a_revoked_session_is_refused_and_the_revocations_kept_are_bounded() -> 
     assert len(signer._revoked) == 2 and sessions[0].sid not in signer._revoked
     signer.revoke("later", now=1062.5)  # revocations past their cookies' lifetime go
     assert list(signer._revoked) == [sessions[2].sid, "later"]
+
+
+def test_a_broken_users_file_leaves_the_users_read_before_in_service(
+        site: Site, caplog) -> None:
+    """A typo in users.json locks nobody out: logged once, the last good users stay (and a
+    change to the users is refused rather than written over the edit)."""
+    path = Path(site.server.app.users.path)
+    site.login("viewer")
+    good = path.read_text()
+    path.write_text(good.replace('"users"', '"users" oops', 1))
+    for _ in range(3):
+        site.client.get("/", status=200)  # still logged in
+    assert caplog.text.count("cannot read the web users") == 1
+    site.client.post("/logout", {"csrf": site.csrf()}, status=303)
+    site.login("admin", status=303)
+    with pytest.raises(ConfigError, match="cannot read the web users"):
+        Users(str(path)).add("erin", "viewer", "a-password-1")
+    with pytest.raises(ConfigError, match="cannot read the web users"):
+        site.server.app.users.passwd("viewer", "a-new-password-2")
+    path.write_text(good)
+    Users(str(path)).remove("viewer")  # fixed, then changed: the change applies
+    site.client.post("/logout", {"csrf": site.csrf()}, status=303)
+    site.login("viewer", status=401)
 
 
 def test_forged_and_expired_cookies_are_refused() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 import threading
@@ -21,6 +22,8 @@ import argon2
 from bcfg2.errors import ConfigError
 from bcfg2.options import Setup
 from bcfg2.xml import atomic_write
+
+logger = logging.getLogger("bcfg2.web")
 
 #: what a user may do: viewers read, admins also act on clients
 ROLES = ("viewer", "admin")
@@ -79,6 +82,8 @@ class Users:
         self._lock = threading.Lock()
         self._seen: tuple[int, int] | None = None
         self._users: dict[str, User] = {}
+        #: whether a version of the file was read (a broken one then leaves it in service)
+        self._read_once = False
 
     def _stat(self) -> tuple[int, int] | None:
         try:
@@ -88,12 +93,23 @@ class Users:
         return st.st_mtime_ns, st.st_size
 
     def all(self) -> dict[str, User]:
-        """Every user by name (none if the file does not exist)."""
+        """Every user by name (none if the file does not exist).
+
+        A file that cannot be read raises ConfigError the first time; once a version
+        was read, a broken one leaves that version in service, logged once, so a typo
+        in the file locks nobody out (and the admin can still log in to see it).
+        """
         with self._lock:
             seen = self._stat()
             if seen != self._seen:
-                self._users = self._read() if seen is not None else {}
+                try:
+                    self._users = self._read() if seen is not None else {}
+                except ConfigError as err:
+                    if not self._read_once:
+                        raise
+                    logger.error("%s; the users read before stay in service", err)
                 self._seen = seen
+                self._read_once = True
             return dict(self._users)
 
     def _read(self) -> dict[str, User]:
@@ -125,6 +141,16 @@ class Users:
 
     # -- changes (bcfg2-admin web user) -----------------------------------------------
 
+    def _as_on_disk(self) -> dict[str, User]:
+        """The users as the file holds them now, for a change: a broken file is an error
+        (a change never writes the version read before over an edit it cannot read)."""
+        with self._lock:
+            seen = self._stat()
+            self._users = self._read() if seen is not None else {}
+            self._seen = seen
+            self._read_once = True
+            return dict(self._users)
+
     def _write(self, users: dict[str, User]) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
         data = {"users": {u.name: {"role": u.role, "hash": u.hash}
@@ -135,14 +161,14 @@ class Users:
         check_name(name)
         if role not in ROLES:
             raise UserError(f"a role is one of {', '.join(ROLES)}")
-        users = self.all()
+        users = self._as_on_disk()
         if name in users:
             raise UserError(f"user {name} exists (use passwd to change the password)")
         users[name] = User(name, role, _hasher.hash(check_password(password)))
         self._write(users)
 
     def passwd(self, name: str, password: str, role: str | None = None) -> None:
-        users = self.all()
+        users = self._as_on_disk()
         if name not in users:
             raise UserError(f"no such user: {name}")
         if role is not None and role not in ROLES:
@@ -151,7 +177,7 @@ class Users:
         self._write(users)
 
     def remove(self, name: str) -> None:
-        users = self.all()
+        users = self._as_on_disk()
         if users.pop(name, None) is None:
             raise UserError(f"no such user: {name}")
         self._write(users)
