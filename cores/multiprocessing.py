@@ -48,7 +48,7 @@ from typing import Any
 from xmlrpc.client import Fault
 
 from bcfg2 import configcache, metrics
-from bcfg2.cache import RELAYED, Expiry, relayed
+from bcfg2.cache import Expiry, relayed
 from bcfg2.core import Core, exposed
 from bcfg2.cores.builtin import BuiltinCore
 from bcfg2.errors import CriticalError, MetadataConsistencyError, MetadataRuntimeError
@@ -265,14 +265,6 @@ class MultiprocessingCore(BuiltinCore):
             if path == plugin.data or path.startswith(plugin.data + os.sep):
                 return [plugin.name]
         return list(self.plugins)
-
-    def _metadata_expired(self, expiry: Expiry) -> None:
-        """Also drop the names of the plugin that expired metadata: in a child it may have
-        changed them on hearing of the expiry."""
-        super()._metadata_expired(expiry)
-        plugin = expiry.tag.removeprefix(RELAYED)
-        if self.keeps_configurations and plugin in self.plugins:
-            self.config_cache.invalidate_owned([plugin])
 
     def _kept_here(self, client: str) -> tuple[str | None, bytes | None]:
         """The client's configuration key here and the configuration kept under it, if any;

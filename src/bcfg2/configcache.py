@@ -249,17 +249,12 @@ class ConfigCache:
 
     def lookup(self, client: str, key: str) -> str | None:
         """The kept configuration of a client if it was built under ``key``, else None."""
-        blob = self.lookup_compressed(client, key)
-        return None if blob is None else decompress(blob)
-
-    def lookup_compressed(self, client: str, key: str) -> bytes | None:
-        """``lookup``, as it is kept (``compress``)."""
         kept = self.lookup_kept(client, key)
-        return None if kept is None else kept[0]
+        return None if kept is None else decompress(kept[0])
 
     def lookup_kept(self, client: str, key: str) -> tuple[bytes, frozenset[str]] | None:
-        """``lookup_compressed`` with the tokens the configuration was kept with (what a
-        multiprocessing child hands its parent)."""
+        """``lookup`` as it is kept (``compress``), with the tokens it was kept with (what
+        a multiprocessing child hands its parent)."""
         with self._lock:
             entry = self._entries.get(client)
             if entry is None or entry.key != key:

@@ -174,3 +174,18 @@ def test_with_a_polling_monitor_the_parent_keeps_nothing(
     assert len({agent.GetConfig() for _ in range(3)}) == 1
     assert not server.core.keeps_configurations
     assert len(server.core.config_cache) == 0
+
+
+def test_a_failing_lookup_in_the_parent_leaves_the_answer_to_a_child(
+        example_repo: Repo, network_server, monkeypatch, caplog) -> None:
+    server = start(network_server, example_repo)
+    ready_children(server, 2)
+    agent = server.proxy(*WEB1)
+    first = agent.GetConfig()
+
+    def broken(client, metadata):  # noqa: ANN001, ANN202 - a plugin's cache_key raising
+        raise RuntimeError("cache_key failed")
+
+    monkeypatch.setattr(server.core, "kept_configuration", broken)
+    assert agent.GetConfig() == first
+    assert "Looking up the kept configuration of web1.example.com failed" in caplog.text

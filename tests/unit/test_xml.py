@@ -97,6 +97,13 @@ def test_untrusted_malformed_input_names_what_was_refused(parse) -> None:
 
 
 @UNTRUSTED
+def test_untrusted_text_that_is_no_unicode_is_refused(parse) -> None:
+    """A lone surrogate (a str no UTF-8 can carry) is refused with a clear error."""
+    with pytest.raises(UntrustedInputError, match="probe data is not valid Unicode"):
+        parse("<a>\ud800</a>", "probe data")
+
+
+@UNTRUSTED
 @pytest.mark.parametrize("data", [b"", "", "<a>", "<a/><b/>"])
 def test_untrusted_empty_or_unfinished_input_is_refused(parse, data: str | bytes) -> None:
     with pytest.raises(UntrustedInputError):

@@ -4,8 +4,9 @@ A session cookie is ``<payload>.<HMAC-SHA256>``, the payload the user's
 name, the stamp of their password hash (a new password ends old sessions),
 a random session id and when it was made, signed with the key of ``[web]
 secret``. It is ``HttpOnly``, ``Secure`` and ``SameSite=Strict``, and is
-refused after ``[web] session_hours``, or once its user logged out. The CSRF token of a session is an
-HMAC of its id: every form carries it and every POST is checked against it.
+refused after ``[web] session_hours``, or once its user logged out. The CSRF
+token of a session is an HMAC of its id: every form carries it and every POST
+is checked against it.
 """
 
 from __future__ import annotations

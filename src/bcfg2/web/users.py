@@ -99,13 +99,19 @@ class Users:
         was read, a broken one leaves that version in service, logged once, so a typo
         in the file locks nobody out (and the admin can still log in to see it).
         """
+        return self._load(strict=False)
+
+    def _load(self, strict: bool) -> dict[str, User]:
+        """The users, the file read again if it changed (``strict``: whatever its stamp,
+        and a broken file is an error: a change never writes the version read before
+        over an edit it cannot read)."""
         with self._lock:
             seen = self._stat()
-            if seen != self._seen:
+            if strict or seen != self._seen:
                 try:
                     self._users = self._read() if seen is not None else {}
                 except ConfigError as err:
-                    if not self._read_once:
+                    if strict or not self._read_once:
                         raise
                     logger.error("%s; the users read before stay in service", err)
                 self._seen = seen
@@ -141,16 +147,6 @@ class Users:
 
     # -- changes (bcfg2-admin web user) -----------------------------------------------
 
-    def _as_on_disk(self) -> dict[str, User]:
-        """The users as the file holds them now, for a change: a broken file is an error
-        (a change never writes the version read before over an edit it cannot read)."""
-        with self._lock:
-            seen = self._stat()
-            self._users = self._read() if seen is not None else {}
-            self._seen = seen
-            self._read_once = True
-            return dict(self._users)
-
     def _write(self, users: dict[str, User]) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
         data = {"users": {u.name: {"role": u.role, "hash": u.hash}
@@ -161,14 +157,14 @@ class Users:
         check_name(name)
         if role not in ROLES:
             raise UserError(f"a role is one of {', '.join(ROLES)}")
-        users = self._as_on_disk()
+        users = self._load(strict=True)
         if name in users:
             raise UserError(f"user {name} exists (use passwd to change the password)")
         users[name] = User(name, role, _hasher.hash(check_password(password)))
         self._write(users)
 
     def passwd(self, name: str, password: str, role: str | None = None) -> None:
-        users = self._as_on_disk()
+        users = self._load(strict=True)
         if name not in users:
             raise UserError(f"no such user: {name}")
         if role is not None and role not in ROLES:
@@ -177,7 +173,7 @@ class Users:
         self._write(users)
 
     def remove(self, name: str) -> None:
-        users = self._as_on_disk()
+        users = self._load(strict=True)
         if users.pop(name, None) is None:
             raise UserError(f"no such user: {name}")
         self._write(users)

@@ -57,7 +57,7 @@ def truthy(value: str | None, default: bool) -> bool:
     return value.strip().lower() in ("true", "1", "yes", "on")
 
 
-def fields(text: str, count: int) -> list[list[str]]:
+def _fields(text: str, count: int) -> list[list[str]]:
     """The lines of a colon-separated database with exactly ``count`` fields (NIS
     ``+``/``-`` lines, comments and malformed lines skipped)."""
     rows = []
@@ -70,6 +70,10 @@ def fields(text: str, count: int) -> list[list[str]]:
     return rows
 
 
+#: the fields of a line of each account file
+FIELDS = {"/etc/passwd": 7, "/etc/group": 4}
+
+
 class Accounts:
     """User and group names as the machine being configured knows them.
 
@@ -78,20 +82,20 @@ class Accounts:
     ``/etc/group`` do (the host's users are not the image's), read again
     whenever they change (POSIXUsers may add to them during the run). A root
     that has no such file (a tree staged for this machine, not a system image)
-    is given the name service's answers.
+    is given the name service's answers. ``rows`` is the files as they are
+    under the root, whatever it is (what POSIXUsers manages).
     """
 
     def __init__(self, context: Context) -> None:
         self.context = context
         self.files = context.root not in ("", "/")
-        #: path -> (its stamp, name -> id, id -> first name)
-        self._read: dict[str, tuple[tuple[int, int, int], dict[str, int], dict[int, str]]] = {}
+        #: path -> (its stamp, its rows, name -> id, id -> first name)
+        self._read: dict[str, tuple[tuple[int, int, int], list[list[str]], dict[str, int],
+                                    dict[int, str]]] = {}
 
-    def _table(self, path: str, id_field: int, count: int
-               ) -> tuple[dict[str, int], dict[int, str]] | None:
-        """The root's file as (name -> id, id -> name); None: the root has none."""
-        if not self.files:
-            return None
+    def _load(self, path: str) -> tuple[list[list[str]], dict[str, int], dict[int, str]] | None:
+        """An account file under the root, read again when it changed; None if it is not
+        there (an unreadable one is empty)."""
         real = self.context.path(path)
         try:
             st = os.stat(real)
@@ -99,28 +103,38 @@ class Accounts:
         except FileNotFoundError:
             return None
         except OSError:
-            return {}, {}
+            return [], {}, {}
         kept = self._read.get(path)
         if kept is not None and kept[0] == stamp:
-            return kept[1], kept[2]
+            return kept[1:]
         try:
             with open(real, encoding="utf-8", errors="surrogateescape") as fh:
-                rows = fields(fh.read(), count)
+                rows = _fields(fh.read(), FIELDS[path])
         except OSError:
-            return {}, {}
+            rows = []
         ids: dict[str, int] = {}
         names: dict[int, str] = {}
         for row in rows:
-            if row[id_field].isdigit():
-                ids.setdefault(row[0], int(row[id_field]))
-                names.setdefault(int(row[id_field]), row[0])
-        self._read[path] = (stamp, ids, names)
-        return ids, names
+            if row[2].isdigit():
+                ids.setdefault(row[0], int(row[2]))
+                names.setdefault(int(row[2]), row[0])
+        self._read[path] = (stamp, rows, ids, names)
+        return rows, ids, names
 
-    def _id(self, name: str, path: str, count: int, nss: Callable[[str], int]) -> int | None:
+    def rows(self, path: str) -> list[list[str]]:
+        """The lines of ``/etc/passwd`` or ``/etc/group`` under the root, split."""
+        loaded = self._load(path)
+        return [] if loaded is None else loaded[0]
+
+    def _table(self, path: str) -> tuple[dict[str, int], dict[int, str]] | None:
+        """The root's file as (name -> id, id -> name); None: the name service answers."""
+        loaded = self._load(path) if self.files else None
+        return None if loaded is None else loaded[1:]
+
+    def _id(self, name: str, path: str, nss: Callable[[str], int]) -> int | None:
         if name.isdigit():
             return int(name)
-        table = self._table(path, 2, count)
+        table = self._table(path)
         if table is not None:
             return table[0].get(name)
         try:
@@ -128,8 +142,8 @@ class Accounts:
         except KeyError:
             return None
 
-    def _name(self, number: int, path: str, count: int, nss: Callable[[int], str]) -> str:
-        table = self._table(path, 2, count)
+    def _name(self, number: int, path: str, nss: Callable[[int], str]) -> str:
+        table = self._table(path)
         if table is not None:
             return table[1].get(number, str(number))
         try:
@@ -139,16 +153,16 @@ class Accounts:
 
     def uid(self, owner: str) -> int | None:
         """The user id of a name (or of a number), None if there is no such user."""
-        return self._id(owner, "/etc/passwd", 7, lambda name: pwd.getpwnam(name).pw_uid)
+        return self._id(owner, "/etc/passwd", lambda name: pwd.getpwnam(name).pw_uid)
 
     def gid(self, group: str) -> int | None:
         """The group id of a name (or of a number), None if there is no such group."""
-        return self._id(group, "/etc/group", 4, lambda name: grp.getgrnam(name).gr_gid)
+        return self._id(group, "/etc/group", lambda name: grp.getgrnam(name).gr_gid)
 
     def user_name(self, uid: int) -> str:
         """The name of a user id (the number, if it has none)."""
-        return self._name(uid, "/etc/passwd", 7, lambda number: pwd.getpwuid(number).pw_name)
+        return self._name(uid, "/etc/passwd", lambda number: pwd.getpwuid(number).pw_name)
 
     def group_name(self, gid: int) -> str:
         """The name of a group id (the number, if it has none)."""
-        return self._name(gid, "/etc/group", 4, lambda number: grp.getgrgid(number).gr_name)
+        return self._name(gid, "/etc/group", lambda number: grp.getgrgid(number).gr_name)

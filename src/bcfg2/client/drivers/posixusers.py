@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import lxml.etree
 
-from bcfg2.client.drivers._common import fields, setting, which
+from bcfg2.client.drivers._common import Accounts, setting, which
 from bcfg2.client.drivers.base import Context, Driver, Element, EntryState, entry_key
 from bcfg2.errors import ConfigError
 from bcfg2.untrusted import escaped, one_line
@@ -93,6 +93,8 @@ class POSIXUsers(Driver):
             "POSIXUser": self._managed_ranges("uid"),
             "POSIXGroup": self._managed_ranges("gid"),
         }
+        #: the root's /etc/passwd and /etc/group, read again when they change
+        self.accounts = Accounts(context)
         self._users: dict[str, User] | None = None
         self._groups: dict[str, Group] | None = None
         #: names of the entries of this run, per tag (what find_extra must not report)
@@ -118,18 +120,11 @@ class POSIXUsers(Driver):
 
     # the machine's state
 
-    def _read(self, path: str) -> str:
-        try:
-            with open(self.context.path(path), encoding="utf-8", errors="surrogateescape") as fh:
-                return fh.read()
-        except FileNotFoundError:
-            return ""
-
     @property
     def users(self) -> dict[str, User]:
         if self._users is None:
             self._users = {}
-            for name, _pw, uid, gid, gecos, home, shell in fields(self._read("/etc/passwd"), 7):
+            for name, _pw, uid, gid, gecos, home, shell in self.accounts.rows("/etc/passwd"):
                 if uid.isdigit() and gid.isdigit():
                     self._users.setdefault(name, User(name, int(uid), int(gid), gecos, home,
                                                       shell))
@@ -139,7 +134,7 @@ class POSIXUsers(Driver):
     def groups(self) -> dict[str, Group]:
         if self._groups is None:
             self._groups = {}
-            for name, _pw, gid, members in fields(self._read("/etc/group"), 4):
+            for name, _pw, gid, members in self.accounts.rows("/etc/group"):
                 if gid.isdigit():
                     self._groups.setdefault(name, Group(
                         name, int(gid), tuple(m for m in members.split(",") if m)))
